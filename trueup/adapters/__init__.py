@@ -1,0 +1,1 @@
+"""Adapters: broker translation and I/O, and the event store wiring."""

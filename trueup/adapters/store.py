@@ -1,0 +1,212 @@
+"""Event store wiring: store URLs -> an eventsourcing Application and SQL access to its database.
+
+Supported URLs:
+- ``sqlite:///path/to/file.db`` (or a bare path): one SQLite file holds the events and
+  the projection tables. WAL with ``synchronous=FULL`` (the library's default): an
+  audit log must survive power loss.
+- ``postgresql://user:pass@host:port/dbname[?schema=name]``: PostgreSQL, for several
+  processes or machines. Tables live in ``schema`` (created if missing).
+- ``memory://[name]``: a shared in-memory SQLite database, for tests and examples.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import Mapper, PersistenceError
+
+from trueup.adapters.codec import MsgspecMapper
+from trueup.domain.errors import ConfigError, StoreError
+
+DEFAULT_STORE = "sqlite:///trueup.db"
+"""Store used when neither an argument nor TRUEUP_STORE names one."""
+
+POSTGRES_LOCK_TIMEOUT_SECONDS = "5"
+"""A stuck writer must not block every writer forever (EVENTSOURCING.md gotcha 5)."""
+
+
+class LedgerApplication(Application[UUID]):
+    """The eventsourcing application holding trueup's log."""
+
+    name = "trueup"
+    # Replay and catch-up read the log in pages of 1000 (the default of 10 made
+    # PostgreSQL replay 3x slower, EVENTSOURCING.md gotcha 9).
+    log_section_size = 1000
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Use msgspec: smaller rows and faster decoding than the library's JSON."""
+        return MsgspecMapper()
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """A parsed store URL: which backend, and the environment eventsourcing reads."""
+
+    url: str
+    dialect: str
+    """"sqlite" or "postgres"."""
+    env: Mapping[str, str]
+    schema: str | None = None
+    path: Path | None = None
+    """SQLite file, when the store is a file."""
+    postgres_conninfo: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_store_url(url: str | None) -> str:
+    """The store to open: the argument, else TRUEUP_STORE, else sqlite:///trueup.db."""
+    return url or os.environ.get("TRUEUP_STORE") or DEFAULT_STORE
+
+
+def parse_store_url(url: str) -> StoreConfig:
+    """Turn a store URL into eventsourcing settings; raise ConfigError naming the bad part."""
+    base_env = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
+    if url.startswith("memory://"):
+        name = url.removeprefix("memory://") or uuid.uuid4().hex
+        dbname = f"file:trueup-{name}?mode=memory&cache=shared"
+        env = {**base_env, "PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": dbname}
+        return StoreConfig(url=url, dialect="sqlite", env=env)
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        dbname = parts.path.lstrip("/") or "postgres"
+        schema = parse_qs(parts.query).get("schema", [""])[0] or None
+        conninfo = {
+            "dbname": dbname,
+            "host": parts.hostname or "127.0.0.1",
+            "port": str(parts.port or 5432),
+            "user": unquote(parts.username or "postgres"),
+            "password": unquote(parts.password or ""),
+        }
+        env = {
+            **base_env,
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": conninfo["dbname"],
+            "POSTGRES_HOST": conninfo["host"],
+            "POSTGRES_PORT": conninfo["port"],
+            "POSTGRES_USER": conninfo["user"],
+            "POSTGRES_PASSWORD": conninfo["password"],
+            "POSTGRES_LOCK_TIMEOUT": POSTGRES_LOCK_TIMEOUT_SECONDS,
+            # The stored-function insert path skips the table lock and tracking (gotcha 6).
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }
+        if schema is not None:
+            if not schema.replace("_", "").isalnum():
+                msg = f"store URL schema must be letters, digits and _, got {schema!r}"
+                raise ConfigError(msg)
+            env["POSTGRES_SCHEMA"] = schema
+        return StoreConfig(url=url, dialect="postgres", env=env, schema=schema, postgres_conninfo=conninfo)
+    if "://" in url and not url.startswith("sqlite://"):
+        msg = (
+            f"store URL {url!r} is not supported: use sqlite:///path.db, "
+            "postgresql://user@host:port/db or memory://"
+        )
+        raise ConfigError(msg)
+    # sqlite:///trueup.db is relative, sqlite:////var/lib/trueup.db absolute.
+    path = Path(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)
+    env = {**base_env, "PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+    return StoreConfig(url=url, dialect="sqlite", env=env, path=path)
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the projections use."""
+
+    def execute(self, statement: str, params: Sequence[object] = ..., /) -> object:
+        """Run one statement."""
+
+    def fetchall(self) -> Sequence[Any]:
+        """All rows of the last query."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows touched by the last statement."""
+
+
+class Store:
+    """An open store: the eventsourcing application plus SQL access to the same database."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        """Open (and create if needed) the store described by `config`."""
+        self.config = config
+        self.dialect = config.dialect
+        if config.dialect == "postgres" and config.schema:
+            _ensure_postgres_schema(config)
+        if config.path is not None:
+            config.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.app = LedgerApplication(env=dict(config.env))
+        except PersistenceError as e:
+            msg = f"cannot open store {redact(config.url)}: {e}"
+            raise StoreError(msg) from e
+        self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
+
+    def table(self, name: str) -> str:
+        """Qualified name of one of our own tables."""
+        if self.dialect == "postgres" and self.config.schema:
+            return f"{self.config.schema}.{name}"
+        return name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A write transaction on the store's database (commits on success)."""
+        datastore = self.app.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=True) as cursor:
+            yield _unwrap(cursor)
+
+    @contextmanager
+    def reading(self) -> Iterator[Cursor]:
+        """A read-only transaction on the store's database."""
+        datastore = self.app.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=False) as cursor:
+            yield _unwrap(cursor)
+
+    def sql(self, statement: str) -> str:
+        """Adapt a statement written with ? placeholders to the store's dialect."""
+        return statement.replace("?", "%s") if self.dialect == "postgres" else statement
+
+    def close(self) -> None:
+        """Close the application and its connections."""
+        self.app.close()
+
+
+def _unwrap(cursor: Any) -> Cursor:  # noqa: ANN401 - the library's cursor wrapper or psycopg's
+    # eventsourcing wraps sqlite3 cursors without rowcount; the raw cursor has it.
+    return getattr(cursor, "sqlite_cursor", cursor)  # type: ignore[no-any-return]
+
+
+def _ensure_postgres_schema(config: StoreConfig) -> None:
+    import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
+    from psycopg import sql  # noqa: PLC0415
+
+    info = config.postgres_conninfo
+    try:
+        with psycopg.connect(
+            dbname=info["dbname"],
+            host=info["host"],
+            port=info["port"],
+            user=info["user"],
+            password=info["password"],
+            autocommit=True,
+            connect_timeout=10,
+        ) as conn:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(config.schema or ""))
+            )
+    except psycopg.Error as e:
+        msg = f"cannot prepare schema {config.schema!r} in {redact(config.url)}: {e}"
+        raise StoreError(msg) from e
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

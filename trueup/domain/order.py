@@ -1,0 +1,408 @@
+"""The Order aggregate: one order's lifecycle, rebuilt from its events.
+
+State changes only through the nested events below; the rules that decide which
+events a broker report causes live in `trueup.domain.rules` as pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import Aggregate
+
+from trueup.domain.ids import order_id
+from trueup.domain.money import ZERO, derived_price, money_context
+from trueup.domain.status import OrderFlag, OrderStatus, Side
+from trueup.domain.views import FillView, OrderView
+
+# IB execution ids look like "0000e0d5.6553f0ca.01.01"; a correction differs only in
+# the digits after the final period (".01" -> ".02") and replaces the original.
+_REVISED_EXEC_ID = re.compile(r"^(?P<base>[^.]+\..+)\.(?P<revision>\d+)$")
+
+
+def exec_key(exec_id: str) -> tuple[str, int]:
+    """Split an execution id into its dedupe key and correction revision.
+
+    "0000e0d5.6553f0ca.01.02" -> ("0000e0d5.6553f0ca.01", 2); ids without the IB
+    shape (Alpaca UUIDs, Kite trade ids) are their own key with revision 0.
+    """
+    match = _REVISED_EXEC_ID.match(exec_id)
+    if match is None:
+        return exec_id, 0
+    return match["base"], int(match["revision"])
+
+
+class BookedFill(msgspec.Struct, frozen=True):
+    """A real execution booked on an order (latest revision for corrected ones)."""
+
+    exec_id: str
+    revision: int
+    qty: Decimal
+    price: Decimal
+    ts_event: datetime
+    commission: Decimal | None
+
+
+class OrderState(msgspec.Struct, kw_only=True):
+    """Everything an order's events established; mutated only by those events' apply()."""
+
+    account: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal | None
+    limit_price: Decimal | None
+    strategy: str | None
+    origin: str
+    """"intent" if we recorded it before sending, "broker" if first seen in a report."""
+    status: OrderStatus = OrderStatus.INTENDED
+    flags: frozenset[OrderFlag] = frozenset()
+    raw_status: str | None = None
+    status_ts: datetime | None = None
+    """ts_event of the report that last set status or flags."""
+    amend_ts: datetime | None = None
+    """ts_event of the report whose terms (quantity, limit) we hold."""
+    broker_order_ids: tuple[str, ...] = ()
+    fills: dict[str, BookedFill] = msgspec.field(default_factory=dict)
+    """Real executions by dedupe key (see exec_key)."""
+    real_filled: Decimal = ZERO
+    real_cost: Decimal = ZERO
+    inferred_qty: Decimal = ZERO
+    """Filled quantity known only from a cumulative report."""
+    inferred_price: Decimal | None = None
+    reported_filled: Decimal = ZERO
+    """Cumulative of the report the inferred part was priced from."""
+    reported_avg: Decimal | None = None
+
+    @money_context
+    def book(self, key: str, fill: BookedFill) -> None:
+        """Put `fill` under `key`, replacing an earlier revision (used by apply only)."""
+        previous = self.fills.get(key)
+        if previous is not None:
+            self.real_filled -= previous.qty
+            self.real_cost -= previous.qty * previous.price
+        self.fills[key] = fill
+        self.real_filled += fill.qty
+        self.real_cost += fill.qty * fill.price
+
+    def set_inferred(self, qty: Decimal, price: Decimal | None) -> None:
+        """Set the inferred part (used by apply only); no quantity means no price."""
+        self.inferred_qty = qty
+        self.inferred_price = price if qty > 0 else None
+
+    @property
+    def filled_qty(self) -> Decimal:
+        """Real plus inferred filled quantity."""
+        return self.real_filled + self.inferred_qty
+
+    @property
+    @money_context
+    def fill_cost(self) -> Decimal:
+        """Total cost of the filled quantity (real plus inferred)."""
+        inferred = self.inferred_qty * self.inferred_price if self.inferred_price else ZERO
+        return self.real_cost + inferred
+
+    @property
+    def avg_fill_price(self) -> Decimal | None:
+        """Average price of the filled quantity, or None before any fill."""
+        filled = self.filled_qty
+        return derived_price(self.fill_cost, filled) if filled > 0 else None
+
+    def view(self) -> OrderView:
+        """A frozen copy of what the order says now."""
+        return OrderView(
+            account=self.account,
+            client_order_id=self.client_order_id,
+            symbol=self.symbol,
+            side=self.side,
+            quantity=self.quantity,
+            status=self.status,
+            flags=self.flags,
+            filled_qty=self.filled_qty,
+            avg_fill_price=self.avg_fill_price,
+            inferred_qty=self.inferred_qty,
+            broker_order_ids=self.broker_order_ids,
+            limit_price=self.limit_price,
+            strategy=self.strategy,
+            origin=self.origin,
+            fills=tuple(
+                FillView(f.exec_id, f.qty, f.price, f.ts_event, f.commission)
+                for f in sorted(self.fills.values(), key=lambda f: (f.ts_event, f.exec_id))
+            ),
+            updated_at=self.status_ts,
+        )
+
+
+class Order(Aggregate):
+    """One order, keyed by account and client order id."""
+
+    TOPIC = "trueup:Order"
+
+    @staticmethod
+    def create_id(account: str, client_order_id: str) -> UUID:
+        """Deterministic id: the same client order id always names the same order."""
+        return order_id(account, client_order_id)
+
+    class Event(Aggregate.Event):
+        """Base of order events."""
+
+        TOPIC = "trueup:Order.Event"
+
+    class Intended(Event, Aggregate.Created):
+        """We recorded the intent to place this order, before sending anything."""
+
+        TOPIC = "trueup:Order.Intended"
+        account: str
+        client_order_id: str
+        symbol: str
+        side: Side
+        quantity: Decimal
+        limit_price: Decimal | None
+        strategy: str | None
+        ts_intended: datetime
+
+    class Discovered(Event, Aggregate.Created):
+        """The broker reported an order we had no record of."""
+
+        TOPIC = "trueup:Order.Discovered"
+        account: str
+        client_order_id: str
+        symbol: str
+        side: Side
+        quantity: Decimal | None
+        limit_price: Decimal | None
+        ts_discovered: datetime
+
+    class BrokerIdLinked(Event):
+        """The broker's id for this order became known."""
+
+        TOPIC = "trueup:Order.BrokerIdLinked"
+        broker_order_id: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Remember the id (one order may have several: replace chains, slices)."""
+            aggregate.state.broker_order_ids = (*aggregate.state.broker_order_ids, self.broker_order_id)
+
+    class StatusUpdated(Event):
+        """Status or flags moved (forward in rank, or flags/time at equal rank)."""
+
+        TOPIC = "trueup:Order.StatusUpdated"
+        status: OrderStatus
+        flags: frozenset[OrderFlag]
+        raw_status: str
+        source: str
+        ts_event: datetime | None
+        """Time of the report that set this; kept unchanged when fills imply the move."""
+        reason: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Take the new status, flags and time."""
+            aggregate.state.status = self.status
+            aggregate.state.flags = self.flags
+            aggregate.state.raw_status = self.raw_status
+            aggregate.state.status_ts = self.ts_event
+
+    class Amended(Event):
+        """The broker's quantity or limit price changed (modify/replace confirmed)."""
+
+        TOPIC = "trueup:Order.Amended"
+        quantity: Decimal
+        limit_price: Decimal | None
+        ts_event: datetime
+
+        def apply(self, aggregate: Order) -> None:
+            """Take the broker's terms."""
+            aggregate.state.quantity = self.quantity
+            aggregate.state.limit_price = self.limit_price
+            aggregate.state.amend_ts = self.ts_event
+
+    class FillBooked(Event):
+        """A real execution was booked; it supersedes up to `superseded_qty` inferred."""
+
+        TOPIC = "trueup:Order.FillBooked"
+        exec_id: str
+        key: str
+        revision: int
+        qty: Decimal
+        price: Decimal
+        ts_event: datetime
+        commission: Decimal | None
+        superseded_qty: Decimal
+        """Inferred quantity this execution now accounts for."""
+        inferred_price: Decimal | None
+        """Price of the inferred quantity still outstanding, re-derived from the report."""
+
+        def apply(self, aggregate: Order) -> None:
+            """Book the fill and shrink the inferred part."""
+            aggregate.state.book(
+                self.key,
+                BookedFill(
+                    self.exec_id,
+                    self.revision,
+                    self.qty,
+                    self.price,
+                    self.ts_event,
+                    self.commission,
+                ),
+            )
+            state = aggregate.state
+            state.set_inferred(state.inferred_qty - self.superseded_qty, self.inferred_price)
+
+    class FillCorrected(Event):
+        """A broker correction replaced an earlier execution (IB ".01" -> ".02")."""
+
+        TOPIC = "trueup:Order.FillCorrected"
+        exec_id: str
+        key: str
+        revision: int
+        qty: Decimal
+        price: Decimal
+        ts_event: datetime
+        commission: Decimal | None
+        previous_exec_id: str
+        superseded_qty: Decimal
+        inferred_price: Decimal | None
+
+        def apply(self, aggregate: Order) -> None:
+            """Replace the fill under the same key."""
+            aggregate.state.book(
+                self.key,
+                BookedFill(
+                    self.exec_id,
+                    self.revision,
+                    self.qty,
+                    self.price,
+                    self.ts_event,
+                    self.commission,
+                ),
+            )
+            state = aggregate.state
+            state.set_inferred(state.inferred_qty - self.superseded_qty, self.inferred_price)
+
+    class FillInferred(Event):
+        """A cumulative report ran ahead of the executions we have: the gap is booked, priced.
+
+        `inferred_qty` is the whole inferred part afterwards (`qty` of it is new), priced at
+        `price` so that the order's average matches the broker's `reported_avg`.
+        """
+
+        TOPIC = "trueup:Order.FillInferred"
+        qty: Decimal
+        inferred_qty: Decimal
+        price: Decimal
+        reported_filled: Decimal
+        reported_avg: Decimal | None
+        ts_event: datetime
+
+        def apply(self, aggregate: Order) -> None:
+            """Grow the inferred part and remember the report it matches."""
+            aggregate.state.set_inferred(self.inferred_qty, self.price)
+            aggregate.state.reported_filled = self.reported_filled
+            aggregate.state.reported_avg = self.reported_avg
+
+    class CommissionRecorded(Event):
+        """The commission of a booked execution arrived (IB sends it after the fill)."""
+
+        TOPIC = "trueup:Order.CommissionRecorded"
+        key: str
+        commission: Decimal
+
+        def apply(self, aggregate: Order) -> None:
+            """Attach the commission to the fill."""
+            fill = aggregate.state.fills[self.key]
+            aggregate.state.fills[self.key] = msgspec.structs.replace(fill, commission=self.commission)
+
+    def __init__(  # noqa: PLR0913 - one parameter per field of the created events
+        self,
+        *,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        quantity: Decimal | None,
+        limit_price: Decimal | None,
+        strategy: str | None = None,
+        ts_intended: datetime | None = None,
+        ts_discovered: datetime | None = None,
+    ) -> None:
+        """Initialise from Intended (origin "intent") or Discovered (origin "broker")."""
+        self.state: OrderState = OrderState(
+            account=account,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=Side(side),
+            quantity=quantity,
+            limit_price=limit_price,
+            strategy=strategy,
+            origin="intent" if ts_intended is not None else "broker",
+            status_ts=ts_discovered,
+        )
+
+    @classmethod
+    def intend(  # noqa: PLR0913 - the terms of an order
+        cls,
+        *,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        quantity: Decimal,
+        limit_price: Decimal | None,
+        strategy: str | None,
+        ts: datetime,
+    ) -> Order:
+        """Record the intent to place an order (write-ahead, before any broker call)."""
+        return cls._create(
+            cls.Intended,
+            id=order_id(account, client_order_id),
+            account=account,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            limit_price=limit_price,
+            strategy=strategy,
+            ts_intended=ts,
+        )
+
+    @classmethod
+    def discover(  # noqa: PLR0913 - the terms the broker gave
+        cls,
+        *,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        quantity: Decimal | None,
+        limit_price: Decimal | None,
+        ts: datetime,
+    ) -> Order:
+        """Start tracking an order first seen in a broker report."""
+        return cls._create(
+            cls.Discovered,
+            id=order_id(account, client_order_id),
+            account=account,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            limit_price=limit_price,
+            ts_discovered=ts,
+        )
+
+    def record(self, changes: list[Change]) -> None:
+        """Trigger the events a rule decided, in order."""
+        for change in changes:
+            self.trigger_event(change.event, **change.fields)
+
+
+class Change(msgspec.Struct, frozen=True):
+    """One event a rule decided to trigger: the event class and its fields."""
+
+    event: type[Order.Event]
+    fields: dict[str, Any]

@@ -1,0 +1,218 @@
+"""Normalized broker reports: what every adapter translates its payloads into.
+
+Reports are frozen msgspec Structs with `Decimal` quantities and prices and tz-aware
+times. A report that breaks an invariant cannot be built: the constructor (and
+msgspec decoding) raises `InvalidReport` naming the field, so adapters turn a bad
+payload into a clear error instead of a half-valid object.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+import msgspec
+
+from trueup.domain.errors import InvalidReport
+from trueup.domain.status import OrderFlag, OrderStatus, ReportSource, Side
+
+
+def _check_decimal(name: str, value: object, *, positive: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, Decimal):
+        msg = f"{name} must be a Decimal, got {type(value).__name__} {value!r}"
+        raise InvalidReport(msg, field=name)
+    if not value.is_finite():
+        msg = f"{name} must be finite, got {value}"
+        raise InvalidReport(msg, field=name)
+    if positive and value <= 0:
+        msg = f"{name} must be > 0, got {value}"
+        raise InvalidReport(msg, field=name)
+    if value < 0:
+        msg = f"{name} must be >= 0, got {value}"
+        raise InvalidReport(msg, field=name)
+
+
+def _check_time(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        msg = f"{name} must be timezone-aware (UTC), got naive {value.isoformat()}"
+        raise InvalidReport(msg, field=name)
+
+
+def _coerce_enum(obj: msgspec.Struct, name: str, enum: type[StrEnum]) -> None:
+    # Callers may pass plain strings ("BUY"); store the enum member so `.sign`/`.rank` work.
+    value = getattr(obj, name)
+    if isinstance(value, enum):
+        return
+    try:
+        msgspec.structs.force_setattr(obj, name, enum(value))
+    except ValueError:
+        msg = f"{name} must be one of {[m.value for m in enum]}, got {value!r}"
+        raise InvalidReport(msg, field=name) from None
+
+
+def _check_text(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip():
+        msg = f"{name} must be a non-empty string, got {value!r}"
+        raise InvalidReport(msg, field=name)
+
+
+class OrderReport(msgspec.Struct, frozen=True, tag="order"):
+    """The broker's view of one order at `ts_event`, cumulative fill figures included."""
+
+    account: str
+    """Broker account the order belongs to."""
+    client_order_id: str | None
+    """Our id as carried in the broker's field (IB orderRef, Alpaca client_order_id, Kite tag)."""
+    broker_order_id: str | None
+    """The broker's stable id (IB permId, Alpaca id, Kite order_id)."""
+    symbol: str
+    """Normalized instrument symbol."""
+    side: Side
+    """BUY or SELL."""
+    quantity: Decimal
+    """Total order quantity as the broker has it now (after amendments)."""
+    status: OrderStatus
+    """Normalized status; UNKNOWN when the raw string is not in the adapter's table."""
+    filled_qty: Decimal
+    """Cumulative filled quantity reported by the broker."""
+    avg_price: Decimal | None
+    """Average price of the cumulative fills, if the broker gave one."""
+    ts_event: datetime
+    """When the broker says this state held (tz-aware)."""
+    raw_status: str
+    """The broker's status string, verbatim."""
+    limit_price: Decimal | None = None
+    """Limit price, if any."""
+    source: ReportSource = ReportSource.BROKER
+    """Who produced the report; CLIENT statuses are intents, not facts."""
+    flags: frozenset[OrderFlag] = frozenset()
+    """Flags holding at the broker (cancel pending, held, ...)."""
+
+    def __post_init__(self) -> None:
+        """Refuse a report that breaks an invariant, naming the field."""
+        _check_text("account", self.account)
+        _check_text("symbol", self.symbol)
+        _coerce_enum(self, "side", Side)
+        _coerce_enum(self, "status", OrderStatus)
+        _coerce_enum(self, "source", ReportSource)
+        if not all(isinstance(f, OrderFlag) for f in self.flags):
+            try:
+                msgspec.structs.force_setattr(self, "flags", frozenset(OrderFlag(f) for f in self.flags))
+            except ValueError:
+                msg = f"flags must be OrderFlag values, got {sorted(self.flags)!r}"
+                raise InvalidReport(msg, field="flags") from None
+        if not (self.client_order_id or self.broker_order_id):
+            msg = "an order report needs client_order_id or broker_order_id"
+            raise InvalidReport(msg, field="client_order_id")
+        _check_decimal("quantity", self.quantity, positive=True)
+        _check_decimal("filled_qty", self.filled_qty)
+        _check_decimal("avg_price", self.avg_price, optional=True)
+        _check_decimal("limit_price", self.limit_price, optional=True)
+        _check_time("ts_event", self.ts_event)
+
+
+class FillReport(msgspec.Struct, frozen=True, tag="fill"):
+    """One execution: `qty` at `price`, identified by the broker's execution id."""
+
+    account: str
+    """Broker account."""
+    client_order_id: str | None
+    """Our id, if the broker echoes it on executions (IB does, Kite trades do not)."""
+    broker_order_id: str | None
+    """The broker's order id the execution belongs to."""
+    exec_id: str
+    """Broker execution id: the dedupe key (IB corrections .01 -> .02 replace)."""
+    symbol: str
+    """Normalized instrument symbol."""
+    side: Side
+    """BUY or SELL."""
+    qty: Decimal
+    """Quantity of this execution (not cumulative)."""
+    price: Decimal
+    """Price of this execution."""
+    ts_event: datetime
+    """Execution time at the broker (tz-aware)."""
+    commission: Decimal | None = None
+    """Commission, when known; None means unknown, never zero."""
+
+    def __post_init__(self) -> None:
+        """Refuse a fill that breaks an invariant, naming the field."""
+        _check_text("account", self.account)
+        _check_text("symbol", self.symbol)
+        _check_text("exec_id", self.exec_id)
+        _coerce_enum(self, "side", Side)
+        if not (self.client_order_id or self.broker_order_id):
+            msg = "a fill report needs client_order_id or broker_order_id"
+            raise InvalidReport(msg, field="client_order_id")
+        _check_decimal("qty", self.qty, positive=True)
+        _check_decimal("price", self.price)
+        if self.commission is not None and not isinstance(self.commission, Decimal):
+            msg = f"commission must be a Decimal or None, got {self.commission!r}"
+            raise InvalidReport(msg, field="commission")
+        _check_time("ts_event", self.ts_event)
+
+
+class PositionReport(msgspec.Struct, frozen=True, tag="position"):
+    """The broker's net position in one instrument of one account."""
+
+    account: str
+    """Broker account."""
+    symbol: str
+    """Normalized instrument symbol."""
+    qty: Decimal
+    """Signed quantity: > 0 long, < 0 short, 0 flat."""
+    avg_cost: Decimal
+    """Average cost per unit of the open quantity (0 when flat)."""
+    ts_event: datetime
+    """When the broker says this held (tz-aware)."""
+
+    def __post_init__(self) -> None:
+        """Refuse a position that breaks an invariant, naming the field."""
+        _check_text("account", self.account)
+        _check_text("symbol", self.symbol)
+        if not isinstance(self.qty, Decimal) or not self.qty.is_finite():
+            msg = f"qty must be a finite Decimal, got {self.qty!r}"
+            raise InvalidReport(msg, field="qty")
+        _check_decimal("avg_cost", self.avg_cost)
+        _check_time("ts_event", self.ts_event)
+
+
+Report = OrderReport | FillReport | PositionReport
+"""Any single broker report `Ledger.ingest` accepts."""
+
+
+class BrokerSnapshot(msgspec.Struct, frozen=True):
+    """What the broker said at `as_of`; a part that could not be fetched is None, never empty.
+
+    `positions=None` means unknown (STALE_DATA); `positions=[]` means the broker says flat.
+    `complete_history` says whether the absence of an order proves it is gone.
+    """
+
+    account: str
+    """Broker account the snapshot covers."""
+    as_of: datetime
+    """When the snapshot was taken (tz-aware)."""
+    orders: list[OrderReport] | None
+    """Orders the broker listed, or None if the query failed."""
+    fills: list[FillReport] | None
+    """Executions the broker listed, or None if the query failed."""
+    positions: list[PositionReport] | None
+    """Positions the broker listed, or None if the query failed."""
+    complete_history: bool = False
+    """True only if `orders` covers every order that could be open here."""
+
+    def __post_init__(self) -> None:
+        """Refuse a snapshot without an account or with a naive time."""
+        _check_text("account", self.account)
+        _check_time("as_of", self.as_of)
+
+
+REPORT_DECODER = msgspec.json.Decoder(Report)
+"""Decodes a stored report (tagged JSON) back into its Struct."""
+REPORT_ENCODER = msgspec.json.Encoder(decimal_format="string")
+"""Encodes a report as tagged JSON for the raw log."""

@@ -1,0 +1,570 @@
+"""`trueup.Ledger`: the embeddable facade over the log, the rules and the read models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID, uuid4
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from trueup.adapters.store import Store, parse_store_url, redact, resolve_store_url
+from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
+from trueup.domain.errors import ConflictError, InvalidReport, StoreError
+from trueup.domain.ids import broker_link_id, discrepancy_id, external_client_order_id, order_id, position_id
+from trueup.domain.messages import BrokerMessage, BrokerOrderLink
+from trueup.domain.order import Order, OrderState
+from trueup.domain.position import Position, PositionState, position_legs
+from trueup.domain.reports import REPORT_ENCODER, FillReport, OrderReport, PositionReport, Report
+from trueup.domain.rules import Outcome, decide_fill, decide_order_report
+from trueup.domain.status import Side
+from trueup.domain.views import DiscrepancyView, OrderView, PositionView
+from trueup.projections.runner import Projector
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+"""Reload-and-retry rounds when another writer touched the same aggregates first."""
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, tz-aware UTC."""
+    return datetime.now(UTC)
+
+
+class LoggedEvent(msgspec.Struct, frozen=True):
+    """One stored event with its position in the log."""
+
+    position: int
+    """Notification id: the event's place in the log, gapless per writer."""
+    topic: str
+    """Stable explicit topic, e.g. "trueup:Order.FillBooked"."""
+    event: Any
+    """The decoded domain event."""
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the event was recorded."""
+        return self.event.timestamp  # type: ignore[no-any-return]
+
+
+class _Batch:
+    """Aggregates loaded and changed while one ingest call is applied, and its events in order."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.aggregates: dict[UUID, Aggregate | None] = {}
+        self.events: list[DomainEventProtocol[UUID]] = []
+        self.raised: set[UUID] = set()
+
+    def get(self, ident: UUID) -> Any:  # noqa: ANN401 - Order, Position, link or None
+        if ident not in self.aggregates:
+            try:
+                self.aggregates[ident] = self.ledger.store.app.repository.get(ident)
+            except AggregateNotFoundError:
+                self.aggregates[ident] = None
+        return self.aggregates[ident]
+
+    def add(self, aggregate: Aggregate) -> None:
+        self.aggregates[aggregate.id] = aggregate
+
+    def collect(self, *aggregates: Aggregate | None) -> None:
+        """Move pending events into the batch, in the order given (evidence first)."""
+        for aggregate in aggregates:
+            if aggregate is not None:
+                self.events.extend(aggregate.collect_events())
+
+
+class Ledger:
+    """The books: orders, fills and positions as the broker reports them, with every discrepancy.
+
+    Open with `Ledger.open(store)`; close with `close()` or use it as a context manager.
+    Methods are thread-safe in the sense of the event store: concurrent writers to the
+    same order are serialized by optimistic concurrency with reload-and-retry.
+    """
+
+    def __init__(self, store: Store, *, clock: Clock = utc_now) -> None:
+        """Wrap an open store; prefer `Ledger.open`."""
+        self.store = store
+        self.clock = clock
+        self.projector = Projector(store)
+
+    @classmethod
+    def open(cls, store: str | None = None, *, clock: Clock = utc_now) -> Self:
+        """Open a ledger on a store URL.
+
+        Args:
+            store: ``sqlite:///path.db``, ``postgresql://...`` or ``memory://``; defaults
+                to ``TRUEUP_STORE`` or ``sqlite:///trueup.db``.
+            clock: source of "now" (tz-aware UTC); tests pass a fixed clock.
+
+        Returns:
+            The ledger, with its read models caught up.
+
+        Raises:
+            ConfigError: the URL is malformed.
+            StoreError: the store cannot be opened.
+        """
+        config = parse_store_url(resolve_store_url(store))
+        ledger = cls(Store(config), clock=clock)
+        ledger.projector.catch_up()
+        return ledger
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self.store.close()
+
+    def __enter__(self) -> Self:
+        """Use as a context manager."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close on exit."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Name the store, never its password."""
+        return f"Ledger({redact(self.store.config.url)!r})"
+
+    # -- writing -------------------------------------------------------------------------
+
+    def intend(  # noqa: PLR0913 - the terms of an order
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side | str,
+        quantity: Decimal,
+        *,
+        limit_price: Decimal | None = None,
+        strategy: str | None = None,
+    ) -> OrderView:
+        """Record the intent to place an order, before anything is sent (write-ahead).
+
+        Recording the same client order id again returns the existing order unchanged.
+
+        Args:
+            account: broker account.
+            client_order_id: our id; it travels to the broker in its own field.
+            symbol: normalized instrument symbol.
+            side: BUY or SELL.
+            quantity: order quantity (> 0).
+            limit_price: limit price, None for market orders.
+            strategy: owning strategy, used for quarantine scopes.
+
+        Returns:
+            The order as recorded.
+
+        Raises:
+            InvalidReport: a term is malformed (named in the message).
+        """
+        side = Side(side)
+        _require_decimal("quantity", quantity, positive=True)
+        if limit_price is not None:
+            _require_decimal("limit_price", limit_price, positive=True)
+        for attempt in range(MAX_ATTEMPTS):
+            existing = self._get(order_id(account, client_order_id))
+            if existing is not None:
+                return existing.state.view()  # type: ignore[no-any-return]
+            order = Order.intend(
+                account=account,
+                client_order_id=client_order_id,
+                symbol=symbol,
+                side=side,
+                quantity=quantity,
+                limit_price=limit_price,
+                strategy=strategy,
+                ts=self.clock(),
+            )
+            try:
+                self.store.app.save(order)
+            except IntegrityError:
+                log.debug("intend %s raced another writer (attempt %d)", client_order_id, attempt)
+                continue
+            except PersistenceError as e:
+                raise _store_error(e) from e
+            self.projector.catch_up()
+            return order.state.view()
+        raise ConflictError(_conflict_message("intend", client_order_id))
+
+    def ingest(self, reports: Report | Iterable[Report]) -> list[DomainEventProtocol[UUID]]:
+        """Apply broker reports through the rules, all in one transaction.
+
+        Each report is stored in the raw log before the events it causes. A report the
+        rules refuse (overfill, conflicting terminal, unknown status, wrong symbol)
+        changes nothing but a DISCREPANCY; nothing here raises on bad input.
+
+        Args:
+            reports: one report or many (OrderReport, FillReport, PositionReport).
+
+        Returns:
+            The domain events stored (order, position and discrepancy events).
+        """
+        items: list[Report] = (
+            [reports] if isinstance(reports, OrderReport | FillReport | PositionReport) else list(reports)
+        )
+
+        def apply(batch: _Batch) -> None:
+            for report in items:
+                self._ingest_report(batch, report)
+
+        return self._commit(apply)
+
+    def ingest_raw(
+        self,
+        payload: str,
+        translate: Callable[[str], Sequence[Report]],
+        *,
+        account: str,
+        source: str,
+        kind: str,
+    ) -> list[DomainEventProtocol[UUID]]:
+        """Store a broker payload verbatim, translate it, and apply what it says.
+
+        A payload that fails translation is kept and raises an INVALID_REPORT
+        discrepancy naming the error; it is never dropped.
+
+        Args:
+            payload: the payload exactly as received.
+            translate: the adapter's pure translator (payload -> reports).
+            account: the account the payload concerns ("" if unknown).
+            source: adapter name, e.g. "alpaca".
+            kind: channel or endpoint, e.g. "trade_updates".
+
+        Returns:
+            The domain events stored.
+        """
+
+        def apply(batch: _Batch) -> None:
+            message = self._record_message(batch, account=account, source=source, kind=kind, payload=payload)
+            try:
+                reports = list(translate(payload))
+            except (InvalidReport, ValueError, TypeError, KeyError, msgspec.DecodeError) as e:
+                finding = Finding(
+                    DiscrepancyKind.INVALID_REPORT,
+                    account or source,
+                    f"a readable {source} {kind} payload",
+                    f"{type(e).__name__}: {e}",
+                    f"payload kept in the raw log but not applied: {e}",
+                )
+                self._raise(batch, account or "", [finding], message.id)
+                return
+            for report in reports:
+                self._apply_report(batch, report, message.id)
+
+        return self._commit(apply)
+
+    def _commit(self, apply: Callable[[_Batch], object]) -> list[DomainEventProtocol[UUID]]:
+        """Run `apply` on a fresh batch and save its events in one transaction, retrying conflicts."""
+        for attempt in range(MAX_ATTEMPTS):
+            batch = _Batch(self)
+            apply(batch)
+            if not batch.events:
+                return []
+            try:
+                self.store.app.save(*batch.events)
+            except IntegrityError:
+                # Another writer saved events for one of these aggregates first: reload and redo.
+                log.debug("ingest raced another writer (attempt %d); retrying", attempt)
+                continue
+            except PersistenceError as e:
+                raise _store_error(e) from e
+            self.projector.catch_up()
+            return [e for e in batch.events if not isinstance(e, BrokerMessage.Event)]
+        raise ConflictError(_conflict_message("ingest", f"{len(batch.events)} events"))
+
+    def _record_message(
+        self, batch: _Batch, *, account: str, source: str, kind: str, payload: str
+    ) -> BrokerMessage:
+        message = BrokerMessage._create(
+            BrokerMessage.Received,
+            id=uuid4(),
+            account=account,
+            source=source,
+            kind=kind,
+            payload=payload,
+            ts_received=self.clock(),
+        )
+        batch.collect(message)
+        return message
+
+    def _ingest_report(self, batch: _Batch, report: Report) -> None:
+        kind = type(report).__struct_config__.tag
+        message = self._record_message(
+            batch,
+            account=report.account,
+            source="report",
+            kind=str(kind),
+            payload=REPORT_ENCODER.encode(report).decode(),
+        )
+        self._apply_report(batch, report, message.id)
+
+    def _apply_report(self, batch: _Batch, report: Report, evidence: UUID) -> None:
+        if isinstance(report, PositionReport):
+            # A streamed position is evidence only: it races fills in flight, so only
+            # reconciliation against a whole snapshot compares positions.
+            return
+        order, findings = self._resolve_order(batch, report)
+        before = (order.state.filled_qty, order.state.fill_cost)
+        try:
+            if isinstance(report, OrderReport):
+                outcome = decide_order_report(order.state, report)
+            else:
+                outcome = decide_fill(order.state, report)
+        except Exception as e:  # a rule bug must not lose the report: record it, go on
+            log.exception("rules failed on %r", report)
+            outcome = Outcome()
+            outcome.find(
+                DiscrepancyKind.INVALID_REPORT,
+                order.state.client_order_id,
+                "a report the rules can apply",
+                f"{type(e).__name__}: {e}",
+                "internal error while applying the report; report kept, order unchanged",
+            )
+        order.record(outcome.changes)
+        position = self._move_position(batch, order, before, report)
+        link = self._link(batch, order, report)
+        batch.collect(order, link, position)
+        self._raise(batch, report.account, [*findings, *outcome.findings], evidence)
+
+    def _resolve_order(self, batch: _Batch, report: OrderReport | FillReport) -> tuple[Order, list[Finding]]:
+        """Find the order a report names (by broker-id link, then client id), or start one."""
+        findings: list[Finding] = []
+        account = report.account
+        client_order_id = report.client_order_id
+        if report.broker_order_id:
+            link = batch.get(broker_link_id(account, report.broker_order_id))
+            if link is not None:
+                if client_order_id and client_order_id != link.client_order_id:
+                    findings.append(
+                        Finding(
+                            DiscrepancyKind.INVALID_REPORT,
+                            client_order_id,
+                            link.client_order_id,
+                            client_order_id,
+                            f"broker order {report.broker_order_id} is linked to "
+                            f"{link.client_order_id}; report applied to that order",
+                        )
+                    )
+                client_order_id = link.client_order_id
+        if not client_order_id:
+            client_order_id = external_client_order_id(str(report.broker_order_id))
+        order = batch.get(order_id(account, client_order_id))
+        if order is None:
+            quantity = report.quantity if isinstance(report, OrderReport) else None
+            limit = report.limit_price if isinstance(report, OrderReport) else None
+            order = Order.discover(
+                account=account,
+                client_order_id=client_order_id,
+                symbol=report.symbol,
+                side=report.side,
+                quantity=quantity,
+                limit_price=limit,
+                ts=report.ts_event,
+            )
+            batch.add(order)
+            findings.append(
+                Finding(
+                    DiscrepancyKind.ORPHAN_ORDER,
+                    client_order_id,
+                    "an order we recorded",
+                    f"{report.side} {report.symbol} broker id {report.broker_order_id}",
+                    "broker reported an order we never sent; tracked from now on",
+                )
+            )
+        return order, findings
+
+    def _link(self, batch: _Batch, order: Order, report: OrderReport | FillReport) -> BrokerOrderLink | None:
+        broker_id = report.broker_order_id
+        if not broker_id:
+            return None
+        ident = broker_link_id(report.account, broker_id)
+        if batch.get(ident) is not None:
+            return None
+        link = BrokerOrderLink._create(
+            BrokerOrderLink.Linked,
+            id=ident,
+            account=report.account,
+            broker_order_id=broker_id,
+            client_order_id=order.state.client_order_id,
+        )
+        batch.add(link)
+        return link
+
+    def _move_position(
+        self, batch: _Batch, order: Order, before: tuple[Decimal, Decimal], report: OrderReport | FillReport
+    ) -> Position | None:
+        state = order.state
+        after = (state.filled_qty, state.fill_cost)
+        if after == before:
+            return None
+        price = report.price if isinstance(report, FillReport) else (state.inferred_price or Decimal(0))
+        legs = position_legs(state.side, before, after, price)
+        if not legs:
+            return None
+        ident = position_id(state.account, state.symbol)
+        position = batch.get(ident)
+        if position is None:
+            position = Position.open(state.account, state.symbol)
+            batch.add(position)
+        position.trigger_event(
+            Position.Changed,
+            client_order_id=state.client_order_id,
+            side=state.side,
+            legs=tuple(legs),
+            ts_event=report.ts_event,
+        )
+        return position  # type: ignore[no-any-return]
+
+    def _raise(self, batch: _Batch, account: str, findings: Sequence[Finding], evidence: UUID | None) -> None:
+        for finding in findings:
+            ident = discrepancy_id(finding.kind, account, finding.key, f"{evidence}|{finding.detail}")
+            if ident in batch.raised:
+                continue
+            batch.raised.add(ident)
+            log.warning("%s %s %s: %s", finding.level, finding.kind, finding.key, finding.detail)
+            discrepancy = Discrepancy._create(
+                Discrepancy.Raised,
+                id=ident,
+                kind=finding.kind.value,
+                severity=finding.level.value,
+                account=account,
+                key=finding.key,
+                expected=finding.expected,
+                actual=finding.actual,
+                detail=finding.detail,
+                evidence_id=evidence,
+                ts_detected=self.clock(),
+            )
+            batch.collect(discrepancy)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _get(self, ident: UUID) -> Any:  # noqa: ANN401 - any aggregate or None
+        try:
+            return self.store.app.repository.get(ident)
+        except AggregateNotFoundError:
+            return None
+        except PersistenceError as e:
+            raise _store_error(e) from e
+
+    def order(self, account: str, client_order_id: str) -> OrderView | None:
+        """The order as the log has it now, or None if unknown."""
+        order = self._get(order_id(account, client_order_id))
+        return None if order is None else order.state.view()
+
+    def open_orders(self, account: str | None = None) -> list[OrderView]:
+        """Orders that may still trade, oldest first."""
+        self.projector.catch_up()
+        where, params = ("AND account = ?", [account]) if account else ("", [])
+        rows = self.projector.rows(
+            f"SELECT state FROM {{trueup_orders}} WHERE is_open = 1 {where} ORDER BY position",  # noqa: S608
+            params,
+        )
+        return [_ORDER_STATE.decode(row["state"]).view() for row in rows]
+
+    def positions(self, account: str | None = None, *, include_flat: bool = False) -> list[PositionView]:
+        """Net positions by account and symbol (flat ones only if asked)."""
+        self.projector.catch_up()
+        where, params = ("WHERE account = ?", [account]) if account else ("", [])
+        rows = self.projector.rows(
+            f"SELECT state FROM {{trueup_positions}} {where} ORDER BY account, symbol",  # noqa: S608
+            params,
+        )
+        views = (_POSITION_STATE.decode(row["state"]).view() for row in rows)
+        return [v for v in views if include_flat or v.qty != 0]
+
+    def discrepancies(
+        self, account: str | None = None, *, include_resolved: bool = False
+    ) -> list[DiscrepancyView]:
+        """Recorded discrepancies, in log order (open ones unless asked)."""
+        self.projector.catch_up()
+        clauses, params = [], []
+        if account:
+            clauses.append("account = ?")
+            params.append(account)
+        if not include_resolved:
+            clauses.append("resolution IS NULL")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.projector.rows(
+            f"SELECT * FROM {{trueup_discrepancies}} {where} ORDER BY position",  # noqa: S608
+            params,
+        )
+        return [
+            DiscrepancyView(
+                id=UUID(str(row["id"])),
+                kind=row["kind"],
+                severity=row["severity"],
+                account=row["account"],
+                key=row["subject"],
+                expected=row["expected"],
+                actual=row["actual"],
+                detail=row["detail"],
+                evidence_id=UUID(str(row["evidence_id"])) if row["evidence_id"] else None,
+                evidence_position=row["evidence_position"],
+                position=row["position"],
+                ts_detected=datetime.fromisoformat(row["ts_detected"]),
+                resolution=row["resolution"],
+            )
+            for row in rows
+        ]
+
+    def events(self, after: int = 0, until: datetime | int | None = None) -> Iterator[LoggedEvent]:
+        """Stream the stored log in order, page by page (never the whole log in memory).
+
+        Args:
+            after: start after this log position (0 = from the beginning).
+            until: stop at this log position (int, inclusive) or at the first event
+                recorded after this time (datetime).
+
+        Yields:
+            Each stored event with its position and topic.
+        """
+        stop = until if isinstance(until, int) else None
+        position = after
+        recorder = self.store.app.recorder
+        mapper = self.store.app.mapper
+        while True:
+            page = recorder.select_notifications(
+                start=position, limit=1000, stop=stop, inclusive_of_start=False
+            )
+            if not page:
+                return
+            for notification in page:
+                event: Any = mapper.to_domain_event(notification)
+                if isinstance(until, datetime) and event.timestamp > until:
+                    return
+                yield LoggedEvent(position=notification.id, topic=notification.topic, event=event)
+            position = page[-1].id
+
+
+_ORDER_STATE = msgspec.json.Decoder(OrderState)
+_POSITION_STATE = msgspec.json.Decoder(PositionState)
+
+
+def _require_decimal(name: str, value: object, *, positive: bool = False) -> None:
+    if not isinstance(value, Decimal) or not value.is_finite() or (positive and value <= 0):
+        msg = f"{name} must be a finite{' positive' if positive else ''} Decimal, got {value!r}"
+        raise InvalidReport(msg, field=name)
+
+
+def _store_error(error: PersistenceError) -> StoreError:
+    return StoreError(f"event store failed: {type(error).__name__}: {error}")
+
+
+def _conflict_message(what: str, subject: str) -> str:
+    return f"{what} of {subject} still conflicted after {MAX_ATTEMPTS} reload-and-retry rounds"

@@ -1,0 +1,1 @@
+"""Read models fed from the event log with tracking: exactly once, resumable, rebuildable."""
