@@ -15,7 +15,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
-from trueup.adapters.store import Store, parse_store_url, redact, resolve_store_url
+from trueup.adapters.store import Store, open_store, redact, resolve_store_url
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.errors import ConflictError, InvalidReport, StoreError
 from trueup.domain.ids import broker_link_id, discrepancy_id, external_client_order_id, order_id, position_id
@@ -114,8 +114,7 @@ class Ledger:
             ConfigError: the URL is malformed.
             StoreError: the store cannot be opened.
         """
-        config = parse_store_url(resolve_store_url(store))
-        ledger = cls(Store(config), clock=clock)
+        ledger = cls(open_store(resolve_store_url(store)), clock=clock)
         ledger.projector.catch_up()
         return ledger
 

@@ -12,6 +12,7 @@ Supported URLs:
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -172,8 +173,38 @@ class Store:
         return statement.replace("?", "%s") if self.dialect == "postgres" else statement
 
     def close(self) -> None:
-        """Close the application and its connections."""
+        """Close the application and its connections (a shared memory store on last close)."""
+        with _MEMORY_LOCK:
+            users = _MEMORY_USERS.get(self.config.url)
+            if users is not None:
+                if users > 1:
+                    _MEMORY_USERS[self.config.url] = users - 1
+                    return
+                del _MEMORY_USERS[self.config.url]
+                del _MEMORY_STORES[self.config.url]
         self.app.close()
+
+
+# SQLite's shared-cache memory databases lock per table and ignore the busy timeout, so
+# two pools on one memory database fail with "database table is locked". Every opener
+# of the same memory:// URL shares one Store (the Application is thread-safe) instead.
+_MEMORY_LOCK = threading.Lock()
+_MEMORY_STORES: dict[str, Store] = {}
+_MEMORY_USERS: dict[str, int] = {}
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names; memory:// URLs with a name are shared while open."""
+    config = parse_store_url(url)
+    if not url.startswith("memory://") or url == "memory://":
+        return Store(config)  # a file or server, or an anonymous memory store of its own
+    with _MEMORY_LOCK:
+        store = _MEMORY_STORES.get(url)
+        if store is None:
+            store = _MEMORY_STORES[url] = Store(config)
+            _MEMORY_USERS[url] = 0
+        _MEMORY_USERS[url] += 1
+        return store
 
 
 def _unwrap(cursor: Any) -> Cursor:  # noqa: ANN401 - the library's cursor wrapper or psycopg's
