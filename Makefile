@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check trueup tests benchmarks
+	$(VENV)/bin/ruff check trueup tests
 	$(VENV)/bin/mypy
 
 test: lint
