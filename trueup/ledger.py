@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -18,15 +18,25 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from trueup.adapters.store import Store, open_store, redact, resolve_store_url
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.errors import ConflictError, InvalidReport, StoreError
+from trueup.domain.gate import Gate, GateState, check_new_order, gate_id
 from trueup.domain.ids import broker_link_id, discrepancy_id, external_client_order_id, order_id, position_id
 from trueup.domain.messages import BrokerMessage, BrokerOrderLink
 from trueup.domain.order import Order, OrderState
 from trueup.domain.position import Position, PositionState, position_legs
-from trueup.domain.reports import REPORT_ENCODER, FillReport, OrderReport, PositionReport, Report
+from trueup.domain.reconcile import PositionPolicy, quarantine_scope
+from trueup.domain.reports import (
+    REPORT_ENCODER,
+    BrokerSnapshot,
+    FillReport,
+    OrderReport,
+    PositionReport,
+    Report,
+)
 from trueup.domain.rules import Outcome, decide_fill, decide_order_report
 from trueup.domain.status import Side
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
 from trueup.projections.runner import Projector
+from trueup.reconciler import Reconciler, ReconcileResult
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,10 @@ class _Batch:
     def add(self, aggregate: Aggregate) -> None:
         self.aggregates[aggregate.id] = aggregate
 
+    def positions(self, account: str) -> list[Position]:
+        """Positions of `account` loaded or created in this batch."""
+        return [a for a in self.aggregates.values() if isinstance(a, Position) and a.state.account == account]
+
     def collect(self, *aggregates: Aggregate | None) -> None:
         """Move pending events into the batch, in the order given (evidence first)."""
         for aggregate in aggregates:
@@ -92,20 +106,43 @@ class Ledger:
     same order are serialized by optimistic concurrency with reload-and-retry.
     """
 
-    def __init__(self, store: Store, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = utc_now,
+        policies: Mapping[str, PositionPolicy] | None = None,
+        lost_after: int = 3,
+        max_snapshot_age: float = 60.0,
+    ) -> None:
         """Wrap an open store; prefer `Ledger.open`."""
         self.store = store
         self.clock = clock
+        self.policies = dict(policies or {})
+        self.lost_after = lost_after
+        self.max_snapshot_age = max_snapshot_age
         self.projector = Projector(store)
+        self.reconciler = Reconciler(self)
 
     @classmethod
-    def open(cls, store: str | None = None, *, clock: Clock = utc_now) -> Self:
+    def open(
+        cls,
+        store: str | None = None,
+        *,
+        clock: Clock = utc_now,
+        policies: Mapping[str, PositionPolicy] | None = None,
+        lost_after: int = 3,
+        max_snapshot_age: float = 60.0,
+    ) -> Self:
         """Open a ledger on a store URL.
 
         Args:
             store: ``sqlite:///path.db``, ``postgresql://...`` or ``memory://``; defaults
                 to ``TRUEUP_STORE`` or ``sqlite:///trueup.db``.
             clock: source of "now" (tz-aware UTC); tests pass a fixed clock.
+            policies: position policy per account (default `repair`).
+            lost_after: complete snapshots an open order may be missing from before LOST.
+            max_snapshot_age: seconds after which a snapshot is STALE_DATA.
 
         Returns:
             The ledger, with its read models caught up.
@@ -114,7 +151,13 @@ class Ledger:
             ConfigError: the URL is malformed.
             StoreError: the store cannot be opened.
         """
-        ledger = cls(open_store(resolve_store_url(store)), clock=clock)
+        ledger = cls(
+            open_store(resolve_store_url(store)),
+            clock=clock,
+            policies=policies,
+            lost_after=lost_after,
+            max_snapshot_age=max_snapshot_age,
+        )
         ledger.projector.catch_up()
         return ledger
 
@@ -334,34 +377,47 @@ class Ledger:
                 f"{type(e).__name__}: {e}",
                 "internal error while applying the report; report kept, order unchanged",
             )
+        was_open = not order.state.status.is_terminal
         order.record(outcome.changes)
         position = self._move_position(batch, order, before, report)
         link = self._link(batch, order, report)
         batch.collect(order, link, position)
         self._raise(batch, report.account, [*findings, *outcome.findings], evidence)
+        if was_open and order.state.origin == "broker" and order.state.status.is_terminal:
+            # An orphan order that is done risks nothing more: lift its quarantine.
+            orphan = batch.get(
+                discrepancy_id(
+                    DiscrepancyKind.ORPHAN_ORDER, report.account, order.state.client_order_id, "orphan"
+                )
+            )
+            if orphan is not None and orphan.resolution is None:
+                orphan.resolve(f"orphan order {order.state.status} at the broker", "reconciler", self.clock())
+                batch.collect(orphan)
+
+    def _client_order_id_of(self, batch: _Batch, report: OrderReport | FillReport) -> str:
+        """The client order id a report belongs to: by broker-id link first, then its own."""
+        if report.broker_order_id:
+            link = batch.get(broker_link_id(report.account, report.broker_order_id))
+            if link is not None:
+                return str(link.client_order_id)
+        return report.client_order_id or external_client_order_id(str(report.broker_order_id))
 
     def _resolve_order(self, batch: _Batch, report: OrderReport | FillReport) -> tuple[Order, list[Finding]]:
         """Find the order a report names (by broker-id link, then client id), or start one."""
         findings: list[Finding] = []
         account = report.account
-        client_order_id = report.client_order_id
-        if report.broker_order_id:
-            link = batch.get(broker_link_id(account, report.broker_order_id))
-            if link is not None:
-                if client_order_id and client_order_id != link.client_order_id:
-                    findings.append(
-                        Finding(
-                            DiscrepancyKind.INVALID_REPORT,
-                            client_order_id,
-                            link.client_order_id,
-                            client_order_id,
-                            f"broker order {report.broker_order_id} is linked to "
-                            f"{link.client_order_id}; report applied to that order",
-                        )
-                    )
-                client_order_id = link.client_order_id
-        if not client_order_id:
-            client_order_id = external_client_order_id(str(report.broker_order_id))
+        client_order_id = self._client_order_id_of(batch, report)
+        if report.client_order_id and report.client_order_id != client_order_id:
+            findings.append(
+                Finding(
+                    DiscrepancyKind.INVALID_REPORT,
+                    report.client_order_id,
+                    client_order_id,
+                    report.client_order_id,
+                    f"broker order {report.broker_order_id} is linked to "
+                    f"{client_order_id}; report applied to that order",
+                )
+            )
         order = batch.get(order_id(account, client_order_id))
         if order is None:
             quantity = report.quantity if isinstance(report, OrderReport) else None
@@ -376,13 +432,16 @@ class Ledger:
                 ts=report.ts_event,
             )
             batch.add(order)
+            gate = batch.get(gate_id(account))
+            scope = quarantine_scope(report.symbol, gate.claims.get(report.symbol) if gate else None)
             findings.append(
                 Finding(
                     DiscrepancyKind.ORPHAN_ORDER,
                     client_order_id,
                     "an order we recorded",
                     f"{report.side} {report.symbol} broker id {report.broker_order_id}",
-                    "broker reported an order we never sent; tracked from now on",
+                    f"broker reported an order we never sent; tracked from now on, {scope} quarantined",
+                    scope=scope,
                 )
             )
         return order, findings
@@ -429,10 +488,18 @@ class Ledger:
         )
         return position  # type: ignore[no-any-return]
 
-    def _raise(self, batch: _Batch, account: str, findings: Sequence[Finding], evidence: UUID | None) -> None:
+    def _raise(
+        self, batch: _Batch, account: str, findings: Sequence[Finding], evidence: UUID | None
+    ) -> list[Discrepancy]:
+        """Store findings as discrepancies (one per kind, subject and evidence); return them."""
+        raised = []
         for finding in findings:
-            ident = discrepancy_id(finding.kind, account, finding.key, f"{evidence}|{finding.detail}")
-            if ident in batch.raised:
+            # An orphan order is one discrepancy however often it is reported, so that its
+            # quarantine is lifted by resolving one thing.
+            orphan = finding.kind is DiscrepancyKind.ORPHAN_ORDER
+            proof = "orphan" if orphan else f"{evidence}|{finding.detail}"
+            ident = discrepancy_id(finding.kind, account, finding.key, proof)
+            if ident in batch.raised or (orphan and batch.get(ident) is not None):
                 continue
             batch.raised.add(ident)
             log.warning("%s %s %s: %s", finding.level, finding.kind, finding.key, finding.detail)
@@ -448,8 +515,177 @@ class Ledger:
                 detail=finding.detail,
                 evidence_id=evidence,
                 ts_detected=self.clock(),
+                scope=finding.scope,
             )
+            batch.add(discrepancy)
             batch.collect(discrepancy)
+            raised.append(discrepancy)
+        return raised
+
+    # -- reconciliation and the gate --------------------------------------------------------
+
+    def reconcile(
+        self, snapshot: BrokerSnapshot, *, policy: PositionPolicy | str | None = None
+    ) -> ReconcileResult:
+        """Compare the books with a broker snapshot and store what it proves.
+
+        Stores ORDER_UPDATED (`Order.Updated`, after the derived lifecycle events),
+        POSITION_SYNCED (`Position.Synced`) and DISCREPANCY (`Discrepancy.Raised`) events,
+        then moves the account's gate to READY or BLOCKED. A part of the snapshot that
+        is None is STALE_DATA: nothing is concluded from it, never "flat" or "missing".
+
+        Args:
+            snapshot: what the broker said, as of `snapshot.as_of`.
+            policy: position policy for this run; default the account's (`repair`).
+
+        Returns:
+            What was stored, and the gate after it.
+        """
+        chosen = PositionPolicy(policy or self.policies.get(snapshot.account, PositionPolicy.REPAIR))
+        return self.reconciler.reconcile(
+            snapshot, policy=chosen, max_age_seconds=self.max_snapshot_age, lost_after=self.lost_after
+        )
+
+    def begin_startup(self, account: str) -> GateState:
+        """Put the account's gate in RECONCILING: no new orders until a reconciliation passes."""
+
+        def apply(batch: _Batch) -> None:
+            gate = self._gate_aggregate(batch, account)
+            gate.move(GateState.RECONCILING, ("startup reconciliation pending",), "startup", self.clock())
+            batch.collect(gate)
+
+        self._commit(apply)
+        return self.gate(account)
+
+    def gate(self, account: str) -> GateState:
+        """The account's gate state (RECONCILING until its first reconciliation)."""
+        gate = self._get(gate_id(account))
+        return GateState.RECONCILING if gate is None else GateState(gate.state)
+
+    def gate_details(self, account: str) -> tuple[GateState, tuple[str, ...], dict[str, str]]:
+        """Gate state, the reasons for it, and the locked symbols with why."""
+        gate = self._get(gate_id(account))
+        if gate is None:
+            return GateState.RECONCILING, ("no reconciliation yet",), {}
+        return GateState(gate.state), tuple(gate.reasons), dict(gate.locks)
+
+    def check_new_order(  # noqa: PLR0913 - what the gate decides on
+        self,
+        account: str,
+        symbol: str,
+        side: Side | str,
+        quantity: Decimal,
+        *,
+        strategy: str | None = None,
+        reduce_only: bool = False,
+        live_position: Decimal | None = None,
+    ) -> None:
+        """Refuse a new order the gate does not allow (cancels never need this check).
+
+        Raises:
+            NotReadyError: the gate is not READY, the symbol is locked or quarantined, or a
+                reduce-only order does not reduce the broker's `live_position`.
+        """
+        check_new_order(
+            self._get(gate_id(account)),
+            symbol=symbol,
+            side=Side(side),
+            quantity=quantity,
+            strategy=strategy,
+            quarantined_scopes=self.quarantined_scopes(account),
+            reduce_only=reduce_only,
+            live_position=live_position,
+        )
+
+    def quarantined_scopes(self, account: str) -> frozenset[str]:
+        """Scopes ("strategy:symbol", "*:symbol") quarantined by open orphan orders."""
+        return frozenset(
+            d.scope for d in self.discrepancies(account) if d.kind == DiscrepancyKind.ORPHAN_ORDER and d.scope
+        )
+
+    def override_gate(self, account: str, *, operator: str, permission: str, reason: str) -> GateState:
+        """Open the gate by hand; stored with the operator, the permission and the reason.
+
+        Raises:
+            PermissionError: no operator, or not the override permission.
+        """
+
+        def apply(batch: _Batch) -> None:
+            gate = self._gate_aggregate(batch, account)
+            gate.override(operator, permission, reason, self.clock())
+            batch.collect(gate)
+
+        self._commit(apply)
+        log.warning("gate of %s overridden by %s: %s", account, operator, reason)
+        return self.gate(account)
+
+    def claim(self, account: str, symbol: str, strategy: str) -> None:
+        """Record that `strategy` owns `symbol`: orphan orders in it quarantine only that strategy."""
+
+        def apply(batch: _Batch) -> None:
+            gate = self._gate_aggregate(batch, account)
+            gate.claim(symbol, strategy)
+            batch.collect(gate)
+
+        self._commit(apply)
+
+    def resolve_discrepancy(self, discrepancy: UUID, *, resolution: str, by: str) -> None:
+        """Mark a discrepancy resolved by an operator (lifts an orphan's quarantine)."""
+
+        def apply(batch: _Batch) -> None:
+            aggregate = batch.get(discrepancy)
+            if aggregate is None:
+                msg = f"no discrepancy {discrepancy}"
+                raise LookupError(msg)
+            aggregate.resolve(resolution, by, self.clock())
+            batch.collect(aggregate)
+
+        self._commit(apply)
+
+    def unlock_symbol(self, account: str, symbol: str, *, by: str) -> None:
+        """Lift a symbol lock by hand."""
+
+        def apply(batch: _Batch) -> None:
+            gate = self._gate_aggregate(batch, account)
+            gate.unlock(symbol, by)
+            batch.collect(gate)
+
+        self._commit(apply)
+
+    def _gate_aggregate(self, batch: _Batch, account: str) -> Gate:
+        gate = batch.get(gate_id(account))
+        if gate is None:
+            gate = Gate.open(account)
+            batch.add(gate)
+        return gate  # type: ignore[no-any-return]
+
+    def _judge_gate(self, account: str, *, stale: bool) -> GateState:
+        """READY unless the data was stale or a critical discrepancy is open."""
+        reasons = ["broker data stale (see STALE_DATA)"] if stale else []
+        reasons += [
+            f"{d.kind} {d.key}: {d.detail}" for d in self.discrepancies(account) if d.severity == "CRITICAL"
+        ]
+        verdict = GateState.BLOCKED if reasons else GateState.READY
+
+        def apply(batch: _Batch) -> None:
+            gate = self._gate_aggregate(batch, account)
+            gate.move(verdict, tuple(reasons), "reconciler", self.clock())
+            batch.collect(gate)
+
+        self._commit(apply)
+        return self.gate(account)
+
+    def _open_order_states(self, account: str) -> Iterator[OrderState]:
+        self.projector.catch_up()
+        rows = self.projector.rows(
+            "SELECT state FROM {trueup_orders} WHERE account = ? AND is_open = 1 ORDER BY position", [account]
+        )
+        return (_ORDER_STATE.decode(row["state"]) for row in rows)
+
+    def _position_states(self, account: str) -> list[PositionState]:
+        self.projector.catch_up()
+        rows = self.projector.rows("SELECT state FROM {trueup_positions} WHERE account = ?", [account])
+        return [_POSITION_STATE.decode(row["state"]) for row in rows]
 
     # -- reading -------------------------------------------------------------------------
 
@@ -518,6 +754,7 @@ class Ledger:
                 position=row["position"],
                 ts_detected=datetime.fromisoformat(row["ts_detected"]),
                 resolution=row["resolution"],
+                scope=row["scope"],
             )
             for row in rows
         ]

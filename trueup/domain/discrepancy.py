@@ -80,6 +80,8 @@ class Finding(msgspec.Struct, frozen=True):
     """One sentence for the operator: what happened and what was done."""
     severity: Severity | None = None
     """Overrides the kind's default severity."""
+    scope: str | None = None
+    """Quarantine scope, for orphan orders and symbol locks."""
 
     @property
     def level(self) -> Severity:
@@ -111,6 +113,8 @@ class Discrepancy(Aggregate):
         evidence_id: UUID | None
         """Aggregate id of the raw broker message (or snapshot) that shows it."""
         ts_detected: datetime
+        scope: str | None
+        """Quarantine scope ("strategy:symbol", "*:symbol") for orphan orders and locks."""
 
     class Resolved(Event):
         """The discrepancy no longer holds (repaired, confirmed, or overridden)."""
@@ -137,6 +141,7 @@ class Discrepancy(Aggregate):
         detail: str,
         evidence_id: UUID | None,
         ts_detected: datetime,
+        scope: str | None,
     ) -> None:
         """Initialise from the Raised event."""
         self.kind = DiscrepancyKind(kind)
@@ -148,6 +153,7 @@ class Discrepancy(Aggregate):
         self.detail = detail
         self.evidence_id = evidence_id
         self.ts_detected = ts_detected
+        self.scope = scope
         self.resolution: str | None = None
         self.resolved_by: str | None = None
 

@@ -78,6 +78,8 @@ class OrderState(msgspec.Struct, kw_only=True):
     reported_filled: Decimal = ZERO
     """Cumulative of the report the inferred part was priced from."""
     reported_avg: Decimal | None = None
+    missing_cycles: int = 0
+    """Consecutive complete-history snapshots that did not list this open order."""
 
     @money_context
     def book(self, key: str, fill: BookedFill) -> None:
@@ -316,6 +318,41 @@ class Order(Aggregate):
             """Attach the commission to the fill."""
             fill = aggregate.state.fills[self.key]
             aggregate.state.fills[self.key] = msgspec.structs.replace(fill, commission=self.commission)
+
+    class Updated(Event):
+        """ORDER_UPDATED: reconciliation brought the order in line with a broker snapshot.
+
+        Stored after the events it derived (acceptance, amendments, fills, final status),
+        as the one summary of what the snapshot changed.
+        """
+
+        TOPIC = "trueup:Order.Updated"
+        status_before: OrderStatus
+        status_after: OrderStatus
+        filled_before: Decimal
+        filled_after: Decimal
+        evidence_id: UUID
+
+    class MissingAtBroker(Event):
+        """Open here, absent from a complete-history snapshot, `cycles` times in a row."""
+
+        TOPIC = "trueup:Order.MissingAtBroker"
+        cycles: int
+        evidence_id: UUID
+
+        def apply(self, aggregate: Order) -> None:
+            """Count the cycle."""
+            aggregate.state.missing_cycles = self.cycles
+
+    class SeenAtBroker(Event):
+        """Listed by the broker again after being missing."""
+
+        TOPIC = "trueup:Order.SeenAtBroker"
+        evidence_id: UUID
+
+        def apply(self, aggregate: Order) -> None:
+            """Reset the missing count."""
+            aggregate.state.missing_cycles = 0
 
     def __init__(  # noqa: PLR0913 - one parameter per field of the created events
         self,

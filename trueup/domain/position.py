@@ -62,6 +62,36 @@ def position_legs(
     return legs
 
 
+class SyntheticFill(msgspec.Struct, frozen=True):
+    """A fill reconciliation books to make our position equal the broker's."""
+
+    exec_id: str
+    """Deterministic ("RECON-..."), so reconciling the same snapshot again adds nothing."""
+    qty: Decimal
+    """Signed: > 0 buys, < 0 sells."""
+    price: Decimal
+
+
+@money_context
+def repair_fills(
+    exec_prefix: str, local_qty: Decimal, broker_qty: Decimal, broker_avg: Decimal
+) -> list[SyntheticFill]:
+    """Synthetic fills taking `local_qty` to `broker_qty`, priced at the broker's average.
+
+    One fill when the side is kept; two when it flips (close ours, open the broker's),
+    so realized P&L and the new lot are each booked at one price.
+    """
+    if local_qty == broker_qty:
+        return []
+    flips = local_qty != 0 and broker_qty != 0 and (local_qty > 0) != (broker_qty > 0)
+    if flips:
+        return [
+            SyntheticFill(f"{exec_prefix}-1", -local_qty, broker_avg),
+            SyntheticFill(f"{exec_prefix}-2", broker_qty, broker_avg),
+        ]
+    return [SyntheticFill(f"{exec_prefix}-1", broker_qty - local_qty, broker_avg)]
+
+
 class PositionState(msgspec.Struct, kw_only=True):
     """Net quantity, unsigned cost basis and realized P&L; mutated only by events."""
 
@@ -168,19 +198,28 @@ class Position(Aggregate):
                     aggregate.state.trade(leg.qty, leg.price)
 
     class Synced(Event):
-        """Set to the broker's figures by reconciliation (policy `repair`)."""
+        """POSITION_SYNCED: reconciliation set the position to the broker's (policy `repair`).
+
+        The difference is booked as synthetic reconciliation fills priced at the broker's
+        average cost (two when the position flips side: one closes, one opens), then the
+        cost basis is set to the broker's, so quantity and average both match it.
+        """
 
         TOPIC = "trueup:Position.Synced"
+        fills: tuple[SyntheticFill, ...]
         qty: Decimal
         avg_cost: Decimal
+        evidence_id: UUID
         ts_event: datetime
-        reason: str
 
         @money_context
         def apply(self, aggregate: Position) -> None:
-            """Take the broker's quantity and cost basis; realized P&L is kept."""
-            aggregate.state.qty = self.qty
-            aggregate.state.cost = abs(self.qty) * self.avg_cost
+            """Trade the synthetic fills, then take the broker's cost basis."""
+            state = aggregate.state
+            for fill in self.fills:
+                state.trade(fill.qty, fill.price)
+            state.qty = self.qty
+            state.cost = abs(self.qty) * self.avg_cost
 
     def __init__(self, account: str, symbol: str) -> None:
         """Initialise flat."""

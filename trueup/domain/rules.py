@@ -65,7 +65,8 @@ def _link(order: OrderState, broker_order_id: str | None, outcome: Outcome) -> N
         outcome.change(Order.BrokerIdLinked, broker_order_id=broker_order_id)
 
 
-def _working_status(reported: OrderStatus, filled: Decimal, quantity: Decimal | None) -> OrderStatus:
+def working_status(reported: OrderStatus, filled: Decimal, quantity: Decimal | None) -> OrderStatus:
+    """The status a working order has given its fills (FILLED once they reach the quantity)."""
     # PARTIALLY_FILLED is derived from the fills, never trusted from the status string:
     # IB says "Submitted" with filled > 0, Kite says "OPEN" with filled_quantity > 0.
     if quantity is not None and filled >= quantity:
@@ -270,7 +271,7 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
         )
         target = OrderStatus.ACCEPTED
     if not target.is_terminal:
-        target = _working_status(target, filled, quantity)
+        target = working_status(target, filled, quantity)
     _transition(
         order,
         target,
@@ -416,7 +417,7 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
     elif filled_after > 0:
         _transition(
             order,
-            _working_status(OrderStatus.ACCEPTED, filled_after, order.quantity),
+            working_status(OrderStatus.ACCEPTED, filled_after, order.quantity),
             filled=filled_after,
             reported=None,
             ts=order.status_ts,  # implied by fills, not reported: the report time stays

@@ -84,3 +84,5 @@ class DiscrepancyView(msgspec.Struct, frozen=True):
     """Log position of the discrepancy itself."""
     ts_detected: datetime
     resolution: str | None = None
+    scope: str | None = None
+    """Quarantine scope of an orphan order or a symbol lock."""

@@ -35,6 +35,8 @@ TRACKING_NAME = "projections"
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 _ORDER_DECODER = msgspec.json.Decoder(OrderState)
 _POSITION_DECODER = msgspec.json.Decoder(PositionState)
+RECONCILE_ORDER_ID = "~reconcile"
+"""client_order_id of the fills-ledger rows of reconciliation fills."""
 INFERRED_KEY = "~inferred"
 """exec_key of the fills-ledger row holding an order's inferred quantity."""
 
@@ -162,21 +164,10 @@ class Projector:
         rows = cursor.fetchall()
         return str(_first(rows[0])) if rows else None
 
-    def _apply(self, page: _Page, position: int, event: Any) -> None:  # noqa: ANN401, C901 - one branch per event family
+    def _apply(self, page: _Page, position: int, event: Any) -> None:  # noqa: ANN401 - any event
         oid = event.originator_id
         if isinstance(event, Order.Event):
-            if isinstance(event, Order.Intended | Order.Discovered):
-                order: Order = _created(event.mutate(None))
-            else:
-                order = page.order(oid)
-                event.apply(order)
-            page.orders[oid] = (order.state, position)
-            if isinstance(event, Order.FillBooked | Order.FillCorrected):
-                self._write_fill(page.cursor, order.state, event, position)
-            if isinstance(event, Order.FillBooked | Order.FillCorrected | Order.FillInferred):
-                page.inferred_touched.add(oid)
-            if isinstance(event, Order.CommissionRecorded):
-                self._write_commission(page.cursor, order.state, event)
+            self._apply_order(page, position, event)
         elif isinstance(event, Position.Event):
             if isinstance(event, Position.Opened):
                 pos: Position = _created(event.mutate(None))
@@ -184,6 +175,8 @@ class Projector:
                 pos = page.position(oid)
                 event.apply(pos)
             page.positions[oid] = (pos.state, position)
+            if isinstance(event, Position.Synced):
+                self._write_synthetic_fills(page.cursor, pos.state, event, position)
         elif isinstance(event, Discrepancy.Raised):
             self._write_discrepancy(page, event, position)
         elif isinstance(event, Discrepancy.Resolved):
@@ -196,6 +189,21 @@ class Projector:
             )
         elif isinstance(event, BrokerMessage.Received):
             page.message_positions[oid] = position
+
+    def _apply_order(self, page: _Page, position: int, event: Order.Event) -> None:
+        oid = event.originator_id
+        if isinstance(event, Order.Intended | Order.Discovered):
+            order: Order = _created(event.mutate(None))
+        else:
+            order = page.order(oid)
+            event.apply(order)
+        page.orders[oid] = (order.state, position)
+        if isinstance(event, Order.FillBooked | Order.FillCorrected):
+            self._write_fill(page.cursor, order.state, event, position)
+        if isinstance(event, Order.FillBooked | Order.FillCorrected | Order.FillInferred):
+            page.inferred_touched.add(oid)
+        if isinstance(event, Order.CommissionRecorded):
+            self._write_commission(page.cursor, order.state, event)
 
     def _write(self, page: _Page) -> None:
         sql = self.store.sql
@@ -273,6 +281,32 @@ class Projector:
             ),
         )
 
+    def _write_synthetic_fills(
+        self, cursor: Cursor, state: PositionState, event: Position.Synced, position: int
+    ) -> None:
+        """Reconciliation fills belong to no order: listed under RECONCILE_ORDER_ID."""
+        for fill in event.fills:
+            cursor.execute(
+                self.store.sql(
+                    f"INSERT INTO {self._t[tables.FILLS]} "  # noqa: S608
+                    "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, ts_event, "
+                    "commission, inferred, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?) "
+                    "ON CONFLICT (account, client_order_id, exec_key) DO NOTHING"
+                ),
+                (
+                    state.account,
+                    RECONCILE_ORDER_ID,
+                    fill.exec_id,
+                    fill.exec_id,
+                    state.symbol,
+                    "BUY" if fill.qty > 0 else "SELL",
+                    str(abs(fill.qty)),
+                    str(fill.price),
+                    _iso(event.ts_event),
+                    position,
+                ),
+            )
+
     def _write_inferred(self, cursor: Cursor, state: OrderState, position: int) -> None:
         if state.inferred_qty > 0 and state.inferred_price is not None:
             cursor.execute(
@@ -325,8 +359,8 @@ class Projector:
             self.store.sql(
                 f"INSERT INTO {self._t[tables.DISCREPANCIES]} "  # noqa: S608
                 "(id, kind, severity, account, subject, expected, actual, detail, evidence_id, "
-                "evidence_position, position, ts_detected) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+                "evidence_position, position, ts_detected, scope) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
             ),
             (
                 str(event.originator_id),
@@ -341,6 +375,7 @@ class Projector:
                 evidence_position,
                 position,
                 _iso(event.ts_detected),
+                event.scope,
             ),
         )
 

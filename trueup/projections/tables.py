@@ -55,7 +55,8 @@ _DDL = [
         position BIGINT NOT NULL,
         ts_detected TEXT NOT NULL,
         resolution TEXT,
-        resolved_by TEXT
+        resolved_by TEXT,
+        scope TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS trueup_discrepancies_open ON {trueup_discrepancies} (account, resolution)",
     """CREATE TABLE IF NOT EXISTS {trueup_fills} (

@@ -1,0 +1,137 @@
+"""Pure reconciliation rules: comparing our books with a broker snapshot.
+
+The shell (`trueup.reconciler`) fetches state and stores decisions; everything that
+decides lives here and reads no clock and does no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from enum import StrEnum
+
+from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
+from trueup.domain.reports import BrokerSnapshot, PositionReport
+from trueup.domain.status import OrderStatus
+
+
+class PositionPolicy(StrEnum):
+    """What reconciliation does when a position differs from the broker's."""
+
+    REPAIR = "repair"
+    """Book synthetic fills to match the broker (POSITION_SYNCED) and record a DISCREPANCY."""
+    ALERT = "alert"
+    """Record a DISCREPANCY only."""
+    LOCK = "lock"
+    """Record a DISCREPANCY and refuse new risk on the symbol until resolved."""
+
+
+# Quantity differences below this are rounding, not a mismatch (brokers report
+# fractional shares to 9 places); cost differences below it per unit are ignored too.
+POSITION_TOLERANCE = Decimal("1e-9")
+
+# Statuses at the broker that prove it accepted the order, so reconciliation derives an
+# ACCEPTED step first when we never saw one (lifecycle order: accepted, amendments,
+# fills, then the final status).
+_PROVES_ACCEPTED = frozenset(
+    {
+        OrderStatus.ACCEPTED,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.EXPIRED,
+        OrderStatus.REPLACED,
+    }
+)
+
+
+def proves_accepted(broker_status: OrderStatus, local_status: OrderStatus) -> bool:
+    """Whether an ACCEPTED step must be derived before applying the broker's status."""
+    return broker_status in _PROVES_ACCEPTED and local_status.rank < OrderStatus.ACCEPTED.rank
+
+
+def stale_findings(snapshot: BrokerSnapshot, *, age_seconds: float, max_age_seconds: float) -> list[Finding]:
+    """STALE_DATA for every part of the snapshot that failed, or for all of it if too old."""
+    findings = []
+    if age_seconds > max_age_seconds:
+        findings.append(
+            Finding(
+                DiscrepancyKind.STALE_DATA,
+                snapshot.account,
+                f"a snapshot at most {max_age_seconds:g}s old",
+                f"{age_seconds:.1f}s old (as of {snapshot.as_of.isoformat()})",
+                "snapshot too old; nothing concluded from it",
+            )
+        )
+        return findings
+    return [
+        Finding(
+            DiscrepancyKind.STALE_DATA,
+            snapshot.account,
+            f"the broker's {part}",
+            "query failed",
+            f"broker {part} unknown; not read as empty, nothing concluded from them",
+        )
+        for part in ("orders", "fills", "positions")
+        if getattr(snapshot, part) is None
+    ]
+
+
+def position_finding(
+    symbol: str,
+    local_qty: Decimal,
+    local_avg: Decimal,
+    broker: PositionReport | None,
+) -> Finding | None:
+    """The discrepancy between our position and the broker's, or None if they agree.
+
+    `broker` is None when the broker's (complete) list has no row for the symbol: flat.
+    """
+    broker_qty = broker.qty if broker is not None else Decimal(0)
+    broker_avg = broker.avg_cost if broker is not None else Decimal(0)
+    if abs(local_qty - broker_qty) <= POSITION_TOLERANCE:
+        if broker_qty == 0 or abs(local_avg - broker_avg) <= POSITION_TOLERANCE:
+            return None
+        return Finding(
+            DiscrepancyKind.POSITION_MISMATCH,
+            symbol,
+            f"{local_qty} @ {local_avg}",
+            f"{broker_qty} @ {broker_avg}",
+            "same quantity, different average cost",
+            Severity.WARNING,
+        )
+    if broker_qty == 0:
+        return Finding(
+            DiscrepancyKind.NAKED_POSITION,
+            symbol,
+            f"{local_qty} @ {local_avg}",
+            "flat",
+            "we hold a position the broker does not have",
+        )
+    if local_qty == 0:
+        return Finding(
+            DiscrepancyKind.MISSING_LOCAL_POSITION,
+            symbol,
+            "flat",
+            f"{broker_qty} @ {broker_avg}",
+            "the broker holds a position we have no record of",
+        )
+    return Finding(
+        DiscrepancyKind.POSITION_MISMATCH,
+        symbol,
+        f"{local_qty} @ {local_avg}",
+        f"{broker_qty} @ {broker_avg}",
+        "our position differs from the broker's",
+    )
+
+
+def quarantine_scope(symbol: str, claimed_by: str | None) -> str:
+    """Scope an orphan order quarantines: the claiming strategy's, else every strategy's."""
+    return f"{claimed_by or '*'}:{symbol}"
+
+
+def repair_prefix(account: str, symbol: str, local_qty: Decimal, broker: PositionReport | None) -> str:
+    """Deterministic exec id prefix of a position repair: same mismatch, same id."""
+    broker_part = f"{broker.qty}@{broker.avg_cost}" if broker is not None else "flat"
+    digest = hashlib.sha256(f"{account}|{symbol}|{local_qty}|{broker_part}".encode()).hexdigest()
+    return f"RECON-{digest[:16]}"

@@ -1,0 +1,391 @@
+"""Reconciliation: compare the books with a broker snapshot, store what it proves.
+
+Shell, core, shell: the ledger's state and the snapshot go in; the pure rules of
+`trueup.domain.rules` and `trueup.domain.reconcile` decide; the decisions are stored in
+one transaction, after the snapshot that proves them. Reconciling the same snapshot
+twice, or again after a restart, stores nothing new: decisions are idempotent, and a
+discrepancy that is still open is not raised again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid5
+
+import msgspec
+
+from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
+from trueup.domain.gate import GateState, gate_id
+from trueup.domain.ids import NAMESPACE, order_id, position_id
+from trueup.domain.messages import BrokerMessage
+from trueup.domain.order import Order, OrderState, exec_key
+from trueup.domain.position import Position, repair_fills
+from trueup.domain.reconcile import (
+    PositionPolicy,
+    position_finding,
+    proves_accepted,
+    repair_prefix,
+    stale_findings,
+)
+from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.rules import working_status
+from trueup.domain.status import OrderStatus, ReportSource
+from trueup.domain.views import DiscrepancyView
+
+if TYPE_CHECKING:
+    from trueup.ledger import Ledger, _Batch
+
+_POSITION_KINDS = frozenset(
+    {
+        DiscrepancyKind.POSITION_MISMATCH,
+        DiscrepancyKind.MISSING_LOCAL_POSITION,
+        DiscrepancyKind.NAKED_POSITION,
+    }
+)
+
+
+class ReconcileResult(msgspec.Struct):
+    """What one reconciliation stored."""
+
+    account: str
+    order_updates: list[Any] = msgspec.field(default_factory=list)
+    """ORDER_UPDATED events (`Order.Updated`)."""
+    position_syncs: list[Any] = msgspec.field(default_factory=list)
+    """POSITION_SYNCED events (`Position.Synced`)."""
+    discrepancies: list[Any] = msgspec.field(default_factory=list)
+    """DISCREPANCY events (`Discrepancy.Raised`)."""
+    events: list[Any] = msgspec.field(default_factory=list)
+    """Every event stored, derived order events included, in log order."""
+    stale: bool = False
+    """Part or all of the snapshot could not be used (STALE_DATA)."""
+    gate: GateState | None = None
+    """The account's gate after this reconciliation."""
+
+
+@dataclass
+class _Run:
+    """State of one reconciliation while its batch is built."""
+
+    snapshot: BrokerSnapshot
+    evidence: UUID
+    policy: PositionPolicy
+    lost_after: int
+    open_views: list[DiscrepancyView]
+    """Discrepancies of the account open when the run started."""
+    open_keys: set[tuple[str, str, str, str]]
+    listed: set[str] = field(default_factory=set)
+    """Client order ids the snapshot listed."""
+    stale: bool = False
+
+
+def snapshot_id(snapshot: BrokerSnapshot) -> UUID:
+    """Content address of a snapshot: the same snapshot is the same evidence."""
+    digest = hashlib.sha256(REPORT_ENCODER.encode(snapshot)).hexdigest()
+    return uuid5(NAMESPACE, f"snapshot|{snapshot.account}|{digest}")
+
+
+class Reconciler:
+    """Runs reconciliations for one ledger."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        """Reconcile into `ledger`."""
+        self.ledger = ledger
+
+    def reconcile(
+        self,
+        snapshot: BrokerSnapshot,
+        *,
+        policy: PositionPolicy,
+        max_age_seconds: float,
+        lost_after: int,
+    ) -> ReconcileResult:
+        """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile."""
+        ledger = self.ledger
+        account = snapshot.account
+        evidence = snapshot_id(snapshot)
+        run_state: list[_Run] = []
+
+        def apply(batch: _Batch) -> None:
+            run = _Run(
+                snapshot=snapshot,
+                evidence=evidence,
+                policy=policy,
+                lost_after=lost_after,
+                open_views=(views := ledger.discrepancies(account)),
+                open_keys={(v.kind, v.key, v.expected, v.actual) for v in views},
+            )
+            run_state[:] = [run]
+            age = (ledger.clock() - snapshot.as_of).total_seconds()
+            stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
+            run.stale = bool(stale)
+            self._raise_new(batch, run, stale)
+            if stale and stale[0].expected.startswith("a snapshot at most"):
+                self._prepend_evidence(batch, snapshot, evidence)
+                return  # too old: nothing else is concluded from it
+            if not stale:
+                self._resolve_open(batch, run, {DiscrepancyKind.STALE_DATA}, None, "broker data fresh again")
+            if snapshot.orders is not None:
+                self._orders(batch, run, snapshot.orders, snapshot.fills or [])
+            if snapshot.positions is not None:
+                self._positions(batch, run, snapshot.positions)
+            self._prepend_evidence(batch, snapshot, evidence)
+
+        events = ledger._commit(apply)
+        run = run_state[0]
+        result = ReconcileResult(account=account, events=events, stale=run.stale)
+        for event in events:
+            if isinstance(event, Order.Updated):
+                result.order_updates.append(event)
+            elif isinstance(event, Position.Synced):
+                result.position_syncs.append(event)
+            elif isinstance(event, Discrepancy.Raised):
+                result.discrepancies.append(event)
+        result.gate = ledger._judge_gate(account, stale=run.stale)
+        return result
+
+    # -- orders ----------------------------------------------------------------------------
+
+    def _orders(self, batch: _Batch, run: _Run, orders: list[OrderReport], fills: list[FillReport]) -> None:
+        ledger = self.ledger
+        fills_by_order: dict[str, list[FillReport]] = {}
+        for fill in fills:
+            fills_by_order.setdefault(self._key(batch, fill), []).append(fill)
+        for report in orders:
+            key = self._key(batch, report)
+            run.listed.add(key)
+            order_fills = sorted(fills_by_order.pop(key, []), key=lambda f: (f.ts_event, f.exec_id))
+            self._order(batch, run, key, report, order_fills)
+        # Executions of orders the snapshot did not list (IB lists executions of the day).
+        for key, order_fills in fills_by_order.items():
+            for fill in sorted(order_fills, key=lambda f: (f.ts_event, f.exec_id)):
+                ledger._apply_report(batch, fill, run.evidence)
+            run.listed.add(key)
+        if run.snapshot.complete_history:
+            self._missing(batch, run)
+
+    def _order(
+        self, batch: _Batch, run: _Run, key: str, report: OrderReport, order_fills: list[FillReport]
+    ) -> None:
+        """Bring one order in line with the broker's report and executions."""
+        ledger = self.ledger
+        order = batch.get(order_id(report.account, key))
+        if order is not None and self._agrees(order.state, report, order_fills):
+            if order.state.missing_cycles:
+                order.trigger_event(Order.SeenAtBroker, evidence_id=run.evidence)
+                batch.collect(order)
+                self._resolve_open(batch, run, {DiscrepancyKind.MISSING_AT_BROKER}, key, "listed again")
+            return
+        before = (order.state.status, order.state.filled_qty) if order is not None else None
+        # Lifecycle order: accepted, amendments, fills, then the final status.
+        local_status = order.state.status if order is not None else OrderStatus.INTENDED
+        if proves_accepted(report.status, local_status):
+            accepted = msgspec.structs.replace(
+                report,
+                status=OrderStatus.ACCEPTED,
+                filled_qty=Decimal(0),
+                avg_price=None,
+                flags=frozenset(),
+                source=ReportSource.RECONCILE,
+                raw_status=f"derived: {report.raw_status} proves it was accepted",
+            )
+            ledger._apply_report(batch, accepted, run.evidence)
+        for fill in order_fills:
+            ledger._apply_report(batch, fill, run.evidence)
+        ledger._apply_report(batch, report, run.evidence)
+        order = batch.get(order_id(report.account, key))
+        state = order.state
+        if state.real_filled > report.filled_qty:
+            self._raise_new(
+                batch,
+                run,
+                [
+                    Finding(
+                        DiscrepancyKind.FILL_MISMATCH,
+                        key,
+                        f"broker cumulative >= {state.real_filled} (our executions)",
+                        f"broker cumulative {report.filled_qty}",
+                        "we hold executions the broker's cumulative does not count",
+                    )
+                ],
+            )
+        after = (state.status, state.filled_qty)
+        if after != before:
+            order.trigger_event(
+                Order.Updated,
+                status_before=before[0] if before else OrderStatus.INTENDED,
+                status_after=state.status,
+                filled_before=before[1] if before else Decimal(0),
+                filled_after=state.filled_qty,
+                evidence_id=run.evidence,
+            )
+            batch.collect(order)
+
+    def _key(self, batch: _Batch, report: OrderReport | FillReport) -> str:
+        """The client order id a report belongs to (same resolution as ingest)."""
+        return self.ledger._client_order_id_of(batch, report)
+
+    @staticmethod
+    def _agrees(state: OrderState, report: OrderReport, fills: list[FillReport]) -> bool:
+        """Whether the broker's report says nothing our books do not already hold."""
+        target = report.status
+        if not target.is_terminal:
+            target = working_status(target, report.filled_qty, report.quantity)
+        return (
+            state.status is target
+            and state.flags == report.flags
+            and state.filled_qty == report.filled_qty
+            and state.quantity == report.quantity
+            and (report.limit_price is None or report.limit_price == state.limit_price)
+            and (report.broker_order_id is None or report.broker_order_id in state.broker_order_ids)
+            and all(_booked(state, fill) for fill in fills)
+        )
+
+    def _missing(self, batch: _Batch, run: _Run) -> None:
+        """Open orders a complete-history snapshot does not list: missing, then lost."""
+        account = run.snapshot.account
+        for state in self.ledger._open_order_states(account):
+            if state.client_order_id in run.listed or state.status.rank < OrderStatus.SUBMITTED.rank:
+                continue  # listed, or never sent: absence proves nothing
+            order = batch.get(order_id(account, state.client_order_id))
+            if order is None or order.state.status.is_terminal:
+                continue
+            cycles = order.state.missing_cycles + 1
+            order.trigger_event(Order.MissingAtBroker, cycles=cycles, evidence_id=run.evidence)
+            batch.collect(order)
+            findings = [
+                Finding(
+                    DiscrepancyKind.MISSING_AT_BROKER,
+                    state.client_order_id,
+                    f"{state.status} at the broker",
+                    "absent from a complete-history snapshot",
+                    "open here, unknown to the broker",
+                )
+            ]
+            if cycles >= run.lost_after:
+                findings.append(
+                    Finding(
+                        DiscrepancyKind.LOST,
+                        state.client_order_id,
+                        f"{state.status} at the broker",
+                        f"absent {cycles} cycles in a row",
+                        "order lost: the broker has not listed it for "
+                        f"{cycles} complete snapshots; nothing is re-sent",
+                    )
+                )
+            self._raise_new(batch, run, findings)
+
+    # -- positions -------------------------------------------------------------------------
+
+    def _positions(self, batch: _Batch, run: _Run, positions: list[PositionReport]) -> None:
+        ledger = self.ledger
+        account = run.snapshot.account
+        broker = {p.symbol: p for p in positions}
+        local = {s.symbol: s for s in ledger._position_states(account)}
+        for aggregate in batch.positions(account):
+            local[aggregate.state.symbol] = aggregate.state
+        gate = batch.get(gate_id(account))
+        for symbol in sorted(set(broker) | set(local)):
+            state = local.get(symbol)
+            local_qty = state.qty if state is not None else Decimal(0)
+            local_avg = state.avg_cost if state is not None else Decimal(0)
+            finding = position_finding(symbol, local_qty, local_avg, broker.get(symbol))
+            if finding is None:
+                self._resolve_open(batch, run, set(_POSITION_KINDS), symbol, "agrees with the broker")
+                if gate is not None and symbol in gate.locks:
+                    gate.unlock(symbol, by="reconciler")
+                    batch.collect(gate)
+                continue
+            if run.policy is PositionPolicy.REPAIR:
+                self._repair(batch, run, symbol, local_qty, broker.get(symbol), finding)
+                continue
+            if run.policy is PositionPolicy.LOCK:
+                finding = msgspec.structs.replace(finding, scope=f"*:{symbol}")
+                gate = gate or ledger._gate_aggregate(batch, account)
+                gate.lock(symbol, f"{finding.kind}: ours {finding.expected}, broker {finding.actual}")
+                batch.collect(gate)
+            self._raise_new(batch, run, [finding])
+
+    def _repair(  # noqa: PLR0913, PLR0917 - the inputs of one repair
+        self,
+        batch: _Batch,
+        run: _Run,
+        symbol: str,
+        local_qty: Decimal,
+        broker: PositionReport | None,
+        finding: Finding,
+    ) -> None:
+        account = run.snapshot.account
+        broker_qty = broker.qty if broker is not None else Decimal(0)
+        broker_avg = broker.avg_cost if broker is not None else Decimal(0)
+        fills = repair_fills(
+            repair_prefix(account, symbol, local_qty, broker), local_qty, broker_qty, broker_avg
+        )
+        position = batch.get(position_id(account, symbol))
+        if position is None:
+            position = Position.open(account, symbol)
+            batch.add(position)
+        position.trigger_event(
+            Position.Synced,
+            fills=tuple(fills),
+            qty=broker_qty,
+            avg_cost=broker_avg,
+            evidence_id=run.evidence,
+            ts_event=run.snapshot.as_of,
+        )
+        batch.collect(position)
+        detail = f"{finding.detail}; repaired: synced to the broker with {len(fills)} reconciliation fill(s)"
+        raised = self._raise_new(batch, run, [msgspec.structs.replace(finding, detail=detail)])
+        for discrepancy in raised:
+            discrepancy.resolve("repaired: POSITION_SYNCED", "reconciler", self.ledger.clock())
+            batch.collect(discrepancy)
+        self._resolve_open(batch, run, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")
+
+    # -- discrepancies -----------------------------------------------------------------------
+
+    def _raise_new(self, batch: _Batch, run: _Run, findings: Iterable[Finding]) -> list[Discrepancy]:
+        """Raise findings not already open (same kind, subject, expected and actual)."""
+        fresh = []
+        for finding in findings:
+            key = (finding.kind.value, finding.key, finding.expected, finding.actual)
+            if key in run.open_keys:
+                continue
+            run.open_keys.add(key)
+            fresh.append(finding)
+        return self.ledger._raise(batch, run.snapshot.account, fresh, run.evidence)
+
+    def _resolve_open(
+        self, batch: _Batch, run: _Run, kinds: set[DiscrepancyKind], key: str | None, resolution: str
+    ) -> None:
+        """Resolve open discrepancies of these kinds (for one subject, or all)."""
+        for view in run.open_views:
+            if view.kind in kinds and (key is None or view.key == key):
+                discrepancy = batch.get(view.id)
+                if discrepancy is not None and discrepancy.resolution is None:
+                    discrepancy.resolve(resolution, "reconciler", self.ledger.clock())
+                    batch.collect(discrepancy)
+                    run.open_keys.discard((view.kind, view.key, view.expected, view.actual))
+
+    def _prepend_evidence(self, batch: _Batch, snapshot: BrokerSnapshot, evidence: UUID) -> None:
+        """Store the snapshot first, if anything was concluded from it and it is not stored yet."""
+        if not batch.events or batch.get(evidence) is not None:
+            return
+        message = BrokerMessage._create(
+            BrokerMessage.Received,
+            id=evidence,
+            account=snapshot.account,
+            source="snapshot",
+            kind="snapshot",
+            payload=REPORT_ENCODER.encode(snapshot).decode(),
+            ts_received=self.ledger.clock(),
+        )
+        batch.events[:0] = message.collect_events()
+
+
+def _booked(state: OrderState, fill: FillReport) -> bool:
+    key, revision = exec_key(fill.exec_id)
+    booked = state.fills.get(key)
+    return booked is not None and booked.revision >= revision
