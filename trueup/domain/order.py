@@ -78,6 +78,8 @@ class OrderState(msgspec.Struct, kw_only=True):
     reported_filled: Decimal = ZERO
     """Cumulative of the report the inferred part was priced from."""
     reported_avg: Decimal | None = None
+    created_at: datetime | None = None
+    """When we recorded the intent, or first saw the order at the broker."""
     missing_cycles: int = 0
     """Consecutive complete-history snapshots that did not list this open order."""
 
@@ -137,6 +139,7 @@ class OrderState(msgspec.Struct, kw_only=True):
                 for f in sorted(self.fills.values(), key=lambda f: (f.ts_event, f.exec_id))
             ),
             updated_at=self.status_ts,
+            created_at=self.created_at,
         )
 
 
@@ -378,6 +381,7 @@ class Order(Aggregate):
             strategy=strategy,
             origin="intent" if ts_intended is not None else "broker",
             status_ts=ts_discovered,
+            created_at=ts_intended or ts_discovered,
         )
 
     @classmethod

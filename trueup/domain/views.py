@@ -47,6 +47,8 @@ class OrderView(msgspec.Struct, frozen=True):
     fills: tuple[FillView, ...] = ()
     updated_at: datetime | None = None
     """ts_event of the last status change."""
+    created_at: datetime | None = None
+    """When the intent was recorded, or the order first seen at the broker."""
 
     @property
     def is_open(self) -> bool:

@@ -1,0 +1,143 @@
+"""The broker adapter port: what every broker client (paper, Alpaca, IB, Kite) provides.
+
+Clients do I/O only; translation is pure and lives in each adapter's translate.py.
+Every raw payload reaches the ledger before it is translated (`RawMessage`), so a
+payload that fails translation is still stored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from trueup.domain.errors import InvalidReport, TrueupError
+from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
+from trueup.domain.status import Side
+
+CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9]{1,20}$")
+"""Our id travels in the broker's own field; Kite's `tag` allows at most 20 [A-Za-z0-9]."""
+
+
+def check_client_order_id(client_order_id: str) -> None:
+    """Refuse an id that would not fit every broker's field (20 chars [A-Za-z0-9])."""
+    if not CLIENT_ORDER_ID.match(client_order_id):
+        msg = f"client_order_id must be 1-20 characters [A-Za-z0-9] (Kite tag), got {client_order_id!r}"
+        raise InvalidReport(msg, field="client_order_id")
+
+
+class OrderType(StrEnum):
+    """Order types every adapter supports."""
+
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A new order as the trading system asks for it."""
+
+    account: str
+    client_order_id: str
+    """Carried in the broker's field: IB orderRef, Alpaca client_order_id, Kite tag."""
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    strategy: str | None = None
+    reduce_only: bool = False
+
+
+class SubmitAck(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker took the order."""
+
+    broker_order_id: str
+    raw: str
+    """The broker's answer, verbatim."""
+    report: OrderReport | None = None
+    """The order as the answer describes it, when it describes it."""
+
+
+class SubmitRejected(TrueupError):  # noqa: N818 - names the outcome, like InvalidReport
+    """Raised when the broker definitively refused the order (it does not exist there)."""
+
+    def __init__(self, msg: str, *, raw: str = "") -> None:
+        """Keep the broker's answer verbatim."""
+        super().__init__(msg)
+        self.raw = raw
+
+
+class SubmitUncertain(TrueupError):  # noqa: N818 - names the outcome
+    """Raised when the outcome of a submit is unknown (timeout, dropped connection).
+
+    The order may or may not exist at the broker: look it up by client id; never re-send.
+    """
+
+
+class RawMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A payload from the broker's stream, with the pure function that translates it."""
+
+    account: str
+    source: str
+    """Adapter name."""
+    kind: str
+    """Channel or endpoint."""
+    payload: str
+    translate: Callable[[str], Sequence[Report]]
+
+
+class Reconnected(msgspec.Struct, frozen=True, kw_only=True):
+    """The stream reconnected: messages may have been missed, reconcile now."""
+
+    account: str
+    source: str
+
+
+StreamItem = RawMessage | Reconnected
+
+
+@runtime_checkable
+class BrokerClient(Protocol):
+    """What trueup needs from a broker. All methods are coroutines; none may hide a failure.
+
+    A query that fails raises `BrokerQueryError`; it is never answered with an empty list.
+    """
+
+    name: str
+
+    async def submit(self, request: OrderRequest) -> SubmitAck:
+        """Send a new order carrying `request.client_order_id`.
+
+        Raises:
+            SubmitRejected: the broker refused it.
+            SubmitUncertain: the outcome is unknown.
+        """
+        ...
+
+    async def cancel(self, account: str, client_order_id: str, broker_order_id: str | None) -> None:
+        """Ask the broker to cancel; the outcome arrives as reports.
+
+        Raises:
+            BrokerQueryError: the request could not be delivered.
+        """
+        ...
+
+    async def snapshot(self, account: str) -> BrokerSnapshot:
+        """Orders, fills and positions now; a part that failed is None, never empty."""
+        ...
+
+    async def lookup(self, account: str, client_order_id: str) -> OrderReport | None:
+        """The order carrying our id, or None when the broker proves it has none.
+
+        Raises:
+            BrokerQueryError: the broker could not be asked; absence is unknown.
+        """
+        ...
+
+    def stream(self) -> AsyncIterator[StreamItem]:
+        """Raw messages as they arrive, and a `Reconnected` after every reconnect."""
+        ...
