@@ -189,3 +189,51 @@ def test_two_ledgers_writing_the_same_order_lose_no_update(store_url: str) -> No
             assert len(order.fills) == 2 * fills_per_writer
             [position] = ledger.positions(ACCOUNT)
             assert position.qty == D(2 * fills_per_writer)
+
+
+def _table_rows(ledger: Ledger) -> dict[str, list[tuple[object, ...]]]:
+    tables = ("trueup_orders", "trueup_positions", "trueup_discrepancies", "trueup_fills")
+    return {
+        name: sorted(tuple(row.values()) for row in ledger.projector.rows(f"SELECT * FROM {{{name}}}"))
+        for name in tables
+    }
+
+
+def test_rebuild_from_position_zero_equals_incremental_projection(store_url: str) -> None:
+    from tests.builders import at
+    from trueup import BrokerSnapshot
+
+    with Ledger.open(store_url, clock=lambda: at(100)) as ledger:
+        ledger.intend(ACCOUNT, "C1", "AAPL", "BUY", D(10))
+        ledger.intend(ACCOUNT, "C2", "MSFT", "SELL", D(5))
+        ledger.ingest(
+            [
+                order_report("ACCEPTED", ts=1),
+                fill_report("E1", 4, 100, ts=2, commission="0.5"),
+                order_report("ACCEPTED", filled=7, avg=101, ts=3),  # inferred 3
+                order_report("ACCEPTED", cid="C2", broker_id="B2", symbol="MSFT", side="SELL", qty=5, ts=1),
+                fill_report(
+                    "0001.aa.01.01", 2, 300, cid="C2", broker_id="B2", symbol="MSFT", side="SELL", ts=2
+                ),
+                fill_report(
+                    "0001.aa.01.02", 3, 301, cid="C2", broker_id="B2", symbol="MSFT", side="SELL", ts=3
+                ),
+                fill_report("E9", 99, 1, ts=4),  # overfill: refused, discrepancy
+            ]
+        )
+        ledger.reconcile(
+            BrokerSnapshot(
+                account=ACCOUNT,
+                as_of=at(99),
+                orders=[order_report("ACCEPTED", cid=None, broker_id="X1", symbol="IBM", ts=5)],
+                fills=[fill_report("E2", 3, 102, ts=5)],
+                positions=[
+                    PositionReport(ACCOUNT, "AAPL", D(7), Decimal("100.857142857"), at(99)),
+                    PositionReport(ACCOUNT, "TSLA", D(-2), D(250), at(99)),
+                ],
+            )
+        )
+        incremental = _table_rows(ledger)
+        assert all(incremental.values())  # every table has rows to compare
+        ledger.projector.rebuild()
+        assert _table_rows(ledger) == incremental
