@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,8 +16,9 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
+from trueup.adapters.base import BrokerClient, OrderRequest
 from trueup.adapters.store import Store, open_store, redact, resolve_store_url
-from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
+from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding, Severity
 from trueup.domain.errors import ConflictError, InvalidReport, StoreError
 from trueup.domain.gate import Gate, GateState, check_new_order, gate_id
 from trueup.domain.ids import broker_link_id, discrepancy_id, external_client_order_id, order_id, position_id
@@ -33,8 +35,10 @@ from trueup.domain.reports import (
     Report,
 )
 from trueup.domain.rules import Outcome, decide_fill, decide_order_report
-from trueup.domain.status import Side
+from trueup.domain.status import OrderStatus, Side
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
+from trueup.faults import crash_point
+from trueup.projections.replay import AsOf, replay
 from trueup.projections.runner import Projector
 from trueup.reconciler import Reconciler, ReconcileResult
 
@@ -317,6 +321,7 @@ class Ledger:
             apply(batch)
             if not batch.events:
                 return []
+            crash_point("ingest.mid_batch")
             try:
                 self.store.app.save(*batch.events)
             except IntegrityError:
@@ -522,6 +527,80 @@ class Ledger:
             raised.append(discrepancy)
         return raised
 
+    # -- submission -------------------------------------------------------------------------
+
+    def submit(self, request: OrderRequest, broker: BrokerClient) -> OrderView:
+        """Send a new order crash-safely from synchronous code (see `trueup.submission`).
+
+        Write-ahead intent and SUBMITTED, one broker call carrying the client id, then
+        the acknowledgement and broker id. An existing client id returns the existing
+        order and sends nothing. From async code use `submit_async`.
+
+        Raises:
+            InvalidReport: the client id does not fit every broker's field.
+            NotReadyError: the gate refuses new orders (state, lock or quarantine).
+        """
+        return asyncio.run(self.submit_async(request, broker))
+
+    async def submit_async(self, request: OrderRequest, broker: BrokerClient) -> OrderView:
+        """The async equivalent of `submit`, for event loops (the service, async brokers)."""
+        from trueup.submission import Submitter  # noqa: PLC0415 - submission builds on Ledger
+
+        return await Submitter(self, broker).submit(request)
+
+    def mark_submitted(self, account: str, client_order_id: str) -> OrderView:
+        """Store SUBMITTED for an intended order, just before it is sent (write-ahead)."""
+
+        def apply(batch: _Batch) -> None:
+            order = self._existing_order(batch, account, client_order_id)
+            if order.state.status is OrderStatus.INTENDED:
+                order.trigger_event(Order.Submitted, ts_submitted=self.clock())
+                batch.collect(order)
+
+        self._commit(apply)
+        return self._view(account, client_order_id)
+
+    def abandon(self, account: str, client_order_id: str, reason: str) -> OrderView:
+        """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
+
+        def apply(batch: _Batch) -> None:
+            order = self._existing_order(batch, account, client_order_id)
+            if order.state.status.rank <= OrderStatus.SUBMITTED.rank:
+                order.trigger_event(Order.Abandoned, reason=reason)
+                batch.collect(order)
+                self._raise(
+                    batch,
+                    account,
+                    [
+                        Finding(
+                            DiscrepancyKind.MISSING_AT_BROKER,
+                            client_order_id,
+                            f"{order.state.status} order at the broker",
+                            "not at the broker",
+                            f"closed here as never placed: {reason}; nothing re-sent",
+                            Severity.WARNING,
+                        )
+                    ],
+                    None,
+                )
+
+        self._commit(apply)
+        return self._view(account, client_order_id)
+
+    def _existing_order(self, batch: _Batch, account: str, client_order_id: str) -> Order:
+        order = batch.get(order_id(account, client_order_id))
+        if order is None:
+            msg = f"{account}: no order {client_order_id!r}; record it with intend() first"
+            raise LookupError(msg)
+        return order  # type: ignore[no-any-return]
+
+    def _view(self, account: str, client_order_id: str) -> OrderView:
+        view = self.order(account, client_order_id)
+        if view is None:
+            msg = f"{account}: no order {client_order_id!r}"
+            raise LookupError(msg)
+        return view
+
     # -- reconciliation and the gate --------------------------------------------------------
 
     def reconcile(
@@ -652,6 +731,17 @@ class Ledger:
 
         self._commit(apply)
 
+    def block(self, account: str, reasons: tuple[str, ...]) -> GateState:
+        """Close the gate with reasons (recovery could not resolve everything)."""
+
+        def apply(batch: _Batch) -> None:
+            gate = self._gate_aggregate(batch, account)
+            gate.move(GateState.BLOCKED, reasons, "startup", self.clock())
+            batch.collect(gate)
+
+        self._commit(apply)
+        return self.gate(account)
+
     def _gate_aggregate(self, batch: _Batch, account: str) -> Gate:
         gate = batch.get(gate_id(account))
         if gate is None:
@@ -758,6 +848,27 @@ class Ledger:
             )
             for row in rows
         ]
+
+    def last_position(self) -> int:
+        """Position of the last stored event (0 for an empty log)."""
+        return self.store.app.recorder.max_notification_id() or 0
+
+    def accounts(self) -> list[str]:
+        """Accounts that have orders, positions or a gate."""
+        self.projector.catch_up()
+        rows = self.projector.rows(
+            "SELECT account FROM {trueup_orders} UNION SELECT account FROM {trueup_positions} "
+            "UNION SELECT account FROM {trueup_discrepancies} ORDER BY account"
+        )
+        return [str(row["account"]) for row in rows if row["account"]]
+
+    def service_status(self) -> dict[str, Any]:
+        """Counters the reconciliation service last saved (empty if none ran on this store)."""
+        return self.projector.service_status()
+
+    def as_of(self, until: datetime | int) -> AsOf:
+        """The books as they stood at a log position (inclusive) or time: an audit replay."""
+        return replay(self.events(until=until))
 
     def events(self, after: int = 0, until: datetime | int | None = None) -> Iterator[LoggedEvent]:
         """Stream the stored log in order, page by page (never the whole log in memory).

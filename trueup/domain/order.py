@@ -78,6 +78,8 @@ class OrderState(msgspec.Struct, kw_only=True):
     reported_filled: Decimal = ZERO
     """Cumulative of the report the inferred part was priced from."""
     reported_avg: Decimal | None = None
+    submitted_at: datetime | None = None
+    """When we stored SUBMITTED, just before the broker call."""
     created_at: datetime | None = None
     """When we recorded the intent, or first saw the order at the broker."""
     missing_cycles: int = 0
@@ -321,6 +323,31 @@ class Order(Aggregate):
             """Attach the commission to the fill."""
             fill = aggregate.state.fills[self.key]
             aggregate.state.fills[self.key] = msgspec.structs.replace(fill, commission=self.commission)
+
+    class Submitted(Event):
+        """We are about to send the order: stored before the broker call (in flight)."""
+
+        TOPIC = "trueup:Order.Submitted"
+        ts_submitted: datetime
+
+        def apply(self, aggregate: Order) -> None:
+            """SUBMITTED, unless a broker report already moved it further."""
+            state = aggregate.state
+            state.submitted_at = self.ts_submitted
+            if state.status.rank < OrderStatus.SUBMITTED.rank:
+                state.status = OrderStatus.SUBMITTED
+
+    class Abandoned(Event):
+        """Recovery proved the order is not at the broker; it is closed here, never re-sent."""
+
+        TOPIC = "trueup:Order.Abandoned"
+        reason: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Close the order as REJECTED: it never existed at the broker."""
+            aggregate.state.status = OrderStatus.REJECTED
+            aggregate.state.flags = frozenset()
+            aggregate.state.raw_status = f"abandoned: {self.reason}"
 
     class Updated(Event):
         """ORDER_UPDATED: reconciliation brought the order in line with a broker snapshot.

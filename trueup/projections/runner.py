@@ -10,8 +10,9 @@ replays from position 0.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -86,7 +87,7 @@ class Projector:
         """Create the tables if needed."""
         self.store = store
         tables.create_tables(store)
-        self._t = {name: store.table(name) for name in (tables.TRACKING, *tables.ALL_TABLES)}
+        self._t = {name: store.table(name) for name in (tables.TRACKING, tables.SERVICE, *tables.ALL_TABLES)}
         with store.transaction() as cursor:
             cursor.execute(
                 store.sql(
@@ -109,7 +110,7 @@ class Projector:
         rows = cursor.fetchall()
         return int(_first(rows[0])) if rows else 0
 
-    def catch_up(self, stop: int | None = None) -> int:
+    def catch_up(self, stop: int | None = None, progress: Callable[[int], object] | None = None) -> int:
         """Apply every event after the tracking position (up to `stop`); return how many."""
         applied = 0
         while True:
@@ -123,9 +124,14 @@ class Projector:
                 return applied
             if self._apply_page(start, notifications):
                 applied += len(notifications)
+                if progress is not None:
+                    progress(notifications[-1].id)
 
-    def rebuild(self) -> int:
-        """Empty the tables and replay the whole log from position 0; return events applied."""
+    def rebuild(self, progress: Callable[[int], object] | None = None) -> int:
+        """Empty the tables and replay the whole log from position 0; return events applied.
+
+        `progress` is called with the log position after each page.
+        """
         with self.store.transaction() as cursor:
             for name in tables.ALL_TABLES:
                 cursor.execute(f"DELETE FROM {self._t[name]}")  # noqa: S608
@@ -133,7 +139,24 @@ class Projector:
                 self.store.sql(f"UPDATE {self._t[tables.TRACKING]} SET position = 0 WHERE name = ?"),  # noqa: S608
                 (TRACKING_NAME,),
             )
-        return self.catch_up()
+        return self.catch_up(progress=progress)
+
+    def service_status(self) -> dict[str, Any]:
+        """The reconciliation service's last saved counters, by service name."""
+        with self.store.reading() as cursor:
+            cursor.execute(f"SELECT name, counters FROM {self._t[tables.SERVICE]}")  # noqa: S608
+            return {str(_as_dict(r)["name"]): json.loads(_as_dict(r)["counters"]) for r in cursor.fetchall()}
+
+    def save_service_status(self, name: str, counters: dict[str, Any]) -> None:
+        """Save the service's counters so `trueup status` can show them from another process."""
+        with self.store.transaction() as cursor:
+            cursor.execute(
+                self.store.sql(
+                    f"INSERT INTO {self._t[tables.SERVICE]} (name, counters) VALUES (?, ?) "  # noqa: S608
+                    "ON CONFLICT (name) DO UPDATE SET counters = excluded.counters"
+                ),
+                (name, json.dumps(counters, default=str)),
+            )
 
     def _apply_page(self, start: int, notifications: Sequence[Notification]) -> bool:
         """Apply one page atomically; False if another process applied it first."""

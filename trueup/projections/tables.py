@@ -15,6 +15,7 @@ ORDERS = "trueup_orders"
 POSITIONS = "trueup_positions"
 DISCREPANCIES = "trueup_discrepancies"
 FILLS = "trueup_fills"
+SERVICE = "trueup_service_status"
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS {trueup_tracking} (
@@ -58,6 +59,10 @@ _DDL = [
         resolved_by TEXT,
         scope TEXT
     )""",
+    """CREATE TABLE IF NOT EXISTS {trueup_service_status} (
+        name TEXT PRIMARY KEY,
+        counters TEXT NOT NULL
+    )""",
     "CREATE INDEX IF NOT EXISTS trueup_discrepancies_open ON {trueup_discrepancies} (account, resolution)",
     """CREATE TABLE IF NOT EXISTS {trueup_fills} (
         account TEXT NOT NULL,
@@ -82,7 +87,7 @@ ALL_TABLES = (ORDERS, POSITIONS, DISCREPANCIES, FILLS)
 
 def create_tables(store: Store) -> None:
     """Create the read-model tables if they are missing."""
-    names = {name: store.table(name) for name in (TRACKING, *ALL_TABLES)}
+    names = {name: store.table(name) for name in (TRACKING, SERVICE, *ALL_TABLES)}
     with store.transaction() as cursor:
         for statement in _DDL:
             cursor.execute(statement.format(**names))

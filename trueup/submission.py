@@ -1,0 +1,248 @@
+"""Crash-safe submission: write ahead, send once, and after a crash look up, never re-send.
+
+The submit path, and what a crash at each point leaves behind:
+
+1. the gate is checked (startup gate, symbol locks, orphan quarantines);
+2. the intent is stored with its client id (INTENDED). A crash here: never sent;
+   recovery closes it;
+3. SUBMITTED is stored. A crash here (``submit.before_broker_call``): recovery looks the
+   id up at the broker and finds nothing, so it closes the order; nothing is re-sent;
+4. the broker is called with our id in its own field. A crash here
+   (``submit.after_broker_call``): the broker has the order, we do not know it; recovery
+   finds it by our id and books it;
+5. the acknowledgement and the broker id are stored.
+
+Submitting a client id that already exists returns the existing order and sends nothing:
+that, and the broker refusing a duplicate client id, is why a retry can never double an
+order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+
+import msgspec
+
+from trueup.adapters.base import (
+    BrokerClient,
+    OrderRequest,
+    SubmitAck,
+    SubmitRejected,
+    SubmitUncertain,
+    check_client_order_id,
+)
+from trueup.domain.errors import BrokerQueryError
+from trueup.domain.reports import REPORT_DECODER, REPORT_ENCODER, BrokerSnapshot, OrderReport, Report
+from trueup.domain.status import OrderStatus, ReportSource
+from trueup.domain.views import OrderView
+from trueup.faults import crash_point
+from trueup.ledger import Ledger
+from trueup.reconciler import ReconcileResult
+
+log = logging.getLogger(__name__)
+
+
+class RecoveryReport(msgspec.Struct):
+    """What startup recovery found for intents without an acknowledgement."""
+
+    found: list[str] = msgspec.field(default_factory=list)
+    """Client ids found at the broker and booked."""
+    abandoned: list[str] = msgspec.field(default_factory=list)
+    """Client ids proven absent at the broker and closed (never re-sent)."""
+    unresolved: list[str] = msgspec.field(default_factory=list)
+    """Client ids the broker could not be asked about; trading stays blocked."""
+
+
+def _decode_reports(payload: str) -> Sequence[Report]:
+    return [REPORT_DECODER.decode(payload)]
+
+
+class Submitter:
+    """Sends orders for one ledger through one broker client."""
+
+    def __init__(self, ledger: Ledger, broker: BrokerClient) -> None:
+        """Submit into `ledger` through `broker`."""
+        self.ledger = ledger
+        self.broker = broker
+
+    async def submit(self, request: OrderRequest) -> OrderView:
+        """Send a new order once, crash-safely; see the module docstring for each step.
+
+        Returns:
+            The order as stored after the broker's answer (or SUBMITTED if the answer is
+            unknown: the in-flight check and recovery resolve it by lookup).
+
+        Raises:
+            InvalidReport: the client id does not fit every broker's field.
+            NotReadyError: the gate refuses the order (state, lock, quarantine).
+        """
+        ledger = self.ledger
+        check_client_order_id(request.client_order_id)
+        existing = ledger.order(request.account, request.client_order_id)
+        if existing is not None:
+            log.info(
+                "submit %s: already recorded (%s); nothing sent", request.client_order_id, existing.status
+            )
+            return existing
+        live_position = await self._live_position(request) if request.reduce_only else None
+        ledger.check_new_order(
+            request.account,
+            request.symbol,
+            request.side,
+            request.quantity,
+            strategy=request.strategy,
+            reduce_only=request.reduce_only,
+            live_position=live_position,
+        )
+        ledger.intend(
+            request.account,
+            request.client_order_id,
+            request.symbol,
+            request.side,
+            request.quantity,
+            limit_price=request.limit_price,
+            strategy=request.strategy,
+        )
+        ledger.mark_submitted(request.account, request.client_order_id)
+        crash_point("submit.before_broker_call")
+        try:
+            ack = await self.broker.submit(request)
+        except SubmitRejected as e:
+            self._record_rejection(request, e)
+            return self._view(request)
+        except SubmitUncertain:
+            log.warning("submit %s: outcome unknown; will look it up, never re-send", request.client_order_id)
+            return self._view(request)
+        crash_point("submit.after_broker_call")
+        self._record_ack(request, ack)
+        return self._view(request)
+
+    async def cancel(self, account: str, client_order_id: str) -> None:
+        """Ask the broker to cancel (cancels always pass the gate); the outcome arrives as reports."""
+        order = self.ledger.order(account, client_order_id)
+        broker_id = order.broker_order_ids[-1] if order is not None and order.broker_order_ids else None
+        await self.broker.cancel(account, client_order_id, broker_id)
+
+    async def recover(self, account: str) -> RecoveryReport:
+        """Resolve intents without an acknowledgement by looking them up; never re-send.
+
+        INTENDED orders were never sent (SUBMITTED is stored before every broker call):
+        they are closed. SUBMITTED orders are looked up by client id: found ones are
+        booked, proven-absent ones closed; if the broker cannot be asked, they stay
+        unresolved and the caller must keep the gate closed.
+        """
+        report = RecoveryReport()
+        for order in self.ledger.open_orders(account):
+            cid = order.client_order_id
+            if order.status is OrderStatus.INTENDED:
+                self.ledger.abandon(account, cid, "intent recorded but never sent (crash before submit)")
+                report.abandoned.append(cid)
+            elif order.status is OrderStatus.SUBMITTED:
+                try:
+                    found = await self.broker.lookup(account, cid)
+                except BrokerQueryError as e:
+                    log.warning("recovery: lookup of %s failed: %s", cid, e)
+                    report.unresolved.append(cid)
+                    continue
+                if found is None:
+                    self.ledger.abandon(account, cid, "not at the broker after restart; never re-sent")
+                    report.abandoned.append(cid)
+                else:
+                    self._ingest_lookup(found)
+                    report.found.append(cid)
+        return report
+
+    async def _live_position(self, request: OrderRequest) -> Decimal | None:
+        try:
+            snapshot = await self.broker.snapshot(request.account)
+        except BrokerQueryError:
+            return None  # unknown: the gate fails closed for reduce-only orders
+        if snapshot.positions is None:
+            return None
+        return sum((p.qty for p in snapshot.positions if p.symbol == request.symbol), Decimal(0))
+
+    def _record_ack(self, request: OrderRequest, ack: SubmitAck) -> None:
+        report = ack.report or self._report(
+            request, ack.broker_order_id, OrderStatus.PENDING_NEW, "acknowledged"
+        )
+        self.ledger.ingest_raw(
+            ack.raw,
+            lambda _raw: [report],
+            account=request.account,
+            source=self.broker.name,
+            kind="submit_ack",
+        )
+
+    def _record_rejection(self, request: OrderRequest, error: SubmitRejected) -> None:
+        report = self._report(request, None, OrderStatus.REJECTED, f"rejected: {error}")
+        self.ledger.ingest_raw(
+            error.raw or str(error),
+            lambda _raw: [report],
+            account=request.account,
+            source=self.broker.name,
+            kind="submit_rejected",
+        )
+
+    def _ingest_lookup(self, found: OrderReport) -> None:
+        self.ledger.ingest_raw(
+            REPORT_ENCODER.encode(found).decode(),
+            _decode_reports,
+            account=found.account,
+            source=self.broker.name,
+            kind="lookup",
+        )
+
+    def _report(
+        self, request: OrderRequest, broker_order_id: str | None, status: OrderStatus, raw: str
+    ) -> OrderReport:
+        return OrderReport(
+            account=request.account,
+            client_order_id=request.client_order_id,
+            broker_order_id=broker_order_id,
+            symbol=request.symbol,
+            side=request.side,
+            quantity=request.quantity,
+            status=status,
+            filled_qty=Decimal(0),
+            avg_price=None,
+            ts_event=self.ledger.clock(),
+            raw_status=raw,
+            limit_price=request.limit_price,
+            source=ReportSource.BROKER,
+        )
+
+    def _view(self, request: OrderRequest) -> OrderView:
+        view = self.ledger.order(request.account, request.client_order_id)
+        if view is None:  # pragma: no cover - intend() stored it above
+            msg = f"order {request.client_order_id} vanished from the ledger"
+            raise LookupError(msg)
+        return view
+
+
+async def start_session(
+    ledger: Ledger, broker: BrokerClient, account: str
+) -> tuple[RecoveryReport, ReconcileResult]:
+    """Startup: gate RECONCILING, resolve unacknowledged intents, reconcile, then judge the gate.
+
+    Nothing is allowed before this completes; if some intents could not be looked up the
+    gate stays BLOCKED naming them, whatever the reconciliation found.
+
+    Returns:
+        The recovery report and the ReconcileResult of the startup reconciliation.
+    """
+    ledger.begin_startup(account)
+    submitter = Submitter(ledger, broker)
+    recovery = await submitter.recover(account)
+    try:
+        snapshot = await broker.snapshot(account)
+    except BrokerQueryError as e:
+        log.warning("startup snapshot of %s failed: %s", account, e)
+        snapshot = BrokerSnapshot(
+            account=account, as_of=ledger.clock(), orders=None, fills=None, positions=None
+        )
+    result = ledger.reconcile(snapshot)
+    if recovery.unresolved:
+        ledger.block(account, tuple(f"submit {cid} awaiting broker lookup" for cid in recovery.unresolved))
+    return recovery, result
