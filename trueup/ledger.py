@@ -627,13 +627,12 @@ class Ledger:
 
     def begin_startup(self, account: str) -> GateState:
         """Put the account's gate in RECONCILING: no new orders until a reconciliation passes."""
-
-        def apply(batch: _Batch) -> None:
-            gate = self._gate_aggregate(batch, account)
-            gate.move(GateState.RECONCILING, ("startup reconciliation pending",), "startup", self.clock())
-            batch.collect(gate)
-
-        self._commit(apply)
+        self._change_gate(
+            account,
+            lambda g: g.move(
+                GateState.RECONCILING, ("startup reconciliation pending",), "startup", self.clock()
+            ),
+        )
         return self.gate(account)
 
     def gate(self, account: str) -> GateState:
@@ -688,25 +687,13 @@ class Ledger:
         Raises:
             PermissionError: no operator, or not the override permission.
         """
-
-        def apply(batch: _Batch) -> None:
-            gate = self._gate_aggregate(batch, account)
-            gate.override(operator, permission, reason, self.clock())
-            batch.collect(gate)
-
-        self._commit(apply)
+        self._change_gate(account, lambda g: g.override(operator, permission, reason, self.clock()))
         log.warning("gate of %s overridden by %s: %s", account, operator, reason)
         return self.gate(account)
 
     def claim(self, account: str, symbol: str, strategy: str) -> None:
         """Record that `strategy` owns `symbol`: orphan orders in it quarantine only that strategy."""
-
-        def apply(batch: _Batch) -> None:
-            gate = self._gate_aggregate(batch, account)
-            gate.claim(symbol, strategy)
-            batch.collect(gate)
-
-        self._commit(apply)
+        self._change_gate(account, lambda g: g.claim(symbol, strategy))
 
     def resolve_discrepancy(self, discrepancy: UUID, *, resolution: str, by: str) -> None:
         """Mark a discrepancy resolved by an operator (lifts an orphan's quarantine)."""
@@ -723,24 +710,22 @@ class Ledger:
 
     def unlock_symbol(self, account: str, symbol: str, *, by: str) -> None:
         """Lift a symbol lock by hand."""
-
-        def apply(batch: _Batch) -> None:
-            gate = self._gate_aggregate(batch, account)
-            gate.unlock(symbol, by)
-            batch.collect(gate)
-
-        self._commit(apply)
+        self._change_gate(account, lambda g: g.unlock(symbol, by))
 
     def block(self, account: str, reasons: tuple[str, ...]) -> GateState:
         """Close the gate with reasons (recovery could not resolve everything)."""
+        self._change_gate(account, lambda g: g.move(GateState.BLOCKED, reasons, "startup", self.clock()))
+        return self.gate(account)
+
+    def _change_gate(self, account: str, change: Callable[[Gate], None]) -> None:
+        """Apply one change to the account's gate in its own transaction."""
 
         def apply(batch: _Batch) -> None:
             gate = self._gate_aggregate(batch, account)
-            gate.move(GateState.BLOCKED, reasons, "startup", self.clock())
+            change(gate)
             batch.collect(gate)
 
         self._commit(apply)
-        return self.gate(account)
 
     def _gate_aggregate(self, batch: _Batch, account: str) -> Gate:
         gate = batch.get(gate_id(account))
@@ -757,12 +742,7 @@ class Ledger:
         ]
         verdict = GateState.BLOCKED if reasons else GateState.READY
 
-        def apply(batch: _Batch) -> None:
-            gate = self._gate_aggregate(batch, account)
-            gate.move(verdict, tuple(reasons), "reconciler", self.clock())
-            batch.collect(gate)
-
-        self._commit(apply)
+        self._change_gate(account, lambda g: g.move(verdict, tuple(reasons), "reconciler", self.clock()))
         return self.gate(account)
 
     def _open_order_states(self, account: str) -> Iterator[OrderState]:
