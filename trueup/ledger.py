@@ -323,7 +323,9 @@ class Ledger:
                 return []
             crash_point("ingest.mid_batch")
             try:
-                self.store.app.save(*batch.events)
+                # The events are already collected in causal order (evidence first):
+                # put them straight into the event store, one transaction.
+                self.store.app.events.put(batch.events)
             except IntegrityError:
                 # Another writer saved events for one of these aggregates first: reload and redo.
                 log.debug("ingest raced another writer (attempt %d); retrying", attempt)
