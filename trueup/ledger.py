@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -240,10 +242,10 @@ class Ledger:
                 self.store.app.save(order)
             except IntegrityError:
                 log.debug("intend %s raced another writer (attempt %d)", client_order_id, attempt)
+                _backoff(attempt)
                 continue
             except PersistenceError as e:
                 raise _store_error(e) from e
-            self.projector.catch_up()
             return order.state.view()
         raise ConflictError(_conflict_message("intend", client_order_id))
 
@@ -327,12 +329,15 @@ class Ledger:
                 # put them straight into the event store, one transaction.
                 self.store.app.events.put(batch.events)
             except IntegrityError:
-                # Another writer saved events for one of these aggregates first: reload and redo.
+                # Another writer saved events for one of these aggregates first: reload and
+                # redo, after a jittered pause so two writers do not keep colliding.
                 log.debug("ingest raced another writer (attempt %d); retrying", attempt)
+                _backoff(attempt)
                 continue
             except PersistenceError as e:
                 raise _store_error(e) from e
-            self.projector.catch_up()
+            # Read models catch up when read (every reader calls catch_up first), so a
+            # write costs one transaction, not two.
             return [e for e in batch.events if not isinstance(e, BrokerMessage.Event)]
         raise ConflictError(_conflict_message("ingest", f"{len(batch.events)} events"))
 
@@ -889,6 +894,10 @@ def _require_decimal(name: str, value: object, *, positive: bool = False) -> Non
     if not isinstance(value, Decimal) or not value.is_finite() or (positive and value <= 0):
         msg = f"{name} must be a finite{' positive' if positive else ''} Decimal, got {value!r}"
         raise InvalidReport(msg, field=name)
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.001 * 2**attempt))  # noqa: S311 - jitter, not secrecy
 
 
 def _store_error(error: PersistenceError) -> StoreError:
