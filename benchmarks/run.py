@@ -68,24 +68,56 @@ def report_mix(orders: int, prefix: str = "O") -> list[OrderReport | FillReport]
 
         def order(status: str, filled: int, avg: str | None, dt: int) -> OrderReport:
             return OrderReport(
-                ACCOUNT, cid, bid, symbol, "BUY", Decimal(10), status, Decimal(filled),
-                None if avg is None else Decimal(avg), t + timedelta(milliseconds=dt), status.lower(),
+                ACCOUNT,
+                cid,
+                bid,
+                symbol,
+                "BUY",
+                Decimal(10),
+                status,
+                Decimal(filled),
+                None if avg is None else Decimal(avg),
+                t + timedelta(milliseconds=dt),
+                status.lower(),
             )
 
-        fill = FillReport(ACCOUNT, cid, bid, f"E{prefix}{i}a", symbol, "BUY", Decimal(4), Decimal(100), t + timedelta(milliseconds=2))
+        fill = FillReport(
+            ACCOUNT,
+            cid,
+            bid,
+            f"E{prefix}{i}a",
+            symbol,
+            "BUY",
+            Decimal(4),
+            Decimal(100),
+            t + timedelta(milliseconds=2),
+        )
         out += [
             order("ACCEPTED", 0, None, 1),
             fill,
             fill,
-            FillReport(ACCOUNT, cid, bid, f"E{prefix}{i}b", symbol, "BUY", Decimal(6), Decimal("100.5"), t + timedelta(milliseconds=3)),
+            FillReport(
+                ACCOUNT,
+                cid,
+                bid,
+                f"E{prefix}{i}b",
+                symbol,
+                "BUY",
+                Decimal(6),
+                Decimal("100.5"),
+                t + timedelta(milliseconds=3),
+            ),
             order("FILLED", 10, "100.3", 4),
         ]
     return out
 
 
-def intend_all(ledger: Ledger, orders: int, prefix: str = "O") -> None:
+def intend_all(
+    ledger: Ledger, orders: int, prefix: str = "O", symbol: Callable[[int], str] | None = None
+) -> None:
     for i in range(orders):
-        ledger.intend(ACCOUNT, f"{prefix}{i}", ("AAPL", "MSFT", "TSLA", "NVDA")[i % 4], "BUY", Decimal(10))
+        name = symbol(i) if symbol else ("AAPL", "MSFT", "TSLA", "NVDA")[i % 4]
+        ledger.intend(ACCOUNT, f"{prefix}{i}", name, "BUY", Decimal(10))
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -137,7 +169,9 @@ class NaiveOrder(Aggregate):
 
 def naive_rate(reports: list[OrderReport | FillReport]) -> float:
     path = Path(tempfile.mkdtemp()) / "naive.db"
-    app: Application[uuid.UUID] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
+    app: Application[uuid.UUID] = Application(
+        env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+    )
     ids: dict[str, uuid.UUID] = {}
 
     def run() -> None:
@@ -161,7 +195,9 @@ def naive_rate(reports: list[OrderReport | FillReport]) -> float:
     return rate
 
 
-def trueup_rate(store: str, reports: list[OrderReport | FillReport], batch: int, orders: int, prefix: str) -> float:
+def trueup_rate(
+    store: str, reports: list[OrderReport | FillReport], batch: int, orders: int, prefix: str
+) -> float:
     with Ledger.open(store) as ledger:
         intend_all(ledger, orders, prefix)
         return len(reports) / timed(lambda: [ledger.ingest(c) for c in chunks(reports, batch)])
@@ -194,13 +230,27 @@ def bench_ingest(quick: bool, postgres: bool) -> None:
 
 def bench_reconcile(quick: bool) -> None:
     open_n, closed_n, positions_n = (1000, 10_000, 100) if quick else (10_000, 100_000, 1000)
-    print(f"reconcile: {open_n:,} open orders, {closed_n:,} closed, {positions_n:,} positions, 1% discrepancies")
+    print(
+        f"reconcile: {open_n:,} open orders, {closed_n:,} closed, {positions_n:,} positions, 1% discrepancies"
+    )
     tmp = Path(tempfile.mkdtemp())
     with Ledger.open(f"sqlite:///{tmp / 'r.db'}", max_snapshot_age=1e9) as ledger:
         setup = time.perf_counter()
-        intend_all(ledger, open_n, "W")
+        intend_all(ledger, open_n, "W", lambda i: f"S{i % positions_n}")
         accepted = [
-            OrderReport(ACCOUNT, f"W{i}", f"BW{i}", f"S{i % positions_n}", "BUY", Decimal(10), "ACCEPTED", Decimal(0), None, T0, "new")
+            OrderReport(
+                ACCOUNT,
+                f"W{i}",
+                f"BW{i}",
+                f"S{i % positions_n}",
+                "BUY",
+                Decimal(10),
+                "ACCEPTED",
+                Decimal(0),
+                None,
+                T0,
+                "new",
+            )
             for i in range(open_n)
         ]
         for c in chunks(accepted, 2000):
@@ -208,7 +258,19 @@ def bench_reconcile(quick: bool) -> None:
         closed = []
         for i in range(closed_n):
             closed += [
-                OrderReport(ACCOUNT, f"X{i}", f"BX{i}", f"S{i % positions_n}", "BUY", Decimal(1), "FILLED", Decimal(1), Decimal(100), T0, "filled"),
+                OrderReport(
+                    ACCOUNT,
+                    f"X{i}",
+                    f"BX{i}",
+                    f"S{i % positions_n}",
+                    "BUY",
+                    Decimal(1),
+                    "FILLED",
+                    Decimal(1),
+                    Decimal(100),
+                    T0,
+                    "filled",
+                ),
             ]
         for c in chunks(closed, 2000):
             ledger.ingest(c)
@@ -218,9 +280,35 @@ def bench_reconcile(quick: bool) -> None:
         bad = max(1, open_n // 100)
         for i in range(bad):  # broker ahead: filled at the broker
             r = snapshot_orders[i]
-            snapshot_orders[i] = OrderReport(ACCOUNT, r.client_order_id, r.broker_order_id, r.symbol, "BUY", Decimal(10), "FILLED", Decimal(10), Decimal(101), T0 + timedelta(seconds=5), "filled")
+            snapshot_orders[i] = OrderReport(
+                ACCOUNT,
+                r.client_order_id,
+                r.broker_order_id,
+                r.symbol,
+                "BUY",
+                Decimal(10),
+                "FILLED",
+                Decimal(10),
+                Decimal(101),
+                T0 + timedelta(seconds=5),
+                "filled",
+            )
         for i in range(bad):  # orphans
-            snapshot_orders.append(OrderReport(ACCOUNT, None, f"ORPH{i}", "S0", "SELL", Decimal(3), "ACCEPTED", Decimal(0), None, T0, "new"))
+            snapshot_orders.append(
+                OrderReport(
+                    ACCOUNT,
+                    None,
+                    f"ORPH{i}",
+                    "S0",
+                    "SELL",
+                    Decimal(3),
+                    "ACCEPTED",
+                    Decimal(0),
+                    None,
+                    T0,
+                    "new",
+                )
+            )
         missing = {f"W{i}" for i in range(bad, 2 * bad)}
         snapshot_orders = [o for o in snapshot_orders if o.client_order_id not in missing]
         broker_positions = []
@@ -228,10 +316,14 @@ def bench_reconcile(quick: bool) -> None:
             qty = p.qty + (10 if k < positions_n // 100 else 0)  # mismatches
             broker_positions.append(PositionReport(ACCOUNT, symbol, qty, p.avg_cost, T0))
         broker_positions.append(PositionReport(ACCOUNT, "EXTERNAL", Decimal(5), Decimal(50), T0))
-        snapshot = BrokerSnapshot(ACCOUNT, T0 + timedelta(seconds=10), snapshot_orders, [], broker_positions, complete_history=False)
+        snapshot = BrokerSnapshot(
+            ACCOUNT, T0 + timedelta(seconds=10), snapshot_orders, [], broker_positions, complete_history=False
+        )
         startup = timed(lambda: ledger.reconcile(snapshot))
         row("startup reconciliation (1% discrepancies of every kind)", startup * 1000, "ms")
-        same = BrokerSnapshot(ACCOUNT, T0 + timedelta(seconds=11), snapshot_orders, [], broker_positions, complete_history=False)
+        same = BrokerSnapshot(
+            ACCOUNT, T0 + timedelta(seconds=11), snapshot_orders, [], broker_positions, complete_history=False
+        )
         periodic = timed(lambda: ledger.reconcile(same))
         row("periodic reconciliation, nothing changed", periodic * 1000, "ms", startup * 1000, "of startup")
 
@@ -250,7 +342,9 @@ def bench_replay(quick: bool) -> None:
         total = ledger.last_position()
         print(f"replay: {total:,} stored events")
         conn = sqlite3.connect(path)
-        raw = total / timed(lambda: sum(1 for _ in conn.execute("SELECT rowid, topic, state FROM stored_events")))
+        raw = total / timed(
+            lambda: sum(1 for _ in conn.execute("SELECT rowid, topic, state FROM stored_events"))
+        )
         conn.close()
         row("raw read of stored_events (limit)", raw, "events/s")
         decoded = total / timed(lambda: sum(1 for _ in ledger.events()))

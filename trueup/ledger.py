@@ -759,6 +759,23 @@ class Ledger:
         )
         return (_ORDER_STATE.decode(row["state"]) for row in rows)
 
+    def _order_states(self, account: str, client_order_ids: set[str]) -> dict[str, OrderState]:
+        """Read-model states of the account's open orders and of the named orders."""
+        self.projector.catch_up()
+        states = {s.client_order_id: s for s in self._open_order_states(account)}
+        wanted = sorted(client_order_ids - states.keys())
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.projector.rows(
+                f"SELECT state FROM {{trueup_orders}} WHERE account = ? AND client_order_id IN ({marks})",  # noqa: S608
+                [account, *chunk],
+            )
+            for row in rows:
+                state = _ORDER_STATE.decode(row["state"])
+                states[state.client_order_id] = state
+        return states
+
     def _position_states(self, account: str) -> list[PositionState]:
         self.projector.catch_up()
         rows = self.projector.rows("SELECT state FROM {trueup_positions} WHERE account = ?", [account])

@@ -77,6 +77,10 @@ class _Run:
     open_views: list[DiscrepancyView]
     """Discrepancies of the account open when the run started."""
     open_keys: set[tuple[str, str, str, str]]
+    known: dict[str, OrderState] = field(default_factory=dict)
+    """Read-model state of the orders the snapshot names, by client order id."""
+    by_broker_id: dict[str, str] = field(default_factory=dict)
+    """Broker order id -> client order id, from those states."""
     listed: set[str] = field(default_factory=set)
     """Client order ids the snapshot listed."""
     stale: bool = False
@@ -151,13 +155,22 @@ class Reconciler:
 
     def _orders(self, batch: _Batch, run: _Run, orders: list[OrderReport], fills: list[FillReport]) -> None:
         ledger = self.ledger
+        # Compare against the read model first: an order that agrees needs no aggregate
+        # load at all, which keeps a periodic reconciliation of unchanged books cheap.
+        named = {r.client_order_id for r in orders if r.client_order_id}
+        named |= {f.client_order_id for f in fills if f.client_order_id}
+        run.known = ledger._order_states(run.snapshot.account, named)
+        run.by_broker_id = {b: s.client_order_id for s in run.known.values() for b in s.broker_order_ids}
         fills_by_order: dict[str, list[FillReport]] = {}
         for fill in fills:
-            fills_by_order.setdefault(self._key(batch, fill), []).append(fill)
+            fills_by_order.setdefault(self._key(batch, run, fill), []).append(fill)
         for report in orders:
-            key = self._key(batch, report)
+            key = self._key(batch, run, report)
             run.listed.add(key)
             order_fills = sorted(fills_by_order.pop(key, []), key=lambda f: (f.ts_event, f.exec_id))
+            state = run.known.get(key)
+            if state is not None and not state.missing_cycles and self._agrees(state, report, order_fills):
+                continue
             self._order(batch, run, key, report, order_fills)
         # Executions of orders the snapshot did not list (IB lists executions of the day).
         for key, order_fills in fills_by_order.items():
@@ -224,8 +237,12 @@ class Reconciler:
             )
             batch.collect(order)
 
-    def _key(self, batch: _Batch, report: OrderReport | FillReport) -> str:
-        """The client order id a report belongs to (same resolution as ingest)."""
+    def _key(self, batch: _Batch, run: _Run, report: OrderReport | FillReport) -> str:
+        """The client order id a report belongs to (same resolution as ingest: link first)."""
+        if report.broker_order_id and report.broker_order_id in run.by_broker_id:
+            return run.by_broker_id[report.broker_order_id]
+        if report.client_order_id in run.known and not report.broker_order_id:
+            return report.client_order_id
         return self.ledger._client_order_id_of(batch, report)
 
     @staticmethod
@@ -247,7 +264,7 @@ class Reconciler:
     def _missing(self, batch: _Batch, run: _Run) -> None:
         """Open orders a complete-history snapshot does not list: missing, then lost."""
         account = run.snapshot.account
-        for state in self.ledger._open_order_states(account):
+        for state in self.ledger._open_order_states(account):  # noqa: SLF001
             if state.client_order_id in run.listed or state.status.rank < OrderStatus.SUBMITTED.rank:
                 continue  # listed, or never sent: absence proves nothing
             order = batch.get(order_id(account, state.client_order_id))
