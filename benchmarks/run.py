@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eventsourcing.application import Application  # noqa: E402
-from eventsourcing.domain import Aggregate, event  # noqa: E402
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
 
-from trueup import BrokerSnapshot, FillReport, Ledger, OrderReport, PositionReport  # noqa: E402
+from trueup import BrokerSnapshot, FillReport, Ledger, OrderReport, PositionReport
 
 POSTGRES = os.environ.get("TRUEUP_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)

@@ -264,7 +264,7 @@ class Reconciler:
     def _missing(self, batch: _Batch, run: _Run) -> None:
         """Open orders a complete-history snapshot does not list: missing, then lost."""
         account = run.snapshot.account
-        for state in self.ledger._open_order_states(account):  # noqa: SLF001
+        for state in self.ledger._open_order_states(account):
             if state.client_order_id in run.listed or state.status.rank < OrderStatus.SUBMITTED.rank:
                 continue  # listed, or never sent: absence proves nothing
             order = batch.get(order_id(account, state.client_order_id))
