@@ -1,0 +1,631 @@
+"""Pure translation of Alpaca Trading API payloads into trueup reports.
+
+Raw JSON in (bytes or str, exactly as Alpaca sent it) with its context as arguments,
+reports out: no clock, no I/O, no alpaca-py. A malformed payload raises `InvalidReport`
+whose `field` is the JSON path of the bad field (`$[1].qty`, `$.data.order.filled_qty`);
+a list is translated whole or not at all, never partially. The wire structs are in
+`wire.py`; `replace_client_order_id` (from `ids.py`) is re-exported here.
+
+Payloads (BROKERS.md section 2):
+
+* orders: `GET /v2/orders`, `GET /v2/orders/{id}`, `GET /v2/orders:by_client_order_id`,
+  `POST /v2/orders`, `PATCH /v2/orders/{id}` -> `to_order_reports`; the per-item
+  (HTTP 207) answers of `DELETE /v2/orders` and `DELETE /v2/positions` ->
+  `to_order_reports_from_bulk`;
+* positions: `GET /v2/positions`, `GET /v2/positions/{symbol}` -> `to_position_reports`;
+* fills: `GET /v2/account/activities/FILL` (Trading API) and Broker API activity pages
+  -> `to_fill_reports_from_activities`, with `activity_fill_keys` for cross-source dedupe;
+* stream: `trade_updates` messages, with or without the `{"stream", "data"}` envelope
+  -> `to_reports_from_trade_update`, with `trade_update_fill_key`.
+
+Decisions:
+
+* Numbers: Alpaca sends quantities and prices as strings (`"qty": "10"`) and, in some
+  payloads, as JSON numbers (`"qty": 1`); both decode to `Decimal` from their text,
+  never through float.
+* Times: converted to UTC. Alpaca sends nanoseconds (`05.024916716Z`) and offsets
+  (`-04:00`); msgspec rounds to the nearest microsecond. A time without an offset is
+  refused.
+* `ts_event`: REST orders use the order's `updated_at` (when the state the report
+  describes last changed). Stream reports use the message `timestamp` (the event's own
+  time, so an `order_cancel_rejected` is newer than the `pending_cancel` it answers even
+  if the embedded `updated_at` did not move), falling back to the embedded order's
+  `updated_at` when absent. Fills use the execution time: stream `timestamp`, activity
+  `transaction_time`. Positions carry no time: the caller's `as_of`.
+* Symbols: the canonical form is the slash-free one (`"BTCUSD"`), produced by
+  `normalize_symbol` in every translator. Orders spell crypto pairs `"BTC/USD"`, positions
+  and activities `"BTCUSD"`. Dropping the slash needs no table, whereas adding it back
+  would need the list of quote currencies and the asset class, which activities do not
+  carry. Alpaca's only symbols with a slash are crypto pairs (share classes use a dot,
+  `BRK.B`; options use OCC symbols), so nothing else changes. Symbols are otherwise kept
+  verbatim: no case folding, no trimming.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final, TypeVar
+
+import msgspec
+
+from trueup.adapters.alpaca.ids import replace_client_order_id
+from trueup.adapters.alpaca.wire import (
+    AlpacaActivityHeader,
+    AlpacaBulkItem,
+    AlpacaFillActivity,
+    AlpacaOrder,
+    AlpacaPosition,
+    AlpacaTradeUpdate,
+    AlpacaTradeUpdateEnvelope,
+)
+from trueup.domain.errors import InvalidReport
+from trueup.domain.reports import FillReport, OrderReport, PositionReport
+from trueup.domain.status import OrderFlag, OrderStatus, Side
+
+__all__ = [
+    "ALPACA_ACTIVITY_SIDE",
+    "ALPACA_EVENT_CLEARS_FLAG",
+    "ALPACA_EVENT_SETS_FLAG",
+    "ALPACA_FILL_EVENTS",
+    "ALPACA_ORDER_SIDE",
+    "ALPACA_POSITION_SIGN",
+    "ALPACA_STATUS",
+    "ALPACA_STATUS_FLAGS",
+    "FillKey",
+    "activity_fill_keys",
+    "fill_dedupe_key",
+    "normalize_symbol",
+    "replace_client_order_id",
+    "to_fill_reports_from_activities",
+    "to_order_reports",
+    "to_order_reports_from_bulk",
+    "to_order_status",
+    "to_position_reports",
+    "to_reports_from_trade_update",
+    "trade_update_fill_key",
+]
+
+FillKey = tuple[str, Decimal]
+"""Cross-source fill identity `(order_id, cum_qty)` (BROKERS.md 2.5)."""
+
+
+# --- tables -------------------------------------------------------------------------------
+
+ALPACA_STATUS: Final[dict[str, OrderStatus]] = {
+    "accepted": OrderStatus.PENDING_NEW,  # received, not yet routed (often outside market hours)
+    "pending_new": OrderStatus.PENDING_NEW,  # routed, not yet accepted for execution
+    "pending_review": OrderStatus.PENDING_NEW,  # enum only, undocumented: under review
+    "new": OrderStatus.ACCEPTED,
+    "accepted_for_bidding": OrderStatus.ACCEPTED,
+    "partially_filled": OrderStatus.PARTIALLY_FILLED,
+    "filled": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,  # may carry filled_qty > 0
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+    "replaced": OrderStatus.REPLACED,  # terminal for this id only; `replaced_by` continues it
+    # Working statuses that carry a flag instead of a rank; like every ACCEPTED one they
+    # are refined by filled_qty in `to_order_status` (ACCEPTED or PARTIALLY_FILLED).
+    "held": OrderStatus.ACCEPTED,  # bracket/OTO legs waiting for their parent
+    "stopped": OrderStatus.ACCEPTED,  # a trade is guaranteed, not yet occurred
+    "suspended": OrderStatus.ACCEPTED,  # not eligible for trading; ambiguous, reconcile
+    "pending_cancel": OrderStatus.ACCEPTED,  # still fillable
+    "pending_replace": OrderStatus.ACCEPTED,  # still fillable
+    "done_for_day": OrderStatus.ACCEPTED,  # not terminal: GTC orders trade again tomorrow
+    "calculated": OrderStatus.ACCEPTED,  # FILLED when filled_qty reaches qty, see to_order_status
+}
+"""Alpaca `order.status` -> normalized status (BROKERS.md 5.4); anything else is UNKNOWN."""
+
+ALPACA_STATUS_FLAGS: Final[dict[str, frozenset[OrderFlag]]] = {
+    "held": frozenset({OrderFlag.HELD}),
+    "stopped": frozenset({OrderFlag.HELD}),
+    "suspended": frozenset({OrderFlag.HELD}),
+    "pending_cancel": frozenset({OrderFlag.CANCEL_PENDING}),
+    "pending_replace": frozenset({OrderFlag.REPLACE_PENDING}),
+    "done_for_day": frozenset({OrderFlag.DONE_FOR_DAY}),
+    "calculated": frozenset({OrderFlag.DONE_FOR_DAY}),  # dropped when it maps to FILLED
+}
+"""Flags a raw status sets; statuses not listed set none."""
+
+ALPACA_ORDER_SIDE: Final[dict[str, Side]] = {"buy": Side.BUY, "sell": Side.SELL}
+"""Order `side`; anything else is an invalid payload."""
+
+ALPACA_ACTIVITY_SIDE: Final[dict[str, Side]] = {
+    "buy": Side.BUY,
+    "buy_minus": Side.BUY,
+    "sell": Side.SELL,
+    "sell_plus": Side.SELL,
+    "sell_short": Side.SELL,
+    "sell_short_exempt": Side.SELL,
+    # Deliberately absent: `cross`, `cross_short`, `undisclosed` (listed by Alpaca's
+    # TradeActivitySide, no direction we can book): such an activity is refused.
+}
+"""FILL activity `side` (Alpaca's TradeActivitySide) -> direction."""
+
+ALPACA_POSITION_SIGN: Final[dict[str, int]] = {"long": 1, "short": -1}
+"""Position `side` -> sign of the quantity."""
+
+ALPACA_FILL_EVENTS: Final[frozenset[str]] = frozenset({"fill", "partial_fill"})
+"""Stream events that carry one execution (`execution_id`, `qty`, `price`)."""
+
+ALPACA_EVENT_SETS_FLAG: Final[dict[str, OrderFlag]] = {
+    "pending_cancel": OrderFlag.CANCEL_PENDING,
+    "pending_replace": OrderFlag.REPLACE_PENDING,
+}
+"""Stream events that set a flag whatever the embedded order status says."""
+
+ALPACA_EVENT_CLEARS_FLAG: Final[dict[str, OrderFlag]] = {
+    "order_cancel_rejected": OrderFlag.CANCEL_PENDING,
+    "order_replace_rejected": OrderFlag.REPLACE_PENDING,
+}
+"""Stream events that clear a flag, even if the embedded status still says pending."""
+
+_ORDER_FIELDS: Final[dict[str, str]] = {
+    "client_order_id": "id",
+    "symbol": "symbol",
+    "side": "side",
+    "quantity": "qty",
+    "filled_qty": "filled_qty",
+    "avg_price": "filled_avg_price",
+    "limit_price": "limit_price",
+    "ts_event": "updated_at",
+}
+"""OrderReport field -> Alpaca order field, to name the JSON path of a refused value."""
+
+_FILL_ACTIVITY_FIELDS: Final[dict[str, str]] = {
+    "client_order_id": "order_id",
+    "exec_id": "id",
+    "symbol": "symbol",
+    "qty": "qty",
+    "price": "price",
+    "ts_event": "transaction_time",
+}
+_TRADE_UPDATE_FILL_FIELDS: Final[dict[str, str]] = {
+    "client_order_id": "order.id",
+    "exec_id": "execution_id",
+    "symbol": "order.symbol",
+    "qty": "qty",
+    "price": "price",
+    "ts_event": "timestamp",
+}
+_POSITION_FIELDS: Final[dict[str, str]] = {
+    "symbol": "symbol",
+    "qty": "qty",
+    "avg_cost": "avg_entry_price",
+}
+
+_T = TypeVar("_T")
+
+# Decoders are built once and reused (msgspec perf tips).
+_ORDERS = msgspec.json.Decoder(list[AlpacaOrder] | AlpacaOrder)
+_ORDER = msgspec.json.Decoder(AlpacaOrder)
+_POSITIONS = msgspec.json.Decoder(list[AlpacaPosition] | AlpacaPosition)
+_ACTIVITIES = msgspec.json.Decoder(list[msgspec.Raw] | AlpacaActivityHeader)
+_ACTIVITY_HEADER = msgspec.json.Decoder(AlpacaActivityHeader)
+_FILL_ACTIVITY = msgspec.json.Decoder(AlpacaFillActivity)
+_ENVELOPE = msgspec.json.Decoder(AlpacaTradeUpdateEnvelope)
+_TRADE_UPDATE = msgspec.json.Decoder(AlpacaTradeUpdate)
+_BULK = msgspec.json.Decoder(list[AlpacaBulkItem])
+
+
+# --- errors with JSON paths ---------------------------------------------------------------
+
+# msgspec says "Expected `decimal`, got `bool` - at `$[0].qty`" and
+# "Object missing required field `id` - at `$[0]`".
+_AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING_FIELD: Final = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+
+
+def _invalid(*, what: str, account: str, path: str, detail: str) -> InvalidReport:
+    msg = f"alpaca {what} for account {account!r}: {detail} at `{path}`"
+    return InvalidReport(msg, field=path)
+
+
+def _decode(
+    decoder: msgspec.json.Decoder[_T],
+    raw: bytes | str | msgspec.Raw,
+    *,
+    what: str,
+    account: str,
+    prefix: str = "$",
+) -> _T:
+    """Decode `raw`, turning msgspec's errors into `InvalidReport` at `prefix` + msgspec's path."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        at = _AT_PATH.search(text)
+        path = prefix + (at.group("path") if at else "")
+        missing = _MISSING_FIELD.match(text)
+        if missing:
+            path = f"{path}.{missing.group('name')}"
+        detail = text[: at.start()] if at else text
+        raise _invalid(what=what, account=account, path=path, detail=detail) from e
+    except msgspec.DecodeError as e:
+        raise _invalid(what=what, account=account, path=prefix, detail=f"not valid JSON ({e})") from e
+
+
+@contextmanager
+def _located(what: str, account: str, path: str, fields: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a report constructor's `InvalidReport` with the JSON path of the source field."""
+    try:
+        yield
+    except InvalidReport as e:
+        name = fields.get(e.field or "")
+        if name is None:
+            raise  # an argument (account), not a payload field
+        raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=str(e)) from e
+
+
+def _finite(value: Decimal, *, what: str, account: str, path: str) -> Decimal:
+    """Refuse NaN/Infinity before any comparison (a NaN comparison raises InvalidOperation)."""
+    if not value.is_finite():
+        raise _invalid(what=what, account=account, path=path, detail=f"must be finite, got {value}")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _items(decoded: list[_T] | _T) -> list[tuple[_T, str]]:
+    """Pair each object of a list answer (or the one object answer) with its JSON path."""
+    if isinstance(decoded, list):
+        return [(item, f"$[{i}]") for i, item in enumerate(decoded)]
+    return [(decoded, "$")]
+
+
+# --- statuses, symbols, sides -------------------------------------------------------------
+
+
+def to_order_status(
+    raw_status: str,
+    *,
+    qty: Decimal,
+    filled_qty: Decimal,
+) -> tuple[OrderStatus, frozenset[OrderFlag]]:
+    """Normalized status and flags of an Alpaca order status, refined by its fill progress.
+
+    1. Unknown string -> UNKNOWN, no flags (the report changes nothing; raw kept).
+    2. `calculated` with `filled_qty >= qty` -> FILLED (settlement pending), no flags.
+    3. Any status whose table entry is ACCEPTED -> PARTIALLY_FILLED once `filled_qty > 0`:
+       the rank is kept through `pending_cancel`, `pending_replace`, `done_for_day`,
+       `calculated`, `held`, `stopped`, `suspended` and a `new` with fills.
+    """
+    base = ALPACA_STATUS.get(raw_status)
+    if base is None:
+        return OrderStatus.UNKNOWN, frozenset()
+    if raw_status == "calculated" and filled_qty >= qty:
+        return OrderStatus.FILLED, frozenset()
+    flags = ALPACA_STATUS_FLAGS.get(raw_status, frozenset())
+    if base is OrderStatus.ACCEPTED and filled_qty > 0:
+        return OrderStatus.PARTIALLY_FILLED, flags
+    return base, flags
+
+
+def normalize_symbol(symbol: str) -> str:
+    """The canonical symbol: crypto pairs without the slash (`BTC/USD` -> `BTCUSD`), else unchanged."""
+    return symbol.replace("/", "")
+
+
+def _symbol(value: str | None, *, what: str, account: str, path: str, hint: str = "") -> str:
+    if value is None or not value.strip():
+        detail = f"symbol must be a non-empty string, got {value!r}{hint}"
+        raise _invalid(what=what, account=account, path=path, detail=detail)
+    return normalize_symbol(value)
+
+
+def _side(value: str | None, table: Mapping[str, Side], *, what: str, account: str, path: str) -> Side:
+    side = table.get(value or "")
+    if side is None:
+        detail = f"side must be one of {sorted(table)}, got {value!r}"
+        raise _invalid(what=what, account=account, path=path, detail=detail)
+    return side
+
+
+# --- orders -------------------------------------------------------------------------------
+
+
+def _order_quantity(order: AlpacaOrder, *, account: str, path: str) -> Decimal:
+    _finite(order.filled_qty, what="order", account=account, path=f"{path}.filled_qty")
+    if order.qty is not None:
+        return _finite(order.qty, what="order", account=account, path=f"{path}.qty")
+    # A notional order has no share quantity until it is done; only a filled one has a
+    # quantity we can state (its filled_qty). Refuse the others rather than invent one.
+    if ALPACA_STATUS.get(order.status) is OrderStatus.FILLED and order.filled_qty > 0:
+        return order.filled_qty
+    detail = f"qty is null (notional={order.notional}, status={order.status!r}); only quantity orders"
+    raise _invalid(what="order", account=account, path=f"{path}.qty", detail=detail)
+
+
+def _order_report(
+    order: AlpacaOrder,
+    *,
+    account: str,
+    path: str,
+    ts_event: datetime,
+    event: str | None = None,
+) -> OrderReport:
+    """One order (legs excluded) as an OrderReport; `path` is the order object's JSON path.
+
+    `event` is the stream event that carried the order, if any: it may set or clear a flag.
+    """
+    hint = f" (order_class {order.order_class!r})" if order.order_class else ""
+    symbol = _symbol(order.symbol, what="order", account=account, path=f"{path}.symbol", hint=hint)
+    side = _side(order.side, ALPACA_ORDER_SIDE, what="order", account=account, path=f"{path}.side")
+    quantity = _order_quantity(order, account=account, path=path)
+    status, flags = to_order_status(order.status, qty=quantity, filled_qty=order.filled_qty)
+    set_flag = ALPACA_EVENT_SETS_FLAG.get(event or "")
+    if set_flag is not None and not status.is_terminal and status is not OrderStatus.UNKNOWN:
+        flags |= {set_flag}  # a terminal status answers every pending request: no flag
+    clear_flag = ALPACA_EVENT_CLEARS_FLAG.get(event or "")
+    if clear_flag is not None:
+        flags -= {clear_flag}
+    with _located("order", account, path, _ORDER_FIELDS):
+        return OrderReport(
+            account=account,
+            client_order_id=order.client_order_id or None,
+            broker_order_id=order.id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            status=status,
+            filled_qty=order.filled_qty,
+            avg_price=order.filled_avg_price,
+            ts_event=_utc(ts_event),
+            raw_status=order.status,
+            limit_price=order.limit_price,
+            flags=flags,
+        )
+
+
+def _order_tree(order: AlpacaOrder, *, account: str, path: str) -> Iterator[OrderReport]:
+    """The order, then each leg (depth first), each stamped with its own `updated_at`."""
+    yield _order_report(order, account=account, path=path, ts_event=order.updated_at)
+    for i, leg in enumerate(order.legs or ()):
+        yield from _order_tree(leg, account=account, path=f"{path}.legs[{i}]")
+
+
+def to_order_reports(raw: bytes | str, *, account: str) -> list[OrderReport]:
+    """Order reports from a `/v2/orders` answer: a list or one order; nested legs follow their parent.
+
+    An order that `replaces` another keeps its own `client_order_id` (the fresh id sent with
+    the replace, see `replace_client_order_id`); linking it to the logical order is the
+    ledger's job. `ts_event` is each order's `updated_at`.
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is the JSON path (`$[2].legs[0].qty`).
+    """
+    decoded = _decode(_ORDERS, raw, what="order payload", account=account)
+    reports: list[OrderReport] = []
+    for order, path in _items(decoded):
+        reports.extend(_order_tree(order, account=account, path=path))
+    return reports
+
+
+def to_order_reports_from_bulk(raw: bytes | str, *, account: str) -> list[OrderReport]:
+    """Order reports from the HTTP 207 answer of `DELETE /v2/orders` or `DELETE /v2/positions`.
+
+    Each 2xx item with a body is an order (the closing order of a position, or the
+    cancelled order); items without a body or with an error status describe the request,
+    not an order's state, and yield nothing (the client reports those).
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is the JSON path (`$[0].body.qty`).
+    """
+    items = _decode(_BULK, raw, what="bulk answer", account=account)
+    reports: list[OrderReport] = []
+    for i, item in enumerate(items):
+        if not 200 <= item.status < 300 or bytes(memoryview(item.body)) in {b"", b"null"}:
+            continue
+        path = f"$[{i}].body"
+        order = _decode(_ORDER, item.body, what="bulk answer", account=account, prefix=path)
+        reports.extend(_order_tree(order, account=account, path=path))
+    return reports
+
+
+# --- positions ----------------------------------------------------------------------------
+
+
+def to_position_reports(raw: bytes | str, *, account: str, as_of: datetime) -> list[PositionReport]:
+    """Position reports from `GET /v2/positions` (a list) or `GET /v2/positions/{symbol}` (one).
+
+    The quantity is signed by `side` (`short` -> negative), whatever sign Alpaca wrote; a
+    `long` position with a negative quantity contradicts itself and is refused. Alpaca
+    lists only open positions: a symbol absent here is flat. `ts_event` is `as_of`.
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is the JSON path (`$[0].side`).
+    """
+    decoded = _decode(_POSITIONS, raw, what="position payload", account=account)
+    reports: list[PositionReport] = []
+    for position, path in _items(decoded):
+        sign = ALPACA_POSITION_SIGN.get(position.side)
+        if sign is None:
+            detail = f"side must be one of {sorted(ALPACA_POSITION_SIGN)}, got {position.side!r}"
+            raise _invalid(what="position", account=account, path=f"{path}.side", detail=detail)
+        _finite(position.qty, what="position", account=account, path=f"{path}.qty")
+        if sign > 0 and position.qty < 0:
+            detail = f"a long position with a negative qty {position.qty}"
+            raise _invalid(what="position", account=account, path=f"{path}.qty", detail=detail)
+        with _located("position", account, path, _POSITION_FIELDS):
+            reports.append(
+                PositionReport(
+                    account=account,
+                    symbol=_symbol(position.symbol, what="position", account=account, path=f"{path}.symbol"),
+                    qty=sign * abs(position.qty),
+                    avg_cost=position.avg_entry_price,
+                    ts_event=_utc(as_of),
+                ),
+            )
+    return reports
+
+
+# --- fills: account activities ------------------------------------------------------------
+
+
+def _fill_activities(raw: bytes | str, *, account: str) -> list[tuple[AlpacaFillActivity, str]]:
+    """The FILL activities of an activities answer (list or one object), with their JSON paths."""
+    what = "activity payload"
+    decoded = _decode(_ACTIVITIES, raw, what=what, account=account)
+    if isinstance(decoded, AlpacaActivityHeader):
+        items: list[tuple[bytes | str | msgspec.Raw, str, AlpacaActivityHeader]] = [(raw, "$", decoded)]
+    else:
+        items = []
+        for i, item in enumerate(decoded):
+            path = f"$[{i}]"
+            header = _decode(_ACTIVITY_HEADER, item, what=what, account=account, prefix=path)
+            items.append((item, path, header))
+    return [
+        (_decode(_FILL_ACTIVITY, item, what=what, account=account, prefix=path), path)
+        for item, path, header in items
+        if header.activity_type == "FILL"  # CSD, DIV, ... are not executions
+    ]
+
+
+def to_fill_reports_from_activities(raw: bytes | str, *, account: str) -> list[FillReport]:
+    """Fill reports from account activities; non-FILL activities (CSD, DIV, ...) are skipped.
+
+    `exec_id` is the activity `id` (`"20220304135420903::047e252a-..."`). Whether its UUID
+    part equals the stream's `execution_id` is unverified (BROKERS.md section 7), so do not
+    dedupe activities against stream fills by `exec_id`: use `activity_fill_keys` and
+    `trade_update_fill_key`. Activities do not carry our `client_order_id`.
+    `ts_event` is `transaction_time`.
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is the JSON path (`$[3].price`).
+    """
+    reports: list[FillReport] = []
+    for activity, path in _fill_activities(raw, account=account):
+        what = "FILL activity"
+        side = _side(activity.side, ALPACA_ACTIVITY_SIDE, what=what, account=account, path=f"{path}.side")
+        with _located(what, account, path, _FILL_ACTIVITY_FIELDS):
+            reports.append(
+                FillReport(
+                    account=account,
+                    client_order_id=None,
+                    broker_order_id=activity.order_id,
+                    exec_id=activity.id,
+                    symbol=_symbol(activity.symbol, what=what, account=account, path=f"{path}.symbol"),
+                    side=side,
+                    qty=activity.qty,
+                    price=activity.price,
+                    ts_event=_utc(activity.transaction_time),
+                ),
+            )
+    return reports
+
+
+def fill_dedupe_key(order_id: str, cum_qty: Decimal) -> FillKey:
+    """The fill identity shared by the stream and activities: `(order_id, cum_qty)`.
+
+    An order's cumulative quantity strictly increases with each execution, so the pair
+    names one execution in both sources (stream: `order.id`, `order.filled_qty` after the
+    event; activity: `order_id`, `cum_qty`). `cum_qty` is normalized (`10.0` -> `1E+1`) so the
+    key is equal whatever trailing zeros either source wrote.
+    """
+    return (order_id, cum_qty.normalize())
+
+
+def activity_fill_keys(raw: bytes | str, *, account: str) -> dict[str, FillKey]:
+    """`exec_id` (activity id) -> `fill_dedupe_key` for each FILL activity of the answer.
+
+    Raises:
+        InvalidReport: the payload is malformed or a FILL lacks `cum_qty` (`$[1].cum_qty`).
+    """
+    keys: dict[str, FillKey] = {}
+    for activity, path in _fill_activities(raw, account=account):
+        if activity.cum_qty is None:
+            what, detail = "FILL activity", "cum_qty is missing"
+            raise _invalid(what=what, account=account, path=f"{path}.cum_qty", detail=detail)
+        keys[activity.id] = fill_dedupe_key(activity.order_id, activity.cum_qty)
+    return keys
+
+
+# --- stream: trade_updates ----------------------------------------------------------------
+
+
+def _trade_update(raw: bytes | str, *, account: str) -> tuple[AlpacaTradeUpdate, str]:
+    """The trade update and its JSON path: `$.data` inside an envelope, `$` when bare."""
+    what = "trade_updates message"
+    envelope = _decode(_ENVELOPE, raw, what=what, account=account)
+    if envelope.stream is None:
+        return _decode(_TRADE_UPDATE, raw, what=what, account=account), "$"
+    if envelope.stream != "trade_updates":
+        detail = f"expected 'trade_updates', got {envelope.stream!r}"
+        raise _invalid(what=what, account=account, path="$.stream", detail=detail)
+    return _decode(_TRADE_UPDATE, envelope.data, what=what, account=account, prefix="$.data"), "$.data"
+
+
+def _fill_from_trade_update(update: AlpacaTradeUpdate, *, account: str, path: str) -> FillReport:
+    what = f"trade_updates {update.event!r} message"
+    order = update.order
+    exec_id, qty, price = update.execution_id, update.qty, update.price
+    if not exec_id or qty is None or price is None:
+        name = "execution_id" if not exec_id else "qty" if qty is None else "price"
+        detail = f"a {update.event} message needs {name}"
+        raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=detail)
+    symbol = _symbol(order.symbol, what=what, account=account, path=f"{path}.order.symbol")
+    side = _side(order.side, ALPACA_ORDER_SIDE, what=what, account=account, path=f"{path}.order.side")
+    with _located(what, account, path, _TRADE_UPDATE_FILL_FIELDS):
+        return FillReport(
+            account=account,
+            client_order_id=order.client_order_id or None,
+            broker_order_id=order.id,
+            exec_id=exec_id,
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            price=price,
+            ts_event=_utc(update.timestamp or order.updated_at),
+        )
+
+
+def to_reports_from_trade_update(raw: bytes | str, *, account: str) -> list[OrderReport | FillReport]:
+    """Reports from one `trade_updates` message, enveloped (`{"stream", "data"}`) or bare.
+
+    1. `fill` / `partial_fill`: a FillReport first (`execution_id`, this execution's
+       `qty` and `price`, at `timestamp`), then the order's report.
+    2. Every event, known or not (`restated`, `pending_review`, events alpaca-py's enum
+       lacks such as `done_for_day` or `order_cancel_rejected`, and future ones): the
+       OrderReport of the embedded order, its status from `ALPACA_STATUS`.
+    3. `pending_cancel` / `pending_replace` set their flag on a working order;
+       `order_cancel_rejected` / `order_replace_rejected` clear it even if the embedded
+       status still says pending.
+
+    Only the embedded order is reported, not its `legs`: each leg gets its own messages.
+    `ts_event` is the message `timestamp`, else the order's `updated_at`.
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is the JSON path
+            (`$.data.order.filled_qty`; `$.order...` for a bare message).
+    """
+    update, path = _trade_update(raw, account=account)
+    reports: list[OrderReport | FillReport] = []
+    if update.event in ALPACA_FILL_EVENTS:
+        reports.append(_fill_from_trade_update(update, account=account, path=path))
+    reports.append(
+        _order_report(
+            update.order,
+            account=account,
+            path=f"{path}.order",
+            ts_event=update.timestamp or update.order.updated_at,
+            event=update.event,
+        ),
+    )
+    return reports
+
+
+def trade_update_fill_key(raw: bytes | str, *, account: str) -> FillKey | None:
+    """`fill_dedupe_key(order.id, order.filled_qty)` of a fill message; None for other events.
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is the JSON path.
+    """
+    update, _ = _trade_update(raw, account=account)
+    if update.event not in ALPACA_FILL_EVENTS:
+        return None
+    return fill_dedupe_key(update.order.id, update.order.filled_qty)
