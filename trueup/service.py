@@ -1,0 +1,582 @@
+"""The reconciliation service: keeps the books in line with the broker while the host trades.
+
+One asyncio task per service, wrapping the synchronous `Ledger` (every ledger call is a
+blocking database call, so it runs in a worker thread through `asyncio.to_thread`):
+
+1. **Startup** (`start`): each account's gate goes to RECONCILING, then one reconciliation
+   against a broker snapshot moves it to READY or BLOCKED. A snapshot that cannot be
+   fetched (``BrokerQueryError`` or any other exception) is reconciled as a snapshot whose
+   parts are all unknown (``None``): the ledger stores STALE_DATA and keeps the gate
+   BLOCKED. A failed query is never read as "flat" or "no orders".
+2. **Periodic** (`run`): every `period` seconds, each account is reconciled, then its
+   in-flight orders are checked.
+3. **Stream**: every `RawMessage` goes to `Ledger.ingest_raw` (the raw payload is stored
+   before it is translated); every `Reconnected` reconciles that account at once, because
+   messages may have been missed while the connection was down.
+4. **In-flight checks**: an open order still SUBMITTED or PENDING_NEW `inflight_after`
+   seconds after its last status change (``updated_at``, else ``created_at``) is looked
+   up at the broker by our client order id. A report found is ingested like any other
+   broker payload. "Not found" and a failed lookup each count one retry for that order.
+
+**Decision: an in-flight order the broker never confirms.** When an order has used up
+`inflight_retries` lookups without being found, the service
+
+- raises a LOST discrepancy for it (CRITICAL: the reconciliation that follows at once,
+  and every later one, keeps the account's gate BLOCKED until an operator resolves it);
+- locks the order's symbol on the account's gate, in the same transaction, so that even
+  an operator override of the gate does not reopen new risk on that symbol (known limit:
+  the reconciler lifts every lock on a symbol whose position agrees with the broker's,
+  whatever placed it, so this lock does not outlive the next reconciliation when the
+  account already holds the symbol; docs/service.md);
+- never re-sends, cancels or closes anything. The order may exist at the broker (a slow
+  or failing lookup is not proof of absence), so sending it again could double the
+  position, and closing it here could hide a live order. Only a human, or a later broker
+  report about the order, can settle it; lookups of the order continue, and a report
+  found later is ingested as usual (the LOST discrepancy and the lock stay until resolved
+  by hand: `Ledger.resolve_discrepancy`, `Ledger.unlock_symbol`).
+
+The Ledger has no public call that raises a discrepancy and locks a symbol together, so
+this one decision uses its internal unit of work (`Ledger._commit`, `Ledger._raise`,
+`Ledger._gate_aggregate`), the same way `trueup.reconciler` does. Retry counts live in
+memory: a restarted service counts again from zero (and so waits longer, never less).
+
+The service never dies on an exception: each reconciliation, stream item and in-flight
+check is wrapped; the exception is logged and counted in `ServiceCounters`, which the
+service also saves to the store after every cycle for ``trueup status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from trueup.adapters.base import BrokerClient, RawMessage, Reconnected, StreamItem
+from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
+from trueup.domain.errors import BrokerQueryError, ConfigError, InvalidReport
+from trueup.domain.ids import order_id
+from trueup.domain.reports import REPORT_DECODER, REPORT_ENCODER, BrokerSnapshot, OrderReport, Report
+from trueup.domain.status import OrderStatus
+from trueup.domain.views import OrderView
+from trueup.ledger import Clock, Ledger
+from trueup.reconciler import ReconcileResult
+
+if TYPE_CHECKING:
+    from trueup.ledger import _Batch
+
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+Translate = Callable[[str], Sequence[Report]]
+"""An adapter's pure translator: raw payload in, normalized reports out."""
+
+IN_FLIGHT_STATUSES: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.PENDING_NEW})
+"""Statuses of an order sent but not yet confirmed working by the broker."""
+
+DEFAULT_SERVICE_NAME = "reconciliation"
+"""Name under which the counters are saved (``Ledger.service_status()``)."""
+
+
+@dataclass
+class ServiceCounters:
+    """What the service has done since it was created; read it at any time.
+
+    Counters are only changed from the service's event loop, so a reader on that loop
+    always sees a consistent set; `as_dict` gives a JSON-ready copy for the CLI and metrics.
+    """
+
+    cycles: int = 0
+    """Reconciliation passes run: startup, periodic, and after each stream reconnect."""
+    failed_cycles: int = 0
+    """Passes in which some account could not be reconciled against fresh broker data
+    (snapshot failed or partial, or an exception)."""
+    last_duration_seconds: float | None = None
+    """Wall time of the last pass, reconciliations and in-flight checks included."""
+    last_success: datetime | None = None
+    """When the last pass that reconciled every account against fresh data ended."""
+    discrepancies_by_kind: dict[str, int] = field(default_factory=dict)
+    """Discrepancies raised through the service (reconciliations, stream, in-flight), by kind."""
+    reconnects: int = 0
+    """`Reconnected` items received from the stream."""
+    inflight_checks: int = 0
+    """Broker lookups of in-flight orders."""
+    inflight_lost: int = 0
+    """In-flight orders declared LOST (and their symbol locked)."""
+    stream_messages: int = 0
+    """`RawMessage` items received from the stream."""
+    errors: int = 0
+    """Exceptions caught (broker failures included); each was logged."""
+    last_error: str | None = None
+    """The last exception caught, as "Type: message"."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (times as ISO 8601 strings)."""
+        return {
+            "cycles": self.cycles,
+            "failed_cycles": self.failed_cycles,
+            "last_duration_seconds": self.last_duration_seconds,
+            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "discrepancies_by_kind": dict(self.discrepancies_by_kind),
+            "reconnects": self.reconnects,
+            "inflight_checks": self.inflight_checks,
+            "inflight_lost": self.inflight_lost,
+            "stream_messages": self.stream_messages,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class _Misses:
+    """Lookups of one in-flight order that did not find it."""
+
+    not_found: int = 0
+    """The broker answered that it has no order with our id."""
+    failed: int = 0
+    """The lookup itself failed: absence unknown."""
+
+    @property
+    def total(self) -> int:
+        return self.not_found + self.failed
+
+
+class ReconciliationService:
+    """Startup, periodic, on-reconnect reconciliation and in-flight checks for some accounts.
+
+    Example::
+
+        service = ReconciliationService(ledger, broker, accounts=["DU123"])
+        stop = asyncio.Event()
+        await service.run(stop)  # starts up, then runs until stop is set
+
+    Run one service per broker connection, on one event loop.
+    """
+
+    def __init__(  # noqa: PLR0913 - the service's knobs, all keyword-only
+        self,
+        ledger: Ledger,
+        broker: BrokerClient,
+        *,
+        accounts: Iterable[str],
+        period: float = 5.0,
+        inflight_after: float = 10.0,
+        inflight_retries: int = 3,
+        clock: Clock | None = None,
+        name: str = DEFAULT_SERVICE_NAME,
+    ) -> None:
+        """Configure the service; nothing runs until `start` or `run`.
+
+        Args:
+            ledger: the books to keep in line.
+            broker: the broker client (snapshots, lookups, stream).
+            accounts: the broker accounts this service reconciles.
+            period: seconds between periodic reconciliations (DESIGN: 5 live, 60 paper).
+            inflight_after: seconds an order may stay SUBMITTED or PENDING_NEW before
+                it is looked up at the broker.
+            inflight_retries: lookups that do not find an in-flight order before it is
+                declared LOST.
+            clock: source of "now" (tz-aware UTC); defaults to the ledger's clock, so
+                snapshot ages and order ages are measured on the ledger's time.
+            name: name under which the counters are saved in the store.
+
+        Raises:
+            ConfigError: a setting is out of range (named with its value).
+        """
+        self.accounts: tuple[str, ...] = tuple(dict.fromkeys(accounts))
+        if not self.accounts or not all(a.strip() for a in self.accounts):
+            msg = f"accounts must name at least one non-empty account, got {self.accounts!r}"
+            raise ConfigError(msg)
+        if not period > 0:
+            msg = f"period must be > 0 seconds, got {period!r}"
+            raise ConfigError(msg)
+        if not inflight_after >= 0:
+            msg = f"inflight_after must be >= 0 seconds, got {inflight_after!r}"
+            raise ConfigError(msg)
+        if inflight_retries < 1:
+            msg = f"inflight_retries must be >= 1, got {inflight_retries!r}"
+            raise ConfigError(msg)
+        self.ledger = ledger
+        self.broker = broker
+        self.period = period
+        self.inflight_after = inflight_after
+        self.inflight_retries = inflight_retries
+        self.clock: Clock = clock or ledger.clock
+        self.name = name
+        self.counters = ServiceCounters()
+        # Two reconciliations of one account at once (periodic and after a reconnect)
+        # could both raise the same finding: new discrepancies never conflict in the
+        # store, so nothing would stop the duplicate. One at a time per account.
+        self._account_locks = {account: asyncio.Lock() for account in self.accounts}
+        self._misses: dict[tuple[str, str], _Misses] = {}
+        self._lost: set[tuple[str, str]] = set()
+        self._started = False
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def start(self) -> dict[str, ReconcileResult | None]:
+        """Startup: put each account's gate in RECONCILING, then reconcile it once.
+
+        Never raises for a broker or ledger failure: a failed snapshot is stored as
+        STALE_DATA (gate BLOCKED); an exception is logged and counted.
+
+        Returns:
+            Each account's startup ReconcileResult (with the gate after it), or None
+            if its reconciliation raised.
+        """
+        self._started = True
+        for account in self.accounts:
+            try:
+                await self._in_thread(self.ledger.begin_startup, account)
+            except Exception as e:
+                log.exception("startup of %s: could not move the gate to RECONCILING", account)
+                self._count_error(e)
+        results: dict[str, ReconcileResult | None] = {}
+        await self._pass("startup", self.accounts, inflight=False, results=results)
+        return results
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set: startup (unless `start` ran), then the loops.
+
+        Periodic reconciliation with in-flight checks every `period` seconds, and the
+        broker's stream consumed concurrently. Returns once `stop` is set and the
+        current ledger write, if any, has finished.
+        """
+        if not self._started:
+            await self.start()
+        stream = asyncio.create_task(self._consume_stream(stop), name=f"{self.name}-stream")
+        try:
+            while not await _wait(stop, self.period):
+                await self._pass("periodic", self.accounts, inflight=True)
+        finally:
+            stream.cancel()
+            # The stream task finishes its current ledger write before it stops.
+            await asyncio.gather(stream, return_exceptions=True)
+            await self._save_status()
+
+    # -- one pass ------------------------------------------------------------------------
+
+    async def _pass(
+        self,
+        why: str,
+        accounts: Sequence[str],
+        *,
+        inflight: bool,
+        results: dict[str, ReconcileResult | None] | None = None,
+    ) -> None:
+        """Reconcile `accounts` (then check their in-flight orders); count it; never raise."""
+        started = time.monotonic()
+        ok = True
+        for account in accounts:
+            try:
+                result = await self._reconcile(account, why)
+                if results is not None:
+                    results[account] = result
+                ok = ok and result is not None and not result.stale
+                if inflight and await self._check_inflight(account):
+                    # A LOST order is CRITICAL: judge the gate now, not a period later.
+                    await self._reconcile(account, "in-flight order lost")
+            except Exception as e:
+                log.exception("%s pass of %s failed", why, account)
+                self._count_error(e)
+                ok = False
+        counters = self.counters
+        counters.cycles += 1
+        counters.last_duration_seconds = time.monotonic() - started
+        if ok:
+            counters.last_success = self.clock()
+        else:
+            counters.failed_cycles += 1
+        await self._save_status()
+
+    async def _reconcile(self, account: str, why: str) -> ReconcileResult | None:
+        """Fetch a snapshot and reconcile it; None if the ledger raised (logged, counted)."""
+        async with self._account_locks[account]:
+            snapshot = await self._snapshot(account)
+            try:
+                result = await self._in_thread(self.ledger.reconcile, snapshot)
+            except Exception as e:
+                log.exception("%s reconciliation of %s failed", why, account)
+                self._count_error(e)
+                return None
+        self._count_discrepancies(result.discrepancies)
+        level = logging.INFO if result.discrepancies or result.stale else logging.DEBUG
+        log.log(
+            level,
+            "%s reconciliation of %s: gate %s, %d discrepancies, %d order updates, %d position syncs%s",
+            why,
+            account,
+            result.gate,
+            len(result.discrepancies),
+            len(result.order_updates),
+            len(result.position_syncs),
+            " (broker data stale)" if result.stale else "",
+        )
+        return result
+
+    async def _snapshot(self, account: str) -> BrokerSnapshot:
+        """The broker's snapshot, or one with every part unknown if it could not be had."""
+        try:
+            snapshot = await self.broker.snapshot(account)
+        except BrokerQueryError as e:
+            # Expected while the broker is down: a warning, not a stack trace per period.
+            log.warning("snapshot of %s failed: %s; reconciled as STALE_DATA", account, e)
+            self._count_error(e)
+            return self._unknown_snapshot(account)
+        except Exception as e:
+            log.exception("snapshot of %s raised; reconciled as STALE_DATA", account)
+            self._count_error(e)
+            return self._unknown_snapshot(account)
+        if snapshot.account != account:
+            # Reconciling it would compare one account's books with another's positions.
+            log.error("broker answered a snapshot of %s with one of %s", account, snapshot.account)
+            self._count_error(ValueError(f"snapshot of {snapshot.account!r} for {account!r}"))
+            return self._unknown_snapshot(account)
+        return snapshot
+
+    def _unknown_snapshot(self, account: str) -> BrokerSnapshot:
+        # None, not []: every part unknown is STALE_DATA; an empty list would mean "flat".
+        return BrokerSnapshot(account=account, as_of=self.clock(), orders=None, fills=None, positions=None)
+
+    # -- stream --------------------------------------------------------------------------
+
+    async def _consume_stream(self, stop: asyncio.Event) -> None:
+        """Hand every stream item to the ledger; resubscribe if the stream fails or ends."""
+        while not stop.is_set():
+            try:
+                async for item in self.broker.stream():
+                    await self._on_stream_item(item)
+            except Exception as e:
+                log.exception("broker stream failed; resubscribing in %gs", self.period)
+                self._count_error(e)
+            else:
+                log.warning("broker stream ended; resubscribing in %gs", self.period)
+            # Not at once: a stream that fails straight away would spin the loop.
+            await _wait(stop, self.period)
+
+    async def _on_stream_item(self, item: StreamItem) -> None:
+        """Apply one stream item; never raise (logged and counted instead)."""
+        try:
+            if isinstance(item, RawMessage):
+                self.counters.stream_messages += 1
+                events = await self._in_thread(
+                    self.ledger.ingest_raw,
+                    item.payload,
+                    _keep_on_failure(item.translate),
+                    account=item.account,
+                    source=item.source,
+                    kind=item.kind,
+                )
+                self._count_discrepancies(events)
+            elif isinstance(item, Reconnected):
+                self.counters.reconnects += 1
+                if item.account not in self._account_locks:
+                    log.warning(
+                        "%s reconnected for %s, which this service does not reconcile",
+                        item.source,
+                        item.account,
+                    )
+                    return
+                log.info(
+                    "%s reconnected for %s: reconciling now (messages may be missing)",
+                    item.source,
+                    item.account,
+                )
+                await self._pass("reconnect", [item.account], inflight=False)
+            else:
+                msg = f"unexpected stream item {type(item).__name__}"
+                raise TypeError(msg)  # noqa: TRY301 - counted and logged like any other failure below
+        except Exception as e:
+            log.exception("stream item %s could not be applied", type(item).__name__)
+            self._count_error(e)
+
+    # -- in-flight orders ----------------------------------------------------------------
+
+    async def _check_inflight(self, account: str) -> int:
+        """Look up the account's overdue in-flight orders; return how many were declared LOST."""
+        orders = await self._in_thread(self.ledger.open_orders, account)
+        in_flight = {o.client_order_id: o for o in orders if o.status in IN_FLIGHT_STATUSES}
+        # Forget orders that left flight (acknowledged, filled, closed): their count is moot.
+        for key in [k for k in self._misses if k[0] == account and k[1] not in in_flight]:
+            del self._misses[key]
+        self._lost = {k for k in self._lost if k[0] != account or k[1] in in_flight}
+        now = self.clock()
+        lost = 0
+        for order in in_flight.values():
+            since = order.updated_at or order.created_at
+            if since is not None and (now - since).total_seconds() < self.inflight_after:
+                continue
+            try:
+                lost += await self._check_order(account, order)
+            except Exception as e:
+                log.exception("in-flight check of %s %s failed", account, order.client_order_id)
+                self._count_error(e)
+        return lost
+
+    async def _check_order(self, account: str, order: OrderView) -> int:
+        """Look one in-flight order up; ingest it if found, else count a miss. 1 if now LOST."""
+        cid = order.client_order_id
+        key = (account, cid)
+        self.counters.inflight_checks += 1
+        misses = self._misses.setdefault(key, _Misses())
+        try:
+            found = await self.broker.lookup(account, cid)
+        except BrokerQueryError as e:
+            log.warning("lookup of in-flight %s %s failed: %s", account, cid, e)
+            self._count_error(e)
+            misses.failed += 1
+        except Exception as e:
+            log.exception("lookup of in-flight %s %s raised", account, cid)
+            self._count_error(e)
+            misses.failed += 1
+        else:
+            if found is not None:
+                del self._misses[key]
+                await self._ingest_lookup(account, found)
+                return 0
+            misses.not_found += 1
+        log.info(
+            "in-flight %s %s (%s) not confirmed by the broker: %d of %d lookups",
+            account,
+            cid,
+            order.status,
+            misses.total,
+            self.inflight_retries,
+        )
+        if misses.total < self.inflight_retries or key in self._lost:
+            return 0
+        events = await self._in_thread(self._record_lost, account, cid, misses)
+        self._count_discrepancies(events)
+        self._lost.add(key)
+        if not events:
+            return 0  # it left flight meanwhile (a report arrived): nothing lost
+        self.counters.inflight_lost += 1
+        log.error("in-flight %s %s declared LOST; %s locked; nothing re-sent", account, cid, order.symbol)
+        return 1
+
+    async def _ingest_lookup(self, account: str, found: OrderReport) -> None:
+        # The port hands back a translated report, so its JSON is the payload kept raw.
+        events = await self._in_thread(
+            self.ledger.ingest_raw,
+            REPORT_ENCODER.encode(found).decode(),
+            _decode_report,
+            account=account,
+            source=self.broker.name,
+            kind="lookup",
+        )
+        self._count_discrepancies(events)
+
+    def _record_lost(self, account: str, client_order_id: str, misses: _Misses) -> list[Any]:
+        """Raise LOST and lock the symbol in one transaction (see the module docstring).
+
+        Runs in a worker thread. Stores nothing if the order is no longer in flight.
+        """
+        ledger = self.ledger
+        detected = self.clock()
+
+        def apply(batch: _Batch) -> None:
+            order = batch.get(order_id(account, client_order_id))
+            if order is None or order.state.status not in IN_FLIGHT_STATUSES:
+                return  # a report moved it on since the lookup: the broker has it
+            state = order.state
+            already = any(
+                d.kind == DiscrepancyKind.LOST and d.key == client_order_id
+                for d in ledger.discrepancies(account)
+            )
+            if not already:
+                finding = Finding(
+                    DiscrepancyKind.LOST,
+                    client_order_id,
+                    f"{state.status} order known to the broker",
+                    f"not confirmed by {misses.total} lookups "
+                    f"({misses.not_found} not found, {misses.failed} failed)",
+                    # The time makes each declaration its own discrepancy: the ledger keys
+                    # discrepancies without evidence by their detail.
+                    f"in-flight order never confirmed (declared {detected.isoformat()}); "
+                    f"{state.symbol} locked; nothing re-sent: resolve by hand",
+                    scope=f"*:{state.symbol}",
+                )
+                ledger._raise(batch, account, [finding], None)
+            gate = ledger._gate_aggregate(batch, account)
+            gate.lock(state.symbol, f"LOST in-flight order {client_order_id}")
+            batch.collect(gate)
+
+        return ledger._commit(apply)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a blocking ledger call in a worker thread.
+
+        A thread cannot be interrupted: if this task is cancelled, wait for the call to
+        finish before passing the cancellation on, so that whoever stopped the service
+        may close the ledger without a write still running under it.
+        """
+        task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not warn; the cancellation wins
+            raise
+
+    async def _save_status(self) -> None:
+        """Save the counters where ``trueup status`` reads them; a failure is only counted."""
+        try:
+            await self._in_thread(
+                self.ledger.projector.save_service_status, self.name, self.counters.as_dict()
+            )
+        except Exception as e:
+            log.exception("could not save the service counters")
+            self._count_error(e)
+
+    def _count_discrepancies(self, events: Iterable[Any]) -> None:
+        by_kind = self.counters.discrepancies_by_kind
+        for event in events:
+            if isinstance(event, Discrepancy.Raised):
+                by_kind[event.kind] = by_kind.get(event.kind, 0) + 1
+
+    def _count_error(self, error: BaseException) -> None:
+        self.counters.errors += 1
+        self.counters.last_error = f"{type(error).__name__}: {error}"
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True as soon as `stop` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _decode_report(payload: str) -> Sequence[Report]:
+    return [REPORT_DECODER.decode(payload)]
+
+
+def _keep_on_failure(translate: Translate) -> Translate:
+    """Wrap a translator so that any failure keeps the payload and raises INVALID_REPORT.
+
+    `Ledger.ingest_raw` keeps a payload whose translation raises InvalidReport,
+    ValueError, TypeError, KeyError or a msgspec DecodeError; any other exception (an
+    adapter bug: AttributeError, IndexError, ...) would roll back the whole transaction,
+    the raw payload with it. DESIGN: a payload that fails translation is never dropped.
+    """
+
+    def translate_or_invalid(payload: str) -> Sequence[Report]:
+        try:
+            # list(): a generator would fail later, outside this guard.
+            return list(translate(payload))
+        except InvalidReport:
+            raise
+        except Exception as e:
+            msg = f"translator raised {type(e).__name__}: {e}"
+            raise InvalidReport(msg) from e
+
+    return translate_or_invalid
