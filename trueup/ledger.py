@@ -301,7 +301,7 @@ class Ledger:
             message = self._record_message(batch, account=account, source=source, kind=kind, payload=payload)
             try:
                 reports = list(translate(payload))
-            except (InvalidReport, ValueError, TypeError, KeyError, msgspec.DecodeError) as e:
+            except Exception as e:  # noqa: BLE001 - any failure to read a payload keeps it and says why
                 finding = Finding(
                     DiscrepancyKind.INVALID_REPORT,
                     account or source,
@@ -511,7 +511,9 @@ class Ledger:
             orphan = finding.kind is DiscrepancyKind.ORPHAN_ORDER
             proof = "orphan" if orphan else f"{evidence}|{finding.detail}"
             ident = discrepancy_id(finding.kind, account, finding.key, proof)
-            if ident in batch.raised or (orphan and batch.get(ident) is not None):
+            # The same finding on the same evidence is one discrepancy: raising it again
+            # (a repeated report, a retried batch) stores nothing.
+            if ident in batch.raised or batch.get(ident) is not None:
                 continue
             batch.raised.add(ident)
             log.warning("%s %s %s: %s", finding.level, finding.kind, finding.key, finding.detail)

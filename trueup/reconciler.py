@@ -19,7 +19,7 @@ from uuid import UUID, uuid5
 import msgspec
 
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
-from trueup.domain.gate import GateState, gate_id
+from trueup.domain.gate import POSITION_LOCK, GateState, gate_id
 from trueup.domain.ids import NAMESPACE, order_id, position_id
 from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import Order, OrderState, exec_key
@@ -312,8 +312,8 @@ class Reconciler:
             finding = position_finding(symbol, local_qty, local_avg, broker.get(symbol))
             if finding is None:
                 self._resolve_open(batch, run, set(_POSITION_KINDS), symbol, "agrees with the broker")
-                if gate is not None and symbol in gate.locks:
-                    gate.unlock(symbol, by="reconciler")
+                if gate is not None and gate.lock_owners.get(symbol) == POSITION_LOCK:
+                    gate.unlock(symbol, by="reconciler")  # only the position policy's own lock
                     batch.collect(gate)
                 continue
             if run.policy is PositionPolicy.REPAIR:
@@ -322,7 +322,9 @@ class Reconciler:
             if run.policy is PositionPolicy.LOCK:
                 finding = msgspec.structs.replace(finding, scope=f"*:{symbol}")
                 gate = gate or ledger._gate_aggregate(batch, account)
-                gate.lock(symbol, f"{finding.kind}: ours {finding.expected}, broker {finding.actual}")
+                gate.lock(
+                    symbol, f"{finding.kind}: ours {finding.expected}, broker {finding.actual}", POSITION_LOCK
+                )
                 batch.collect(gate)
             self._raise_new(batch, run, [finding])
 

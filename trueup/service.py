@@ -58,12 +58,14 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from trueup.adapters.base import BrokerClient, RawMessage, Reconnected, StreamItem
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.errors import BrokerQueryError, ConfigError, InvalidReport
+from trueup.domain.gate import LOST_ORDER_LOCK
 from trueup.domain.ids import order_id
 from trueup.domain.reports import REPORT_DECODER, REPORT_ENCODER, BrokerSnapshot, OrderReport, Report
 from trueup.domain.status import OrderStatus
 from trueup.domain.views import OrderView
 from trueup.ledger import Clock, Ledger
 from trueup.reconciler import ReconcileResult
+from trueup.submission import Submitter
 
 if TYPE_CHECKING:
     from trueup.ledger import _Batch
@@ -236,8 +238,22 @@ class ReconciliationService:
             except Exception as e:
                 log.exception("startup of %s: could not move the gate to RECONCILING", account)
                 self._count_error(e)
+        # Before anything else: intents without an acknowledgement are looked up at the
+        # broker by client id (found: booked; proven absent: closed); nothing is re-sent.
+        unresolved: dict[str, list[str]] = {}
+        for account in self.accounts:
+            try:
+                recovery = await Submitter(self.ledger, self.broker).recover(account)
+                unresolved[account] = recovery.unresolved
+            except Exception as e:
+                log.exception("startup of %s: recovery of unacknowledged submits failed", account)
+                self._count_error(e)
         results: dict[str, ReconcileResult | None] = {}
         await self._pass("startup", self.accounts, inflight=False, results=results)
+        for account, pending in unresolved.items():
+            if pending:
+                reasons = tuple(f"submit {cid} awaiting broker lookup" for cid in pending)
+                await self._in_thread(self.ledger.block, account, reasons)
         return results
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -408,7 +424,8 @@ class ReconciliationService:
         now = self.clock()
         lost = 0
         for order in in_flight.values():
-            since = order.updated_at or order.created_at
+            # Our own clock only: when SUBMITTED was stored, else when the intent was.
+            since = order.submitted_at or order.created_at
             if since is not None and (now - since).total_seconds() < self.inflight_after:
                 continue
             try:
@@ -495,15 +512,13 @@ class ReconciliationService:
                     f"{state.status} order known to the broker",
                     f"not confirmed by {misses.total} lookups "
                     f"({misses.not_found} not found, {misses.failed} failed)",
-                    # The time makes each declaration its own discrepancy: the ledger keys
-                    # discrepancies without evidence by their detail.
                     f"in-flight order never confirmed (declared {detected.isoformat()}); "
                     f"{state.symbol} locked; nothing re-sent: resolve by hand",
                     scope=f"*:{state.symbol}",
                 )
                 ledger._raise(batch, account, [finding], None)
             gate = ledger._gate_aggregate(batch, account)
-            gate.lock(state.symbol, f"LOST in-flight order {client_order_id}")
+            gate.lock(state.symbol, f"LOST in-flight order {client_order_id}", LOST_ORDER_LOCK)
             batch.collect(gate)
 
         return ledger._commit(apply)

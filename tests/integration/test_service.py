@@ -344,12 +344,6 @@ def test_an_in_flight_order_never_found_is_lost_its_symbol_locked_and_nothing_is
     scenario(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ledger: the reconciler lifts every lock on a symbol whose position agrees with the broker "
-    "(Reconciler._positions), whatever placed it, so the LOST lock goes at the next reconciliation",
-)
 def test_the_lost_lock_survives_reconciliation_of_a_symbol_we_already_hold(ledger: Ledger) -> None:
     # Found while writing the service: an in-flight order in a symbol we already hold was
     # declared LOST and TSLA locked; the reconciliation right after unlocked TSLA ("by

@@ -21,6 +21,10 @@ from trueup.domain.ids import NAMESPACE
 from trueup.domain.status import Side
 
 OVERRIDE_PERMISSION = "trueup.gate.override"
+POSITION_LOCK = "position policy"
+"""Owner of the locks the `lock` position policy places (and lifts when positions agree)."""
+LOST_ORDER_LOCK = "lost order"
+"""Owner of the locks placed when an in-flight order cannot be found (lifted by an operator)."""
 """The permission an operator must hold to override the gate."""
 
 
@@ -79,10 +83,13 @@ class Gate(Aggregate):
         TOPIC = "trueup:Gate.SymbolLocked"
         symbol: str
         reason: str
+        owner: str
+        """What placed the lock ("position policy", "lost order"); only its owner lifts it."""
 
         def apply(self, aggregate: Gate) -> None:
             """Add the lock."""
             aggregate.locks = {**aggregate.locks, self.symbol: self.reason}
+            aggregate.lock_owners = {**aggregate.lock_owners, self.symbol: self.owner}
 
     class SymbolClaimed(Event):
         """A strategy owns the symbol: orphan orders in it quarantine only that strategy."""
@@ -105,6 +112,7 @@ class Gate(Aggregate):
         def apply(self, aggregate: Gate) -> None:
             """Remove the lock."""
             aggregate.locks = {k: v for k, v in aggregate.locks.items() if k != self.symbol}
+            aggregate.lock_owners = {k: v for k, v in aggregate.lock_owners.items() if k != self.symbol}
 
     def __init__(self, *, account: str) -> None:
         """Initialise RECONCILING, with no locks."""
@@ -112,6 +120,7 @@ class Gate(Aggregate):
         self.state = GateState.RECONCILING
         self.reasons: tuple[str, ...] = ()
         self.locks: dict[str, str] = {}
+        self.lock_owners: dict[str, str] = {}
         self.claims: dict[str, str] = {}
         self.overridden: tuple[str, ...] | None = None
         """Blocking reasons an operator overrode; the same reasons do not block again."""
@@ -146,10 +155,10 @@ class Gate(Aggregate):
             ts=ts,
         )
 
-    def lock(self, symbol: str, reason: str) -> None:
+    def lock(self, symbol: str, reason: str, owner: str) -> None:
         """Lock a symbol (no event if already locked)."""
         if symbol not in self.locks:
-            self.trigger_event(self.SymbolLocked, symbol=symbol, reason=reason)
+            self.trigger_event(self.SymbolLocked, symbol=symbol, reason=reason, owner=owner)
 
     def claim(self, symbol: str, strategy: str) -> None:
         """Record that `strategy` owns `symbol` (no event if it already does)."""

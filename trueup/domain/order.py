@@ -142,6 +142,7 @@ class OrderState(msgspec.Struct, kw_only=True):
             ),
             updated_at=self.status_ts,
             created_at=self.created_at,
+            submitted_at=self.submitted_at,
         )
 
 

@@ -49,6 +49,8 @@ class OrderView(msgspec.Struct, frozen=True):
     """ts_event of the last status change."""
     created_at: datetime | None = None
     """When the intent was recorded, or the order first seen at the broker."""
+    submitted_at: datetime | None = None
+    """When SUBMITTED was stored, just before the broker call (our clock)."""
 
     @property
     def is_open(self) -> bool:
