@@ -395,6 +395,7 @@ class Ledger:
         link = self._link(batch, order, report)
         batch.collect(order, link, position)
         self._raise(batch, report.account, [*findings, *outcome.findings], evidence)
+        # (after raising: an orphan first seen already done is resolved at once)
         if was_open and order.state.origin == "broker" and order.state.status.is_terminal:
             # An orphan order that is done risks nothing more: lift its quarantine.
             orphan = batch.get(
@@ -571,27 +572,32 @@ class Ledger:
 
     def abandon(self, account: str, client_order_id: str, reason: str) -> OrderView:
         """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
+        open_views = self.discrepancies(account)
 
         def apply(batch: _Batch) -> None:
             order = self._existing_order(batch, account, client_order_id)
-            if order.state.status.rank <= OrderStatus.SUBMITTED.rank:
-                order.trigger_event(Order.Abandoned, reason=reason)
-                batch.collect(order)
-                self._raise(
-                    batch,
-                    account,
-                    [
-                        Finding(
-                            DiscrepancyKind.MISSING_AT_BROKER,
-                            client_order_id,
-                            f"{order.state.status} order at the broker",
-                            "not at the broker",
-                            f"closed here as never placed: {reason}; nothing re-sent",
-                            Severity.WARNING,
-                        )
-                    ],
-                    None,
-                )
+            status = order.state.status
+            if status.rank > OrderStatus.SUBMITTED.rank:
+                return  # the broker answered meanwhile: nothing to close
+            order.trigger_event(Order.Abandoned, reason=reason)
+            batch.collect(order)
+            finding = Finding(
+                DiscrepancyKind.MISSING_AT_BROKER,
+                client_order_id,
+                f"the {status} order at the broker",
+                "not at the broker",
+                f"closed here as never placed ({reason}); nothing re-sent",
+                Severity.INFO,
+            )
+            for discrepancy in self._raise(batch, account, [finding], None):
+                discrepancy.resolve("closed as never placed", "recovery", self.clock())
+                batch.collect(discrepancy)
+            # Closed for a known reason: it is no longer missing or lost.
+            for view in open_views:
+                if view.key == client_order_id and view.kind in {"MISSING_AT_BROKER", "LOST"}:
+                    aggregate = batch.get(view.id)
+                    aggregate.resolve(f"closed: {reason}", "recovery", self.clock())
+                    batch.collect(aggregate)
 
         self._commit(apply)
         return self._view(account, client_order_id)

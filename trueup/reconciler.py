@@ -186,11 +186,13 @@ class Reconciler:
         """Bring one order in line with the broker's report and executions."""
         ledger = self.ledger
         order = batch.get(order_id(report.account, key))
+        if order is not None and order.state.missing_cycles:
+            # Listed again: it was never lost.
+            order.trigger_event(Order.SeenAtBroker, evidence_id=run.evidence)
+            batch.collect(order)
+            kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
+            self._resolve_open(batch, run, kinds, key, "listed by the broker again")
         if order is not None and self._agrees(order.state, report, order_fills):
-            if order.state.missing_cycles:
-                order.trigger_event(Order.SeenAtBroker, evidence_id=run.evidence)
-                batch.collect(order)
-                self._resolve_open(batch, run, {DiscrepancyKind.MISSING_AT_BROKER}, key, "listed again")
             return
         before = (order.state.status, order.state.filled_qty) if order is not None else None
         # Lifecycle order: accepted, amendments, fills, then the final status.

@@ -357,7 +357,7 @@ class ReconciliationService:
 
     def _unknown_snapshot(self, account: str) -> BrokerSnapshot:
         # None, not []: every part unknown is STALE_DATA; an empty list would mean "flat".
-        return BrokerSnapshot(account=account, as_of=self.clock(), orders=None, fills=None, positions=None)
+        return BrokerSnapshot.unknown(account, self.clock())
 
     # -- stream --------------------------------------------------------------------------
 

@@ -32,9 +32,10 @@ from trueup.adapters.base import (
     SubmitRejected,
     SubmitUncertain,
     check_client_order_id,
+    snapshot_or_unknown,
 )
 from trueup.domain.errors import BrokerQueryError
-from trueup.domain.reports import REPORT_DECODER, REPORT_ENCODER, BrokerSnapshot, OrderReport, Report
+from trueup.domain.reports import REPORT_DECODER, REPORT_ENCODER, OrderReport, Report
 from trueup.domain.status import OrderStatus, ReportSource
 from trueup.domain.views import OrderView
 from trueup.faults import crash_point
@@ -235,14 +236,7 @@ async def start_session(
     ledger.begin_startup(account)
     submitter = Submitter(ledger, broker)
     recovery = await submitter.recover(account)
-    try:
-        snapshot = await broker.snapshot(account)
-    except BrokerQueryError as e:
-        log.warning("startup snapshot of %s failed: %s", account, e)
-        snapshot = BrokerSnapshot(
-            account=account, as_of=ledger.clock(), orders=None, fills=None, positions=None
-        )
-    result = ledger.reconcile(snapshot)
+    result = ledger.reconcile(await snapshot_or_unknown(broker, account, ledger.clock()))
     if recovery.unresolved:
         ledger.block(account, tuple(f"submit {cid} awaiting broker lookup" for cid in recovery.unresolved))
     return recovery, result

@@ -7,17 +7,21 @@ payload that fails translation is still stored.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from trueup.domain.errors import InvalidReport, TrueupError
+from trueup.domain.errors import BrokerQueryError, InvalidReport, TrueupError
 from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
 from trueup.domain.status import Side
+
+log = logging.getLogger(__name__)
 
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9]{1,20}$")
 """Our id travels in the broker's own field; Kite's `tag` allows at most 20 [A-Za-z0-9]."""
@@ -98,6 +102,15 @@ class Reconnected(msgspec.Struct, frozen=True, kw_only=True):
 
 
 StreamItem = RawMessage | Reconnected
+
+
+async def snapshot_or_unknown(broker: BrokerClient, account: str, now: datetime) -> BrokerSnapshot:
+    """The broker's snapshot, or an all-unknown one (STALE_DATA) if it cannot be taken."""
+    try:
+        return await broker.snapshot(account)
+    except BrokerQueryError as e:
+        log.warning("snapshot of %s from %s failed: %s; reconciled as STALE_DATA", account, broker.name, e)
+        return BrokerSnapshot.unknown(account, now)
 
 
 @runtime_checkable

@@ -206,6 +206,14 @@ class BrokerSnapshot(msgspec.Struct, frozen=True):
     complete_history: bool = False
     """True only if `orders` covers every order that could be open here."""
 
+    @classmethod
+    def unknown(cls, account: str, as_of: datetime) -> BrokerSnapshot:
+        """The snapshot of a broker that could not be asked: every part None (STALE_DATA).
+
+        None, never []: an empty list would say the broker has no orders and is flat.
+        """
+        return cls(account=account, as_of=as_of, orders=None, fills=None, positions=None)
+
     def __post_init__(self) -> None:
         """Refuse a snapshot without an account or with a naive time."""
         _check_text("account", self.account)
