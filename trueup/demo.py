@@ -135,6 +135,12 @@ def compare(ledger: Ledger, broker: PaperBroker) -> list[str]:
         for e, f in truth_fills.items()
         if e in booked and (booked[e].qty, booked[e].price) != (f.qty, f.price)
     ]
+    working_there = {
+        o.client_order_id or f"~{o.broker_order_id}" for o in truth_orders if not o.status.is_terminal
+    }
+    working_here = {o.client_order_id for o in ledger.open_orders(ACCOUNT)}
+    if working_there != working_here:
+        problems.append(f"open orders differ: books {sorted(working_here)}, broker {sorted(working_there)}")
     ours = {p.symbol: p.qty for p in ledger.positions(ACCOUNT)}
     theirs = {p.symbol: p.qty for p in broker.positions() if p.qty}
     if ours != theirs:

@@ -1,0 +1,308 @@
+"""Pure translation of paper broker payloads into trueup reports.
+
+Raw JSON in (str or bytes, exactly as the paper broker sent it) with the account as an
+argument, reports out: no clock, no I/O, no broker state. The wire format is described
+in `wire.py`. A malformed payload raises `InvalidReport` whose `field` is the JSON path
+of the bad field (`$.qty`, `$[2].ts`); a list answer is translated whole or not at all.
+
+* one stream message (order update, fill or position) -> `to_reports`;
+* the orders answer -> `to_order_reports`, one order -> `to_order_report`;
+* the fills answer -> `to_fill_reports`;
+* the positions answer -> `to_position_reports`.
+
+Order reports carry `source=ReportSource.PAPER` and the raw status verbatim; a status the
+`PAPER_STATUS` table does not know becomes `OrderStatus.UNKNOWN` (the rules keep it and
+raise UNKNOWN_STATUS) instead of failing the decode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Final, TypeVar
+
+import msgspec
+
+from trueup.adapters.paper.wire import PaperFill, PaperMessage, PaperOrder, PaperPosition
+from trueup.domain.errors import InvalidReport
+from trueup.domain.reports import FillReport, OrderReport, PositionReport, Report
+from trueup.domain.status import OrderStatus, ReportSource, Side
+
+__all__ = [
+    "PAPER_SIDE",
+    "PAPER_STATUS",
+    "MessageTranslator",
+    "to_fill_report",
+    "to_fill_reports",
+    "to_order_report",
+    "to_order_reports",
+    "to_order_status",
+    "to_position_report",
+    "to_position_reports",
+    "to_reports",
+]
+
+# --- tables -------------------------------------------------------------------------------
+
+PAPER_STATUS: Final[dict[str, OrderStatus]] = {
+    "new": OrderStatus.ACCEPTED,  # the paper broker confirms at once: working, no fills
+    "partially_filled": OrderStatus.PARTIALLY_FILLED,
+    "filled": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,  # may carry filled_qty > 0 (cancelled after a partial)
+    "rejected": OrderStatus.REJECTED,  # unknown symbol: stored at the broker, never worked
+}
+"""Paper `status` -> normalized status; anything else is UNKNOWN."""
+
+PAPER_SIDE: Final[dict[str, Side]] = {"buy": Side.BUY, "sell": Side.SELL}
+"""Paper `side` -> direction; anything else is an invalid payload."""
+
+_ORDER_FIELDS: Final[dict[str, str]] = {
+    "client_order_id": "id",  # raised when neither id is present: the broker id is required
+    "symbol": "symbol",
+    "side": "side",
+    "quantity": "qty",
+    "filled_qty": "filled_qty",
+    "avg_price": "avg_price",
+    "limit_price": "limit_price",
+    "ts_event": "ts",
+}
+"""OrderReport field -> paper order field, to name the JSON path of a refused value."""
+
+_FILL_FIELDS: Final[dict[str, str]] = {
+    "client_order_id": "order_id",
+    "exec_id": "exec_id",
+    "symbol": "symbol",
+    "side": "side",
+    "qty": "qty",
+    "price": "price",
+    "ts_event": "ts",
+}
+_POSITION_FIELDS: Final[dict[str, str]] = {
+    "symbol": "symbol",
+    "qty": "qty",
+    "avg_cost": "avg_cost",
+    "ts_event": "ts",
+}
+
+_T = TypeVar("_T")
+
+# Decoders are built once and reused (msgspec perf tips).
+_MESSAGE = msgspec.json.Decoder(PaperMessage)
+_ORDER = msgspec.json.Decoder(PaperOrder)
+_ORDERS = msgspec.json.Decoder(list[PaperOrder])
+_FILLS = msgspec.json.Decoder(list[PaperFill])
+_POSITIONS = msgspec.json.Decoder(list[PaperPosition])
+
+# --- errors with JSON paths ---------------------------------------------------------------
+
+# msgspec says "Expected `decimal`, got `bool` - at `$.qty`" and
+# "Object missing required field `ts` - at `$[0]`".
+_AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING_FIELD: Final = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+
+
+def _invalid(*, what: str, account: str, path: str, detail: str) -> InvalidReport:
+    msg = f"paper {what} for account {account!r}: {detail} at `{path}`"
+    return InvalidReport(msg, field=path)
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes | str, *, what: str, account: str) -> _T:
+    """Decode `raw`, turning msgspec's errors into `InvalidReport` at msgspec's JSON path."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        at = _AT_PATH.search(text)
+        path = "$" + (at.group("path") if at else "")
+        missing = _MISSING_FIELD.match(text)
+        if missing:
+            path = f"{path}.{missing.group('name')}"
+        detail = text[: at.start()] if at else text
+        raise _invalid(what=what, account=account, path=path, detail=detail) from e
+    except msgspec.DecodeError as e:
+        raise _invalid(what=what, account=account, path="$", detail=f"not valid JSON ({e})") from e
+
+
+@contextmanager
+def _located(what: str, account: str, path: str, fields: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a report constructor's `InvalidReport` with the JSON path of the wire field."""
+    try:
+        yield
+    except InvalidReport as e:
+        name = fields.get(e.field or "")
+        if name is None:
+            raise  # an argument (account), not a payload field
+        raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=str(e)) from e
+
+
+def _side(value: str, *, what: str, account: str, path: str) -> Side:
+    side = PAPER_SIDE.get(value)
+    if side is None:
+        detail = f"side must be one of {sorted(PAPER_SIDE)}, got {value!r}"
+        raise _invalid(what=what, account=account, path=f"{path}.side", detail=detail)
+    return side
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# --- statuses -----------------------------------------------------------------------------
+
+
+def to_order_status(raw_status: str) -> OrderStatus:
+    """The normalized status of a paper status string; UNKNOWN when the table lacks it."""
+    return PAPER_STATUS.get(raw_status, OrderStatus.UNKNOWN)
+
+
+# --- one struct -> one report ---------------------------------------------------------------
+
+
+def _order(order: PaperOrder, *, account: str, path: str) -> OrderReport:
+    side = _side(order.side, what="order", account=account, path=path)
+    with _located("order", account, path, _ORDER_FIELDS):
+        return OrderReport(
+            account=account,
+            client_order_id=order.client_order_id or None,
+            broker_order_id=order.id,
+            symbol=order.symbol,
+            side=side,
+            quantity=order.qty,
+            status=to_order_status(order.status),
+            filled_qty=order.filled_qty,
+            avg_price=order.avg_price,
+            ts_event=_utc(order.ts),
+            raw_status=order.status,
+            limit_price=order.limit_price,
+            source=ReportSource.PAPER,
+        )
+
+
+def _fill(fill: PaperFill, *, account: str, path: str) -> FillReport:
+    side = _side(fill.side, what="fill", account=account, path=path)
+    with _located("fill", account, path, _FILL_FIELDS):
+        return FillReport(
+            account=account,
+            client_order_id=fill.client_order_id or None,
+            broker_order_id=fill.order_id,
+            exec_id=fill.exec_id,
+            symbol=fill.symbol,
+            side=side,
+            qty=fill.qty,
+            price=fill.price,
+            ts_event=_utc(fill.ts),
+        )
+
+
+def _position(position: PaperPosition, *, account: str, path: str) -> PositionReport:
+    with _located("position", account, path, _POSITION_FIELDS):
+        return PositionReport(
+            account=account,
+            symbol=position.symbol,
+            qty=position.qty,
+            avg_cost=position.avg_cost,
+            ts_event=_utc(position.ts),
+        )
+
+
+# --- public translators -----------------------------------------------------------------------
+
+
+def to_reports(raw: bytes | str, *, account: str) -> list[Report]:
+    """The report of one stream message: an order update, a fill or a position.
+
+    This is the translator a paper `RawMessage` carries (with `account` bound).
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is its JSON path (`$.type`, `$.qty`).
+    """
+    message = _decode(_MESSAGE, raw, what="message", account=account)
+    if isinstance(message, PaperOrder):
+        return [_order(message, account=account, path="$")]
+    if isinstance(message, PaperFill):
+        return [_fill(message, account=account, path="$")]
+    return [_position(message, account=account, path="$")]
+
+
+def to_order_report(raw: bytes | str, *, account: str) -> OrderReport:
+    """The report of one order object (a submit or lookup answer).
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is its JSON path (`$.filled_qty`).
+    """
+    return _order(_decode(_ORDER, raw, what="order", account=account), account=account, path="$")
+
+
+def to_order_reports(raw: bytes | str, *, account: str) -> list[OrderReport]:
+    """Reports of the orders answer (a JSON list of order objects).
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is its JSON path (`$[3].status`).
+    """
+    orders = _decode(_ORDERS, raw, what="orders answer", account=account)
+    return [_order(o, account=account, path=f"$[{i}]") for i, o in enumerate(orders)]
+
+
+def to_fill_report(raw: bytes | str, *, account: str) -> FillReport:
+    """The report of one fill object.
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is its JSON path (`$.price`).
+    """
+    reports = to_reports(raw, account=account)
+    fill = reports[0]
+    if not isinstance(fill, FillReport):
+        detail = f"expected a fill message, got {type(fill).__struct_config__.tag!r}"
+        raise _invalid(what="fill", account=account, path="$.type", detail=detail)
+    return fill
+
+
+def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
+    """Reports of the fills answer (a JSON list of fill objects).
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is its JSON path (`$[0].exec_id`).
+    """
+    fills = _decode(_FILLS, raw, what="fills answer", account=account)
+    return [_fill(f, account=account, path=f"$[{i}]") for i, f in enumerate(fills)]
+
+
+def to_position_report(raw: bytes | str, *, account: str) -> PositionReport:
+    """The report of one position object.
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is its JSON path (`$.avg_cost`).
+    """
+    reports = to_reports(raw, account=account)
+    position = reports[0]
+    if not isinstance(position, PositionReport):
+        detail = f"expected a position message, got {type(position).__struct_config__.tag!r}"
+        raise _invalid(what="position", account=account, path="$.type", detail=detail)
+    return position
+
+
+def to_position_reports(raw: bytes | str, *, account: str) -> list[PositionReport]:
+    """Reports of the positions answer (a JSON list of position objects).
+
+    Raises:
+        InvalidReport: the payload is malformed; `field` is its JSON path (`$[1].qty`).
+    """
+    positions = _decode(_POSITIONS, raw, what="positions answer", account=account)
+    return [_position(p, account=account, path=f"$[{i}]") for i, p in enumerate(positions)]
+
+
+class MessageTranslator(msgspec.Struct, frozen=True):
+    """`to_reports` with the account bound: the translator a paper `RawMessage` carries.
+
+    A Struct rather than a closure, so two messages from two brokers of the same account
+    compare equal (determinism checks compare whole stream items).
+    """
+
+    account: str
+    """The account every translated report belongs to."""
+
+    def __call__(self, payload: str) -> list[Report]:
+        """Translate one stream message (see `to_reports`)."""
+        return to_reports(payload, account=self.account)
