@@ -1,0 +1,140 @@
+"""Crash-safe submission through the paper broker: write-ahead, send once, recover by lookup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.builders import unique_cid
+from trueup import InvalidReport, Ledger, NotReadyError, OrderStatus
+from trueup.adapters.base import OrderRequest, OrderType
+from trueup.adapters.paper.broker import PaperBroker
+from trueup.demo import drain
+from trueup.submission import Submitter, start_session
+
+ACCOUNT = "PAPER"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PaperBroker]:
+    with PaperBroker(tmp_path / "paper.db", account=ACCOUNT, seed=3) as opened:
+        yield opened
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    with Ledger.open(f"memory://{unique_cid('sub')}") as opened:
+        yield opened
+
+
+def request(cid: str, **changes: object) -> OrderRequest:
+    fields: dict[str, object] = {
+        "account": ACCOUNT,
+        "client_order_id": cid,
+        "symbol": "AAPL",
+        "side": "BUY",
+        "quantity": Decimal(5),
+    }
+    fields.update(changes)
+    return OrderRequest(**fields)  # type: ignore[arg-type]
+
+
+def started(ledger: Ledger, broker: PaperBroker) -> None:
+    asyncio.run(start_session(ledger, broker, ACCOUNT))
+
+
+def test_submit_stores_intent_then_ack_and_broker_id(ledger: Ledger, broker: PaperBroker) -> None:
+    started(ledger, broker)
+    view = ledger.submit(request("A1"), broker)
+    assert view.status is OrderStatus.ACCEPTED
+    assert view.broker_order_ids and view.broker_order_ids[0].startswith("P")
+    assert view.submitted_at is not None
+    topics = [e.topic for e in ledger.events()]
+    # Write-ahead: intent and SUBMITTED are stored before the broker's answer.
+    assert topics.index("trueup:Order.Intended") < topics.index("trueup:Order.Submitted")
+    assert topics.index("trueup:Order.Submitted") < topics.index("trueup:Order.BrokerIdLinked")
+    ack = next(
+        e
+        for e in ledger.events()
+        if e.topic == "trueup:BrokerMessage.Received" and e.event.kind == "submit_ack"
+    )
+    assert '"client_order_id":"A1"' in ack.event.payload
+
+
+def test_submitting_an_existing_client_id_sends_nothing(ledger: Ledger, broker: PaperBroker) -> None:
+    started(ledger, broker)
+    first = ledger.submit(request("A1"), broker)
+    again = ledger.submit(request("A1", quantity=Decimal(99)), broker)
+    assert again.client_order_id == first.client_order_id
+    assert again.quantity == Decimal(5)
+    assert [o.client_order_id for o in broker.orders()] == ["A1"]
+
+
+def test_client_id_must_fit_every_broker_field(ledger: Ledger, broker: PaperBroker) -> None:
+    started(ledger, broker)
+    with pytest.raises(InvalidReport, match="20 characters"):
+        ledger.submit(request("TOO-LONG-AND-NOT_ALNUM-ID"), broker)
+    assert broker.orders() == []
+
+
+def test_gate_refuses_before_startup_and_nothing_is_sent(ledger: Ledger, broker: PaperBroker) -> None:
+    ledger.begin_startup(ACCOUNT)
+    with pytest.raises(NotReadyError, match="RECONCILING"):
+        ledger.submit(request("A1"), broker)
+    assert broker.orders() == []
+    assert ledger.order(ACCOUNT, "A1") is None
+
+
+def test_broker_rejection_is_stored_as_rejected(ledger: Ledger, broker: PaperBroker) -> None:
+    started(ledger, broker)
+    view = ledger.submit(request("R1", symbol="NOPE"), broker)
+    assert view.status is OrderStatus.REJECTED
+
+
+def test_unknown_outcome_stays_in_flight_and_recovery_resolves_it(
+    ledger: Ledger, broker: PaperBroker
+) -> None:
+    started(ledger, broker)
+    broker.outage(3)
+    views = [ledger.submit(request(f"U{i}"), broker) for i in range(6)]
+    assert {v.status for v in views} == {OrderStatus.SUBMITTED}
+    for _ in range(4):
+        broker.step()
+    report = asyncio.run(Submitter(ledger, broker).recover(ACCOUNT))
+    placed = {o.client_order_id for o in broker.orders()}
+    assert set(report.found) == placed
+    assert set(report.abandoned) == {f"U{i}" for i in range(6)} - placed
+    for cid in report.abandoned:
+        order = ledger.order(ACCOUNT, cid)
+        assert order is not None
+        assert order.status is OrderStatus.REJECTED
+    # Nothing was re-sent: each client id at most once at the broker.
+    assert len(broker.orders()) == len(placed)
+
+
+def test_reduce_only_checks_the_brokers_live_position(ledger: Ledger, broker: PaperBroker) -> None:
+    started(ledger, broker)
+    ledger.submit(request("B1", quantity=Decimal(4)), broker)
+    for _ in range(5):
+        broker.step()
+    asyncio.run(drain(ledger, broker))
+    ledger.begin_startup(ACCOUNT)  # new orders refused, reduce-only still allowed
+    with pytest.raises(NotReadyError, match="does not reduce"):
+        ledger.submit(request("B2", side="SELL", quantity=Decimal(9), reduce_only=True), broker)
+    view = ledger.submit(request("B3", side="SELL", quantity=Decimal(4), reduce_only=True), broker)
+    assert view.status is not OrderStatus.INTENDED
+
+
+def test_cancel_passes_the_gate(ledger: Ledger, broker: PaperBroker) -> None:
+    started(ledger, broker)
+    ledger.submit(request("L1", order_type=OrderType.LIMIT, limit_price=Decimal(1)), broker)
+    ledger.begin_startup(ACCOUNT)
+    asyncio.run(Submitter(ledger, broker).cancel(ACCOUNT, "L1"))
+    asyncio.run(drain(ledger, broker))
+    order = ledger.order(ACCOUNT, "L1")
+    assert order is not None
+    assert order.status is OrderStatus.CANCELED
