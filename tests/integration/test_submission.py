@@ -51,7 +51,8 @@ def test_submit_stores_intent_then_ack_and_broker_id(ledger: Ledger, broker: Pap
     started(ledger, broker)
     view = ledger.submit(request("A1"), broker)
     assert view.status is OrderStatus.ACCEPTED
-    assert view.broker_order_ids and view.broker_order_ids[0].startswith("P")
+    assert view.broker_order_ids
+    assert view.broker_order_ids[0].startswith("P")
     assert view.submitted_at is not None
     topics = [e.topic for e in ledger.events()]
     # Write-ahead: intent and SUBMITTED are stored before the broker's answer.
