@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from trueup.adapters.base import BrokerClient, RawMessage, Reconnected, StreamItem
+from trueup.adapters.base import BrokerClient, OrderRequest, RawMessage, Reconnected, StreamItem
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.errors import BrokerQueryError, ConfigError, InvalidReport
 from trueup.domain.gate import LOST_ORDER_LOCK
@@ -255,6 +255,14 @@ class ReconciliationService:
                 reasons = tuple(f"submit {cid} awaiting broker lookup" for cid in pending)
                 await self._in_thread(self.ledger.block, account, reasons)
         return results
+
+    async def submit(self, request: OrderRequest) -> OrderView:
+        """Send a new order through this service's broker, crash-safely (see trueup.submission).
+
+        Raises:
+            NotReadyError: the gate refuses it (startup, lock, quarantine).
+        """
+        return await Submitter(self.ledger, self.broker).submit(request)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set: startup (unless `start` ran), then the loops.

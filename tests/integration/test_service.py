@@ -457,3 +457,18 @@ def test_counters_reflect_cycles_and_discrepancies_by_kind_and_are_saved_for_tru
     assert json.loads(json.dumps(as_dict)) == as_dict
     # Check the counters were saved where `trueup status` reads them (the last save is at stop).
     assert ledger.service_status() == {"reconciliation": as_dict}
+
+
+def test_service_submit_goes_through_the_gate_and_the_broker(ledger: Ledger) -> None:
+    broker = FakeBroker()
+    service = ReconciliationService(ledger, broker, accounts=[ACCOUNT], period=0.05)
+
+    async def scenario() -> None:
+        await service.start()
+        view = await service.submit(
+            OrderRequest(account=ACCOUNT, client_order_id="SVC1", symbol="AAPL", side=Side.BUY, quantity=D(2))
+        )
+        assert view.broker_order_ids
+
+    asyncio.run(scenario())
+    assert (ACCOUNT, "SVC1") in broker.orders
