@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,postgres
+EXTRAS ?= dev,postgres,cli
 
 .PHONY: venv test unit soak demo bench bench-quick lint clean
 
@@ -25,7 +25,7 @@ soak: venv
 	$(PY) -m pytest -q -m soak
 
 demo: venv
-	$(PY) -m trueup.examples.quickstart
+	$(VENV)/bin/trueup demo
 
 bench: venv
 	$(PY) benchmarks/run.py

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID, uuid4
 
 import msgspec
@@ -43,6 +43,9 @@ from trueup.faults import crash_point
 from trueup.projections.replay import AsOf, replay
 from trueup.projections.runner import Projector
 from trueup.reconciler import Reconciler, ReconcileResult
+
+if TYPE_CHECKING:
+    from trueup.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -877,6 +880,20 @@ class Ledger:
     def service_status(self) -> dict[str, Any]:
         """Counters the reconciliation service last saved (empty if none ran on this store)."""
         return self.projector.service_status()
+
+    def subscribe(self, handler: Callable[[LoggedEvent], object], from_position: int = 0) -> Subscription:
+        """Call `handler` with every event after `from_position`, in log order, in a thread.
+
+        PostgreSQL delivers by LISTEN/NOTIFY, SQLite by a polling follower. A handler that
+        raises sees the same event again after a backoff; nothing is skipped. For a saved
+        position that survives a crash use `trueup.subscriptions.SavedPositionConsumer`.
+
+        Returns:
+            The running subscription (a context manager; `stop()` ends it).
+        """
+        from trueup.subscriptions import subscribe  # noqa: PLC0415 - subscriptions build on Ledger
+
+        return subscribe(self, handler, from_position)
 
     def as_of(self, until: datetime | int) -> AsOf:
         """The books as they stood at a log position (inclusive) or time: an audit replay."""
