@@ -693,6 +693,16 @@ class Ledger:
             live_position=live_position,
         )
 
+    def orphan_orders(self, account: str) -> list[tuple[OrderView, str]]:
+        """Orders at the broker we never sent, still quarantining, with their scope."""
+        orphans = []
+        for d in self.discrepancies(account):
+            if d.kind == DiscrepancyKind.ORPHAN_ORDER and d.scope:
+                order = self.order(account, d.key)
+                if order is not None:
+                    orphans.append((order, d.scope))
+        return orphans
+
     def quarantined_scopes(self, account: str) -> frozenset[str]:
         """Scopes ("strategy:symbol", "*:symbol") quarantined by open orphan orders."""
         return frozenset(

@@ -90,6 +90,8 @@ def test_cold_start_orphan_order_is_discovered_and_quarantines_every_strategy(le
     )
     assert kinds_of(result) == ["ORPHAN_ORDER"]
     assert ledger.quarantined_scopes(ACCOUNT) == {"*:TSLA"}
+    [(orphan, scope)] = ledger.orphan_orders(ACCOUNT)
+    assert (orphan.client_order_id, scope) == ("~X1", "*:TSLA")
     order = ledger.order(ACCOUNT, "~X1")
     assert order is not None
     assert (order.origin, order.status) == ("broker", OrderStatus.ACCEPTED)
@@ -420,6 +422,7 @@ def test_warm_orphan_quarantine_lifts_when_the_orphan_is_done(ledger: Ledger) ->
         )
     )
     assert ledger.quarantined_scopes(ACCOUNT) == frozenset()
+    assert ledger.orphan_orders(ACCOUNT) == []
 
 
 # -- positions -------------------------------------------------------------------------------
