@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from trueup.adapters.paper.broker import PaperBroker
 
 from trueup import Ledger
+from trueup.adapters.paper.broker import PaperBroker
 from trueup.demo import ACCOUNT, compare, restart
 
 REPO = Path(__file__).resolve().parents[2]
