@@ -1,0 +1,575 @@
+"""Pure translation of Zerodha Kite Connect v3 payloads into trueup reports.
+
+Raw JSON in (bytes or str, exactly as Kite sent it) with its context as arguments,
+reports out: no clock, no I/O, no kiteconnect. A malformed payload raises `InvalidReport`
+whose `field` is the JSON path of the bad field (`$.data[3].quantity`, `$[0].product`);
+a list is translated whole or not at all, never partially. REST answers are accepted
+with or without Kite's `{"status": "success", "data": ...}` envelope; an `error` envelope
+is refused at `$.status`. The wire structs are in `wire.py`; `our_tag`, `is_our_tag`,
+`group_by_tag`, `instrument_symbol`, `split_symbol` (from `ids.py`) are re-exported here.
+
+Payloads (BROKERS.md section 3, all day-scoped):
+
+* `GET /orders` (`orders()`): the latest state of each of today's orders ->
+  `to_order_reports`;
+* `GET /orders/{order_id}` (`order_history()`): one order's transitions, oldest first ->
+  `to_order_reports_from_history`, one report per row;
+* `GET /trades` (`trades()`), `GET /orders/{order_id}/trades` (`order_trades()`) ->
+  `to_fill_reports`, with `fill_dedupe_key`;
+* `GET /portfolio/positions` (`positions()`) -> `to_position_reports` (the `net` list);
+* postback bodies and WebSocket `{"type": "order", "data": ...}` frames ->
+  `to_reports_from_update`; `verify_postback` checks a postback's checksum.
+
+Decisions:
+
+* Symbols: `f"{exchange}:{tradingsymbol}:{product}"` (`"NSE:SBIN:CNC"`), built by
+  `instrument_symbol` in every translator. Kite keys positions by (exchange,
+  tradingsymbol, product): the same share bought CNC and MIS is two positions, and an
+  NSE and a BSE listing are two instruments. Orders and trades carry the same three
+  fields, so fills net into the position Kite reports. Parts are kept verbatim; a part
+  that is empty or contains `:` is refused, so `split_symbol` always inverts it.
+* Times: Kite writes IST without an offset (`"2021-05-31 09:18:57"`); reports hold UTC
+  (`ist_to_utc`). An order's `ts_event` is the later of `order_timestamp` (registered by
+  Kite, bumped by each modification) and `exchange_update_timestamp` (last state change
+  at the exchange; null until the order reaches it), the time since which the state
+  shown has held; `exchange_timestamp` (registration at the exchange) is not used. A
+  fill's `ts_event` is `fill_timestamp`, else `exchange_timestamp`; `trades[].
+  order_timestamp` is a time of day (`"09:16:39"`) and never used. Positions carry no
+  time: the caller's `as_of`.
+* Numbers: Kite sends JSON numbers; they decode to `Decimal` from their text. MCX and
+  derivative quantities stay in Kite's unit (lots for MCX; `multiplier` is not applied),
+  the same in orders, trades and positions.
+* Prices: `avg_price` is `average_price` once `filled_quantity > 0`, else None (Kite
+  writes 0 for "no fills", not a price). `limit_price` is `price` for `LIMIT` and `SL`
+  orders, else None (Kite writes 0 for `MARKET` and `SL-M`).
+* Our id: `client_order_id` is `our_tag(order)`: `tag` if it is 1-20 [A-Za-z0-9] and
+  not a tag Kite adds itself, else the first such entry of `tags`, else None (an
+  external order). Pass `is_ours` to narrow it further. Trades carry no tag: fills name
+  the order by `broker_order_id` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final, TypeVar
+
+import msgspec
+
+from trueup.adapters.kite.ids import (
+    TagPredicate,
+    group_by_tag,
+    instrument_symbol,
+    is_our_tag,
+    our_tag,
+    split_symbol,
+    symbol_part_problem,
+)
+from trueup.adapters.kite.wire import (
+    KiteEnvelope,
+    KiteOrder,
+    KitePosition,
+    KitePositions,
+    KitePostbackChecksum,
+    KiteTrade,
+    KiteUpdateEnvelope,
+    ist_to_utc,
+)
+from trueup.domain.errors import InvalidReport
+from trueup.domain.reports import FillReport, OrderReport, PositionReport
+from trueup.domain.status import OrderFlag, OrderStatus, Side
+
+__all__ = [
+    "KITE_LIMIT_ORDER_TYPES",
+    "KITE_SIDE",
+    "KITE_STATUS",
+    "KITE_STATUS_FLAGS",
+    "FillKey",
+    "TagPredicate",
+    "fill_dedupe_key",
+    "group_by_tag",
+    "instrument_symbol",
+    "is_our_tag",
+    "our_tag",
+    "split_symbol",
+    "to_fill_reports",
+    "to_order_reports",
+    "to_order_reports_from_history",
+    "to_order_status",
+    "to_position_reports",
+    "to_reports_from_update",
+    "verify_postback",
+]
+
+FillKey = tuple[str, str]
+"""Fill identity `(exchange, trade_id)`: trade ids are unique per exchange only (BROKERS.md 3.5)."""
+
+
+# --- tables -------------------------------------------------------------------------------
+
+KITE_STATUS: Final[dict[str, OrderStatus]] = {
+    "PUT ORDER REQ RECEIVED": OrderStatus.PENDING_NEW,  # the API's spelling (order_info.json)
+    "PUT ORDER REQUEST RECEIVED": OrderStatus.PENDING_NEW,  # the docs' spelling: accept both
+    "AMO REQ RECEIVED": OrderStatus.PENDING_NEW,  # after-market order, held until the session
+    "VALIDATION PENDING": OrderStatus.PENDING_NEW,  # RMS checks
+    "OPEN PENDING": OrderStatus.PENDING_NEW,  # not yet at the exchange; persists if the link is down
+    "OPEN": OrderStatus.ACCEPTED,  # PARTIALLY_FILLED once filled_quantity > 0 (a partial fill stays OPEN)
+    "COMPLETE": OrderStatus.FILLED,
+    "CANCELLED": OrderStatus.CANCELED,  # user, EOD, IOC remainder, exchange; may carry fills
+    "CANCEL": OrderStatus.CANCELED,  # the postback docs' spelling of the event
+    "REJECTED": OrderStatus.REJECTED,  # reason in status_message
+    # Working statuses that carry a flag or are events rather than states; like OPEN
+    # they are refined by filled_quantity in `to_order_status`, so a pending modify or
+    # cancel never takes the rank back below the fills already reported.
+    "TRIGGER PENDING": OrderStatus.ACCEPTED,  # SL/SL-M waiting for its trigger: held
+    "MODIFY VALIDATION PENDING": OrderStatus.ACCEPTED,  # modify under RMS checks; still fillable
+    "MODIFY PENDING": OrderStatus.ACCEPTED,  # modify sent to the exchange; still fillable
+    "MODIFIED": OrderStatus.ACCEPTED,  # modify done (transient, OPEN follows); clears replace_pending
+    "CANCEL PENDING": OrderStatus.ACCEPTED,  # cancel sent to the exchange; still fillable
+    "UPDATE": OrderStatus.ACCEPTED,  # postback/WebSocket only: a modify or a partial fill happened
+}
+"""Kite `status` -> normalized status (BROKERS.md 5.4); exact strings only, anything else is UNKNOWN."""
+
+KITE_STATUS_FLAGS: Final[dict[str, frozenset[OrderFlag]]] = {
+    "TRIGGER PENDING": frozenset({OrderFlag.HELD}),
+    "MODIFY VALIDATION PENDING": frozenset({OrderFlag.REPLACE_PENDING}),
+    "MODIFY PENDING": frozenset({OrderFlag.REPLACE_PENDING}),
+    "CANCEL PENDING": frozenset({OrderFlag.CANCEL_PENDING}),
+}
+"""Flags a raw status sets; statuses not listed set none (so `MODIFIED`, `OPEN` clear them)."""
+
+KITE_SIDE: Final[dict[str, Side]] = {"BUY": Side.BUY, "SELL": Side.SELL}
+"""`transaction_type` -> side; anything else is an invalid payload."""
+
+KITE_LIMIT_ORDER_TYPES: Final = frozenset({"LIMIT", "SL"})
+"""Order types whose `price` is a limit price (`MARKET` and `SL-M` carry `price: 0`)."""
+
+_ORDER_FIELDS: Final[dict[str, str]] = {
+    "client_order_id": "order_id",
+    "symbol": "tradingsymbol",
+    "quantity": "quantity",
+    "filled_qty": "filled_quantity",
+    "avg_price": "average_price",
+    "limit_price": "price",
+    "ts_event": "order_timestamp",
+}
+"""OrderReport field -> Kite order field, to name the JSON path of a refused value."""
+
+_FILL_FIELDS: Final[dict[str, str]] = {
+    "client_order_id": "order_id",
+    "exec_id": "trade_id",
+    "symbol": "tradingsymbol",
+    "qty": "quantity",
+    "price": "average_price",
+    "ts_event": "fill_timestamp",
+}
+_POSITION_FIELDS: Final[dict[str, str]] = {
+    "symbol": "tradingsymbol",
+    "qty": "quantity",
+    "avg_cost": "average_price",
+}
+
+_T = TypeVar("_T")
+
+# Decoders are built once and reused (msgspec perf tips).
+_BODY = msgspec.json.Decoder(list[msgspec.Raw] | KiteEnvelope)
+_ORDERS = msgspec.json.Decoder(list[KiteOrder])
+_ORDER = msgspec.json.Decoder(KiteOrder)
+_TRADES = msgspec.json.Decoder(list[KiteTrade])
+_POSITIONS = msgspec.json.Decoder(KitePositions)
+_UPDATE = msgspec.json.Decoder(KiteUpdateEnvelope)
+_CHECKSUM = msgspec.json.Decoder(KitePostbackChecksum)
+
+
+# --- errors with JSON paths ---------------------------------------------------------------
+
+# msgspec says "Expected `decimal`, got `str` - at `$[0].quantity`" and
+# "Object missing required field `product` - at `$.data[0]`".
+_AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING_FIELD: Final = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+
+
+def _invalid(*, what: str, account: str | None, path: str, detail: str) -> InvalidReport:
+    whose = f" for account {account!r}" if account is not None else ""
+    msg = f"kite {what}{whose}: {detail} at `{path}`"
+    return InvalidReport(msg, field=path)
+
+
+def _decode(
+    decoder: msgspec.json.Decoder[_T],
+    raw: bytes | str | msgspec.Raw,
+    *,
+    what: str,
+    account: str | None,
+    prefix: str = "$",
+) -> _T:
+    """Decode `raw`, turning msgspec's errors into `InvalidReport` at `prefix` + msgspec's path."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        at = _AT_PATH.search(text)
+        path = prefix + (at.group("path") if at else "")
+        missing = _MISSING_FIELD.match(text)
+        if missing:
+            path = f"{path}.{missing.group('name')}"
+        detail = text[: at.start()] if at else text
+        raise _invalid(what=what, account=account, path=path, detail=detail) from e
+    except msgspec.DecodeError as e:
+        raise _invalid(what=what, account=account, path=prefix, detail=f"not valid JSON ({e})") from e
+
+
+@contextmanager
+def _located(what: str, account: str, path: str, fields: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a report constructor's `InvalidReport` with the JSON path of the source field."""
+    try:
+        yield
+    except InvalidReport as e:
+        name = fields.get(e.field or "")
+        if name is None:
+            raise  # an argument (account), not a payload field
+        raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=str(e)) from e
+
+
+def _finite(value: Decimal, *, what: str, account: str, path: str) -> Decimal:
+    """Refuse NaN/Infinity before any comparison (a NaN comparison raises InvalidOperation)."""
+    if not value.is_finite():
+        raise _invalid(what=what, account=account, path=path, detail=f"must be finite, got {value}")
+    return value
+
+
+def _time(value: str, *, what: str, account: str, path: str) -> datetime:
+    """A Kite time (`"2021-05-31 09:18:57"`, IST) in UTC; the format was checked at decode."""
+    try:
+        return ist_to_utc(value)
+    except ValueError as e:  # the right shape but no such date or time: "2021-02-30 25:00:00"
+        detail = f"not a date and time 'YYYY-MM-DD HH:MM:SS' (IST), got {value!r} ({e})"
+        raise _invalid(what=what, account=account, path=path, detail=detail) from e
+
+
+def _body(raw: bytes | str, *, what: str, account: str) -> tuple[bytes | str | msgspec.Raw, str]:
+    """The body of a REST answer and its JSON path: `$.data` inside the envelope, `$` when bare."""
+    decoded = _decode(_BODY, raw, what=what, account=account)
+    if isinstance(decoded, list) or decoded.status is None:
+        return raw, "$"
+    if decoded.status != "success":
+        detail = (
+            f"expected status 'success', got {decoded.status!r}"
+            f" ({decoded.error_type or 'no error_type'}: {decoded.message or 'no message'})"
+        )
+        raise _invalid(what=what, account=account, path="$.status", detail=detail)
+    if not bytes(memoryview(decoded.data)):
+        raise _invalid(what=what, account=account, path="$.data", detail="a success envelope without data")
+    return decoded.data, "$.data"
+
+
+# --- statuses, symbols, sides -------------------------------------------------------------
+
+
+def to_order_status(raw_status: str, *, filled_qty: Decimal) -> tuple[OrderStatus, frozenset[OrderFlag]]:
+    """Normalized status and flags of a Kite order status, refined by its fill progress.
+
+    1. Unknown string (or another spelling: `open`, `Complete`) -> UNKNOWN, no flags
+       (the report changes nothing; raw kept).
+    2. Any status whose table entry is ACCEPTED -> PARTIALLY_FILLED once `filled_qty > 0`:
+       a partial fill shows as `OPEN` (or `UPDATE`) with `filled_quantity > 0`, and the
+       rank is kept through `MODIFY ... PENDING`, `MODIFIED`, `CANCEL PENDING`.
+    3. Terminal statuses are kept as they are: `CANCELLED` with fills is CANCELED (the
+       ledger moves it to FILLED if the fills reach the quantity).
+    """
+    base = KITE_STATUS.get(raw_status)
+    if base is None:
+        return OrderStatus.UNKNOWN, frozenset()
+    flags = KITE_STATUS_FLAGS.get(raw_status, frozenset())
+    if base is OrderStatus.ACCEPTED and filled_qty > 0:
+        return OrderStatus.PARTIALLY_FILLED, flags
+    return base, flags
+
+
+def _symbol(item: KiteOrder | KiteTrade | KitePosition, *, what: str, account: str, path: str) -> str:
+    """`instrument_symbol` of a payload object; a bad part is refused at its own JSON path."""
+    parts = (("exchange", item.exchange), ("tradingsymbol", item.tradingsymbol), ("product", item.product))
+    for name, value in parts:
+        problem = symbol_part_problem(value)
+        if problem is not None:
+            raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=problem)
+    return instrument_symbol(item.exchange, item.tradingsymbol, item.product)
+
+
+def _side(value: str, *, what: str, account: str, path: str) -> Side:
+    side = KITE_SIDE.get(value)
+    if side is None:
+        detail = f"transaction_type must be one of {sorted(KITE_SIDE)}, got {value!r}"
+        raise _invalid(what=what, account=account, path=path, detail=detail)
+    return side
+
+
+def _non_empty(value: str, *, what: str, account: str, path: str) -> str:
+    if not value.strip():
+        raise _invalid(what=what, account=account, path=path, detail=f"must be non-empty, got {value!r}")
+    return value
+
+
+# --- orders -------------------------------------------------------------------------------
+
+
+def _order_time(order: KiteOrder, *, what: str, account: str, path: str) -> datetime:
+    """The later of `order_timestamp` and `exchange_update_timestamp`: since when this state held."""
+    ts = _time(order.order_timestamp, what=what, account=account, path=f"{path}.order_timestamp")
+    update = order.exchange_update_timestamp
+    if update is None:  # the order has not reached the exchange (REJECTED by RMS, OPEN PENDING)
+        return ts
+    return max(ts, _time(update, what=what, account=account, path=f"{path}.exchange_update_timestamp"))
+
+
+def _order_report(
+    order: KiteOrder,
+    *,
+    account: str,
+    path: str,
+    is_ours: TagPredicate | None,
+    what: str = "order",
+) -> OrderReport:
+    """One Kite order as an OrderReport; `path` is the order object's JSON path."""
+    _non_empty(order.order_id, what=what, account=account, path=f"{path}.order_id")
+    symbol = _symbol(order, what=what, account=account, path=path)
+    side = _side(order.transaction_type, what=what, account=account, path=f"{path}.transaction_type")
+    filled = _finite(order.filled_quantity, what=what, account=account, path=f"{path}.filled_quantity")
+    status, flags = to_order_status(order.status, filled_qty=filled)
+    limit_price = order.price if order.order_type in KITE_LIMIT_ORDER_TYPES else None
+    ts_event = _order_time(order, what=what, account=account, path=path)
+    with _located(what, account, path, _ORDER_FIELDS):
+        return OrderReport(
+            account=account,
+            client_order_id=our_tag(order, is_ours=is_ours),
+            broker_order_id=order.order_id,
+            symbol=symbol,
+            side=side,
+            quantity=order.quantity,
+            status=status,
+            filled_qty=filled,
+            avg_price=order.average_price if filled > 0 else None,
+            ts_event=ts_event,
+            raw_status=order.status,
+            limit_price=limit_price,
+            flags=flags,
+        )
+
+
+def to_order_reports(
+    raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None
+) -> list[OrderReport]:
+    """Order reports from `GET /orders` (`orders()`): one per order, in Kite's order.
+
+    `raw` is the answer with its envelope or the bare `data` list. Each report is the
+    order's latest state; `client_order_id` is `our_tag(order, is_ours=is_ours)` (None for
+    external orders), `broker_order_id` the `order_id`. Autoslice children and iceberg
+    legs are separate orders here; `group_by_tag` groups them.
+
+    Raises:
+        InvalidReport: the payload is malformed or an error envelope; `field` is the JSON
+            path (`$.data[2].quantity`, `$[2].quantity` without the envelope, `$.status`).
+    """
+    what = "orders answer"
+    body, prefix = _body(raw, what=what, account=account)
+    orders = _decode(_ORDERS, body, what=what, account=account, prefix=prefix)
+    return [
+        _order_report(order, account=account, path=f"{prefix}[{i}]", is_ours=is_ours)
+        for i, order in enumerate(orders)
+    ]
+
+
+def to_order_reports_from_history(
+    raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None
+) -> list[OrderReport]:
+    """Order reports from `GET /orders/{order_id}` (`order_history()`): one per row, oldest first.
+
+    Kite lists every state the order went through (`PUT ORDER REQ RECEIVED` ...
+    `MODIFIED`, `OPEN`); each row becomes a report stamped with that row's time (the
+    later of `order_timestamp` and `exchange_update_timestamp`), so replaying them in
+    order walks the ledger through the same transitions. Every row must name one order.
+
+    Raises:
+        InvalidReport: the payload is malformed, an error envelope, or rows of several
+            orders; `field` is the JSON path (`$.data[4].order_id`).
+    """
+    what = "order history"
+    body, prefix = _body(raw, what=what, account=account)
+    rows = _decode(_ORDERS, body, what=what, account=account, prefix=prefix)
+    reports: list[OrderReport] = []
+    for i, row in enumerate(rows):
+        path = f"{prefix}[{i}]"
+        if row.order_id != rows[0].order_id:
+            detail = f"the history of {rows[0].order_id!r} has a row of order {row.order_id!r}"
+            raise _invalid(what=what, account=account, path=f"{path}.order_id", detail=detail)
+        reports.append(_order_report(row, account=account, path=path, is_ours=is_ours, what=what))
+    return reports
+
+
+# --- fills --------------------------------------------------------------------------------
+
+
+def _fill_report(trade: KiteTrade, *, account: str, path: str) -> FillReport:
+    what = "trade"
+    _non_empty(trade.trade_id, what=what, account=account, path=f"{path}.trade_id")
+    symbol = _symbol(trade, what=what, account=account, path=path)
+    side = _side(trade.transaction_type, what=what, account=account, path=f"{path}.transaction_type")
+    # fill_timestamp, else exchange_timestamp; order_timestamp is a time of day ("09:16:39").
+    if trade.fill_timestamp is not None:
+        ts = _time(trade.fill_timestamp, what=what, account=account, path=f"{path}.fill_timestamp")
+    elif trade.exchange_timestamp is not None:
+        ts = _time(trade.exchange_timestamp, what=what, account=account, path=f"{path}.exchange_timestamp")
+    else:
+        detail = "a trade needs fill_timestamp or exchange_timestamp (order_timestamp has no date)"
+        raise _invalid(what=what, account=account, path=f"{path}.fill_timestamp", detail=detail)
+    with _located(what, account, path, _FILL_FIELDS):
+        return FillReport(
+            account=account,
+            client_order_id=None,  # trades carry no tag; the ledger links them by order_id
+            broker_order_id=trade.order_id or None,
+            exec_id=trade.trade_id,
+            symbol=symbol,
+            side=side,
+            qty=trade.quantity,
+            price=trade.average_price,
+            ts_event=ts,
+        )
+
+
+def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
+    """Fill reports from `GET /trades` (`trades()`) or `GET /orders/{order_id}/trades` (`order_trades()`).
+
+    One report per trade: `exec_id` is `trade_id`, `qty` this execution's `quantity`,
+    `price` its `average_price` (a trade's own price), `broker_order_id` the `order_id`,
+    `client_order_id` None (trades carry no tag). Trade ids are unique per exchange only:
+    use `fill_dedupe_key` to dedupe across orders or across both endpoints (within one
+    order, which trades on one exchange, `exec_id` alone is enough).
+
+    Raises:
+        InvalidReport: the payload is malformed or an error envelope; `field` is the JSON
+            path (`$.data[1].average_price`).
+    """
+    what = "trades answer"
+    body, prefix = _body(raw, what=what, account=account)
+    trades = _decode(_TRADES, body, what=what, account=account, prefix=prefix)
+    return [_fill_report(trade, account=account, path=f"{prefix}[{i}]") for i, trade in enumerate(trades)]
+
+
+def fill_dedupe_key(fill: FillReport) -> FillKey:
+    """`(exchange, trade_id)` of a fill made by `to_fill_reports`: the same from both endpoints.
+
+    Raises:
+        ValueError: `fill.symbol` is not a Kite symbol (`EXCHANGE:TRADINGSYMBOL:PRODUCT`).
+    """
+    exchange, _, _ = split_symbol(fill.symbol)
+    return (exchange, fill.exec_id)
+
+
+# --- positions ----------------------------------------------------------------------------
+
+
+def to_position_reports(raw: bytes | str, *, account: str, as_of: datetime) -> list[PositionReport]:
+    """Position reports from `GET /portfolio/positions` (`positions()`): the `net` list.
+
+    `qty` is Kite's signed `quantity`; a position closed today stays listed with
+    `quantity: 0` and is reported as a qty-0 row (flat), not dropped. `avg_cost` is
+    `average_price`; `ts_event` is `as_of`, in UTC. An instrument absent from `net` is
+    flat. The `day` list (today's trading only) is not read. Two rows with one symbol
+    would make the snapshot ambiguous and are refused.
+
+    Raises:
+        InvalidReport: the payload is malformed or an error envelope (`field` is the JSON
+            path, `$.data.net[1].quantity`), or `as_of` is naive (`field` "as_of").
+    """
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        msg = f"as_of must be timezone-aware, got naive {as_of.isoformat()}"
+        raise InvalidReport(msg, field="as_of")
+    what = "positions answer"
+    body, prefix = _body(raw, what=what, account=account)
+    positions = _decode(_POSITIONS, body, what=what, account=account, prefix=prefix)
+    reports: list[PositionReport] = []
+    first_seen: dict[str, str] = {}
+    for i, position in enumerate(positions.net):
+        path = f"{prefix}.net[{i}]"
+        symbol = _symbol(position, what="position", account=account, path=path)
+        if symbol in first_seen:
+            detail = f"{symbol} is listed twice (first at `{first_seen[symbol]}`)"
+            raise _invalid(what="position", account=account, path=f"{path}.tradingsymbol", detail=detail)
+        first_seen[symbol] = path
+        with _located("position", account, path, _POSITION_FIELDS):
+            reports.append(
+                PositionReport(
+                    account=account,
+                    symbol=symbol,
+                    qty=position.quantity,
+                    avg_cost=position.average_price,
+                    ts_event=as_of.astimezone(UTC),
+                ),
+            )
+    return reports
+
+
+# --- postbacks and WebSocket order updates ------------------------------------------------
+
+
+def _update(raw: bytes | str, *, account: str) -> tuple[KiteOrder, str]:
+    """The order of an update and its JSON path: `$.data` in a WebSocket frame, `$` for a postback."""
+    what = "order update"
+    envelope = _decode(_UPDATE, raw, what=what, account=account)
+    if envelope.kind is None:
+        return _decode(_ORDER, raw, what=what, account=account), "$"
+    if envelope.kind != "order":
+        detail = f"expected 'order', got {envelope.kind!r}"
+        raise _invalid(what=what, account=account, path="$.type", detail=detail)
+    return _decode(_ORDER, envelope.data, what=what, account=account, prefix="$.data"), "$.data"
+
+
+def to_reports_from_update(
+    raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None
+) -> list[OrderReport]:
+    """The OrderReport of a postback body or a WebSocket frame `{"type": "order", "data": {...}}`.
+
+    Updates are triggers, not the truth: Kite sends them for fills, modifications and
+    status changes (not for placement), possibly out of order (a partial-fill `UPDATE`
+    after the `COMPLETE`) and duplicated, and they carry no trade id and no last-fill
+    quantity or price. So this gives only the order's report (the rank rule ignores a
+    late lower one); on each update the client should refresh `orders()` and fetch
+    `order_trades(order_id)` for the fills. WebSocket updates cover every order of the
+    user (placed anywhere), postbacks only those of the app's api_key. Postbacks should
+    be checked with `verify_postback` first (WebSocket updates have a blank checksum).
+    `ts_event` is the later of `order_timestamp` and `exchange_update_timestamp`.
+
+    Raises:
+        InvalidReport: the payload is malformed or a frame of another type (`$.type`);
+            `field` is the JSON path (`$.data.filled_quantity`, `$.filled_quantity`).
+    """
+    order, path = _update(raw, account=account)
+    return [_order_report(order, account=account, path=path, is_ours=is_ours, what="order update")]
+
+
+def verify_postback(raw: bytes | str, api_secret: str) -> bool:
+    """Whether a postback body's `checksum` is `sha256(order_id + order_timestamp + api_secret)` hex.
+
+    Computed on the raw `order_timestamp` string exactly as the body has it
+    (`"2022-03-03 09:24:25"`), never on a parsed datetime, and compared in constant time
+    (`hmac.compare_digest`). A missing or blank checksum (WebSocket updates have one)
+    is False: such an update cannot be authenticated this way.
+
+    Raises:
+        ValueError: `api_secret` is empty (anyone could compute the checksum).
+        InvalidReport: the body is not JSON or lacks a string `order_id` /
+            `order_timestamp`; `field` is the JSON path (`$.order_timestamp`).
+    """
+    if not api_secret:
+        msg = "api_secret must be non-empty"
+        raise ValueError(msg)
+    body = _decode(_CHECKSUM, raw, what="postback", account=None)
+    if not body.checksum:
+        return False
+    expected = hashlib.sha256(f"{body.order_id}{body.order_timestamp}{api_secret}".encode()).hexdigest()
+    return hmac.compare_digest(expected.encode(), body.checksum.encode())

@@ -1,0 +1,179 @@
+"""Kite wire structs: Kite Connect v3 JSON as msgspec decodes it, Kite's field names kept.
+
+Each struct declares only the fields trueup reads; the rest of a payload is skipped.
+Statuses, sides, order types and products are typed `str`, so an unknown value decodes
+and reaches the tables in `translate.py` (UNKNOWN, raw kept) instead of failing the
+decode. Quantities and prices are `Decimal`, decoded from the text of Kite's JSON numbers
+(`"average_price": 72.755`), never through float.
+
+Times: Kite writes India Standard Time without an offset, `"2021-05-31 09:18:57"`. The
+structs keep that string (`KiteTime`, format checked at decode, so a bad one is refused
+with its JSON path) and `ist_to_utc` turns it into a tz-aware UTC datetime. Asia/Kolkata
+has had no DST since 1945, so the conversion is a fixed -05:30. `trades[].order_timestamp`
+is time-only (`"09:16:39"`) and is never an event time. Nothing here imports kiteconnect.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Final
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+__all__ = [
+    "IST",
+    "KITE_TIME_FORMAT",
+    "KiteEnvelope",
+    "KiteOrder",
+    "KitePosition",
+    "KitePositions",
+    "KitePostbackChecksum",
+    "KiteTime",
+    "KiteTrade",
+    "KiteUpdateEnvelope",
+    "ist_to_utc",
+]
+
+IST: Final = ZoneInfo("Asia/Kolkata")
+"""The zone of every Kite time (India Standard Time, UTC+05:30)."""
+
+KITE_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+"""`"2021-05-31 09:18:57"`: Kite's only date-time format (pykiteconnect parses exactly these 19 chars)."""
+
+KiteTime = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\Z")]
+"""A Kite date-time string, IST without offset: `"2021-05-31 09:18:57"`."""
+
+
+def ist_to_utc(value: str) -> datetime:
+    """A Kite time (IST, no offset) as a tz-aware UTC datetime.
+
+    `"2021-05-31 09:18:57"` -> `2021-05-31 03:48:57+00:00`;
+    `"2021-06-01 02:00:00"` -> `2021-05-31 20:30:00+00:00` (the UTC date is the day before).
+
+    Raises:
+        ValueError: `value` is not `YYYY-MM-DD HH:MM:SS` or not a real date and time.
+    """
+    return datetime.strptime(value, KITE_TIME_FORMAT).replace(tzinfo=IST).astimezone(UTC)
+
+
+class KiteEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """Kite's response envelope `{"status": "success", "data": ...}` or `{"status": "error", ...}`."""
+
+    status: str | None = None
+    """`success` or `error`; None when the payload is a bare body without the envelope."""
+    data: msgspec.Raw = msgspec.Raw()
+    """The body, decoded in a second step so errors can name `$.data...`."""
+    message: str | None = None
+    """Error text of an `error` envelope."""
+    error_type: str | None = None
+    """`TokenException`, `InputException`, `OrderException`, ... of an `error` envelope."""
+
+
+class KiteOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """An order as Kite sends it; fields used only.
+
+    A row of `GET /orders` or `GET /orders/{order_id}`, a postback body, or the `data` of a
+    WebSocket `order` message (all the same shape).
+    """
+
+    order_id: str
+    """Kite's order id; stable across modifications."""
+    status: str
+    """Raw status (`OPEN`, `COMPLETE`, `UPDATE`, ...); a string so an unknown one reaches `KITE_STATUS`."""
+    order_timestamp: KiteTime
+    """When the order (or its latest modification) was registered by Kite's OMS."""
+    exchange_update_timestamp: KiteTime | None = None
+    """When the order's state last changed at the exchange; null before it reaches the exchange."""
+    exchange: str
+    """`NSE`, `BSE`, `NFO`, `CDS`, `MCX`, ..."""
+    tradingsymbol: str
+    """The exchange's symbol: `SBIN`, `USDINR21JUNFUT`, `NIFTY2580724400CE`."""
+    product: str
+    """`CNC`, `NRML`, `MIS`, `MTF`, `CO`, ...; part of the position key."""
+    transaction_type: str
+    """`BUY` or `SELL`."""
+    order_type: str | None = None
+    """`MARKET`, `LIMIT`, `SL`, `SL-M`."""
+    quantity: Decimal
+    """Ordered quantity (after modifications; an iceberg leg's quantity for iceberg orders)."""
+    price: Decimal | None = None
+    """Limit price of `LIMIT` and `SL` orders; Kite writes 0 for `MARKET` and `SL-M`."""
+    average_price: Decimal | None = None
+    """Average price of the cumulative fills; Kite writes 0 while nothing is filled."""
+    filled_quantity: Decimal
+    """Cumulative filled quantity."""
+    tag: str | None = None
+    """The first tag set when placing (ours travels here, <= 20 alphanumerics)."""
+    tags: list[str] | None = None
+    """Every tag: the user's and those Kite adds (`mktp`, `autoslice`, `autoslice:<parent id>`)."""
+
+
+class KiteTrade(msgspec.Struct, frozen=True, kw_only=True):
+    """One execution, a row of `GET /trades` or `GET /orders/{order_id}/trades`; fields used only."""
+
+    trade_id: str
+    """Exchange trade id, unique per exchange: the dedupe key is `(exchange, trade_id)`."""
+    order_id: str
+    """Kite's order id; trades carry no tag."""
+    exchange: str
+    """`NSE`, `MCX`, ..."""
+    tradingsymbol: str
+    """The exchange's symbol."""
+    product: str
+    """`CNC`, `NRML`, `MIS`, ..."""
+    transaction_type: str
+    """`BUY` or `SELL`."""
+    quantity: Decimal
+    """Quantity of this execution (not cumulative)."""
+    average_price: Decimal
+    """Price of this execution."""
+    fill_timestamp: KiteTime | None = None
+    """When the execution happened (IST): the fill's event time."""
+    exchange_timestamp: KiteTime | None = None
+    """The exchange's time of the execution (IST); used when `fill_timestamp` is absent."""
+    order_timestamp: str | None = None
+    """Time of day only (`"09:16:39"`): never used as an event time."""
+
+
+class KitePosition(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of the `net` (or `day`) list of `GET /portfolio/positions`; fields used only."""
+
+    exchange: str
+    """`NSE`, `MCX`, ..."""
+    tradingsymbol: str
+    """The exchange's symbol."""
+    product: str
+    """`CNC`, `NRML`, `MIS`, ...: Kite keys positions by (exchange, tradingsymbol, product)."""
+    quantity: Decimal
+    """Signed quantity: > 0 long, < 0 short, 0 for a position closed today (still listed)."""
+    average_price: Decimal
+    """Average price of the open quantity."""
+
+
+class KitePositions(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of `GET /portfolio/positions`: `{"net": [...], "day": [...]}`."""
+
+    net: list[KitePosition]
+    """Carried-forward plus today's positions: the account's net positions. (`day` is not read.)"""
+
+
+class KiteUpdateEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """A WebSocket text frame `{"type": "order", "data": {...}}`, or a bare postback body."""
+
+    kind: str | None = msgspec.field(default=None, name="type")
+    """`order` or `error`; None for a postback body (which has no `type`)."""
+    data: msgspec.Raw = msgspec.Raw()
+    """The order update, decoded in a second step so errors can name `$.data...`."""
+
+
+class KitePostbackChecksum(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields of a postback body that its checksum covers, kept as the raw strings."""
+
+    order_id: str
+    """Kite's order id."""
+    order_timestamp: str
+    """The raw `"2022-03-03 09:24:25"` string, never parsed: the checksum is computed on it."""
+    checksum: str | None = None
+    """`sha256(order_id + order_timestamp + api_secret)` hex; blank on WebSocket updates."""
