@@ -43,9 +43,7 @@ Decisions:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, TypeVar
@@ -62,7 +60,7 @@ from trueup.adapters.alpaca.wire import (
     AlpacaTradeUpdate,
     AlpacaTradeUpdateEnvelope,
 )
-from trueup.domain.errors import InvalidReport
+from trueup.adapters.payloads import PayloadReader
 from trueup.domain.reports import FillReport, OrderReport, PositionReport
 from trueup.domain.status import OrderFlag, OrderStatus, Side
 
@@ -213,58 +211,12 @@ _BULK = msgspec.json.Decoder(list[AlpacaBulkItem])
 
 # --- errors with JSON paths ---------------------------------------------------------------
 
-# msgspec says "Expected `decimal`, got `bool` - at `$[0].qty`" and
-# "Object missing required field `id` - at `$[0]`".
-_AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_MISSING_FIELD: Final = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
-
-
-def _invalid(*, what: str, account: str, path: str, detail: str) -> InvalidReport:
-    msg = f"alpaca {what} for account {account!r}: {detail} at `{path}`"
-    return InvalidReport(msg, field=path)
-
-
-def _decode(
-    decoder: msgspec.json.Decoder[_T],
-    raw: bytes | str | msgspec.Raw,
-    *,
-    what: str,
-    account: str,
-    prefix: str = "$",
-) -> _T:
-    """Decode `raw`, turning msgspec's errors into `InvalidReport` at `prefix` + msgspec's path."""
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as e:
-        text = str(e)
-        at = _AT_PATH.search(text)
-        path = prefix + (at.group("path") if at else "")
-        missing = _MISSING_FIELD.match(text)
-        if missing:
-            path = f"{path}.{missing.group('name')}"
-        detail = text[: at.start()] if at else text
-        raise _invalid(what=what, account=account, path=path, detail=detail) from e
-    except msgspec.DecodeError as e:
-        raise _invalid(what=what, account=account, path=prefix, detail=f"not valid JSON ({e})") from e
-
-
-@contextmanager
-def _located(what: str, account: str, path: str, fields: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise a report constructor's `InvalidReport` with the JSON path of the source field."""
-    try:
-        yield
-    except InvalidReport as e:
-        name = fields.get(e.field or "")
-        if name is None:
-            raise  # an argument (account), not a payload field
-        raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=str(e)) from e
-
-
-def _finite(value: Decimal, *, what: str, account: str, path: str) -> Decimal:
-    """Refuse NaN/Infinity before any comparison (a NaN comparison raises InvalidOperation)."""
-    if not value.is_finite():
-        raise _invalid(what=what, account=account, path=path, detail=f"must be finite, got {value}")
-    return value
+# Errors name the JSON path of the bad field (see trueup.adapters.payloads).
+_READER: Final = PayloadReader("alpaca")
+_invalid = _READER.invalid
+_decode = _READER.decode
+_located = _READER.located
+_finite = _READER.finite
 
 
 def _utc(value: datetime) -> datetime:

@@ -52,12 +52,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final, TypeVar
+from typing import Final
 
 import msgspec
 
@@ -80,6 +77,7 @@ from trueup.adapters.kite.wire import (
     KiteUpdateEnvelope,
     ist_to_utc,
 )
+from trueup.adapters.payloads import PayloadReader
 from trueup.domain.errors import InvalidReport
 from trueup.domain.reports import FillReport, OrderReport, PositionReport
 from trueup.domain.status import OrderFlag, OrderStatus, Side
@@ -174,7 +172,6 @@ _POSITION_FIELDS: Final[dict[str, str]] = {
     "avg_cost": "average_price",
 }
 
-_T = TypeVar("_T")
 
 # Decoders are built once and reused (msgspec perf tips).
 _BODY = msgspec.json.Decoder(list[msgspec.Raw] | KiteEnvelope)
@@ -188,59 +185,12 @@ _CHECKSUM = msgspec.json.Decoder(KitePostbackChecksum)
 
 # --- errors with JSON paths ---------------------------------------------------------------
 
-# msgspec says "Expected `decimal`, got `str` - at `$[0].quantity`" and
-# "Object missing required field `product` - at `$.data[0]`".
-_AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_MISSING_FIELD: Final = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
-
-
-def _invalid(*, what: str, account: str | None, path: str, detail: str) -> InvalidReport:
-    whose = f" for account {account!r}" if account is not None else ""
-    msg = f"kite {what}{whose}: {detail} at `{path}`"
-    return InvalidReport(msg, field=path)
-
-
-def _decode(
-    decoder: msgspec.json.Decoder[_T],
-    raw: bytes | str | msgspec.Raw,
-    *,
-    what: str,
-    account: str | None,
-    prefix: str = "$",
-) -> _T:
-    """Decode `raw`, turning msgspec's errors into `InvalidReport` at `prefix` + msgspec's path."""
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as e:
-        text = str(e)
-        at = _AT_PATH.search(text)
-        path = prefix + (at.group("path") if at else "")
-        missing = _MISSING_FIELD.match(text)
-        if missing:
-            path = f"{path}.{missing.group('name')}"
-        detail = text[: at.start()] if at else text
-        raise _invalid(what=what, account=account, path=path, detail=detail) from e
-    except msgspec.DecodeError as e:
-        raise _invalid(what=what, account=account, path=prefix, detail=f"not valid JSON ({e})") from e
-
-
-@contextmanager
-def _located(what: str, account: str, path: str, fields: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise a report constructor's `InvalidReport` with the JSON path of the source field."""
-    try:
-        yield
-    except InvalidReport as e:
-        name = fields.get(e.field or "")
-        if name is None:
-            raise  # an argument (account), not a payload field
-        raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=str(e)) from e
-
-
-def _finite(value: Decimal, *, what: str, account: str, path: str) -> Decimal:
-    """Refuse NaN/Infinity before any comparison (a NaN comparison raises InvalidOperation)."""
-    if not value.is_finite():
-        raise _invalid(what=what, account=account, path=path, detail=f"must be finite, got {value}")
-    return value
+# Errors name the JSON path of the bad field (see trueup.adapters.payloads).
+_READER: Final = PayloadReader("kite")
+_invalid = _READER.invalid
+_decode = _READER.decode
+_located = _READER.located
+_finite = _READER.finite
 
 
 def _time(value: str, *, what: str, account: str, path: str) -> datetime:
