@@ -79,12 +79,7 @@ def orders(
 ) -> None:
     """Open orders (or all with --all): status, filled, average, inferred part."""
     with _ledger(store) as ledger:
-        if all_orders:
-            views = [
-                v for v in ledger.as_of(ledger.last_position()).orders if not account or v.account == account
-            ]
-        else:
-            views = ledger.open_orders(account)
+        views = ledger.all_orders(account) if all_orders else ledger.open_orders(account)
         if as_json:
             _emit_json(views)
         else:

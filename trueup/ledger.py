@@ -819,11 +819,19 @@ class Ledger:
 
     def open_orders(self, account: str | None = None) -> list[OrderView]:
         """Orders that may still trade, oldest first."""
+        return self._orders(account, open_only=True)
+
+    def all_orders(self, account: str | None = None) -> list[OrderView]:
+        """Every order, open and closed, oldest first."""
+        return self._orders(account, open_only=False)
+
+    def _orders(self, account: str | None, *, open_only: bool) -> list[OrderView]:
         self.projector.catch_up()
-        where, params = ("AND account = ?", [account]) if account else ("", [])
+        clauses = (["is_open = 1"] if open_only else []) + (["account = ?"] if account else [])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.projector.rows(
-            f"SELECT state FROM {{trueup_orders}} WHERE is_open = 1 {where} ORDER BY position",  # noqa: S608
-            params,
+            f"SELECT state FROM {{trueup_orders}} {where} ORDER BY position",  # noqa: S608
+            [account] if account else [],
         )
         return [_ORDER_STATE.decode(row["state"]).view() for row in rows]
 

@@ -120,3 +120,11 @@ def test_demo_runs_and_reports_equal_books(tmp_path: Path) -> None:
     assert code == 0, out
     assert "books equal the broker" in out
     assert "crash (SIGKILL)" in out
+
+
+def test_orders_all_lists_closed_orders_too(store: str) -> None:
+    with Ledger.open(store) as ledger:
+        ledger.ingest(fill_report("E9", 6, 100, ts=5))  # fills the order: closed
+    assert json.loads(run("orders", "--store", store, "--json")[1]) == []
+    [order] = json.loads(run("orders", "--store", store, "--all", "--json")[1])
+    assert (order["client_order_id"], order["status"]) == ("C1", "FILLED")
