@@ -132,6 +132,8 @@ class Ledger:
         self.max_snapshot_age = max_snapshot_age
         self.projector = Projector(store)
         self.reconciler = Reconciler(self)
+        self._open_states: dict[str, dict[str, tuple[int, OrderState]]] = {}
+        """Decoded open-order states by account and client id, with their row's log position."""
 
     @classmethod
     def open(
@@ -773,28 +775,48 @@ class Ledger:
         self._change_gate(account, lambda g: g.move(verdict, tuple(reasons), "reconciler", self.clock()))
         return self.gate(account)
 
-    def _open_order_states(self, account: str) -> Iterator[OrderState]:
-        self.projector.catch_up()
-        rows = self.projector.rows(
-            "SELECT state FROM {trueup_orders} WHERE account = ? AND is_open = 1 ORDER BY position", [account]
-        )
-        return (_ORDER_STATE.decode(row["state"]) for row in rows)
+    def _open_order_states(self, account: str) -> list[OrderState]:
+        """Read-model states of the account's open orders, oldest first (read-only objects).
 
-    def _order_states(self, account: str, client_order_ids: set[str]) -> dict[str, OrderState]:
-        """Read-model states of the account's open orders and of the named orders."""
+        Decoded states are kept between calls and re-read only for rows whose log position
+        moved, so a periodic reconciliation of unchanged books decodes nothing.
+        """
         self.projector.catch_up()
-        states = {s.client_order_id: s for s in self._open_order_states(account)}
-        wanted = sorted(client_order_ids - states.keys())
+        rows = [
+            (str(row["client_order_id"]), int(row["position"]))
+            for row in self.projector.rows(
+                "SELECT client_order_id, position FROM {trueup_orders} "
+                "WHERE account = ? AND is_open = 1 ORDER BY position",
+                [account],
+            )
+        ]
+        cached = self._open_states.get(account, {})
+        fresh = {cid: cached[cid] for cid, position in rows if cid in cached and cached[cid][0] == position}
+        changed = {cid for cid, _ in rows} - fresh.keys()
+        for state, position in self._states_by_id(account, changed):
+            fresh[state.client_order_id] = (position, state)
+        self._open_states[account] = fresh  # replaced whole: readers in other threads see one or the other
+        return [fresh[cid][1] for cid, _ in rows if cid in fresh]
+
+    def _states_by_id(self, account: str, client_order_ids: set[str]) -> Iterator[tuple[OrderState, int]]:
+        """Read-model states (with their row's log position) of the named orders."""
+        wanted = sorted(client_order_ids)
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             rows = self.projector.rows(
-                f"SELECT state FROM {{trueup_orders}} WHERE account = ? AND client_order_id IN ({marks})",  # noqa: S608
+                f"SELECT state, position FROM {{trueup_orders}} "  # noqa: S608
+                f"WHERE account = ? AND client_order_id IN ({marks})",
                 [account, *chunk],
             )
             for row in rows:
-                state = _ORDER_STATE.decode(row["state"])
-                states[state.client_order_id] = state
+                yield _ORDER_STATE.decode(row["state"]), int(row["position"])
+
+    def _order_states(self, account: str, client_order_ids: set[str]) -> dict[str, OrderState]:
+        """Read-model states of the account's open orders and of the named orders."""
+        states = {s.client_order_id: s for s in self._open_order_states(account)}
+        for state, _ in self._states_by_id(account, client_order_ids - states.keys()):
+            states[state.client_order_id] = state
         return states
 
     def _position_states(self, account: str) -> list[PositionState]:

@@ -34,6 +34,7 @@ _DDL = [
         state TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS trueup_orders_open ON {trueup_orders} (account, is_open)",
+    "CREATE INDEX IF NOT EXISTS trueup_orders_client_id ON {trueup_orders} (account, client_order_id)",
     """CREATE TABLE IF NOT EXISTS {trueup_positions} (
         position_id TEXT PRIMARY KEY,
         account TEXT NOT NULL,
