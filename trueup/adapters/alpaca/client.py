@@ -1,0 +1,411 @@
+"""`AlpacaClient`: the REST part of `BrokerClient` for Alpaca, through alpaca-py's `TradingClient`.
+
+Needs the `alpaca` extra (`pip install 'trueup[alpaca]'`); the package `__init__` does not
+import this module, so `import trueup` works without it. The SDK is blocking: every call
+runs in a worker thread (`asyncio.to_thread`). Every answer is asked for as raw JSON
+(`raw_data=True`), encoded back to JSON and translated by the pure `translate.py`.
+
+Scope: submit, cancel, lookup and snapshot. `stream()` (the `trade_updates` websocket,
+BROKERS.md 2.2) is the next step and is deliberately absent: this class satisfies the
+REST part of the `BrokerClient` protocol only, and is not a full `BrokerClient` yet.
+
+Outcomes (BROKERS.md 2.3, 2.4):
+
+* submit: HTTP 422 code 40010001 ("client_order_id must be unique") means the order is
+  already placed (alpaca-py retries a POST on 429/504, so a 504 whose order landed comes
+  back as this 422): the order is looked up by client id and acknowledged, never rejected.
+  Any other 4xx is `SubmitRejected`; 5xx, 408, 429, timeouts and dropped connections are
+  `SubmitUncertain` (look it up, never re-send).
+* lookup: HTTP 404 with Alpaca's code 40410000 proves absence (None); a 404 without that
+  code (a wrong URL, a proxy) and every other failure is `BrokerQueryError`.
+* snapshot: each part (orders, fills, positions) that cannot be fetched or translated is
+  None, never `[]`; `complete_history` is True only if order paging reached a short page.
+
+Secrets are handed to `TradingClient` and kept nowhere else: not in `repr`, logs or errors.
+Known limit: alpaca-py sets no HTTP timeout, so a server that never answers blocks its
+worker thread; the caller's own deadline must cover that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from trueup.adapters.alpaca.translate import (
+    to_fill_reports_from_activities,
+    to_order_reports,
+    to_position_reports,
+)
+from trueup.adapters.base import OrderRequest, OrderType, SubmitAck, SubmitRejected, SubmitUncertain
+from trueup.domain.errors import BrokerQueryError, TrueupError
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.status import Side
+
+try:
+    from alpaca.common.enums import Sort
+    from alpaca.common.exceptions import APIError
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+    from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
+    from requests import RequestException
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    msg = "the Alpaca adapter needs alpaca-py: pip install 'trueup[alpaca]'"
+    raise ImportError(msg) from e
+
+__all__ = ["ALREADY_EXISTS_CODE", "NOT_FOUND_CODE", "AlpacaClient"]
+
+log = logging.getLogger(__name__)
+
+ALREADY_EXISTS_CODE: Final = 40010001
+"""HTTP 422 code: `client_order_id must be unique` (the order is already there)."""
+NOT_FOUND_CODE: Final = 40410000
+"""HTTP 404 code: the order (or position) does not exist."""
+ORDER_PAGE_SIZE: Final = 500
+"""Largest `limit` `GET /v2/orders` accepts."""
+ACTIVITY_PAGE_SIZE: Final = 100
+"""Largest `page_size` `GET /v2/account/activities` accepts without `date`."""
+PAGE_OVERLAP: Final = timedelta(milliseconds=1)
+"""How far each orders page re-reads before the previous page's last `submitted_at` (`after` is
+exclusive, and times are rounded to microseconds): ties with the last order are read again and
+deduped. More than a page of orders within this window cannot be paged: history incomplete."""
+MAX_PAGES: Final = 10_000
+"""Give up paging (history incomplete) after this many pages."""
+
+_UNCERTAIN_STATUS: Final = frozenset({408, 429})
+_ORDER_SIDE: Final = {Side.BUY: OrderSide.BUY, Side.SELL: OrderSide.SELL}
+_ENCODER: Final = msgspec.json.Encoder()
+_T = TypeVar("_T")
+
+
+class _OrderHead(msgspec.Struct):
+    """The fields paging needs from one listed order."""
+
+    id: str
+    submitted_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+class _ActivityHead(msgspec.Struct):
+    """The field paging needs from one listed activity."""
+
+    id: str
+
+
+_ORDER_HEADS: Final = msgspec.json.Decoder(list[_OrderHead])
+_ACTIVITY_HEADS: Final = msgspec.json.Decoder(list[_ActivityHead])
+
+
+def _status(error: APIError) -> int | None:
+    status = error.status_code
+    return status if isinstance(status, int) else None
+
+
+def _code(error: APIError) -> int | None:
+    """Alpaca's error code from the JSON body, or None if the body is not Alpaca's JSON."""
+    try:
+        code = error.code
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, int) else None
+
+
+def _describe(error: BaseException) -> str:
+    """An error as text for messages: status and body for API errors, the type otherwise."""
+    if isinstance(error, APIError):
+        return f"HTTP {_status(error)}: {str(error)[:500]}"
+    return f"{type(error).__name__}: {str(error)[:500]}"
+
+
+def _encode(payload: object) -> str:
+    """The SDK's decoded JSON, encoded back to JSON text for the pure translators."""
+    return _ENCODER.encode(payload).decode()
+
+
+class AlpacaClient:
+    """Alpaca Trading API over REST (submit, cancel, lookup, snapshot) for one account.
+
+    `stream()` is not implemented yet (the `trade_updates` websocket is the next step), so
+    this satisfies only the REST part of `BrokerClient`.
+    """
+
+    name = "alpaca"
+    """Adapter name: the `source` of what this client reports."""
+
+    def __init__(  # noqa: PLR0913 - the credentials, then keyword-only options
+        self,
+        api_key: str,
+        secret_key: str,
+        *,
+        account: str,
+        paper: bool = True,
+        url_override: str | None = None,
+        order_page_size: int = ORDER_PAGE_SIZE,
+    ) -> None:
+        """Open a `TradingClient` (raw JSON answers) for `account`, trueup's name for it.
+
+        `order_page_size` is the `limit` of each `GET /v2/orders` page (1-500).
+        """
+        if not 1 <= order_page_size <= ORDER_PAGE_SIZE:
+            msg = f"order_page_size must be 1-{ORDER_PAGE_SIZE}, got {order_page_size}"
+            raise ValueError(msg)
+        self.account = account
+        self.paper = paper
+        self.url_override = url_override
+        self.order_page_size = order_page_size
+        self._trading = TradingClient(
+            api_key, secret_key, paper=paper, url_override=url_override, raw_data=True
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AlpacaClient(account={self.account!r}, paper={self.paper!r}, "
+            f"url_override={self.url_override!r})"
+        )
+
+    # -- BrokerClient (REST part) --------------------------------------------------------
+
+    async def submit(self, request: OrderRequest) -> SubmitAck:
+        """Send a new order with `client_order_id` = our id.
+
+        Raises:
+            SubmitRejected: Alpaca refused it (a 4xx other than "already exists"), or the
+                request cannot be expressed; nothing was placed.
+            SubmitUncertain: no answer, a 5xx/408/429, or "already exists" whose lookup failed.
+        """
+        if request.account != self.account:
+            msg = f"account {request.account!r} is not this Alpaca client's ({self.account!r})"
+            raise SubmitRejected(msg)
+        order = self._order_request(request)
+        cid = request.client_order_id
+        try:
+            payload = await asyncio.to_thread(self._trading.submit_order, order)
+        except APIError as e:
+            status, code = _status(e), _code(e)
+            if status == 422 and code == ALREADY_EXISTS_CODE:
+                log.info("submit %s: already at Alpaca (422 %s); looking it up", cid, code)
+                return await self._ack_existing(request)
+            if status is not None and 400 <= status < 500 and status not in _UNCERTAIN_STATUS:
+                msg = f"Alpaca refused order {cid}: {_describe(e)}"
+                raise SubmitRejected(msg, raw=str(e)) from e
+            msg = f"submit {cid}: outcome unknown ({_describe(e)})"
+            raise SubmitUncertain(msg) from e
+        except (RequestException, OSError, ValueError) as e:
+            msg = f"submit {cid}: outcome unknown ({_describe(e)})"
+            raise SubmitUncertain(msg) from e
+        return self._ack(request, payload)
+
+    async def cancel(self, account: str, client_order_id: str, broker_order_id: str | None) -> None:
+        """Ask Alpaca to cancel (`DELETE /v2/orders/{id}`); the outcome arrives as reports.
+
+        Without `broker_order_id` the order is looked up by `client_order_id` first.
+
+        Raises:
+            BrokerQueryError: the account is not this client's, the order is unknown, or
+                Alpaca did not accept the cancel request.
+        """
+        self._check_account(account)
+        if broker_order_id is None:
+            found = await self.lookup(account, client_order_id)
+            if found is None or found.broker_order_id is None:
+                msg = f"{account}: no order {client_order_id!r} at Alpaca; nothing canceled"
+                raise BrokerQueryError(msg)
+            broker_order_id = found.broker_order_id
+        await self._call(f"cancel {client_order_id}", self._trading.cancel_order_by_id, broker_order_id)
+
+    async def lookup(self, account: str, client_order_id: str) -> OrderReport | None:
+        """The order carrying `client_order_id`, or None when Alpaca answers 404/40410000.
+
+        Raises:
+            BrokerQueryError: Alpaca could not be asked, answered otherwise, or the
+                answer does not translate; absence is unknown.
+        """
+        self._check_account(account)
+        what = f"lookup {client_order_id}"
+        try:
+            payload = await asyncio.to_thread(self._trading.get_order_by_client_id, client_order_id)
+        except APIError as e:
+            if _status(e) == 404 and _code(e) == NOT_FOUND_CODE:
+                return None
+            msg = f"{account}: {what} failed: {_describe(e)}"
+            raise BrokerQueryError(msg) from e
+        except (RequestException, OSError, ValueError) as e:
+            msg = f"{account}: {what} failed: {_describe(e)}"
+            raise BrokerQueryError(msg) from e
+        try:
+            reports = to_order_reports(_encode(payload), account=account)
+        except TrueupError as e:
+            msg = f"{account}: {what}: untranslatable answer: {e}"
+            raise BrokerQueryError(msg) from e
+        for report in reports:
+            if report.client_order_id == client_order_id:
+                return report
+        msg = f"{account}: {what}: the answer does not carry that client_order_id"
+        raise BrokerQueryError(msg)
+
+    async def snapshot(self, account: str) -> BrokerSnapshot:
+        """All orders (paged), all FILL activities (paged) and open positions.
+
+        A part that cannot be fetched or translated is None (STALE_DATA), never `[]`.
+
+        Raises:
+            BrokerQueryError: the account is not this client's.
+        """
+        self._check_account(account)
+        as_of = datetime.now(UTC)
+        orders, complete = await self._orders(account)
+        fills = await self._fills(account)
+        positions = await self._positions(account, as_of)
+        return BrokerSnapshot(
+            account=account,
+            as_of=as_of,
+            orders=orders,
+            fills=fills,
+            positions=positions,
+            complete_history=complete and orders is not None,
+        )
+
+    # -- snapshot parts ------------------------------------------------------------------
+
+    async def _orders(self, account: str) -> tuple[list[OrderReport] | None, bool]:
+        """Every order, paging forward by `submitted_at` with overlap, deduped by id."""
+        seen: dict[str, object] = {}
+        after: datetime | None = None
+        for _ in range(MAX_PAGES):
+            query = GetOrdersRequest(
+                status=QueryOrderStatus.ALL,
+                limit=self.order_page_size,
+                direction=Sort.ASC,
+                after=after,
+                nested=True,
+            )
+            try:
+                page = await self._call("list orders", self._trading.get_orders, query)
+                heads = _ORDER_HEADS.decode(_encode(page))
+            except (BrokerQueryError, msgspec.ValidationError, msgspec.DecodeError) as e:
+                log.warning("%s: orders unavailable: %s", account, e)
+                return None, False
+            assert isinstance(page, list)  # noqa: S101 - the decode above proved it
+            for head, item in zip(heads, page, strict=True):
+                seen.setdefault(head.id, item)
+            if len(heads) < self.order_page_size:
+                return self._translate("orders", account, list(seen.values()), to_order_reports), True
+            last = heads[-1].submitted_at or heads[-1].created_at
+            next_after = None if last is None else last - PAGE_OVERLAP
+            if next_after is None or (after is not None and next_after <= after):
+                log.warning("%s: order paging cannot advance past %s; history incomplete", account, after)
+                break
+            after = next_after
+        return self._translate("orders", account, list(seen.values()), to_order_reports), False
+
+    async def _fills(self, account: str) -> list[FillReport] | None:
+        """Every FILL activity, paging forward by `page_token`, deduped by id."""
+        seen: dict[str, object] = {}
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            params: dict[str, Any] = {"direction": "asc", "page_size": ACTIVITY_PAGE_SIZE}
+            if token is not None:
+                params["page_token"] = token
+            try:
+                page = await self._call("list fills", self._trading.get, "/account/activities/FILL", params)
+                heads = _ACTIVITY_HEADS.decode(_encode(page))
+            except (BrokerQueryError, msgspec.ValidationError, msgspec.DecodeError) as e:
+                log.warning("%s: fills unavailable: %s", account, e)
+                return None
+            assert isinstance(page, list)  # noqa: S101 - the decode above proved it
+            for head, item in zip(heads, page, strict=True):
+                seen.setdefault(head.id, item)
+            if len(heads) < ACTIVITY_PAGE_SIZE:
+                return self._translate("fills", account, list(seen.values()), to_fill_reports_from_activities)
+            if heads[-1].id == token:
+                break
+            token = heads[-1].id
+        log.warning("%s: fill paging did not finish; fills unknown", account)
+        return None
+
+    async def _positions(self, account: str, as_of: datetime) -> list[PositionReport] | None:
+        try:
+            payload = await self._call("list positions", self._trading.get_all_positions)
+        except BrokerQueryError as e:
+            log.warning("%s: positions unavailable: %s", account, e)
+            return None
+
+        def translate(raw: str, *, account: str) -> list[PositionReport]:
+            return to_position_reports(raw, account=account, as_of=as_of)
+
+        return self._translate("positions", account, payload, translate)
+
+    @staticmethod
+    def _translate(
+        what: str, account: str, payload: object, translate: Callable[..., Sequence[_T]]
+    ) -> list[_T] | None:
+        """Translate one part; a payload that does not translate makes the part unknown."""
+        try:
+            return list(translate(_encode(payload), account=account))
+        except TrueupError as e:
+            log.warning("%s: %s answer untranslatable, part unknown: %s", account, what, e)
+            return None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _call(self, what: str, fn: Callable[..., _T], *args: object) -> _T:
+        """Run one blocking SDK call in a thread; any failure is a `BrokerQueryError`."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (APIError, RequestException, OSError, ValueError) as e:
+            msg = f"{self.account}: {what} failed: {_describe(e)}"
+            raise BrokerQueryError(msg) from e
+
+    async def _ack_existing(self, request: OrderRequest) -> SubmitAck:
+        """The acknowledgement of an order Alpaca already has under our client id."""
+        cid = request.client_order_id
+        try:
+            payload = await asyncio.to_thread(self._trading.get_order_by_client_id, cid)
+        except (APIError, RequestException, OSError, ValueError) as e:
+            msg = f"submit {cid}: already at Alpaca, but the lookup failed ({_describe(e)})"
+            raise SubmitUncertain(msg) from e
+        return self._ack(request, payload)
+
+    def _ack(self, request: OrderRequest, payload: object) -> SubmitAck:
+        """A `SubmitAck` from the order Alpaca returned (its id and its report)."""
+        raw = _encode(payload)
+        cid = request.client_order_id
+        try:
+            reports = to_order_reports(raw, account=request.account)
+        except TrueupError as e:
+            msg = f"submit {cid}: Alpaca's answer does not translate ({e})"
+            raise SubmitUncertain(msg) from e
+        report = next((r for r in reports if r.client_order_id == cid), None)
+        if report is None or report.broker_order_id is None:
+            msg = f"submit {cid}: Alpaca's answer does not carry our client_order_id"
+            raise SubmitUncertain(msg)
+        return SubmitAck(broker_order_id=report.broker_order_id, raw=raw, report=report)
+
+    def _order_request(self, request: OrderRequest) -> MarketOrderRequest | LimitOrderRequest:
+        """The SDK request; one that cannot be expressed is refused before anything is sent."""
+        fields: dict[str, Any] = {
+            "symbol": request.symbol,
+            "qty": float(request.quantity),
+            "side": _ORDER_SIDE[request.side],
+            "time_in_force": TimeInForce.DAY,
+            "client_order_id": request.client_order_id,
+        }
+        try:
+            if request.order_type is OrderType.LIMIT:
+                if request.limit_price is None:
+                    msg = f"limit order {request.client_order_id} without a limit price"
+                    raise SubmitRejected(msg)
+                return LimitOrderRequest(**fields, limit_price=float(request.limit_price))
+            return MarketOrderRequest(**fields)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            msg = f"order {request.client_order_id} cannot be sent to Alpaca: {e}"
+            raise SubmitRejected(msg) from e
+
+    def _check_account(self, account: str) -> None:
+        if account != self.account:
+            msg = f"account {account!r} is not this Alpaca client's ({self.account!r})"
+            raise BrokerQueryError(msg)
