@@ -22,7 +22,7 @@ from trueup.adapters.base import BrokerClient, OrderRequest
 from trueup.adapters.store import Store, open_store, redact, resolve_store_url
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding, Severity
 from trueup.domain.errors import ConflictError, InvalidReport, StoreError
-from trueup.domain.gate import Gate, GateState, check_new_order, gate_id
+from trueup.domain.gate import gate_id
 from trueup.domain.ids import broker_link_id, discrepancy_id, external_client_order_id, order_id, position_id
 from trueup.domain.messages import BrokerMessage, BrokerOrderLink
 from trueup.domain.order import Order, OrderState
@@ -40,6 +40,7 @@ from trueup.domain.rules import Outcome, decide_fill, decide_order_report
 from trueup.domain.status import OrderStatus, Side
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
 from trueup.faults import crash_point
+from trueup.gatekeeping import GateKeeping
 from trueup.projections.replay import AsOf, replay
 from trueup.projections.runner import Projector
 from trueup.reconciler import Reconciler, ReconcileResult
@@ -107,7 +108,7 @@ class _Batch:
                 self.events.extend(aggregate.collect_events())
 
 
-class Ledger:
+class Ledger(GateKeeping):
     """The books: orders, fills and positions as the broker reports them, with every discrepancy.
 
     Open with `Ledger.open(store)`; close with `close()` or use it as a context manager.
@@ -644,136 +645,6 @@ class Ledger:
         return self.reconciler.reconcile(
             snapshot, policy=chosen, max_age_seconds=self.max_snapshot_age, lost_after=self.lost_after
         )
-
-    def begin_startup(self, account: str) -> GateState:
-        """Put the account's gate in RECONCILING: no new orders until a reconciliation passes."""
-        self._change_gate(
-            account,
-            lambda g: g.move(
-                GateState.RECONCILING, ("startup reconciliation pending",), "startup", self.clock()
-            ),
-        )
-        return self.gate(account)
-
-    def gate(self, account: str) -> GateState:
-        """The account's gate state (RECONCILING until its first reconciliation)."""
-        gate = self._get(gate_id(account))
-        return GateState.RECONCILING if gate is None else GateState(gate.state)
-
-    def gate_details(self, account: str) -> tuple[GateState, tuple[str, ...], dict[str, str]]:
-        """Gate state, the reasons for it, and the locked symbols with why."""
-        gate = self._get(gate_id(account))
-        if gate is None:
-            return GateState.RECONCILING, ("no reconciliation yet",), {}
-        return GateState(gate.state), tuple(gate.reasons), dict(gate.locks)
-
-    def check_new_order(  # noqa: PLR0913 - what the gate decides on
-        self,
-        account: str,
-        symbol: str,
-        side: Side | str,
-        quantity: Decimal,
-        *,
-        strategy: str | None = None,
-        reduce_only: bool = False,
-        live_position: Decimal | None = None,
-    ) -> None:
-        """Refuse a new order the gate does not allow (cancels never need this check).
-
-        Raises:
-            NotReadyError: the gate is not READY, the symbol is locked or quarantined, or a
-                reduce-only order does not reduce the broker's `live_position`.
-        """
-        check_new_order(
-            self._get(gate_id(account)),
-            symbol=symbol,
-            side=Side(side),
-            quantity=quantity,
-            strategy=strategy,
-            quarantined_scopes=self.quarantined_scopes(account),
-            reduce_only=reduce_only,
-            live_position=live_position,
-        )
-
-    def orphan_orders(self, account: str) -> list[tuple[OrderView, str]]:
-        """Orders at the broker we never sent, still quarantining, with their scope."""
-        orphans = []
-        for d in self.discrepancies(account):
-            if d.kind == DiscrepancyKind.ORPHAN_ORDER and d.scope:
-                order = self.order(account, d.key)
-                if order is not None:
-                    orphans.append((order, d.scope))
-        return orphans
-
-    def quarantined_scopes(self, account: str) -> frozenset[str]:
-        """Scopes ("strategy:symbol", "*:symbol") quarantined by open orphan orders."""
-        return frozenset(
-            d.scope for d in self.discrepancies(account) if d.kind == DiscrepancyKind.ORPHAN_ORDER and d.scope
-        )
-
-    def override_gate(self, account: str, *, operator: str, permission: str, reason: str) -> GateState:
-        """Open the gate by hand; stored with the operator, the permission and the reason.
-
-        Raises:
-            PermissionError: no operator, or not the override permission.
-        """
-        self._change_gate(account, lambda g: g.override(operator, permission, reason, self.clock()))
-        log.warning("gate of %s overridden by %s: %s", account, operator, reason)
-        return self.gate(account)
-
-    def claim(self, account: str, symbol: str, strategy: str) -> None:
-        """Record that `strategy` owns `symbol`: orphan orders in it quarantine only that strategy."""
-        self._change_gate(account, lambda g: g.claim(symbol, strategy))
-
-    def resolve_discrepancy(self, discrepancy: UUID, *, resolution: str, by: str) -> None:
-        """Mark a discrepancy resolved by an operator (lifts an orphan's quarantine)."""
-
-        def apply(batch: _Batch) -> None:
-            aggregate = batch.get(discrepancy)
-            if aggregate is None:
-                msg = f"no discrepancy {discrepancy}"
-                raise LookupError(msg)
-            aggregate.resolve(resolution, by, self.clock())
-            batch.collect(aggregate)
-
-        self._commit(apply)
-
-    def unlock_symbol(self, account: str, symbol: str, *, by: str) -> None:
-        """Lift a symbol lock by hand."""
-        self._change_gate(account, lambda g: g.unlock(symbol, by))
-
-    def block(self, account: str, reasons: tuple[str, ...]) -> GateState:
-        """Close the gate with reasons (recovery could not resolve everything)."""
-        self._change_gate(account, lambda g: g.move(GateState.BLOCKED, reasons, "startup", self.clock()))
-        return self.gate(account)
-
-    def _change_gate(self, account: str, change: Callable[[Gate], None]) -> None:
-        """Apply one change to the account's gate in its own transaction."""
-
-        def apply(batch: _Batch) -> None:
-            gate = self._gate_aggregate(batch, account)
-            change(gate)
-            batch.collect(gate)
-
-        self._commit(apply)
-
-    def _gate_aggregate(self, batch: _Batch, account: str) -> Gate:
-        gate = batch.get(gate_id(account))
-        if gate is None:
-            gate = Gate.open(account)
-            batch.add(gate)
-        return gate  # type: ignore[no-any-return]
-
-    def _judge_gate(self, account: str, *, stale: bool) -> GateState:
-        """READY unless the data was stale or a critical discrepancy is open."""
-        reasons = ["broker data stale (see STALE_DATA)"] if stale else []
-        reasons += [
-            f"{d.kind} {d.key}: {d.detail}" for d in self.discrepancies(account) if d.severity == "CRITICAL"
-        ]
-        verdict = GateState.BLOCKED if reasons else GateState.READY
-
-        self._change_gate(account, lambda g: g.move(verdict, tuple(reasons), "reconciler", self.clock()))
-        return self.gate(account)
 
     def _open_order_states(self, account: str) -> list[OrderState]:
         """Read-model states of the account's open orders, oldest first (read-only objects).
