@@ -30,6 +30,7 @@ from trueup.domain.reconcile import (
     proves_accepted,
     repair_prefix,
     stale_findings,
+    too_old,
 )
 from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.rules import working_status
@@ -127,7 +128,7 @@ class Reconciler:
             stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
             run.stale = bool(stale)
             self._raise_new(batch, run, stale)
-            if stale and stale[0].expected.startswith("a snapshot at most"):
+            if too_old(age, max_age_seconds):
                 self._prepend_evidence(batch, snapshot, evidence)
                 return  # too old: nothing else is concluded from it
             if not stale:

@@ -50,10 +50,15 @@ def proves_accepted(broker_status: OrderStatus, local_status: OrderStatus) -> bo
     return broker_status in _PROVES_ACCEPTED and local_status.rank < OrderStatus.ACCEPTED.rank
 
 
+def too_old(age_seconds: float, max_age_seconds: float) -> bool:
+    """Whether a snapshot is too old to conclude anything from."""
+    return age_seconds > max_age_seconds
+
+
 def stale_findings(snapshot: BrokerSnapshot, *, age_seconds: float, max_age_seconds: float) -> list[Finding]:
     """STALE_DATA for every part of the snapshot that failed, or for all of it if too old."""
     findings = []
-    if age_seconds > max_age_seconds:
+    if too_old(age_seconds, max_age_seconds):
         findings.append(
             Finding(
                 DiscrepancyKind.STALE_DATA,
