@@ -12,6 +12,7 @@ from tests.builders import unique_cid
 from tests.e2e.fake_alpaca import FakeAlpaca, running
 from trueup import Ledger, OrderStatus
 from trueup.adapters.alpaca.client import AlpacaClient
+from trueup.adapters.alpaca.translate import fill_exec_id
 from trueup.adapters.base import OrderRequest, OrderType
 from trueup.submission import Submitter, start_session
 
@@ -90,7 +91,9 @@ def test_partial_fill_session_reconciles_to_the_fakes_state(
     assert a1 is not None
     assert a1.status is OrderStatus.PARTIALLY_FILLED
     assert a1.filled_qty == Decimal(6)
-    assert sorted(f.exec_id for f in a1.fills) == sorted(a["id"] for a in fake.activities)
+    assert sorted(f.exec_id for f in a1.fills) == sorted(
+        fill_exec_id(a["order_id"], Decimal(a["cum_qty"])) for a in fake.activities
+    )
     assert {(f.qty, f.price) for f in a1.fills} == {(Decimal(4), Decimal(100)), (Decimal(2), Decimal(103))}
     l1 = ledger.order(ACCOUNT, "L1")
     assert l1 is not None

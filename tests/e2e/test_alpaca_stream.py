@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from tests.e2e.fake_alpaca_stream import FakeAlpacaStream, trade_update
 from trueup import Ledger, OrderStatus
 from trueup.adapters.alpaca.client import AlpacaClient
 from trueup.adapters.alpaca.stream import AlpacaStream
+from trueup.adapters.alpaca.translate import fill_exec_id
 from trueup.adapters.base import OrderRequest, RawMessage, Reconnected
 from trueup.domain.reports import FillReport, OrderReport
 from trueup.submission import start_session
@@ -112,8 +114,9 @@ def fill(rest: FakeAlpaca, ws: FakeAlpacaStream, cid: str, qty: str, price: str)
     order = rest.order_by_cid(cid)
     assert order is not None
     event = "fill" if order["status"] == "filled" else "partial_fill"
-    # Same execution id on both sources: cross-source dedupe is not what this test is about.
-    exec_id = rest.activities[-1]["id"]
+    # A stream execution id of its own: the fill must still be booked once across both
+    # sources (the ledger keys Alpaca fills by order id and cumulative quantity).
+    exec_id = str(uuid.uuid4())
     return ws.push(trade_update(event, order, execution_id=exec_id, qty=qty, price=price))
 
 
@@ -152,7 +155,9 @@ def test_messages_arrive_raw_and_translate_to_a_filled_order(
     assert s1 is not None
     assert s1.status is OrderStatus.FILLED
     assert s1.filled_qty == Decimal(10)
-    assert sorted(f.exec_id for f in s1.fills) == sorted(a["id"] for a in rest.activities)
+    assert sorted(f.exec_id for f in s1.fills) == sorted(
+        fill_exec_id(a["order_id"], Decimal(a["cum_qty"])) for a in rest.activities
+    )
 
     # Alpaca replays new -> fill after a terminal event: stored, changes nothing.
     assert ws.push(trade_update("new", order, execution_id=new_exec(new)))
@@ -221,7 +226,9 @@ def test_missed_fill_during_a_drop_is_recovered_by_rest_reconciliation(
     assert wire is not None
     assert r1.status is OrderStatus.FILLED
     assert r1.filled_qty == Decimal(wire["filled_qty"]) == Decimal(10)
-    assert sorted(f.exec_id for f in r1.fills) == sorted(a["id"] for a in rest.activities)
+    assert sorted(f.exec_id for f in r1.fills) == sorted(
+        fill_exec_id(a["order_id"], Decimal(a["cum_qty"])) for a in rest.activities
+    )
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [
         (symbol, qty) for symbol, (qty, _) in rest.positions.items()
     ]

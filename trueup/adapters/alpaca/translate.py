@@ -441,10 +441,9 @@ def _fill_activities(raw: bytes | str, *, account: str) -> list[tuple[AlpacaFill
 def to_fill_reports_from_activities(raw: bytes | str, *, account: str) -> list[FillReport]:
     """Fill reports from account activities; non-FILL activities (CSD, DIV, ...) are skipped.
 
-    `exec_id` is the activity `id` (`"20220304135420903::047e252a-..."`). Whether its UUID
-    part equals the stream's `execution_id` is unverified (BROKERS.md section 7), so do not
-    dedupe activities against stream fills by `exec_id`: use `activity_fill_keys` and
-    `trade_update_fill_key`. Activities do not carry our `client_order_id`.
+    `exec_id` is `fill_exec_id(order_id, cum_qty)`, the same key the stream's fills get, so
+    the ledger books a fill seen on both sources once (the activity `id` only when an
+    activity lacks `cum_qty`). Activities do not carry our `client_order_id`.
     `ts_event` is `transaction_time`.
 
     Raises:
@@ -460,7 +459,10 @@ def to_fill_reports_from_activities(raw: bytes | str, *, account: str) -> list[F
                     account=account,
                     client_order_id=None,
                     broker_order_id=activity.order_id,
-                    exec_id=activity.id,
+                    # Without cum_qty the activity id is all there is (cannot match the stream).
+                    exec_id=fill_exec_id(activity.order_id, activity.cum_qty)
+                    if activity.cum_qty is not None
+                    else activity.id,
                     symbol=_symbol(activity.symbol, what=what, account=account, path=f"{path}.symbol"),
                     side=side,
                     qty=activity.qty,
@@ -469,6 +471,17 @@ def to_fill_reports_from_activities(raw: bytes | str, *, account: str) -> list[F
                 ),
             )
     return reports
+
+
+def fill_exec_id(order_id: str, cum_qty: Decimal) -> str:
+    """The exec_id of an Alpaca fill, the same from the stream and from activities.
+
+    The stream names an execution by `execution_id`, activities by their own `id`, and
+    whether the two match is unverified (BROKERS.md section 7). Keyed by their shared
+    identity `(order_id, cum_qty)` instead, a fill seen on both is booked once by the
+    ledger's exec-id dedupe. Example: "904837e3-...@10".
+    """
+    return f"{order_id}@{cum_qty.normalize():f}"
 
 
 def fill_dedupe_key(order_id: str, cum_qty: Decimal) -> FillKey:
@@ -527,7 +540,8 @@ def _fill_from_trade_update(update: AlpacaTradeUpdate, *, account: str, path: st
             account=account,
             client_order_id=order.client_order_id or None,
             broker_order_id=order.id,
-            exec_id=exec_id,
+            # The embedded order's filled_qty is the cumulative after this execution.
+            exec_id=fill_exec_id(order.id, order.filled_qty) if order.filled_qty else exec_id,
             symbol=symbol,
             side=side,
             qty=qty,

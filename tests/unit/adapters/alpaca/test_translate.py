@@ -194,7 +194,8 @@ FIXTURE_TABLE: list[Any] = [
         _activities,
         [
             _activity_fill(
-                "20190524113406977::8efc7b9a-8b2b-4000-9955-d36e7db0df74",
+                # fill_exec_id(order_id, cum_qty): the key the stream's fill gets too
+                "904837e3-3b76-47ec-b432-046db621571b@1",
                 "904837e3-3b76-47ec-b432-046db621571b",
                 "LPCN",
                 Side.BUY,
@@ -211,7 +212,8 @@ FIXTURE_TABLE: list[Any] = [
         _activities,
         [
             _activity_fill(
-                "20220304095318500::092cd749-b783-49cb-a36e-4d8666be201f",
+                # fill_exec_id(order_id, cum_qty): the key the stream's fill gets too
+                "b677e464-c2d0-4fdd-a4b1-8830b386aa50@10.177047834",
                 "b677e464-c2d0-4fdd-a4b1-8830b386aa50",
                 "GOOGL",
                 Side.BUY,
@@ -227,7 +229,8 @@ FIXTURE_TABLE: list[Any] = [
         _activities,
         [
             _activity_fill(
-                "20220304135420903::047e252a-a8a3-4e35-84e2-29814cbf5057",
+                # fill_exec_id(order_id, cum_qty): the key the stream's fill gets too
+                "cddf433b-1a41-497d-ae31-50b1fee56fff@1.792161878",
                 AMZN_ORDER,
                 "AMZN",
                 Side.BUY,
@@ -236,7 +239,8 @@ FIXTURE_TABLE: list[Any] = [
                 utc(2022, 3, 4, 18, 54, 20, 903569),
             ),
             _activity_fill(
-                "20220304135420898::2b9e8979-48b4-4b70-9ba0-008210b76ebf",
+                # fill_exec_id(order_id, cum_qty): the key the stream's fill gets too
+                "cddf433b-1a41-497d-ae31-50b1fee56fff@2.792161878",
                 AMZN_ORDER,
                 "AMZN",
                 Side.BUY,
@@ -245,7 +249,8 @@ FIXTURE_TABLE: list[Any] = [
                 utc(2022, 3, 4, 18, 54, 20, 898220),
             ),
             _activity_fill(
-                "20220304123922801::3b8a937c-b1d9-4ebe-ae94-5e0b52c3f350",
+                # fill_exec_id(order_id, cum_qty): the key the stream's fill gets too
+                "642695e3-def7-4637-9525-2e7f698ebfc7@0.058773239",
                 "642695e3-def7-4637-9525-2e7f698ebfc7",
                 "GOOGL",
                 Side.SELL,
@@ -254,7 +259,8 @@ FIXTURE_TABLE: list[Any] = [
                 utc(2022, 3, 4, 17, 39, 22, 801228),
             ),
             _activity_fill(
-                "20220304123922310::b53b6d71-a644-4be1-9f88-39d1c8d29831",
+                # fill_exec_id(order_id, cum_qty): the key the stream's fill gets too
+                "5f4a07dc-6503-4cbf-902a-8c6608401d97@1.998065556",
                 TSLA_ORDER,
                 "TSLA",
                 Side.SELL,
@@ -263,7 +269,8 @@ FIXTURE_TABLE: list[Any] = [
                 utc(2022, 3, 4, 17, 39, 22, 310917),
             ),
             _activity_fill(
-                "20220304123922305::bc84b8a8-8758-42aa-be3b-618d097c2867",
+                # fill_exec_id(order_id, cum_qty): the key the stream's fill gets too
+                "5f4a07dc-6503-4cbf-902a-8c6608401d97@5.998065556",
                 TSLA_ORDER,
                 "TSLA",
                 Side.SELL,
@@ -283,7 +290,7 @@ FIXTURE_TABLE: list[Any] = [
                 account=ACCOUNT,
                 client_order_id="4642fd68-d59a-47d7-a9ac-e22f536828d1",
                 broker_order_id="a5be8f5e-fdfa-41f5-a644-7a74fe947a8f",
-                exec_id="2f63ea93-423d-4169-b3f6-3fdafc10c418",
+                exec_id="a5be8f5e-fdfa-41f5-a644-7a74fe947a8f@1790.86",  # order id @ filled_qty
                 symbol="SOLUSD",
                 side=Side.SELL,
                 qty=D("1790.86"),
@@ -895,7 +902,7 @@ def test_trade_update_fill_is_this_execution_not_the_cumulative() -> None:
         account=ACCOUNT,
         client_order_id="TU7K2M9Q4X8Z1B3N5P0R",
         broker_order_id="904837e3-3b76-47ec-b432-046db621571b",
-        exec_id="8c2a5c6e-7f9e-4f0a-9d1b-3a5e2c1d0f44",
+        exec_id="904837e3-3b76-47ec-b432-046db621571b@10",  # order id @ cumulative after it
         symbol="AAPL",
         side=Side.BUY,
         qty=D("6"),
@@ -1108,3 +1115,32 @@ def test_translation_imports_without_alpaca_py() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_fill_seen_on_the_stream_and_in_activities_has_one_exec_id() -> None:
+    # BROKERS.md section 7: activity ids and stream execution_ids may differ; both sources
+    # must still name the same execution, or the ledger would book it twice.
+    message = trade_update(
+        "partial_fill",
+        order_json(status="partially_filled", filled_qty="4", filled_avg_price="100"),
+        qty="4",
+        price="100",
+    )
+    stream_fill, _ = to_reports_from_trade_update(dumps(message), account=ACCOUNT)
+    activity = {
+        "id": "20240501143005500::5d0de7b8-0000-4000-8000-000000000001",
+        "activity_type": "FILL",
+        "transaction_time": "2024-05-01T14:30:05.5Z",
+        "type": "partial_fill",
+        "price": "100",
+        "qty": "4",
+        "side": "buy",
+        "symbol": "AAPL",
+        "leaves_qty": "6",
+        "order_id": "904837e3-3b76-47ec-b432-046db621571b",
+        "cum_qty": "4.0",
+        "order_status": "partially_filled",
+    }
+    [activity_fill] = to_fill_reports_from_activities(dumps([activity]), account=ACCOUNT)
+    assert isinstance(stream_fill, FillReport)
+    assert stream_fill.exec_id == activity_fill.exec_id == "904837e3-3b76-47ec-b432-046db621571b@4"
