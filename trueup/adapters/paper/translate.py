@@ -17,16 +17,13 @@ raise UNKNOWN_STATUS) instead of failing the decode.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final
 
 import msgspec
 
 from trueup.adapters.paper.wire import PaperFill, PaperMessage, PaperOrder, PaperPosition
-from trueup.domain.errors import InvalidReport
+from trueup.adapters.payloads import PayloadReader
 from trueup.domain.reports import FillReport, OrderReport, PositionReport, Report
 from trueup.domain.status import OrderStatus, ReportSource, Side
 
@@ -86,8 +83,6 @@ _POSITION_FIELDS: Final[dict[str, str]] = {
     "ts_event": "ts",
 }
 
-_T = TypeVar("_T")
-
 # Decoders are built once and reused (msgspec perf tips).
 _MESSAGE = msgspec.json.Decoder(PaperMessage)
 _ORDER = msgspec.json.Decoder(PaperOrder)
@@ -95,46 +90,11 @@ _ORDERS = msgspec.json.Decoder(list[PaperOrder])
 _FILLS = msgspec.json.Decoder(list[PaperFill])
 _POSITIONS = msgspec.json.Decoder(list[PaperPosition])
 
-# --- errors with JSON paths ---------------------------------------------------------------
-
-# msgspec says "Expected `decimal`, got `bool` - at `$.qty`" and
-# "Object missing required field `ts` - at `$[0]`".
-_AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_MISSING_FIELD: Final = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
-
-
-def _invalid(*, what: str, account: str, path: str, detail: str) -> InvalidReport:
-    msg = f"paper {what} for account {account!r}: {detail} at `{path}`"
-    return InvalidReport(msg, field=path)
-
-
-def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes | str, *, what: str, account: str) -> _T:
-    """Decode `raw`, turning msgspec's errors into `InvalidReport` at msgspec's JSON path."""
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as e:
-        text = str(e)
-        at = _AT_PATH.search(text)
-        path = "$" + (at.group("path") if at else "")
-        missing = _MISSING_FIELD.match(text)
-        if missing:
-            path = f"{path}.{missing.group('name')}"
-        detail = text[: at.start()] if at else text
-        raise _invalid(what=what, account=account, path=path, detail=detail) from e
-    except msgspec.DecodeError as e:
-        raise _invalid(what=what, account=account, path="$", detail=f"not valid JSON ({e})") from e
-
-
-@contextmanager
-def _located(what: str, account: str, path: str, fields: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise a report constructor's `InvalidReport` with the JSON path of the wire field."""
-    try:
-        yield
-    except InvalidReport as e:
-        name = fields.get(e.field or "")
-        if name is None:
-            raise  # an argument (account), not a payload field
-        raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=str(e)) from e
+# Errors name the JSON path of the bad field (see trueup.adapters.payloads).
+_READER: Final = PayloadReader("paper")
+_invalid = _READER.invalid
+_decode = _READER.decode
+_located = _READER.located
 
 
 def _side(value: str, *, what: str, account: str, path: str) -> Side:
