@@ -18,7 +18,7 @@ raise UNKNOWN_STATUS) instead of failing the decode.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -82,6 +82,8 @@ _POSITION_FIELDS: Final[dict[str, str]] = {
     "avg_cost": "avg_cost",
     "ts_event": "ts",
 }
+
+_R = TypeVar("_R", FillReport, PositionReport)
 
 # Decoders are built once and reused (msgspec perf tips).
 _MESSAGE = msgspec.json.Decoder(PaperMessage)
@@ -205,18 +207,22 @@ def to_order_reports(raw: bytes | str, *, account: str) -> list[OrderReport]:
     return [_order(o, account=account, path=f"$[{i}]") for i, o in enumerate(orders)]
 
 
+def _one(raw: bytes | str, kind: type[_R], name: str, *, account: str) -> _R:
+    """The single report of one message, refused at `$.type` if it is another kind."""
+    report = to_reports(raw, account=account)[0]
+    if not isinstance(report, kind):
+        detail = f"expected a {name} message, got {type(report).__struct_config__.tag!r}"
+        raise _invalid(what=name, account=account, path="$.type", detail=detail)
+    return report
+
+
 def to_fill_report(raw: bytes | str, *, account: str) -> FillReport:
     """The report of one fill object.
 
     Raises:
         InvalidReport: the payload is malformed; `field` is its JSON path (`$.price`).
     """
-    reports = to_reports(raw, account=account)
-    fill = reports[0]
-    if not isinstance(fill, FillReport):
-        detail = f"expected a fill message, got {type(fill).__struct_config__.tag!r}"
-        raise _invalid(what="fill", account=account, path="$.type", detail=detail)
-    return fill
+    return _one(raw, FillReport, "fill", account=account)
 
 
 def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
@@ -235,12 +241,7 @@ def to_position_report(raw: bytes | str, *, account: str) -> PositionReport:
     Raises:
         InvalidReport: the payload is malformed; `field` is its JSON path (`$.avg_cost`).
     """
-    reports = to_reports(raw, account=account)
-    position = reports[0]
-    if not isinstance(position, PositionReport):
-        detail = f"expected a position message, got {type(position).__struct_config__.tag!r}"
-        raise _invalid(what="position", account=account, path="$.type", detail=detail)
-    return position
+    return _one(raw, PositionReport, "position", account=account)
 
 
 def to_position_reports(raw: bytes | str, *, account: str) -> list[PositionReport]:

@@ -215,6 +215,15 @@ def test_single_object_translators() -> None:
     assert to_position_report(raw(position_msg()), account=ACCOUNT).qty == D("-3")
 
 
+def test_single_object_translators_refuse_another_kind_of_message() -> None:
+    with pytest.raises(InvalidReport, match="expected a fill message, got 'position'") as fill_error:
+        to_fill_report(raw(position_msg()), account=ACCOUNT)
+    assert fill_error.value.field == "$.type"
+    with pytest.raises(InvalidReport, match="expected a position message, got 'fill'") as position_error:
+        to_position_report(raw(fill_msg()), account=ACCOUNT)
+    assert position_error.value.field == "$.type"
+
+
 def test_list_answers_translate_every_item_in_order() -> None:
     orders = to_order_reports(
         raw([order_msg(), order_msg(id="P00000002", client_order_id="A2")]), account=ACCOUNT
