@@ -47,6 +47,7 @@ def order_report(
     source: ReportSource = ReportSource.BROKER,
     limit: str | int | None = None,
     account: str = ACCOUNT,
+    replaces: str | None = None,
 ) -> OrderReport:
     """An OrderReport with sensible defaults."""
     status = OrderStatus(status)
@@ -65,6 +66,7 @@ def order_report(
         limit_price=None if limit is None else D(limit),
         source=source,
         flags=flags,
+        replaces=replaces,
     )
 
 

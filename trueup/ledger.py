@@ -206,6 +206,7 @@ class Ledger(GateKeeping):
         *,
         limit_price: Decimal | None = None,
         strategy: str | None = None,
+        replaces: str | None = None,
     ) -> OrderView:
         """Record the intent to place an order, before anything is sent (write-ahead).
 
@@ -219,6 +220,7 @@ class Ledger(GateKeeping):
             quantity: order quantity (> 0).
             limit_price: limit price, None for market orders.
             strategy: owning strategy, used for quarantine scopes.
+            replaces: our client id of the working order this one replaces (a replace leg).
 
         Returns:
             The order as recorded.
@@ -244,6 +246,8 @@ class Ledger(GateKeeping):
                 strategy=strategy,
                 ts=self.clock(),
             )
+            if replaces is not None:
+                order.trigger_event(Order.Chained, replaces=replaces)
             try:
                 self.store.app.save(order)
             except IntegrityError:
@@ -399,7 +403,8 @@ class Ledger(GateKeeping):
         order.record(outcome.changes)
         position = self._move_position(batch, order, before, report)
         link = self._link(batch, order, report)
-        batch.collect(order, link, position)
+        predecessor = self._chain(batch, order, report)
+        batch.collect(order, link, position, predecessor)
         self._raise(batch, report.account, [*findings, *outcome.findings], evidence)
         # (after raising: an orphan first seen already done is resolved at once)
         if was_open and order.state.origin == "broker" and order.state.status.is_terminal:
@@ -451,6 +456,8 @@ class Ledger(GateKeeping):
                 ts=report.ts_event,
             )
             batch.add(order)
+            if self._predecessor(batch, report) is not None:
+                return order, findings  # a replace leg of one of ours: not an orphan
             gate = batch.get(gate_id(account))
             scope = quarantine_scope(report.symbol, gate.claims.get(report.symbol) if gate else None)
             findings.append(
@@ -464,6 +471,32 @@ class Ledger(GateKeeping):
                 )
             )
         return order, findings
+
+    def _predecessor(self, batch: _Batch, report: OrderReport | FillReport) -> Order | None:
+        """The order a replace leg continues: the one linked to the broker id it `replaces`."""
+        if not isinstance(report, OrderReport) or not report.replaces:
+            return None
+        link = batch.get(broker_link_id(report.account, report.replaces))
+        if link is None:
+            return None
+        return batch.get(order_id(report.account, str(link.client_order_id)))  # type: ignore[no-any-return]
+
+    def _chain(self, batch: _Batch, order: Order, report: OrderReport | FillReport) -> Order | None:
+        """Link a replace leg to the order it continues, both ways, once the broker confirms it.
+
+        Alpaca gives a replacement its own order id (and our fresh client id); each leg is an
+        order here, `replaces` / `replaced_by` name the chain. A leg the broker rejected
+        replaced nothing, so its predecessor is not marked.
+        """
+        predecessor = self._predecessor(batch, report)
+        if predecessor is None or predecessor is order:
+            return None
+        if order.state.replaces is None:
+            order.trigger_event(Order.Chained, replaces=predecessor.state.client_order_id)
+        if predecessor.state.replaced_by is not None or order.state.status is OrderStatus.REJECTED:
+            return None
+        predecessor.trigger_event(Order.Superseded, replaced_by=order.state.client_order_id)
+        return predecessor
 
     def _link(self, batch: _Batch, order: Order, report: OrderReport | FillReport) -> BrokerOrderLink | None:
         broker_id = report.broker_order_id

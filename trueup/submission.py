@@ -28,6 +28,8 @@ import msgspec
 from trueup.adapters.base import (
     BrokerClient,
     OrderRequest,
+    ReplaceRequest,
+    ReplacingBroker,
     SubmitAck,
     SubmitRejected,
     SubmitUncertain,
@@ -119,6 +121,121 @@ class Submitter:
         crash_point("submit.after_broker_call")
         self._record_ack(request, ack)
         return self._view(request)
+
+    async def replace(
+        self,
+        account: str,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+    ) -> OrderView:
+        """Amend a working order by replacing it with a new leg, crash-safely (like `submit`).
+
+        The leg's client id is derived from the chain's first id and the leg's number; the
+        leg is recorded (INTENDED, chained to the order it replaces, then SUBMITTED) before
+        the broker call. If the answer is lost, the leg is looked up like any submitted
+        order, never re-sent. Replacing an order that already has a recorded leg (one the
+        broker did not refuse) returns that leg and sends nothing, so a retry is safe.
+
+        Returns:
+            The new leg as stored after the broker's answer.
+
+        Raises:
+            TypeError: the broker does not amend by replacement.
+            LookupError: no such order.
+            ValueError: the order is not working, or has no broker id yet.
+            NotReadyError: the gate refuses new risk on the symbol.
+        """
+        ledger, broker = self.ledger, self.broker
+        if not isinstance(broker, ReplacingBroker):
+            msg = f"broker {broker.name!r} does not amend orders by replacement"
+            raise TypeError(msg)
+        current = ledger.order(account, client_order_id)
+        if current is None:
+            msg = f"{account}: no order {client_order_id!r} to replace"
+            raise LookupError(msg)
+        if current.replaced_by is not None:
+            return self._existing(account, current.replaced_by)
+        root, n = self._chain_root(account, current)
+        leg_id = broker.replace_client_order_id(root, n)
+        existing = ledger.order(account, leg_id)
+        while existing is not None and existing.status is OrderStatus.REJECTED:
+            # A refused leg replaced nothing, but the broker may still hold its id: take the next.
+            n += 1
+            leg_id = broker.replace_client_order_id(root, n)
+            existing = ledger.order(account, leg_id)
+        if existing is not None:
+            log.info(
+                "replace %s: leg %s already recorded (%s); nothing sent",
+                client_order_id,
+                leg_id,
+                existing.status,
+            )
+            return existing
+        if current.status.is_terminal or not current.broker_order_ids:
+            msg = f"{account}: {client_order_id} is {current.status}; only a working order can be replaced"
+            raise ValueError(msg)
+        leg = OrderRequest(
+            account=account,
+            client_order_id=leg_id,
+            symbol=current.symbol,
+            side=current.side,
+            quantity=quantity if quantity is not None else current.quantity or Decimal(0),
+            limit_price=limit_price if limit_price is not None else current.limit_price,
+            strategy=current.strategy,
+        )
+        ledger.check_new_order(account, leg.symbol, leg.side, leg.quantity, strategy=leg.strategy)
+        ledger.intend(
+            account,
+            leg_id,
+            leg.symbol,
+            leg.side,
+            leg.quantity,
+            limit_price=leg.limit_price,
+            strategy=leg.strategy,
+            replaces=client_order_id,
+        )
+        ledger.mark_submitted(account, leg_id)
+        crash_point("submit.before_broker_call")
+        request = ReplaceRequest(
+            account=account,
+            client_order_id=leg_id,
+            replaces=client_order_id,
+            broker_order_id=current.broker_order_ids[-1],
+            symbol=leg.symbol,
+            side=leg.side,
+            quantity=leg.quantity,
+            limit_price=leg.limit_price,
+        )
+        try:
+            ack = await broker.replace(request)
+        except SubmitRejected as e:
+            self._record_rejection(leg, e)
+            return self._view(leg)
+        except SubmitUncertain:
+            log.warning("replace %s: outcome of leg %s unknown; will look it up", client_order_id, leg_id)
+            return self._view(leg)
+        crash_point("submit.after_broker_call")
+        self._record_ack(leg, ack)
+        return self._view(leg)
+
+    def _chain_root(self, account: str, order: OrderView) -> tuple[str, int]:
+        """The first leg's client id and the number the next leg gets."""
+        legs = 1
+        while order.replaces is not None:
+            previous = self.ledger.order(account, order.replaces)
+            if previous is None:  # pragma: no cover - Chained names a stored order
+                break
+            order, legs = previous, legs + 1
+        return order.client_order_id, legs
+
+    def _existing(self, account: str, client_order_id: str) -> OrderView:
+        view = self.ledger.order(account, client_order_id)
+        if view is None:  # pragma: no cover - Superseded names a stored order
+            msg = f"order {client_order_id} vanished from the ledger"
+            raise LookupError(msg)
+        return view
 
     async def cancel(self, account: str, client_order_id: str) -> None:
         """Ask the broker to cancel (cancels always pass the gate); the outcome arrives as reports."""
@@ -215,11 +332,7 @@ class Submitter:
         )
 
     def _view(self, request: OrderRequest) -> OrderView:
-        view = self.ledger.order(request.account, request.client_order_id)
-        if view is None:  # pragma: no cover - intend() stored it above
-            msg = f"order {request.client_order_id} vanished from the ledger"
-            raise LookupError(msg)
-        return view
+        return self._existing(request.account, request.client_order_id)
 
 
 async def start_session(

@@ -2,13 +2,15 @@
 
 Orders, fills and positions live in memory. Faults on demand: answer the next submit with
 504 (or drop the connection) after placing the order anyway, fail a route with a status,
-fill an order partially, place an order by hand (an external order).
+fill an order partially, place an order by hand (an external order), replace an order (PATCH),
+stall every answer (`hang_for`).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +36,10 @@ class FakeAlpaca:
         self.activities: list[dict[str, Any]] = []
         self.positions: dict[str, tuple[Decimal, Decimal]] = {}
         self.requests: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+        """Every POST/PATCH body, verbatim JSON (to check what the client sent)."""
+        self.hang_for = 0.0
+        """Seconds each request waits before being answered (a server that stalls)."""
         self.submit_faults: list[str] = []
         """Per next submit: "504" (place, answer 504) or "drop" (place, close the connection)."""
         self.route_faults: dict[str, list[int]] = {}
@@ -113,6 +119,24 @@ class FakeAlpaca:
             else:
                 self.positions[order["symbol"]] = (new, cost)
 
+    def replace(self, order: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Alpaca's PATCH: a new order (new id) with the new terms; the old one is `replaced`."""
+        new = self._place(
+            {
+                "symbol": order["symbol"],
+                "side": order["side"],
+                "type": order["type"],
+                "time_in_force": body.get("time_in_force", order["time_in_force"]),
+                "qty": body.get("qty", order["qty"]),
+                "limit_price": body.get("limit_price", order["limit_price"]),
+                "client_order_id": body.get("client_order_id"),
+            }
+        )
+        new["replaces"] = order["id"]
+        now = new["created_at"]
+        order.update(status="replaced", replaced_by=new["id"], replaced_at=now, updated_at=now)
+        return new
+
     def order_by_cid(self, client_order_id: str) -> dict[str, Any] | None:
         with self.lock:
             return self._by_cid(client_order_id)
@@ -149,6 +173,9 @@ class FakeAlpaca:
             "limit_price": None if body.get("limit_price") is None else str(body["limit_price"]),
             "status": "new",
             "legs": None,
+            "replaces": None,
+            "replaced_by": None,
+            "replaced_at": None,
         }
         self.orders.append(order)
         return order
@@ -194,21 +221,28 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, body: object = None) -> None:
             data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (its timeout): nothing left to answer
 
         def _route(self, method: str) -> None:
             parsed = urlparse(self.path)
             path = parsed.path
             query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
             body: dict[str, Any] = {}
-            if method == "POST":
+            if method in {"POST", "PATCH"}:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if fake.hang_for:
+                time.sleep(fake.hang_for)
             with fake.lock:
                 fake.requests.append(f"{method} {path}")
+                if method in {"POST", "PATCH"}:
+                    fake.bodies.append(body)
                 if self.headers.get("APCA-API-KEY-ID") is None:
                     self._send(401, {"code": 40110000, "message": "request is not authorized"})
                     return
@@ -232,6 +266,18 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True  # placed, but no answer at all
                 else:
                     self._send(200, order)
+            elif method == "PATCH" and path.startswith("/v2/orders/"):
+                oid = path.rsplit("/", 1)[1]
+                order = next((o for o in fake.orders if o["id"] == oid), None)
+                cid = body.get("client_order_id")
+                if order is None:
+                    self._send(404, {"code": 40410000, "message": "order not found"})
+                elif cid and fake._by_cid(cid) is not None:
+                    self._send(422, {"code": 40010001, "message": "client_order_id must be unique"})
+                elif order["status"] not in WORKING:
+                    self._send(422, {"code": 42210000, "message": "order is not replaceable"})
+                else:
+                    self._send(200, fake.replace(order, body))
             elif method == "GET" and path == "/v2/orders":
                 self._send(200, fake._list_orders(query))
             elif method == "GET" and path == "/v2/orders:by_client_order_id":
@@ -263,6 +309,9 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             self._route("POST")
+
+        def do_PATCH(self) -> None:
+            self._route("PATCH")
 
         def do_DELETE(self) -> None:
             self._route("DELETE")

@@ -12,8 +12,9 @@ from tests.builders import unique_cid
 from tests.e2e.fake_alpaca import FakeAlpaca, running
 from trueup import Ledger, OrderStatus
 from trueup.adapters.alpaca.client import AlpacaClient
-from trueup.adapters.alpaca.translate import fill_exec_id
-from trueup.adapters.base import OrderRequest, OrderType
+from trueup.adapters.alpaca.translate import fill_exec_id, to_order_status
+from trueup.adapters.base import OrderRequest, OrderType, SubmitUncertain
+from trueup.domain.errors import BrokerQueryError
 from trueup.submission import Submitter, start_session
 
 ACCOUNT = "ALPACA"
@@ -66,6 +67,36 @@ def kinds(ledger: Ledger) -> list[str]:
     return [d.kind for d in ledger.discrepancies(ACCOUNT)]
 
 
+def assert_books_equal(ledger: Ledger, fake: FakeAlpaca) -> None:
+    """Every order (status, quantities, fills) and every position as the fake broker has them."""
+    with fake.lock:
+        orders = [dict(o) for o in fake.orders]
+        activities = list(fake.activities)
+        positions = dict(fake.positions)
+    booked = {o.client_order_id: o for o in ledger.all_orders(ACCOUNT)}
+    assert len(booked) == len(orders)
+    for wire in orders:
+        order = booked[wire["client_order_id"]]
+        status, _ = to_order_status(
+            wire["status"], qty=Decimal(wire["qty"]), filled_qty=Decimal(wire["filled_qty"])
+        )
+        assert (order.status, order.quantity, order.filled_qty) == (
+            status,
+            Decimal(wire["qty"]),
+            Decimal(wire["filled_qty"]),
+        ), wire["client_order_id"]
+        assert order.broker_order_ids == (wire["id"],)
+        executions = sorted(
+            (fill_exec_id(a["order_id"], Decimal(a["cum_qty"])), Decimal(a["qty"]), Decimal(a["price"]))
+            for a in activities
+            if a["order_id"] == wire["id"]
+        )
+        assert sorted((f.exec_id, f.qty, f.price) for f in order.fills) == executions
+    assert {(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)} == {
+        (symbol, qty) for symbol, (qty, _) in positions.items()
+    }
+
+
 def test_partial_fill_session_reconciles_to_the_fakes_state(
     fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger
 ) -> None:
@@ -100,9 +131,7 @@ def test_partial_fill_session_reconciles_to_the_fakes_state(
     assert l1.status is OrderStatus.ACCEPTED
     assert l1.limit_price == Decimal("101.5")
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(6))]
-    assert {o.client_order_id for o in ledger.all_orders(ACCOUNT)} == {
-        o["client_order_id"] for o in fake.orders
-    }
+    assert_books_equal(ledger, fake)
     assert kinds(ledger) == []
 
 
@@ -169,8 +198,6 @@ def test_other_4xx_is_a_rejection(fake: FakeAlpaca, client: AlpacaClient, ledger
 
 
 def test_lookup_absent_is_none_and_failure_is_an_error(fake: FakeAlpaca, client: AlpacaClient) -> None:
-    from trueup.domain.errors import BrokerQueryError
-
     assert asyncio.run(client.lookup(ACCOUNT, "NOPE1")) is None
     fake.fail("GET", "/v2/orders:by_client_order_id", status=500)
     with pytest.raises(BrokerQueryError, match="HTTP 500"):
@@ -234,10 +261,119 @@ def test_orders_failure_is_unknown_never_empty(fake: FakeAlpaca, client: AlpacaC
 
 
 def test_secrets_stay_out_of_repr_and_errors(fake: FakeAlpaca, client: AlpacaClient) -> None:
-    from trueup.domain.errors import BrokerQueryError
-
     assert SECRET not in repr(client)
     fake.fail("GET", "/v2/orders:by_client_order_id", status=500)
     with pytest.raises(BrokerQueryError) as caught:
         asyncio.run(client.lookup(ACCOUNT, "X1"))
     assert SECRET not in str(caught.value)
+
+
+def replace(ledger: Ledger, client: AlpacaClient, cid: str, **terms: Decimal):
+    return asyncio.run(Submitter(ledger, client).replace(ACCOUNT, cid, **terms))
+
+
+def test_replace_chain_keeps_every_leg_and_its_fills(
+    fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger
+) -> None:
+    # L1 fills 4 of 10, is replaced by a leg for 6 at a new price, which is replaced again
+    # and then fills: every leg is booked on its own broker order, chained both ways.
+    limit = {"order_type": OrderType.LIMIT, "limit_price": Decimal(100)}
+    run_session(ledger, client, request("L1", **limit))
+    fake.fill("L1", "4", "100")
+
+    first = replace(ledger, client, "L1", quantity=Decimal(6), limit_price=Decimal("100.5"))
+    second = replace(ledger, client, first.client_order_id, limit_price=Decimal(101))
+    fake.fill(second.client_order_id, "6", "101")
+    result = reconcile(ledger, client)
+
+    assert (first.client_order_id, second.client_order_id) == ("L1R1", "L1R2")  # from the root id
+    assert first.replaces == "L1"
+    patches = [b for b in fake.bodies if "qty" in b and "symbol" not in b]
+    assert patches == [
+        {"qty": "6", "client_order_id": "L1R1", "limit_price": "100.5"},
+        {"qty": "6", "client_order_id": "L1R2", "limit_price": "101"},
+    ]  # exact decimal strings, never floats
+    legs = [ledger.order(ACCOUNT, cid) for cid in ("L1", "L1R1", "L1R2")]
+    assert [(o.status, o.replaces, o.replaced_by) for o in legs if o] == [
+        (OrderStatus.REPLACED, None, "L1R1"),
+        (OrderStatus.REPLACED, "L1", "L1R2"),
+        (OrderStatus.FILLED, "L1R1", None),
+    ]
+    assert not result.stale
+    assert kinds(ledger) == []
+    assert_books_equal(ledger, fake)
+    assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(10))]
+
+
+def test_replace_made_at_the_broker_continues_our_order_not_an_orphan(
+    fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger
+) -> None:
+    # Someone replaced our order in Alpaca's web UI: the new leg has an id Alpaca made up,
+    # but `replaces` names our order, so it is ours, not a foreign order to quarantine.
+    run_session(ledger, client, request("W1", order_type=OrderType.LIMIT, limit_price=Decimal(10)))
+    with fake.lock:
+        original = fake._by_cid("W1")
+        assert original is not None
+        leg = fake.replace(original, {"qty": "5"})
+    fake.fill(leg["client_order_id"], "5", "10")
+
+    reconcile(ledger, client)
+
+    new = ledger.order(ACCOUNT, leg["client_order_id"])
+    assert new is not None
+    assert (new.replaces, new.status, new.filled_qty) == ("W1", OrderStatus.FILLED, Decimal(5))
+    old = ledger.order(ACCOUNT, "W1")
+    assert old is not None
+    assert (old.status, old.replaced_by) == (OrderStatus.REPLACED, leg["client_order_id"])
+    assert kinds(ledger) == []
+    assert_books_equal(ledger, fake)
+
+
+def test_replace_refused_by_the_broker_leaves_the_order_standing(
+    fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger
+) -> None:
+    run_session(ledger, client, request("F1", order_type=OrderType.LIMIT, limit_price=Decimal(10)))
+    wire = fake.order_by_cid("F1")
+    assert wire is not None
+    fake.fail("PATCH", f"/v2/orders/{wire['id']}", status=422)
+
+    leg = replace(ledger, client, "F1", limit_price=Decimal(11))
+    reconcile(ledger, client)
+
+    assert (leg.client_order_id, leg.status) == ("F1R1", OrderStatus.REJECTED)
+    order = ledger.order(ACCOUNT, "F1")
+    assert order is not None
+    assert (order.status, order.replaced_by, order.limit_price) == (OrderStatus.ACCEPTED, None, Decimal(10))
+    # The refused leg never existed at Alpaca; the next replace takes the next number.
+    nxt = replace(ledger, client, "F1", limit_price=Decimal(12))
+    assert (nxt.client_order_id, nxt.status) == ("F1R2", OrderStatus.ACCEPTED)
+
+
+def test_sizes_and_prices_travel_as_exact_decimal_strings(
+    fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger
+) -> None:
+    fractional = request(
+        "Q1", quantity=Decimal("0.123456789"), order_type=OrderType.LIMIT, limit_price=Decimal("101.0000001")
+    )
+    run_session(ledger, client, fractional)
+    assert fake.bodies[-1] == {
+        "symbol": "AAPL",
+        "qty": "0.123456789",
+        "side": "buy",
+        "type": "limit",
+        "time_in_force": "day",
+        "client_order_id": "Q1",
+        "limit_price": "101.0000001",
+    }
+    order = ledger.order(ACCOUNT, "Q1")
+    assert order is not None
+    assert (order.quantity, order.limit_price) == (Decimal("0.123456789"), Decimal("101.0000001"))
+
+
+def test_a_stalled_server_is_an_unknown_outcome_not_a_hang(fake: FakeAlpaca, ledger: Ledger) -> None:
+    client = AlpacaClient(KEY, SECRET, account=ACCOUNT, url_override=fake.url, timeout=0.3)
+    fake.hang_for = 1.0
+    with pytest.raises(BrokerQueryError, match="Timeout"):
+        asyncio.run(client.lookup(ACCOUNT, "H1"))
+    with pytest.raises(SubmitUncertain, match="Timeout"):
+        asyncio.run(client.submit(request("H1")))

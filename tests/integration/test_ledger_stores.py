@@ -111,6 +111,49 @@ def test_fill_with_only_broker_id_finds_our_order(store_url: str) -> None:
         assert ledger.discrepancies() == []
 
 
+def test_replace_leg_is_chained_to_our_order_not_an_orphan(store_url: str) -> None:
+    # Alpaca: a replace makes a new broker order naming the old one in `replaces`.
+    with Ledger.open(store_url) as ledger:
+        ledger.intend(ACCOUNT, "R1", "AAPL", "BUY", D(10))
+        ledger.ingest([order_report("PARTIALLY_FILLED", cid="R1", broker_id="b1", filled=4, avg=100, ts=1)])
+        ledger.ingest(
+            [
+                order_report("REPLACED", cid="R1", broker_id="b1", filled=4, avg=100, ts=2),
+                order_report("ACCEPTED", cid="made-up", broker_id="b2", qty=6, ts=2, replaces="b1"),
+                fill_report("x1", 6, 101, cid=None, broker_id="b2", ts=3),
+            ]
+        )
+        old, new = ledger.order(ACCOUNT, "R1"), ledger.order(ACCOUNT, "made-up")
+        assert old is not None
+        assert new is not None
+        assert (old.status, old.replaced_by) == (OrderStatus.REPLACED, "made-up")
+        assert (new.status, new.replaces, new.filled_qty) == (OrderStatus.FILLED, "R1", D(6))
+        assert [(p.symbol, p.qty) for p in ledger.positions()] == [("AAPL", D(10))]
+        assert ledger.discrepancies() == []
+
+
+def test_refused_replace_leg_does_not_supersede_the_order(store_url: str) -> None:
+    with Ledger.open(store_url) as ledger:
+        ledger.intend(ACCOUNT, "R2", "AAPL", "BUY", D(10))
+        ledger.ingest([order_report("ACCEPTED", cid="R2", broker_id="b1", ts=1)])
+        ledger.intend(ACCOUNT, "R2R1", "AAPL", "BUY", D(8), replaces="R2")
+        ledger.ingest([order_report("REJECTED", cid="R2R1", broker_id=None, qty=8, ts=2, replaces="b1")])
+        old, leg = ledger.order(ACCOUNT, "R2"), ledger.order(ACCOUNT, "R2R1")
+        assert old is not None
+        assert leg is not None
+        assert (old.status, old.replaced_by) == (OrderStatus.ACCEPTED, None)
+        assert (leg.status, leg.replaces) == (OrderStatus.REJECTED, "R2")
+
+
+def test_replace_of_an_order_we_never_knew_is_an_orphan(store_url: str) -> None:
+    with Ledger.open(store_url) as ledger:
+        ledger.ingest([order_report("ACCEPTED", cid="zz", broker_id="b9", ts=1, replaces="b8")])
+        order = ledger.order(ACCOUNT, "zz")
+        assert order is not None
+        assert order.replaces is None
+        assert [d.kind for d in ledger.discrepancies()] == [DiscrepancyKind.ORPHAN_ORDER]
+
+
 def test_raw_payload_that_fails_translation_is_kept(store_url: str) -> None:
     def translate(payload: str) -> list[object]:
         raise ValueError("missing field 'qty' at $.order")

@@ -56,6 +56,22 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     reduce_only: bool = False
 
 
+class ReplaceRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """New terms for a working order, sent as a new broker order that replaces it (Alpaca)."""
+
+    account: str
+    client_order_id: str
+    """The new leg's own id (`ReplacingBroker.replace_client_order_id`), recorded before sending."""
+    replaces: str
+    """Our client id of the working order being replaced."""
+    broker_order_id: str
+    """The broker's id of the working order being replaced."""
+    symbol: str
+    side: Side
+    quantity: Decimal
+    limit_price: Decimal | None = None
+
+
 class SubmitAck(msgspec.Struct, frozen=True, kw_only=True):
     """The broker took the order."""
 
@@ -153,4 +169,26 @@ class BrokerClient(Protocol):
 
     def stream(self) -> AsyncIterator[StreamItem]:
         """Raw messages as they arrive, and a `Reconnected` after every reconnect."""
+        ...
+
+
+@runtime_checkable
+class ReplacingBroker(Protocol):
+    """A broker that amends an order by replacing it with a new broker order (Alpaca).
+
+    Each leg carries its own client id, derived from the first leg's and a counter, so a
+    leg whose answer was lost can be looked up like any submitted order.
+    """
+
+    def replace_client_order_id(self, root: str, n: int) -> str:
+        """The client id of the `n`-th replace leg (n >= 1) of the order first sent as `root`."""
+        ...
+
+    async def replace(self, request: ReplaceRequest) -> SubmitAck:
+        """Send the replacement; the answer describes the new leg.
+
+        Raises:
+            SubmitRejected: the broker refused it; the old order stands unchanged.
+            SubmitUncertain: the outcome is unknown; look the new leg up, never re-send.
+        """
         ...

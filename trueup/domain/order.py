@@ -84,6 +84,10 @@ class OrderState(msgspec.Struct, kw_only=True):
     """When we recorded the intent, or first saw the order at the broker."""
     missing_cycles: int = 0
     """Consecutive complete-history snapshots that did not list this open order."""
+    replaces: str | None = None
+    """Client id of the order this one replaced (Alpaca replace chains: one leg per broker order)."""
+    replaced_by: str | None = None
+    """Client id of the order that replaced this one, once the broker confirmed it."""
 
     @money_context
     def book(self, key: str, fill: BookedFill) -> None:
@@ -143,6 +147,8 @@ class OrderState(msgspec.Struct, kw_only=True):
             updated_at=self.status_ts,
             created_at=self.created_at,
             submitted_at=self.submitted_at,
+            replaces=self.replaces,
+            replaced_by=self.replaced_by,
         )
 
 
@@ -195,6 +201,26 @@ class Order(Aggregate):
         def apply(self, aggregate: Order) -> None:
             """Remember the id (one order may have several: replace chains, slices)."""
             aggregate.state.broker_order_ids = (*aggregate.state.broker_order_ids, self.broker_order_id)
+
+    class Chained(Event):
+        """This order is a replace leg: it continues the order `replaces` (our client id)."""
+
+        TOPIC = "trueup:Order.Chained"
+        replaces: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Remember the predecessor."""
+            aggregate.state.replaces = self.replaces
+
+    class Superseded(Event):
+        """The broker confirmed a replacement: the order continues as `replaced_by`."""
+
+        TOPIC = "trueup:Order.Superseded"
+        replaced_by: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Remember the successor."""
+            aggregate.state.replaced_by = self.replaced_by
 
     class StatusUpdated(Event):
         """Status or flags moved (forward in rank, or flags/time at equal rank)."""

@@ -92,6 +92,8 @@ class OrderReport(msgspec.Struct, frozen=True, tag="order"):
     """Who produced the report; CLIENT statuses are intents, not facts."""
     flags: frozenset[OrderFlag] = frozenset()
     """Flags holding at the broker (cancel pending, held, ...)."""
+    replaces: str | None = None
+    """Broker id of the order this one replaced (Alpaca `replaces`): the ledger chains the two."""
 
     def __post_init__(self) -> None:
         """Refuse a report that breaks an invariant, naming the field."""

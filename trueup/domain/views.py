@@ -51,6 +51,10 @@ class OrderView(msgspec.Struct, frozen=True):
     """When the intent was recorded, or the order first seen at the broker."""
     submitted_at: datetime | None = None
     """When SUBMITTED was stored, just before the broker call (our clock)."""
+    replaces: str | None = None
+    """Client id of the order this replace leg continues (Alpaca replace chains)."""
+    replaced_by: str | None = None
+    """Client id of the leg that replaced this order, once the broker confirmed it."""
 
     @property
     def is_open(self) -> bool:

@@ -1,47 +1,58 @@
-"""`AlpacaClient`: the REST part of `BrokerClient` for Alpaca, through alpaca-py's `TradingClient`.
+"""`AlpacaClient`: `BrokerClient` for Alpaca, through alpaca-py's `TradingClient` and `TradingStream`.
 
 Needs the `alpaca` extra (`pip install 'trueup[alpaca]'`); the package `__init__` does not
 import this module, so `import trueup` works without it. The SDK is blocking: every call
-runs in a worker thread (`asyncio.to_thread`). Every answer is asked for as raw JSON
-(`raw_data=True`), encoded back to JSON and translated by the pure `translate.py`.
-
-Scope: submit, cancel, lookup and snapshot. `stream()` (the `trade_updates` websocket,
-BROKERS.md 2.2) is the next step and is deliberately absent: this class satisfies the
-REST part of the `BrokerClient` protocol only, and is not a full `BrokerClient` yet.
+runs in a worker thread (`asyncio.to_thread`) under an HTTP timeout. Every answer is asked
+for as raw JSON (`raw_data=True`), encoded back to JSON and translated by the pure
+`translate.py`. Orders are sent as raw JSON bodies through the SDK's own `post`/`patch`, so
+quantities and prices travel as exact decimal strings (alpaca-py's request models hold
+floats). `stream()` is the `trade_updates` websocket (`stream.py`), a fresh one per call.
 
 Outcomes (BROKERS.md 2.3, 2.4):
 
-* submit: HTTP 422 code 40010001 ("client_order_id must be unique") means the order is
-  already placed (alpaca-py retries a POST on 429/504, so a 504 whose order landed comes
-  back as this 422): the order is looked up by client id and acknowledged, never rejected.
-  Any other 4xx is `SubmitRejected`; 5xx, 408, 429, timeouts and dropped connections are
-  `SubmitUncertain` (look it up, never re-send).
+* submit and replace: HTTP 422 code 40010001 ("client_order_id must be unique") means the
+  order is already placed (alpaca-py retries a POST on 429/504, so a 504 whose order landed
+  comes back as this 422): the order is looked up by client id and acknowledged, never
+  rejected. Any other 4xx is `SubmitRejected`; 5xx, 408, 429, timeouts and dropped
+  connections are `SubmitUncertain` (look it up, never re-send).
+* replace (`PATCH /v2/orders/{id}`): Alpaca makes a new order with a new id; it carries the
+  fresh client id trueup derives for the leg (`ids.replace_client_order_id`) and `replaces`.
 * lookup: HTTP 404 with Alpaca's code 40410000 proves absence (None); a 404 without that
   code (a wrong URL, a proxy) and every other failure is `BrokerQueryError`.
 * snapshot: each part (orders, fills, positions) that cannot be fetched or translated is
   None, never `[]`; `complete_history` is True only if order paging reached a short page.
 
-Secrets are handed to `TradingClient` and kept nowhere else: not in `repr`, logs or errors.
-Known limit: alpaca-py sets no HTTP timeout, so a server that never answers blocks its
-worker thread; the caller's own deadline must cover that.
+Secrets are handed to the SDK and kept nowhere else: not in `repr`, logs or errors;
+`from_env` reads them from the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import msgspec
 
+from trueup.adapters.alpaca.ids import replace_client_order_id
+from trueup.adapters.alpaca.stream import AlpacaStream
 from trueup.adapters.alpaca.translate import (
     to_fill_reports_from_activities,
     to_order_reports,
     to_position_reports,
 )
-from trueup.adapters.base import OrderRequest, OrderType, SubmitAck, SubmitRejected, SubmitUncertain
+from trueup.adapters.base import (
+    OrderRequest,
+    OrderType,
+    ReplaceRequest,
+    StreamItem,
+    SubmitAck,
+    SubmitRejected,
+    SubmitUncertain,
+)
 from trueup.domain.errors import BrokerQueryError, TrueupError
 from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.status import Side
@@ -50,14 +61,14 @@ try:
     from alpaca.common.enums import Sort
     from alpaca.common.exceptions import APIError
     from alpaca.trading.client import TradingClient
-    from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
-    from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
-    from requests import RequestException
+    from alpaca.trading.enums import QueryOrderStatus
+    from alpaca.trading.requests import GetOrdersRequest
+    from requests import RequestException, Response, Session
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     msg = "the Alpaca adapter needs alpaca-py: pip install 'trueup[alpaca]'"
     raise ImportError(msg) from e
 
-__all__ = ["ALREADY_EXISTS_CODE", "NOT_FOUND_CODE", "AlpacaClient"]
+__all__ = ["ALREADY_EXISTS_CODE", "NOT_FOUND_CODE", "AlpacaClient", "AlpacaCredentialsMissing"]
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +87,35 @@ deduped. More than a page of orders within this window cannot be paged: history 
 MAX_PAGES: Final = 10_000
 """Give up paging (history incomplete) after this many pages."""
 
+HTTP_TIMEOUT: Final = 10.0
+"""Seconds to wait for Alpaca to connect or answer; alpaca-py itself sets none."""
+ENV_KEY: Final = "APCA_API_KEY_ID"
+ENV_SECRET: Final = "APCA_API_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
+ENV_BASE_URL: Final = "APCA_API_BASE_URL"
+ENV_STREAM_URL: Final = "APCA_API_STREAM_URL"
+ENV_PAPER: Final = "APCA_PAPER"
+
 _UNCERTAIN_STATUS: Final = frozenset({408, 429})
-_ORDER_SIDE: Final = {Side.BUY: OrderSide.BUY, Side.SELL: OrderSide.SELL}
+_ORDER_SIDE: Final = {Side.BUY: "buy", Side.SELL: "sell"}
 _ENCODER: Final = msgspec.json.Encoder()
 _T = TypeVar("_T")
+
+
+class AlpacaCredentialsMissing(TrueupError):  # noqa: N818 - names the condition
+    """`AlpacaClient.from_env` found no key id or secret in the environment."""
+
+
+class _TimeoutSession(Session):
+    """A requests `Session` that never waits forever: every request gets `timeout` by default."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, **kwargs: Any) -> Response:  # type: ignore[override]  # noqa: ANN401 - requests' own signature
+        """Send with the default timeout unless the caller gave one."""
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, **kwargs)  # type: ignore[arg-type]
 
 
 class _OrderHead(msgspec.Struct):
@@ -127,11 +163,7 @@ def _encode(payload: object) -> str:
 
 
 class AlpacaClient:
-    """Alpaca Trading API over REST (submit, cancel, lookup, snapshot) for one account.
-
-    `stream()` is not implemented yet (the `trade_updates` websocket is the next step), so
-    this satisfies only the REST part of `BrokerClient`.
-    """
+    """Alpaca Trading API for one account: REST (submit, replace, cancel, lookup, snapshot) and stream."""
 
     name = "alpaca"
     """Adapter name: the `source` of what this client reports."""
@@ -144,21 +176,78 @@ class AlpacaClient:
         account: str,
         paper: bool = True,
         url_override: str | None = None,
+        stream_url_override: str | None = None,
         order_page_size: int = ORDER_PAGE_SIZE,
+        timeout: float = HTTP_TIMEOUT,
+        silence_after: float = 30.0,
     ) -> None:
         """Open a `TradingClient` (raw JSON answers) for `account`, trueup's name for it.
 
-        `order_page_size` is the `limit` of each `GET /v2/orders` page (1-500).
+        `order_page_size` is the `limit` of each `GET /v2/orders` page (1-500); `timeout`
+        bounds every HTTP request; `stream_url_override` and `silence_after` configure the
+        `trade_updates` stream (see `AlpacaStream`).
         """
         if not 1 <= order_page_size <= ORDER_PAGE_SIZE:
             msg = f"order_page_size must be 1-{ORDER_PAGE_SIZE}, got {order_page_size}"
+            raise ValueError(msg)
+        if timeout <= 0:
+            msg = f"timeout must be positive, got {timeout}"
             raise ValueError(msg)
         self.account = account
         self.paper = paper
         self.url_override = url_override
         self.order_page_size = order_page_size
+        self.timeout = timeout
         self._trading = TradingClient(
             api_key, secret_key, paper=paper, url_override=url_override, raw_data=True
+        )
+        # alpaca-py's RESTClient keeps a plain Session in `_session` and passes no timeout;
+        # without one a server that never answers blocks a worker thread for good.
+        if not isinstance(getattr(self._trading, "_session", None), Session):  # pragma: no cover
+            msg = "alpaca-py no longer keeps a requests Session in TradingClient._session"
+            raise TypeError(msg)
+        self._trading._session = _TimeoutSession(timeout)
+
+        def new_stream() -> AlpacaStream:
+            return AlpacaStream(
+                api_key,
+                secret_key,
+                account=account,
+                paper=paper,
+                url_override=stream_url_override,
+                silence_after=silence_after,
+            )
+
+        self._new_stream = new_stream
+        self._streams: list[AlpacaStream] = []
+
+    @classmethod
+    def from_env(cls, account: str, environ: Mapping[str, str] | None = None, **options: Any) -> AlpacaClient:  # noqa: ANN401
+        """A client with credentials from the environment, as alpaca-py's own tools name them.
+
+        `APCA_API_KEY_ID` and `APCA_API_SECRET_KEY` are required; `APCA_API_BASE_URL` and
+        `APCA_API_STREAM_URL` point at another server; `APCA_PAPER=false` selects live
+        trading (paper is the default). The secret is passed to the SDK and kept nowhere else.
+
+        Raises:
+            AlpacaCredentialsMissing: the key id or the secret is not set (the message names
+                the variables, never their values).
+        """
+        env = os.environ if environ is None else environ
+        key, secret = env.get(ENV_KEY, ""), env.get(ENV_SECRET, "")
+        missing = [name for name, value in ((ENV_KEY, key), (ENV_SECRET, secret)) if not value]
+        if missing:
+            msg = f"Alpaca credentials missing: set {' and '.join(missing)} in the environment"
+            raise AlpacaCredentialsMissing(msg)
+        paper = env.get(ENV_PAPER, "true").strip().lower() not in {"0", "false", "no"}
+        return cls(
+            key,
+            secret,
+            account=account,
+            paper=paper,
+            url_override=env.get(ENV_BASE_URL) or None,
+            stream_url_override=env.get(ENV_STREAM_URL) or None,
+            **options,
         )
 
     def __repr__(self) -> str:
@@ -167,7 +256,18 @@ class AlpacaClient:
             f"url_override={self.url_override!r})"
         )
 
-    # -- BrokerClient (REST part) --------------------------------------------------------
+    # -- BrokerClient ----------------------------------------------------------------------
+
+    def stream(self) -> AsyncIterator[StreamItem]:
+        """A new `trade_updates` stream: raw messages, and `Reconnected` after every reconnect."""
+        stream = self._new_stream()
+        self._streams.append(stream)
+        return stream.items()
+
+    def close(self) -> None:
+        """Stop every stream this client started (their SDK threads end shortly after)."""
+        for stream in self._streams:
+            stream.stop()
 
     async def submit(self, request: OrderRequest) -> SubmitAck:
         """Send a new order with `client_order_id` = our id.
@@ -180,24 +280,29 @@ class AlpacaClient:
         if request.account != self.account:
             msg = f"account {request.account!r} is not this Alpaca client's ({self.account!r})"
             raise SubmitRejected(msg)
-        order = self._order_request(request)
-        cid = request.client_order_id
-        try:
-            payload = await asyncio.to_thread(self._trading.submit_order, order)
-        except APIError as e:
-            status, code = _status(e), _code(e)
-            if status == 422 and code == ALREADY_EXISTS_CODE:
-                log.info("submit %s: already at Alpaca (422 %s); looking it up", cid, code)
-                return await self._ack_existing(request)
-            if status is not None and 400 <= status < 500 and status not in _UNCERTAIN_STATUS:
-                msg = f"Alpaca refused order {cid}: {_describe(e)}"
-                raise SubmitRejected(msg, raw=str(e)) from e
-            msg = f"submit {cid}: outcome unknown ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
-        except (RequestException, OSError, ValueError) as e:
-            msg = f"submit {cid}: outcome unknown ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
-        return self._ack(request, payload)
+        body = _order_body(request)
+        return await self._send(request.account, request.client_order_id, self._trading.post, "/orders", body)
+
+    def replace_client_order_id(self, root: str, n: int) -> str:
+        """The client id of the `n`-th replace leg of the order first sent as `root`."""
+        return replace_client_order_id(root, n)
+
+    async def replace(self, request: ReplaceRequest) -> SubmitAck:
+        """Replace a working order (`PATCH /v2/orders/{id}`); Alpaca answers with the new leg.
+
+        Raises:
+            SubmitRejected: Alpaca refused the replace (not replaceable, bad terms); the old
+                order is unchanged.
+            SubmitUncertain: the outcome is unknown; look the new leg up by its client id.
+        """
+        if request.account != self.account:
+            msg = f"account {request.account!r} is not this Alpaca client's ({self.account!r})"
+            raise SubmitRejected(msg)
+        body: dict[str, Any] = {"qty": str(request.quantity), "client_order_id": request.client_order_id}
+        if request.limit_price is not None:
+            body["limit_price"] = str(request.limit_price)
+        path = f"/orders/{request.broker_order_id}"
+        return await self._send(request.account, request.client_order_id, self._trading.patch, path, body)
 
     async def cancel(self, account: str, client_order_id: str, broker_order_id: str | None) -> None:
         """Ask Alpaca to cancel (`DELETE /v2/orders/{id}`); the outcome arrives as reports.
@@ -360,52 +465,80 @@ class AlpacaClient:
             msg = f"{self.account}: {what} failed: {_describe(e)}"
             raise BrokerQueryError(msg) from e
 
-    async def _ack_existing(self, request: OrderRequest) -> SubmitAck:
+    async def _send(
+        self,
+        account: str,
+        cid: str,
+        method: Callable[[str, dict[str, Any]], object],
+        path: str,
+        body: dict[str, Any],
+    ) -> SubmitAck:
+        """POST or PATCH an order carrying `cid`, and classify the answer (module docstring)."""
+        try:
+            payload = await asyncio.to_thread(method, path, body)
+        except APIError as e:
+            status, code = _status(e), _code(e)
+            if status == 422 and code == ALREADY_EXISTS_CODE:
+                log.info("order %s: already at Alpaca (422 %s); looking it up", cid, code)
+                return await self._ack_existing(account, cid)
+            if status is not None and 400 <= status < 500 and status not in _UNCERTAIN_STATUS:
+                msg = f"Alpaca refused order {cid}: {_describe(e)}"
+                raise SubmitRejected(msg, raw=str(e)) from e
+            msg = f"order {cid}: outcome unknown ({_describe(e)})"
+            raise SubmitUncertain(msg) from e
+        except (RequestException, OSError, ValueError) as e:
+            msg = f"order {cid}: outcome unknown ({_describe(e)})"
+            raise SubmitUncertain(msg) from e
+        return self._ack(account, cid, payload)
+
+    async def _ack_existing(self, account: str, cid: str) -> SubmitAck:
         """The acknowledgement of an order Alpaca already has under our client id."""
-        cid = request.client_order_id
         try:
             payload = await asyncio.to_thread(self._trading.get_order_by_client_id, cid)
         except (APIError, RequestException, OSError, ValueError) as e:
-            msg = f"submit {cid}: already at Alpaca, but the lookup failed ({_describe(e)})"
+            msg = f"order {cid}: already at Alpaca, but the lookup failed ({_describe(e)})"
             raise SubmitUncertain(msg) from e
-        return self._ack(request, payload)
+        return self._ack(account, cid, payload)
 
-    def _ack(self, request: OrderRequest, payload: object) -> SubmitAck:
+    @staticmethod
+    def _ack(account: str, cid: str, payload: object) -> SubmitAck:
         """A `SubmitAck` from the order Alpaca returned (its id and its report)."""
         raw = _encode(payload)
-        cid = request.client_order_id
         try:
-            reports = to_order_reports(raw, account=request.account)
+            reports = to_order_reports(raw, account=account)
         except TrueupError as e:
-            msg = f"submit {cid}: Alpaca's answer does not translate ({e})"
+            msg = f"order {cid}: Alpaca's answer does not translate ({e})"
             raise SubmitUncertain(msg) from e
         report = next((r for r in reports if r.client_order_id == cid), None)
         if report is None or report.broker_order_id is None:
-            msg = f"submit {cid}: Alpaca's answer does not carry our client_order_id"
+            msg = f"order {cid}: Alpaca's answer does not carry our client_order_id"
             raise SubmitUncertain(msg)
         return SubmitAck(broker_order_id=report.broker_order_id, raw=raw, report=report)
-
-    def _order_request(self, request: OrderRequest) -> MarketOrderRequest | LimitOrderRequest:
-        """The SDK request; one that cannot be expressed is refused before anything is sent."""
-        fields: dict[str, Any] = {
-            "symbol": request.symbol,
-            "qty": float(request.quantity),
-            "side": _ORDER_SIDE[request.side],
-            "time_in_force": TimeInForce.DAY,
-            "client_order_id": request.client_order_id,
-        }
-        try:
-            if request.order_type is OrderType.LIMIT:
-                if request.limit_price is None:
-                    msg = f"limit order {request.client_order_id} without a limit price"
-                    raise SubmitRejected(msg)
-                return LimitOrderRequest(**fields, limit_price=float(request.limit_price))
-            return MarketOrderRequest(**fields)
-        except ValueError as e:  # pydantic's ValidationError is a ValueError
-            msg = f"order {request.client_order_id} cannot be sent to Alpaca: {e}"
-            raise SubmitRejected(msg) from e
 
     def _check_account(self, account: str) -> None:
         if account != self.account:
             msg = f"account {account!r} is not this Alpaca client's ({self.account!r})"
             raise BrokerQueryError(msg)
+
+
+def _order_body(request: OrderRequest) -> dict[str, Any]:
+    """The JSON body of `POST /v2/orders`: exact decimal strings, our id, a day order.
+
+    Raises:
+        SubmitRejected: the order cannot be expressed (a limit order without a price).
+    """
+    body: dict[str, Any] = {
+        "symbol": request.symbol,
+        "qty": str(request.quantity),
+        "side": _ORDER_SIDE[request.side],
+        "type": "market",
+        "time_in_force": "day",
+        "client_order_id": request.client_order_id,
+    }
+    if request.order_type is OrderType.LIMIT:
+        if request.limit_price is None:
+            msg = f"limit order {request.client_order_id} without a limit price"
+            raise SubmitRejected(msg)
+        body["type"] = "limit"
+        body["limit_price"] = str(request.limit_price)
+    return body

@@ -331,6 +331,7 @@ def _order_report(
             raw_status=order.status,
             limit_price=order.limit_price,
             flags=flags,
+            replaces=order.replaces or None,
         )
 
 
@@ -345,8 +346,8 @@ def to_order_reports(raw: bytes | str, *, account: str) -> list[OrderReport]:
     """Order reports from a `/v2/orders` answer: a list or one order; nested legs follow their parent.
 
     An order that `replaces` another keeps its own `client_order_id` (the fresh id sent with
-    the replace, see `replace_client_order_id`); linking it to the logical order is the
-    ledger's job. `ts_event` is each order's `updated_at`.
+    the replace, see `replace_client_order_id`) and names the replaced order's id in
+    `replaces`; the ledger chains the two. `ts_event` is each order's `updated_at`.
 
     Raises:
         InvalidReport: the payload is malformed; `field` is the JSON path (`$[2].legs[0].qty`).

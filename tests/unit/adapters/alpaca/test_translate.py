@@ -135,7 +135,7 @@ FIXTURE_TABLE: list[Any] = [
     ),
     pytest.param(
         # JSON numbers ("qty": 1, "filled_avg_price": 0) and a `replaces` link: the order keeps
-        # its own client_order_id.
+        # its own client_order_id and names the order it replaced (the ledger chains them).
         "test_order_routes.py__test_get_orders.json",
         _orders,
         [
@@ -151,6 +151,7 @@ FIXTURE_TABLE: list[Any] = [
                 avg_price=D("0"),
                 ts_event=utc(2019, 8, 24, 14, 15, 22),
                 raw_status="new",
+                replaces="9f7d75bc-a9a2-40b0-9082-0fc0a09817ff",
             ),
         ],
         id="rest:GET /v2/orders",
