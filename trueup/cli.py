@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -30,6 +30,8 @@ except ImportError as e:  # pragma: no cover - the cli extra is not installed
     msg = "the trueup command needs its extra: pip install 'trueup[cli]'"
     raise ImportError(msg) from e
 
+from trueup.adapters.base import snapshot_or_unknown
+from trueup.domain.errors import TrueupError
 from trueup.domain.views import DiscrepancyView
 from trueup.ledger import Ledger, LoggedEvent
 from trueup.subscriptions import SavedPositionConsumer
@@ -350,7 +352,9 @@ def rebuild(store: StoreOption = None) -> None:
 
 @app.command()
 def reconcile(
-    broker: Annotated[str, typer.Option(help="paper | alpaca")] = "paper",
+    broker: Annotated[
+        str, typer.Option(help="paper | alpaca (credentials from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+    ] = "paper",
     account: Annotated[str, typer.Option(help="Broker account.")] = "PAPER",
     paper_state: Annotated[Path, typer.Option(help="Paper broker state file.")] = Path("paper.db"),
     policy: Annotated[str | None, typer.Option(help="repair | alert | lock")] = None,
@@ -360,7 +364,8 @@ def reconcile(
     """Take a broker snapshot now, reconcile, and print what it found and did."""
     client = _broker(broker, account, paper_state)
     with _ledger(store) as ledger:
-        snapshot = asyncio.run(client.snapshot(account))
+        # A broker that cannot be asked is STALE_DATA (and a closed gate), never "flat".
+        snapshot = asyncio.run(snapshot_or_unknown(client, account, ledger.clock()))
         result = ledger.reconcile(snapshot, policy=policy)
         if as_json:
             _emit_json(
@@ -394,12 +399,27 @@ def reconcile(
         _exit_for(ledger, account)
 
 
-def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401 - a BrokerClient
-    if name == "paper":
-        from trueup.adapters.paper.broker import PaperBroker  # noqa: PLC0415 - only when asked for
+BROKERS: Final = ("paper", "alpaca")
+"""Brokers `trueup reconcile` can ask; each real broker takes its credentials from the environment."""
 
-        return PaperBroker(paper_state, account=account)
-    msg = f"broker {name!r} is not available in this build (paper)"
+
+def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401 - a BrokerClient
+    # Adapters are imported only when asked for: their SDKs are optional extras.
+    try:
+        if name == "paper":
+            from trueup.adapters.paper.broker import PaperBroker  # noqa: PLC0415
+
+            return PaperBroker(paper_state, account=account)
+        if name == "alpaca":
+            from trueup.adapters.alpaca.client import AlpacaClient  # noqa: PLC0415
+
+            return AlpacaClient.from_env(account)
+    except ImportError as e:
+        msg = f"broker {name!r} needs its extra: {e}"
+        raise typer.BadParameter(msg) from None
+    except TrueupError as e:  # missing credentials: the message names variables, never values
+        raise typer.BadParameter(str(e)) from None
+    msg = f"unknown broker {name!r}; one of: {', '.join(BROKERS)}"
     raise typer.BadParameter(msg)
 
 

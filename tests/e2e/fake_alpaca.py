@@ -20,6 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from trueup import Ledger
+from trueup.adapters.alpaca.translate import fill_exec_id, to_order_status
+
 WORKING = {"new", "accepted", "partially_filled", "pending_new"}
 
 
@@ -317,6 +320,36 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
             self._route("DELETE")
 
     return Handler
+
+
+def assert_books_equal(ledger: Ledger, fake: FakeAlpaca, account: str) -> None:
+    """Every order (status, quantities, fills) and every position as the fake broker has them."""
+    with fake.lock:
+        orders = [dict(o) for o in fake.orders]
+        activities = list(fake.activities)
+        positions = dict(fake.positions)
+    booked = {o.client_order_id: o for o in ledger.all_orders(account)}
+    assert len(booked) == len(orders)
+    for wire in orders:
+        order = booked[wire["client_order_id"]]
+        status, _ = to_order_status(
+            wire["status"], qty=Decimal(wire["qty"]), filled_qty=Decimal(wire["filled_qty"])
+        )
+        assert (order.status, order.quantity, order.filled_qty) == (
+            status,
+            Decimal(wire["qty"]),
+            Decimal(wire["filled_qty"]),
+        ), wire["client_order_id"]
+        assert order.broker_order_ids == (wire["id"],)
+        executions = sorted(
+            (fill_exec_id(a["order_id"], Decimal(a["cum_qty"])), Decimal(a["qty"]), Decimal(a["price"]))
+            for a in activities
+            if a["order_id"] == wire["id"]
+        )
+        assert sorted((f.exec_id, f.qty, f.price) for f in order.fills) == executions
+    assert {(p.symbol, p.qty) for p in ledger.positions(account)} == {
+        (symbol, qty) for symbol, (qty, _) in positions.items()
+    }
 
 
 @contextmanager

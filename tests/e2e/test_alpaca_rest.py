@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 
 from tests.builders import unique_cid
-from tests.e2e.fake_alpaca import FakeAlpaca, running
+from tests.e2e.fake_alpaca import FakeAlpaca, assert_books_equal, running
 from trueup import Ledger, OrderStatus
 from trueup.adapters.alpaca.client import AlpacaClient
-from trueup.adapters.alpaca.translate import fill_exec_id, to_order_status
+from trueup.adapters.alpaca.translate import fill_exec_id
 from trueup.adapters.base import OrderRequest, OrderType, SubmitUncertain
 from trueup.domain.errors import BrokerQueryError
 from trueup.submission import Submitter, start_session
@@ -67,36 +67,6 @@ def kinds(ledger: Ledger) -> list[str]:
     return [d.kind for d in ledger.discrepancies(ACCOUNT)]
 
 
-def assert_books_equal(ledger: Ledger, fake: FakeAlpaca) -> None:
-    """Every order (status, quantities, fills) and every position as the fake broker has them."""
-    with fake.lock:
-        orders = [dict(o) for o in fake.orders]
-        activities = list(fake.activities)
-        positions = dict(fake.positions)
-    booked = {o.client_order_id: o for o in ledger.all_orders(ACCOUNT)}
-    assert len(booked) == len(orders)
-    for wire in orders:
-        order = booked[wire["client_order_id"]]
-        status, _ = to_order_status(
-            wire["status"], qty=Decimal(wire["qty"]), filled_qty=Decimal(wire["filled_qty"])
-        )
-        assert (order.status, order.quantity, order.filled_qty) == (
-            status,
-            Decimal(wire["qty"]),
-            Decimal(wire["filled_qty"]),
-        ), wire["client_order_id"]
-        assert order.broker_order_ids == (wire["id"],)
-        executions = sorted(
-            (fill_exec_id(a["order_id"], Decimal(a["cum_qty"])), Decimal(a["qty"]), Decimal(a["price"]))
-            for a in activities
-            if a["order_id"] == wire["id"]
-        )
-        assert sorted((f.exec_id, f.qty, f.price) for f in order.fills) == executions
-    assert {(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)} == {
-        (symbol, qty) for symbol, (qty, _) in positions.items()
-    }
-
-
 def test_partial_fill_session_reconciles_to_the_fakes_state(
     fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger
 ) -> None:
@@ -131,7 +101,7 @@ def test_partial_fill_session_reconciles_to_the_fakes_state(
     assert l1.status is OrderStatus.ACCEPTED
     assert l1.limit_price == Decimal("101.5")
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(6))]
-    assert_books_equal(ledger, fake)
+    assert_books_equal(ledger, fake, ACCOUNT)
     assert kinds(ledger) == []
 
 
@@ -301,7 +271,7 @@ def test_replace_chain_keeps_every_leg_and_its_fills(
     ]
     assert not result.stale
     assert kinds(ledger) == []
-    assert_books_equal(ledger, fake)
+    assert_books_equal(ledger, fake, ACCOUNT)
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(10))]
 
 
@@ -326,7 +296,7 @@ def test_replace_made_at_the_broker_continues_our_order_not_an_orphan(
     assert old is not None
     assert (old.status, old.replaced_by) == (OrderStatus.REPLACED, leg["client_order_id"])
     assert kinds(ledger) == []
-    assert_books_equal(ledger, fake)
+    assert_books_equal(ledger, fake, ACCOUNT)
 
 
 def test_replace_refused_by_the_broker_leaves_the_order_standing(
