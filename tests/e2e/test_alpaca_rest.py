@@ -112,6 +112,7 @@ def test_cancel_through_the_client(fake: FakeAlpaca, client: AlpacaClient, ledge
     order = ledger.order(ACCOUNT, "C1")
     assert order is not None
     assert order.status is OrderStatus.CANCELED
+    assert_books_equal(ledger, fake, ACCOUNT)
 
 
 def test_504_then_placed_is_acknowledged_once(fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger) -> None:
@@ -127,6 +128,7 @@ def test_504_then_placed_is_acknowledged_once(fake: FakeAlpaca, client: AlpacaCl
     reconcile(ledger, client)
     assert [o.client_order_id for o in ledger.all_orders(ACCOUNT)] == ["G1"]
     assert kinds(ledger) == []
+    assert_books_equal(ledger, fake, ACCOUNT)
 
 
 def test_dropped_submit_stays_in_flight_and_recovery_books_it(
@@ -144,6 +146,7 @@ def test_dropped_submit_stays_in_flight_and_recovery_books_it(
     assert order.status is OrderStatus.ACCEPTED
     assert fake.requests.count("POST /v2/orders") == 1
     assert len(fake.orders) == 1
+    assert_books_equal(ledger, fake, ACCOUNT)
 
 
 def test_422_already_used_is_already_placed_not_rejected(
@@ -157,6 +160,7 @@ def test_422_already_used_is_already_placed_not_rejected(
     assert order.status is OrderStatus.ACCEPTED
     assert order.broker_order_ids == (existing["id"],)
     assert len(fake.orders) == 1
+    assert_books_equal(ledger, fake, ACCOUNT)
 
 
 def test_other_4xx_is_a_rejection(fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger) -> None:
@@ -176,9 +180,11 @@ def test_lookup_absent_is_none_and_failure_is_an_error(fake: FakeAlpaca, client:
 
 def test_external_order_is_an_orphan(fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger) -> None:
     run_session(ledger, client)
-    fake.place_external()
+    external = fake.place_external()
+    fake.fill(external["client_order_id"], "1", "20")
     reconcile(ledger, client)
     assert "ORPHAN_ORDER" in kinds(ledger)
+    assert_books_equal(ledger, fake, ACCOUNT)  # tracked from now on, fills and position included
 
 
 def test_positions_500_is_stale_and_positions_untouched(

@@ -13,7 +13,7 @@ import pytest
 
 from tests.builders import unique_cid
 from tests.e2e import fake_alpaca, fake_alpaca_stream
-from tests.e2e.fake_alpaca import FakeAlpaca
+from tests.e2e.fake_alpaca import FakeAlpaca, assert_books_equal
 from tests.e2e.fake_alpaca_stream import FakeAlpacaStream, trade_update
 from trueup import Ledger, OrderStatus
 from trueup.adapters.alpaca.client import AlpacaClient
@@ -172,6 +172,7 @@ def test_messages_arrive_raw_and_translate_to_a_filled_order(
     assert s1.filled_qty == Decimal(10)
     assert len(s1.fills) == 2
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(10))]
+    assert_books_equal(ledger, rest, ACCOUNT)
 
 
 def new_exec(item: RawMessage) -> str:
@@ -233,6 +234,7 @@ def test_missed_fill_during_a_drop_is_recovered_by_rest_reconciliation(
         (symbol, qty) for symbol, (qty, _) in rest.positions.items()
     ]
     assert [d.kind for d in ledger.discrepancies(ACCOUNT)] == []
+    assert_books_equal(ledger, rest, ACCOUNT)
 
     # The new connection delivers again.
     ws.wait_connections(2)
