@@ -39,7 +39,7 @@ from trueup.domain.reports import PositionReport
 from trueup.domain.status import OrderFlag, OrderStatus
 
 D = Decimal
-SECRET = "postback-secret"
+SECRET = "postback-secret"  # noqa: S105 - a test secret
 PARENT = "1914227164488687616"
 
 
@@ -236,7 +236,7 @@ def test_verified_postback_translates() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        signed(order_json(status="COMPLETE", filled_quantity=10), secret="another-secret"),
+        signed(order_json(status="COMPLETE", filled_quantity=10), secret="another-secret"),  # noqa: S106 - a test secret
         dumps(order_json(status="COMPLETE", filled_quantity=10)),  # no checksum
         dumps(order_json(status="COMPLETE", filled_quantity=10, checksum="")),  # blank: a WebSocket update
         # The checksum covers order_id and order_timestamp only: tamper with those.
