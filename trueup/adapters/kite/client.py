@@ -93,7 +93,7 @@ from trueup.domain.reports import (
     PositionReport,
     Report,
 )
-from trueup.domain.status import OrderStatus
+from trueup.domain.status import OrderStatus, Side
 
 try:
     from kiteconnect import KiteConnect
@@ -698,14 +698,14 @@ class KiteClient:
             "variety": self.variety,
             "exchange": exchange,
             "tradingsymbol": tradingsymbol,
-            "transaction_type": request.side.value,
+            "transaction_type": Side(request.side).value,
             "quantity": _whole(request.quantity, f"order {cid}", rejected=True),
             "product": product,
-            "order_type": request.order_type.value,
+            "order_type": OrderType(request.order_type).value,
             "validity": "DAY",
             "tag": cid,
         }
-        if request.order_type is OrderType.LIMIT:
+        if params["order_type"] == OrderType.LIMIT:
             if request.limit_price is None:
                 msg = f"limit order {cid} without a limit price"
                 raise SubmitRejected(msg)
