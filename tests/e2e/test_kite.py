@@ -11,6 +11,7 @@ and filled quantity, its fills (trade ids, quantities, prices) and the net posit
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -250,6 +251,8 @@ def test_autoslice_with_one_refused_child_is_one_logical_order() -> None:
             assert (view.quantity, view.filled_qty) == (D(6), D(5))  # 10 asked, 4 refused by Kite
             assert set(view.broker_order_ids) == {first, last}
             s.assert_matches_fake({cid: OrderStatus.PARTIALLY_FILLED})
+            (ack,) = [e.event for e in s.ledger.events() if getattr(e.event, "kind", "") == "submit_ack"]
+            assert "MarginException" in ack.payload  # Kite's answer, kept verbatim
 
             s.fake.fill(last, 1, "103")
             await s.deliver(2)
@@ -309,7 +312,9 @@ def test_postback_with_a_bad_checksum_is_stored_reported_and_not_applied() -> No
     asyncio.run(scenario())
 
 
-def test_token_expiry_mid_session_blocks_until_a_new_token_is_set() -> None:
+def test_token_expiry_mid_session_blocks_until_a_new_token_is_set(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
     async def scenario() -> None:
         async with kite_session() as s:
             cid = unique_cid("KT")
@@ -347,6 +352,9 @@ def test_token_expiry_mid_session_blocks_until_a_new_token_is_set() -> None:
             assert open_discrepancies(s) == []
 
     asyncio.run(scenario())
+    assert "access token expired" in caplog.text
+    for secret in (TOKEN, "day2-token", SECRET):
+        assert secret not in caplog.text
 
 
 def test_placement_that_times_out_is_found_in_the_order_book_not_sent_twice() -> None:
