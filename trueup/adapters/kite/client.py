@@ -52,12 +52,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from trueup.adapters.base import (
     CLIENT_ORDER_ID,
+    BrokerClient,
     OrderRequest,
     OrderType,
     RawMessage,
@@ -746,3 +747,9 @@ def _json_default(value: object) -> object:
 def _encode(payload: object) -> str:
     """JSON text of what kiteconnect decoded, in Kite's formats."""
     return json.dumps(payload, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+if TYPE_CHECKING:  # mypy proves KiteClient meets the port
+
+    def _meets_the_port(client: KiteClient) -> BrokerClient:
+        return client

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.unit.adapters.kite.test_translate import OUR_ID, order_json
-from trueup.adapters.base import RawMessage, Reconnected, StreamItem
+from trueup.adapters.base import BrokerClient, RawMessage, Reconnected, StreamItem
 from trueup.adapters.kite import client as kite_client
 from trueup.adapters.kite.client import KiteClient
 from trueup.adapters.kite.postback import serve
@@ -38,6 +38,11 @@ def signed(body: dict[str, Any], secret: str = SECRET) -> bytes:
 
 
 # --- configuration and secrets -------------------------------------------------------------------
+
+
+def test_it_is_a_broker_client() -> None:
+    assert isinstance(make_client(), BrokerClient)
+    assert make_client().name == "kite"
 
 
 def test_from_env_reads_the_four_variables() -> None:
