@@ -171,6 +171,11 @@ def test_partial_fills_then_complete() -> None:
             s.assert_matches_fake({cid: OrderStatus.FILLED})
             assert s.order(cid).avg_fill_price == D("100.6")
             assert open_discrepancies(s) == []
+            # order_trades() per order gives the same fills as trades(), with our id set.
+            by_order = await s.client.fills(ACCOUNT, cid)
+            assert {(f.exec_id, f.qty, f.price, f.client_order_id) for f in by_order} == {
+                (f.exec_id, f.qty, f.price, cid) for f in s.order(cid).fills
+            }
 
     asyncio.run(scenario())
 
@@ -202,6 +207,21 @@ def test_modify_quantity_and_price_then_fill() -> None:
             await s.settled(cid, OrderStatus.FILLED)
             s.assert_matches_fake({cid: OrderStatus.FILLED})
             assert open_discrepancies(s) == []
+            # order_history(): every transition, in order, through the rank table.
+            history = await s.client.history(ACCOUNT, cid)
+            assert [(r.raw_status, r.status, r.quantity) for r in history] == [
+                ("PUT ORDER REQ RECEIVED", OrderStatus.PENDING_NEW, D(10)),
+                ("VALIDATION PENDING", OrderStatus.PENDING_NEW, D(10)),
+                ("OPEN PENDING", OrderStatus.PENDING_NEW, D(10)),
+                ("OPEN", OrderStatus.ACCEPTED, D(10)),
+                ("OPEN", OrderStatus.PARTIALLY_FILLED, D(10)),
+                ("MODIFY VALIDATION PENDING", OrderStatus.PARTIALLY_FILLED, D(6)),
+                ("MODIFY PENDING", OrderStatus.PARTIALLY_FILLED, D(6)),
+                ("MODIFIED", OrderStatus.PARTIALLY_FILLED, D(6)),
+                ("OPEN", OrderStatus.PARTIALLY_FILLED, D(6)),
+                ("COMPLETE", OrderStatus.FILLED, D(6)),
+            ]
+            assert history == sorted(history, key=lambda r: r.ts_event)
 
     asyncio.run(scenario())
 
@@ -277,9 +297,13 @@ def test_out_of_order_and_duplicate_updates_converge() -> None:
             s.fake.fill(order_id, 4, "102")
             # Kite's postbacks: UPDATE 3, UPDATE 6, COMPLETE 10; delivered late, shuffled, twice.
             await s.deliver(2, 0, 1, 2, 0, 1)
+
+            def postbacks_stored() -> int:
+                messages = [e.event for e in s.ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
+                return sum(1 for m in messages if m.kind == "postback")
+
+            await s.until("every postback stored raw", lambda: postbacks_stored() == 6)
             await s.settled(cid, OrderStatus.FILLED)
-            messages = [e for e in s.ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
-            assert sum(1 for m in messages if m.event.kind == "postback") == 6  # every one stored raw
             s.assert_matches_fake({cid: OrderStatus.FILLED})
             assert open_discrepancies(s) == []
 

@@ -79,6 +79,7 @@ from trueup.adapters.kite.ids import TagPredicate, split_symbol
 from trueup.adapters.kite.postback import PostbackReceiver, PostbackServer, serve
 from trueup.adapters.kite.translate import (
     to_fill_reports,
+    to_order_reports_from_history,
     to_position_reports,
     to_reports_from_postback,
     to_reports_from_update,
@@ -442,6 +443,49 @@ class KiteClient:
         self._check_account(account)
         book = await self._book(account, f"lookup {client_order_id}")
         return book.find(client_order_id)
+
+    async def history(self, account: str, client_order_id: str) -> list[OrderReport]:
+        """Every state each Kite order of our id went through (`order_history()`), oldest first per order.
+
+        For audit: a logical order's slices are listed one after another, each report
+        being one slice's state (not the logical order's).
+
+        Raises:
+            KiteTokenExpired: the access token expired.
+            BrokerQueryError: the order book or a history could not be read or translated.
+        """
+        self._check_account(account)
+        cid = client_order_id
+        book = await self._book(account, f"history {cid}")
+        reports: list[OrderReport] = []
+        for ref in book.members.get(cid, []):
+            raw = await self._query(f"history {cid} ({ref.order_id})", self._kite.order_history, ref.order_id)
+            try:
+                reports += to_order_reports_from_history(raw, account=account, is_ours=self.is_ours)
+            except TrueupError as e:
+                msg = f"{account}: history of {ref.order_id}: untranslatable: {e}"
+                raise BrokerQueryError(msg) from e
+        return reports
+
+    async def fills(self, account: str, client_order_id: str) -> list[FillReport]:
+        """The executions of every Kite order of our id (`order_trades()`), with our id set.
+
+        Raises:
+            KiteTokenExpired: the access token expired.
+            BrokerQueryError: the order book or a trade list could not be read or translated.
+        """
+        self._check_account(account)
+        cid = client_order_id
+        book = await self._book(account, f"fills {cid}")
+        fills: list[FillReport] = []
+        for ref in book.members.get(cid, []):
+            raw = await self._query(f"fills {cid} ({ref.order_id})", self._kite.order_trades, ref.order_id)
+            try:
+                fills += to_fill_reports(raw, account=account)
+            except TrueupError as e:
+                msg = f"{account}: trades of {ref.order_id}: untranslatable: {e}"
+                raise BrokerQueryError(msg) from e
+        return with_client_order_ids(fills, book.order_tags)
 
     async def snapshot(self, account: str) -> BrokerSnapshot:
         """Today's trades, orders (logical) and net positions; a failed part is None.
