@@ -334,8 +334,10 @@ class FakeKite:
     def _record(self, order: dict[str, Any], *, postback_status: str) -> None:
         """A change: history row, and the postback Kite would send for it."""
         self.history[order["order_id"]].append(copy.deepcopy(order))
+        # A postback has the order's fields but no `tags` (postback.json), and a few more.
+        fields = {k: v for k, v in order.items() if k not in {"tags", "modified", "validity_ttl", "account_id"}}
         body = {
-            **copy.deepcopy(order),
+            **copy.deepcopy(fields),
             "status": postback_status,
             "user_id": self.user_id,
             "app_id": 1234,

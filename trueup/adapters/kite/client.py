@@ -173,17 +173,28 @@ class _PlaceAnswer(msgspec.Struct):
 _PLACE_ANSWER: Final = msgspec.json.Decoder(_PlaceAnswer)
 
 
+_SliceIds = Callable[[], frozenset[str]]
+"""Gives the Kite order ids known to be slices, when an update is translated."""
+
+
 class _PostbackTranslator:
     """Verifies a postback's checksum, then translates it (pure; the secret is never shown)."""
 
-    def __init__(self, account: str, secret: _Secret, is_ours: TagPredicate | None) -> None:
+    def __init__(
+        self, account: str, secret: _Secret, is_ours: TagPredicate | None, slices: _SliceIds
+    ) -> None:
         self.account = account
         self._secret = secret
         self._is_ours = is_ours
+        self._slices = slices
 
     def __call__(self, payload: str) -> Sequence[Report]:
         return to_reports_from_postback(
-            payload, account=self.account, api_secret=self._secret.reveal(), is_ours=self._is_ours
+            payload,
+            account=self.account,
+            api_secret=self._secret.reveal(),
+            is_ours=self._is_ours,
+            slices=self._slices(),
         )
 
     def __repr__(self) -> str:
@@ -193,12 +204,14 @@ class _PostbackTranslator:
 class _UpdateTranslator:
     """Translates a WebSocket order update (no checksum: the socket itself is authenticated)."""
 
-    def __init__(self, account: str, is_ours: TagPredicate | None) -> None:
+    def __init__(self, account: str, is_ours: TagPredicate | None, slices: _SliceIds) -> None:
         self.account = account
         self._is_ours = is_ours
+        self._slices = slices
 
     def __call__(self, payload: str) -> Sequence[Report]:
-        return to_reports_from_update(payload, account=self.account, is_ours=self._is_ours)
+        slices = self._slices()
+        return to_reports_from_update(payload, account=self.account, is_ours=self._is_ours, slices=slices)
 
     def __repr__(self) -> str:
         return f"to_reports_from_update(account={self.account!r})"
@@ -267,9 +280,11 @@ class KiteClient:
         self._inbox: deque[tuple[str, str]] = deque()
         self._wake: Callable[[], None] | None = None
         self._listener = 0
+        self._slice_ids: frozenset[str] = frozenset()
+        """Kite order ids known to be slices of a larger order (placement answers, order books)."""
         self._translators: dict[str, Callable[[str], Sequence[Report]]] = {
-            "postback": _PostbackTranslator(account, self._secret, is_ours),
-            "ws_order_update": _UpdateTranslator(account, is_ours),
+            "postback": _PostbackTranslator(account, self._secret, is_ours, self._known_slices),
+            "ws_order_update": _UpdateTranslator(account, is_ours, self._known_slices),
         }
 
     @classmethod
@@ -656,15 +671,31 @@ class KiteClient:
             return None
 
     def _order_book_of(self, account: str) -> Callable[[str], OrderBook]:
-        return lambda raw: to_order_book(raw, account=account, is_ours=self.is_ours)
+        def translate(raw: str) -> OrderBook:
+            return self._remember_slices(to_order_book(raw, account=account, is_ours=self.is_ours))
+
+        return translate
 
     async def _book(self, account: str, what: str) -> OrderBook:
         raw = await self._query(f"{what}: orders", self._kite.orders)
         try:
-            return to_order_book(raw, account=account, is_ours=self.is_ours)
+            return self._order_book_of(account)(raw)
         except TrueupError as e:
             msg = f"{account}: {what}: untranslatable order book: {e}"
             raise BrokerQueryError(msg) from e
+
+    def _known_slices(self) -> frozenset[str]:
+        return self._slice_ids
+
+    def _remember_slices(self, book: OrderBook, placed: Sequence[str] = ()) -> OrderBook:
+        """Note the order ids that are slices (an update of one must not stand for its order)."""
+        found = {ref.order_id for refs in book.members.values() if len(refs) > 1 for ref in refs}
+        found |= {ref.order_id for refs in book.members.values() for ref in refs if ref.is_slice}
+        found |= set(placed)
+        if not found <= self._slice_ids:
+            with self._lock:
+                self._slice_ids = self._slice_ids | found  # replaced whole: readers see one or the other
+        return book
 
     def _expired(self, what: str, error: BaseException) -> KiteTokenExpired:
         self._token_expired = True
@@ -708,6 +739,7 @@ class KiteClient:
         if not placement.placed:
             msg = f"Kite placed no slice of order {cid}: {'; '.join(placement.refused)}"
             raise SubmitRejected(msg, raw=raw)
+        self._remember_slices(OrderBook(orders=[], members={}), placement.placed)
         described = f"autoslice: {len(placement.placed)} slices placed"
         if placement.refused:
             described += f", {len(placement.refused)} refused ({'; '.join(placement.refused)})"

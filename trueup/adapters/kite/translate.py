@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Container
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Literal
@@ -495,7 +496,11 @@ def _update(raw: bytes | str, *, account: str) -> tuple[KiteOrder, str]:
 
 
 def to_reports_from_update(
-    raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None
+    raw: bytes | str,
+    *,
+    account: str,
+    is_ours: TagPredicate | None = None,
+    slices: Container[str] = frozenset(),
 ) -> list[OrderReport]:
     """The OrderReport of a postback body or a WebSocket frame `{"type": "order", "data": {...}}`.
 
@@ -510,11 +515,15 @@ def to_reports_from_update(
     `to_reports_from_postback` does both. `ts_event` is the later of `order_timestamp`
     and `exchange_update_timestamp`.
 
-    The update of a slice (`is_slice`: an autoslice child, an iceberg leg) gives no
-    report: its quantity, fills and status are the slice's, and applied to the logical
-    order its tag names they would shrink its quantity or end it while other slices
-    still work. The payload is still valid (kept raw by the caller); the order-book
-    refresh it triggers aggregates every slice (`groups.to_order_book`).
+    The update of a slice gives no report: its quantity, fills and status are the
+    slice's, and applied to the logical order its tag names they would shrink its
+    quantity or end it while other slices still work. The payload is still valid (kept
+    raw by the caller); the order-book refresh it triggers aggregates every slice
+    (`groups.to_order_book`). A slice is known by `is_slice` (Kite's `autoslice` tags,
+    `meta.iceberg`) or by its `order_id` in `slices`: postbacks carry `tag` but no
+    `tags` (postback.json), so an autoslice child's postback looks like a lone order;
+    the caller passes the order ids it knows as slices (from the placement's answer
+    and from the order book).
 
     Raises:
         InvalidReport: the payload is malformed or a frame of another type (`$.type`);
@@ -522,13 +531,18 @@ def to_reports_from_update(
     """
     order, path = _update(raw, account=account)
     report = _order_report(order, account=account, path=path, is_ours=is_ours, what="order update")
-    if is_slice(order) and report.client_order_id is not None:
+    if report.client_order_id is not None and (is_slice(order) or order.order_id in slices):
         return []
     return [report]
 
 
 def to_reports_from_postback(
-    raw: bytes | str, *, account: str, api_secret: str, is_ours: TagPredicate | None = None
+    raw: bytes | str,
+    *,
+    account: str,
+    api_secret: str,
+    is_ours: TagPredicate | None = None,
+    slices: Container[str] = frozenset(),
 ) -> list[OrderReport]:
     """`to_reports_from_update` of a postback body whose checksum verifies (`verify_postback`).
 
@@ -546,7 +560,7 @@ def to_reports_from_postback(
             "not verified, not applied"
         )
         raise _invalid(what="postback", account=account, path="$.checksum", detail=detail)
-    return to_reports_from_update(raw, account=account, is_ours=is_ours)
+    return to_reports_from_update(raw, account=account, is_ours=is_ours, slices=slices)
 
 
 def verify_postback(raw: bytes | str, api_secret: str) -> bool:

@@ -185,6 +185,27 @@ def test_a_postback_failing_verification_is_yielded_raw_and_triggers_nothing() -
     assert [type(i).__name__ for i in items] == ["RawMessage", "RawMessage", "Reconnected"]
 
 
+def test_slices_learned_from_an_order_book_silence_their_updates() -> None:
+    client = make_client()
+    rows = [
+        order_json(order_id="11", tags=[OUR_ID, "autoslice", "autoslice:10"]),
+        order_json(order_id="12", tags=[OUR_ID, "autoslice", "autoslice:10"]),
+        order_json(order_id="13", tag="TUOTHER", tags=["TUOTHER"]),
+    ]
+    client._order_book_of(ACCOUNT)(json.dumps(rows))
+    assert client._known_slices() == {"11", "12"}
+    # The postback of slice 12 (no `tags`, as postbacks come) is kept raw but reports nothing.
+    body = {k: v for k, v in order_json(order_id="12", status="COMPLETE", filled_quantity=10).items() if k != "tags"}
+    client.accept_postback(signed(body))
+    client.accept_postback(signed({**body, "order_id": "13", "tag": "TUOTHER"}))
+    first, second, refresh = take(client, 3)
+    assert isinstance(first, RawMessage)
+    assert isinstance(second, RawMessage)
+    assert first.translate(first.payload) == []
+    assert [r.client_order_id for r in second.translate(second.payload)] == ["TUOTHER"]
+    assert isinstance(refresh, Reconnected)
+
+
 def test_undecodable_postback_bytes_are_kept() -> None:
     client = make_client()
     client.accept_postback(b"\xff\xfe not json")

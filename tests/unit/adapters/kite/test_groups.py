@@ -221,6 +221,22 @@ def test_update_of_one_slice_gives_no_report() -> None:
     assert to_reports_from_update(dumps({"type": "order", "data": update}), account=ACCOUNT) == []
 
 
+def test_update_of_an_order_known_as_a_slice_gives_no_report() -> None:
+    # Postbacks carry `tag` but no `tags` (postback.json): an autoslice child's postback looks
+    # like a lone order, so the caller names the order ids it knows as slices.
+    body = json.loads(fixture("postback.json")) | {"tag": OUR_ID}
+    assert "tags" not in body
+    (lone,) = to_reports_from_update(dumps(body), account=ACCOUNT)
+    assert lone.client_order_id == OUR_ID
+    assert to_reports_from_update(dumps(body), account=ACCOUNT, slices={body["order_id"]}) == []
+    assert to_reports_from_update(dumps(body), account=ACCOUNT, slices={"another"}) == [lone]
+    # An external order (no tag of ours) is reported alone whatever: it is its own order.
+    external = body | {"tag": None}
+    assert len(to_reports_from_update(dumps(external), account=ACCOUNT, slices={body["order_id"]})) == 1
+    verified = signed(body)
+    assert to_reports_from_postback(verified, account=ACCOUNT, api_secret=SECRET, slices={body["order_id"]}) == []
+
+
 def signed(body: dict[str, Any], secret: str = SECRET) -> bytes:
     checksum = hashlib.sha256(f"{body['order_id']}{body['order_timestamp']}{secret}".encode()).hexdigest()
     return dumps(body | {"checksum": checksum})
