@@ -11,11 +11,13 @@ and filled quantity, its fills (trade ids, quantities, prices) and the net posit
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -417,3 +419,33 @@ def test_refused_order_is_rejected_and_unknown_orders_are_errors() -> None:
                 await s.client.modify(ACCOUNT, cid, quantity=D(1))
 
     asyncio.run(scenario())
+
+
+def test_the_fake_speaks_the_official_shapes() -> None:
+    # The fake's rows carry the fields of Kite's own mocks (tests/fixtures/kite), so the
+    # end-to-end tests exercise the payloads the adapter meets in production.
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "kite"
+
+    def keys(name: str, *path: str) -> set[str]:
+        data: Any = json.loads((fixtures / name).read_text())
+        for part in path:
+            data = data[part]
+        rows = data if isinstance(data, list) else [data]
+        return set().union(*(row.keys() for row in rows))
+
+    with running(API_KEY, TOKEN, SECRET) as fake:
+        form = {
+            "exchange": "NSE",
+            "tradingsymbol": "SBIN",
+            "transaction_type": "BUY",
+            "quantity": "2",
+            "product": "CNC",
+            "order_type": "MARKET",
+            "tag": "SHAPE1",
+        }
+        order_id = fake.place("regular", form)["order_id"]
+        trade = fake.fill(order_id, 1, "100")
+        assert keys("orders.json", "data") - set(fake.orders[order_id]) == {"auction_number", "terminal_id"}
+        assert keys("trades.json", "data") == set(trade)
+        assert keys("postback.json") == set(fake.postbacks[0])
+        assert {"exchange", "tradingsymbol", "product", "quantity", "average_price"} <= set(fake.positions()["net"][0])
