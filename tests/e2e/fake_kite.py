@@ -83,6 +83,8 @@ class FakeKite:
         """Answer the next placement only after this many seconds (the order is placed at once)."""
         self.refuse_next_place: str | None = None
         """Refuse the next placement with this OrderException message (an RMS block)."""
+        self.route_faults: dict[str, int] = {}
+        """`"GET /trades"` -> how many more requests answer NetworkException (503)."""
         self.cancel_spelling = "CANCELLED"
         """Status a cancellation's postback carries ("CANCEL" is the postback docs' spelling)."""
         self._ids = itertools.count(251123000000001)
@@ -109,6 +111,11 @@ class FakeKite:
         """The daily expiry: every request answers TokenException until `issue_token`."""
         with self.lock:
             self.token = None
+
+    def fail(self, route: str, times: int = 1) -> None:
+        """The next `times` requests of `route` ("GET /orders") answer NetworkException (503)."""
+        with self.lock:
+            self.route_faults[route] = self.route_faults.get(route, 0) + times
 
     def issue_token(self, token: str) -> None:
         with self.lock:
@@ -415,6 +422,7 @@ def _handler(fake: FakeKite) -> type[BaseHTTPRequestHandler]:
                 fake.requests.append(f"{method} {path}")
                 try:
                     self._check_headers()
+                    self._check_faults(f"{method} {path}")
                     data = self._dispatch(method, parts, form)
                     if method == "POST" and fake.place_delay:
                         delay, fake.place_delay = fake.place_delay, 0.0
@@ -430,6 +438,11 @@ def _handler(fake: FakeKite) -> type[BaseHTTPRequestHandler]:
                 raise KiteError("TokenException", "Incorrect `api_key` or `access_token`.", 403)
             if self.headers.get("X-Kite-Version") != "3":
                 raise KiteError("InputException", "X-Kite-Version 3 expected", 400)
+
+        def _check_faults(self, route: str) -> None:
+            if fake.route_faults.get(route, 0) > 0:
+                fake.route_faults[route] -= 1
+                raise KiteError("NetworkException", "Gateway timed out (OMS unreachable)", 503)
 
         def _dispatch(self, method: str, parts: list[str], form: dict[str, str]) -> Any:  # noqa: PLR0911
             match method, parts:

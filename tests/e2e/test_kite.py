@@ -383,6 +383,44 @@ def test_token_expiry_mid_session_blocks_until_a_new_token_is_set(caplog: pytest
         assert secret not in caplog.text
 
 
+def test_a_part_that_fails_is_unknown_never_empty() -> None:
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KF")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            s.fake.fill(order_id, 4, "100")
+
+            # No order book: trades cannot be attributed (no tags on trades), so fills are unknown too.
+            s.fake.fail("GET /orders")
+            snapshot = await s.client.snapshot(ACCOUNT)
+            assert (snapshot.orders, snapshot.fills) == (None, None)
+            assert snapshot.positions is not None
+            assert not snapshot.complete_history
+
+            # No trades: the book's cumulative books an inferred fill; the data is stale.
+            s.fake.fail("GET /trades")
+            snapshot = await s.client.snapshot(ACCOUNT)
+            assert snapshot.fills is None
+            assert snapshot.orders is not None
+            result = await asyncio.to_thread(s.ledger.reconcile, snapshot)
+            assert result.stale
+            assert result.gate is GateState.BLOCKED
+            assert open_discrepancies(s) == ["STALE_DATA"]
+            view = s.order(cid)
+            assert (view.status, view.filled_qty, view.inferred_qty) == (OrderStatus.PARTIALLY_FILLED, D(4), D(4))
+
+            # Trades back: the real trade supersedes the inferred fill; fresh data reopens the gate.
+            s.fake.fill(order_id, 6, "100")
+            await s.deliver(1)
+            await s.settled(cid, OrderStatus.FILLED)
+            await s.until("gate READY", lambda: s.ledger.gate(ACCOUNT) is GateState.READY)
+            s.assert_matches_fake({cid: OrderStatus.FILLED})
+            assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())
+
+
 def test_placement_that_times_out_is_found_in_the_order_book_not_sent_twice() -> None:
     async def scenario() -> None:
         async with kite_session() as s:

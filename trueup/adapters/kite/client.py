@@ -23,8 +23,9 @@ Outcomes (BROKERS.md 3):
   book": an order from an earlier day is not there either.
 * snapshot: trades, then orders, then positions (every trade's order is in the order
   book fetched after it, so each fill gets our id from its order's tag). A part that
-  cannot be fetched or translated is None (STALE_DATA), never `[]`. `complete_history`
-  is always False: `orders()` and `trades()` cover today only.
+  cannot be fetched or translated is None (STALE_DATA), never `[]`; fills are None too
+  when the order book is (they could not be attributed). `complete_history` is always
+  False: `orders()` and `trades()` cover today only.
 * token expiry: Kite access tokens expire daily. After a `TokenException`, `snapshot`,
   `lookup` and `cancel` raise `KiteTokenExpired` (a `BrokerQueryError` whose message
   says so), reconciliation stores STALE_DATA and the gate stays BLOCKED, until
@@ -520,7 +521,12 @@ class KiteClient:
         fills: list[FillReport] | None = self._translate(
             account, "trades", trades_raw, lambda raw: to_fill_reports(raw, account=account)
         )
-        if fills is not None and book is not None:
+        if fills is not None and book is None:
+            # Trades carry no tag: without the order book a fill of a slice never reported
+            # alone could not reach its order and would look like an orphan. Unknown too.
+            log.warning("%s: kite trades not attributable without the order book; fills unknown", account)
+            fills = None
+        elif fills is not None and book is not None:
             fills = with_client_order_ids(fills, book.order_tags)
         positions: list[PositionReport] | None = self._translate(
             account,
