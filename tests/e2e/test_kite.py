@@ -244,6 +244,12 @@ def test_cancel_after_partial_fill() -> None:
             s.assert_matches_fake({cid: OrderStatus.CANCELED})
             assert s.order(cid).filled_qty == D(3)
 
+            # Without the order book, the broker id the ledger knows is cancelled as given.
+            s.fake.fail("GET /orders")
+            with pytest.raises(BrokerQueryError, match="Order cannot be cancelled as it is CANCELLED"):
+                await s.client.cancel(ACCOUNT, cid, order_id)
+            assert s.fake.requests[-1] == f"DELETE /orders/regular/{order_id}"
+
             # Cancelling again: nothing working at Kite, nothing sent.
             sent = len(s.fake.requests)
             await s.client.cancel(ACCOUNT, cid, None)
@@ -283,6 +289,28 @@ def test_autoslice_with_one_refused_child_is_one_logical_order() -> None:
             assert s.order(cid).avg_fill_price == D("100.5")
             amended = [e.event for e in s.ledger.events() if e.topic == "trueup:Order.Amended"]
             assert [e.quantity for e in amended] == [D(6)]
+            assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())
+
+
+def test_cancel_of_an_autoslice_order_cancels_every_working_slice() -> None:
+    async def scenario() -> None:
+        async with kite_session(autoslice=True) as s:
+            s.fake.freeze_quantity = 4  # slices 4, 4, 2
+            cid = unique_cid("KS")
+            await s.submit(cid, 10)
+            first, second, third = s.kite_ids(cid)
+            s.fake.fill(first, 4, "100")
+            s.fake.fill(second, 1, "100")
+            with pytest.raises(BrokerQueryError, match="not one working Kite order"):
+                await s.client.modify(ACCOUNT, cid, quantity=D(8))  # a sliced order is not one order
+            await Submitter(s.ledger, s.client).cancel(ACCOUNT, cid)
+            assert [s.fake.orders[i]["status"] for i in (first, second, third)] == ["COMPLETE", "CANCELLED", "CANCELLED"]
+            await s.deliver(*range(len(s.fake.postbacks)))
+            await s.settled(cid, OrderStatus.CANCELED)
+            s.assert_matches_fake({cid: OrderStatus.CANCELED})
+            assert (s.order(cid).quantity, s.order(cid).filled_qty) == (D(10), D(5))
             assert open_discrepancies(s) == []
 
     asyncio.run(scenario())
