@@ -79,6 +79,8 @@ class FakeKite:
         """Autoslice: the largest slice."""
         self.refuse_slices: set[int] = set()
         """Autoslice: indexes of children refused with MarginException (no order made)."""
+        self.reject_slices: set[int] = set()
+        """Autoslice: indexes of children placed, then REJECTED by the RMS (an order in the book)."""
         self.place_delay = 0.0
         """Answer the next placement only after this many seconds (the order is placed at once)."""
         self.refuse_next_place: str | None = None
@@ -224,6 +226,14 @@ class FakeKite:
             tags = ["autoslice", f"autoslice:{parent}"]
             child = self._new_order(variety, form, size, extra_tags=tags)
             children.append({"order_id": child["order_id"]})
+            if index in self.reject_slices:  # the RMS refused it: it never reached the exchange
+                self.history[child["order_id"]].pop()  # no OPEN row
+                child["exchange_order_id"] = child["exchange_timestamp"] = None
+                child["status"] = "REJECTED"
+                child["status_message"] = "RMS:Margin Exceeds, Required:228365.92, Available:228358.50"
+                child["pending_quantity"] = 0
+                child["exchange_update_timestamp"] = None
+                self._record(child, postback_status="REJECTED")
         return {"order_id": parent, "children": children}
 
     def modify(self, order_id: str, form: dict[str, str]) -> dict[str, Any]:
