@@ -1,5 +1,8 @@
-"""Kite adapter: pure translation of Zerodha Kite Connect v3 payloads (`translate.py`).
+"""Kite adapter: Zerodha Kite Connect v3 through kiteconnect.
 
-Nothing here imports kiteconnect, so `import trueup` (and this package) works without the
-`kite` extra; only a future `client.py` will need `pip install 'trueup[kite]'`.
+Pure translation in `translate.py` (payloads -> reports), `groups.py` (slices of one tag
+as one logical order) and `ids.py` / `wire.py`; the postback receiver in `postback.py`
+(stdlib only); the I/O in `client.py` (`KiteClient`), the only module that imports
+kiteconnect. Nothing here imports it on package import, so `import trueup` (and this
+package) works without the `kite` extra; `client.py` needs `pip install 'trueup[kite]'`.
 """

@@ -27,6 +27,7 @@ __all__ = [
     "group_by_tag",
     "instrument_symbol",
     "is_our_tag",
+    "is_slice",
     "our_tag",
     "split_symbol",
     "symbol_part_problem",
@@ -69,6 +70,18 @@ def our_tag(order: KiteOrder, *, is_ours: TagPredicate | None = None) -> str | N
     candidates = [order.tag] if order.tag is not None else []
     candidates.extend(order.tags or ())
     return next((t for t in candidates if is_our_tag(t, is_ours=is_ours)), None)
+
+
+def is_slice(order: KiteOrder) -> bool:
+    """Whether a Kite order is one slice of a larger order: an autoslice child or an iceberg leg.
+
+    Autoslice children carry Kite's `autoslice` and `autoslice:<parent id>` tags
+    (`orders.json`); iceberg legs carry `meta.iceberg`. A slice's quantity, fills and
+    status describe that slice only, never the logical order its tag names.
+    """
+    if order.meta is not None and order.meta.iceberg is not None:
+        return True
+    return any(t.lower() == "autoslice" or t.lower().startswith("autoslice:") for t in order.tags or ())
 
 
 def group_by_tag(reports: Iterable[OrderReport]) -> dict[str, list[OrderReport]]:

@@ -16,9 +16,14 @@ Payloads (BROKERS.md section 3, all day-scoped):
   `to_order_reports_from_history`, one report per row;
 * `GET /trades` (`trades()`), `GET /orders/{order_id}/trades` (`order_trades()`) ->
   `to_fill_reports`, with `fill_dedupe_key`;
-* `GET /portfolio/positions` (`positions()`) -> `to_position_reports` (the `net` list);
+* `GET /portfolio/positions` (`positions()`) -> `to_position_reports` (the `net` list,
+  or the `day` list on request);
 * postback bodies and WebSocket `{"type": "order", "data": ...}` frames ->
-  `to_reports_from_update`; `verify_postback` checks a postback's checksum.
+  `to_reports_from_update`; `verify_postback` checks a postback's checksum, and
+  `to_reports_from_postback` verifies then translates.
+
+The logical view of the order book (slices of one tag aggregated into one order) is in
+`groups.py`.
 
 Decisions:
 
@@ -52,9 +57,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Container
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -63,6 +69,7 @@ from trueup.adapters.kite.ids import (
     group_by_tag,
     instrument_symbol,
     is_our_tag,
+    is_slice,
     our_tag,
     split_symbol,
     symbol_part_problem,
@@ -93,6 +100,7 @@ __all__ = [
     "group_by_tag",
     "instrument_symbol",
     "is_our_tag",
+    "is_slice",
     "our_tag",
     "split_symbol",
     "to_fill_reports",
@@ -100,6 +108,7 @@ __all__ = [
     "to_order_reports_from_history",
     "to_order_status",
     "to_position_reports",
+    "to_reports_from_postback",
     "to_reports_from_update",
     "verify_postback",
 ]
@@ -423,13 +432,17 @@ def fill_dedupe_key(fill: FillReport) -> FillKey:
 # --- positions ----------------------------------------------------------------------------
 
 
-def to_position_reports(raw: bytes | str, *, account: str, as_of: datetime) -> list[PositionReport]:
-    """Position reports from `GET /portfolio/positions` (`positions()`): the `net` list.
+def to_position_reports(
+    raw: bytes | str, *, account: str, as_of: datetime, book: Literal["net", "day"] = "net"
+) -> list[PositionReport]:
+    """Position reports from `GET /portfolio/positions` (`positions()`): the `net` list by default.
 
     `qty` is Kite's signed `quantity`; a position closed today stays listed with
     `quantity: 0` and is reported as a qty-0 row (flat), not dropped. `avg_cost` is
     `average_price`; `ts_event` is `as_of`, in UTC. An instrument absent from `net` is
-    flat. The `day` list (today's trading only) is not read. Two rows with one symbol
+    flat. `book="day"` reads the `day` list instead (today's trading only, e.g. `-3`
+    sold today out of a carried position; an answer without it is refused at `$.day`):
+    reconciliation compares `net`, the account's positions. Two rows with one symbol
     would make the snapshot ambiguous and are refused.
 
     Raises:
@@ -442,10 +455,13 @@ def to_position_reports(raw: bytes | str, *, account: str, as_of: datetime) -> l
     what = "positions answer"
     body, prefix = _body(raw, what=what, account=account)
     positions = _decode(_POSITIONS, body, what=what, account=account, prefix=prefix)
+    rows = positions.net if book == "net" else positions.day
+    if rows is None:
+        raise _invalid(what=what, account=account, path=f"{prefix}.day", detail="no `day` list")
     reports: list[PositionReport] = []
     first_seen: dict[str, str] = {}
-    for i, position in enumerate(positions.net):
-        path = f"{prefix}.net[{i}]"
+    for i, position in enumerate(rows):
+        path = f"{prefix}.{book}[{i}]"
         symbol = _symbol(position, what="position", account=account, path=path)
         if symbol in first_seen:
             detail = f"{symbol} is listed twice (first at `{first_seen[symbol]}`)"
@@ -480,7 +496,11 @@ def _update(raw: bytes | str, *, account: str) -> tuple[KiteOrder, str]:
 
 
 def to_reports_from_update(
-    raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None
+    raw: bytes | str,
+    *,
+    account: str,
+    is_ours: TagPredicate | None = None,
+    slices: Container[str] = frozenset(),
 ) -> list[OrderReport]:
     """The OrderReport of a postback body or a WebSocket frame `{"type": "order", "data": {...}}`.
 
@@ -491,15 +511,56 @@ def to_reports_from_update(
     late lower one); on each update the client should refresh `orders()` and fetch
     `order_trades(order_id)` for the fills. WebSocket updates cover every order of the
     user (placed anywhere), postbacks only those of the app's api_key. Postbacks should
-    be checked with `verify_postback` first (WebSocket updates have a blank checksum).
-    `ts_event` is the later of `order_timestamp` and `exchange_update_timestamp`.
+    be checked with `verify_postback` first (WebSocket updates have a blank checksum):
+    `to_reports_from_postback` does both. `ts_event` is the later of `order_timestamp`
+    and `exchange_update_timestamp`.
+
+    The update of a slice gives no report: its quantity, fills and status are the
+    slice's, and applied to the logical order its tag names they would shrink its
+    quantity or end it while other slices still work. The payload is still valid (kept
+    raw by the caller); the order-book refresh it triggers aggregates every slice
+    (`groups.to_order_book`). A slice is known by `is_slice` (Kite's `autoslice` tags,
+    `meta.iceberg`) or by its `order_id` in `slices`: postbacks carry `tag` but no
+    `tags` (postback.json), so an autoslice child's postback looks like a lone order;
+    the caller passes the order ids it knows as slices (from the placement's answer
+    and from the order book).
 
     Raises:
         InvalidReport: the payload is malformed or a frame of another type (`$.type`);
             `field` is the JSON path (`$.data.filled_quantity`, `$.filled_quantity`).
     """
     order, path = _update(raw, account=account)
-    return [_order_report(order, account=account, path=path, is_ours=is_ours, what="order update")]
+    report = _order_report(order, account=account, path=path, is_ours=is_ours, what="order update")
+    if report.client_order_id is not None and (is_slice(order) or order.order_id in slices):
+        return []
+    return [report]
+
+
+def to_reports_from_postback(
+    raw: bytes | str,
+    *,
+    account: str,
+    api_secret: str,
+    is_ours: TagPredicate | None = None,
+    slices: Container[str] = frozenset(),
+) -> list[OrderReport]:
+    """`to_reports_from_update` of a postback body whose checksum verifies (`verify_postback`).
+
+    A body that fails verification is refused whole: the caller keeps it raw and reports
+    it (the ledger's INVALID_REPORT), and nothing in it is applied.
+
+    Raises:
+        InvalidReport: the checksum is missing or wrong (`field` `$.checksum`), or the
+            body is malformed (`field` its JSON path).
+        ValueError: `api_secret` is empty.
+    """
+    if not verify_postback(raw, api_secret):
+        detail = (
+            "checksum missing or not sha256(order_id + order_timestamp + api_secret): "
+            "not verified, not applied"
+        )
+        raise _invalid(what="postback", account=account, path="$.checksum", detail=detail)
+    return to_reports_from_update(raw, account=account, is_ours=is_ours, slices=slices)
 
 
 def verify_postback(raw: bytes | str, api_secret: str) -> bool:

@@ -25,8 +25,13 @@ import msgspec
 __all__ = [
     "IST",
     "KITE_TIME_FORMAT",
+    "KiteAutoslice",
+    "KiteAutosliceChild",
+    "KiteChildError",
     "KiteEnvelope",
+    "KiteIceberg",
     "KiteOrder",
+    "KiteOrderMeta",
     "KitePosition",
     "KitePositions",
     "KitePostbackChecksum",
@@ -71,6 +76,24 @@ class KiteEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     """`TokenException`, `InputException`, `OrderException`, ... of an `error` envelope."""
 
 
+class KiteIceberg(msgspec.Struct, frozen=True, kw_only=True):
+    """`meta.iceberg` of an iceberg leg: `{"leg": 1, "legs": 5, "total_quantity": 1000, ...}`."""
+
+    leg: int | None = None
+    """This leg's number, from 1."""
+    legs: int | None = None
+    """How many legs the iceberg order has."""
+    total_quantity: Decimal | None = None
+    """The whole iceberg order's quantity (each leg's `quantity` is one leg's)."""
+
+
+class KiteOrderMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """An order's `meta` object (`{}` for most orders); fields used only."""
+
+    iceberg: KiteIceberg | None = None
+    """Set on the legs of an iceberg order."""
+
+
 class KiteOrder(msgspec.Struct, frozen=True, kw_only=True):
     """An order as Kite sends it; fields used only.
 
@@ -108,6 +131,10 @@ class KiteOrder(msgspec.Struct, frozen=True, kw_only=True):
     """The first tag set when placing (ours travels here, <= 20 alphanumerics)."""
     tags: list[str] | None = None
     """Every tag: the user's and those Kite adds (`mktp`, `autoslice`, `autoslice:<parent id>`)."""
+    variety: str | None = None
+    """`regular`, `amo`, `co`, `iceberg`, `auction`: part of the modify and cancel routes."""
+    meta: KiteOrderMeta | None = None
+    """`{}`, or `{"iceberg": {...}}` on an iceberg leg."""
 
 
 class KiteTrade(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,7 +183,9 @@ class KitePositions(msgspec.Struct, frozen=True, kw_only=True):
     """The body of `GET /portfolio/positions`: `{"net": [...], "day": [...]}`."""
 
     net: list[KitePosition]
-    """Carried-forward plus today's positions: the account's net positions. (`day` is not read.)"""
+    """Carried-forward plus today's positions: the account's net positions."""
+    day: list[KitePosition] | None = None
+    """Today's trading only (read on request: reconciliation compares `net`)."""
 
 
 class KiteUpdateEnvelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,3 +206,30 @@ class KitePostbackChecksum(msgspec.Struct, frozen=True, kw_only=True):
     """The raw `"2022-03-03 09:24:25"` string, never parsed: the checksum is computed on it."""
     checksum: str | None = None
     """`sha256(order_id + order_timestamp + api_secret)` hex; blank on WebSocket updates."""
+
+
+class KiteChildError(msgspec.Struct, frozen=True, kw_only=True):
+    """The `error` of an autoslice child that was not placed."""
+
+    error_type: str | None = None
+    """`MarginException`, `InputException`, ..."""
+    message: str | None = None
+    """Kite's explanation: `"Insufficient funds. Required margin is ..."`."""
+
+
+class KiteAutosliceChild(msgspec.Struct, frozen=True, kw_only=True):
+    """One child of an autoslice placement: `{"order_id": ...}` or `{"error": {...}}`."""
+
+    order_id: str | None = None
+    """The placed child order's id."""
+    error: KiteChildError | None = None
+    """Why this child was not placed."""
+
+
+class KiteAutoslice(msgspec.Struct, frozen=True, kw_only=True):
+    """The `data` of `POST /orders/{variety}` with `autoslice=true` (`place_autoslice_order()`)."""
+
+    order_id: str
+    """The parent id: named in the children's `autoslice:<parent id>` tag, not an order of its own."""
+    children: list[KiteAutosliceChild]
+    """The slices, in placement order."""
