@@ -3,7 +3,7 @@
 `FakeBroker` implements `trueup.adapters.base.BrokerClient` over dicts: it holds the
 broker's orders, executions and positions, answers snapshots and lookups from them, can
 be told to fail (a failed query raises, it never answers "empty"), and streams
-`RawMessage` / `Reconnected` items pushed into an asyncio.Queue. Stream payloads are
+`RawMessage` / `Reconnected` / `RefreshNeeded` items pushed into an asyncio.Queue. Stream payloads are
 reports encoded as JSON with the production encoder, translated back by `translate`.
 """
 
@@ -19,7 +19,15 @@ from enum import StrEnum
 import msgspec
 
 from trueup import Ledger
-from trueup.adapters.base import OrderRequest, RawMessage, Reconnected, StreamItem, SubmitAck, SubmitUncertain
+from trueup.adapters.base import (
+    OrderRequest,
+    RawMessage,
+    Reconnected,
+    RefreshNeeded,
+    StreamItem,
+    SubmitAck,
+    SubmitUncertain,
+)
 from trueup.domain.errors import BrokerQueryError
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.reports import (
@@ -210,6 +218,10 @@ class FakeBroker:
     def reconnect(self, account: str) -> None:
         """The stream dropped and came back: messages may have been missed."""
         self._queue.put_nowait(Reconnected(account=account, source=self.name))
+
+    def refresh(self, account: str) -> None:
+        """The broker said something changed without saying what (a Kite postback)."""
+        self._queue.put_nowait(RefreshNeeded(account=account, source=self.name, reason="order update"))
 
     # -- internals -----------------------------------------------------------------------
 

@@ -55,7 +55,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from trueup.adapters.base import BrokerClient, OrderRequest, RawMessage, Reconnected, StreamItem
+from trueup.adapters.base import (
+    BrokerClient,
+    OrderRequest,
+    RawMessage,
+    Reconnected,
+    RefreshNeeded,
+    StreamItem,
+)
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.errors import BrokerQueryError, ConfigError, InvalidReport
 from trueup.domain.gate import LOST_ORDER_LOCK
@@ -106,6 +113,8 @@ class ServiceCounters:
     """Discrepancies raised through the service (reconciliations, stream, in-flight), by kind."""
     reconnects: int = 0
     """`Reconnected` items received from the stream."""
+    refreshes: int = 0
+    """`RefreshNeeded` items received from the stream (each reconciles its account)."""
     inflight_checks: int = 0
     """Broker lookups of in-flight orders."""
     inflight_lost: int = 0
@@ -126,6 +135,7 @@ class ServiceCounters:
             "last_success": self.last_success.isoformat() if self.last_success else None,
             "discrepancies_by_kind": dict(self.discrepancies_by_kind),
             "reconnects": self.reconnects,
+            "refreshes": self.refreshes,
             "inflight_checks": self.inflight_checks,
             "inflight_lost": self.inflight_lost,
             "stream_messages": self.stream_messages,
@@ -397,21 +407,25 @@ class ReconciliationService:
                     kind=item.kind,
                 )
                 self._count_discrepancies(events)
-            elif isinstance(item, Reconnected):
-                self.counters.reconnects += 1
+            elif isinstance(item, Reconnected | RefreshNeeded):
+                if isinstance(item, Reconnected):
+                    self.counters.reconnects += 1
+                    why = "reconnect"
+                    detail = "reconnected (messages may be missing)"
+                else:
+                    self.counters.refreshes += 1
+                    why = "refresh"
+                    detail = f"asked for a refresh ({item.reason})"
                 if item.account not in self._account_locks:
                     log.warning(
-                        "%s reconnected for %s, which this service does not reconcile",
+                        "%s %s for %s, which this service does not reconcile",
                         item.source,
+                        detail,
                         item.account,
                     )
                     return
-                log.info(
-                    "%s reconnected for %s: reconciling now (messages may be missing)",
-                    item.source,
-                    item.account,
-                )
-                await self._pass("reconnect", [item.account], inflight=False)
+                log.info("%s %s for %s: reconciling now", item.source, detail, item.account)
+                await self._pass(why, [item.account], inflight=False)
             else:
                 msg = f"unexpected stream item {type(item).__name__}"
                 raise TypeError(msg)  # noqa: TRY301 - counted and logged like any other failure below

@@ -221,7 +221,10 @@ def test_stream_messages_are_stored_raw_and_applied_and_garbled_ones_become_inva
     scenario(body)
 
 
-def test_a_reconnect_reconciles_at_once_and_recovers_a_fill_the_stream_dropped(ledger: Ledger) -> None:
+@pytest.mark.parametrize("signal", ["reconnect", "refresh"])
+def test_a_reconnect_or_refresh_reconciles_at_once_and_recovers_a_fill_the_stream_dropped(
+    ledger: Ledger, signal: str
+) -> None:
     broker = FakeBroker()
     service = ReconciliationService(ledger, broker, accounts=[ACCOUNT], **SLOW)
     cid = unique_cid("R")
@@ -237,10 +240,10 @@ def test_a_reconnect_reconciles_at_once_and_recovers_a_fill_the_stream_dropped(l
                 task,
             )
             broker.fill(ACCOUNT, cid, D(10), D(101), stream=False)  # the stream drops it
-            broker.reconnect(ACCOUNT)
+            getattr(broker, signal)(ACCOUNT)
             await eventually(
                 lambda: ledger.order(ACCOUNT, cid).status is OrderStatus.FILLED,  # type: ignore[union-attr]
-                "FILLED after the reconnect",
+                f"FILLED after the {signal}",
                 task,
             )
             # The books change before the pass is counted: wait for the count too.
@@ -253,7 +256,8 @@ def test_a_reconnect_reconciles_at_once_and_recovers_a_fill_the_stream_dropped(l
         [position] = ledger.positions(ACCOUNT)
         assert (position.qty, position.avg_cost) == (D(10), D(101))
         assert open_kinds(ledger) == []
-        assert (service.counters.reconnects, service.counters.cycles) == (1, 2)  # startup + reconnect
+        counted = (service.counters.reconnects, service.counters.refreshes, service.counters.cycles)
+        assert counted == ((1, 0, 2) if signal == "reconnect" else (0, 1, 2))  # startup + the signal's
 
     scenario(body)
 
@@ -448,6 +452,7 @@ def test_counters_reflect_cycles_and_discrepancies_by_kind_and_are_saved_for_tru
         "last_success",
         "discrepancies_by_kind",
         "reconnects",
+        "refreshes",
         "inflight_checks",
         "inflight_lost",
         "stream_messages",

@@ -117,7 +117,20 @@ class Reconnected(msgspec.Struct, frozen=True, kw_only=True):
     source: str
 
 
-StreamItem = RawMessage | Reconnected
+class RefreshNeeded(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker signalled changes whose whole truth must be read from it: reconcile now.
+
+    Kite's postbacks and websocket order updates arrive out of order, twice and without
+    fills: the adapter stores them and then asks for the order book to be read again.
+    """
+
+    account: str
+    source: str
+    reason: str
+    """What triggered it, for logs and counters."""
+
+
+StreamItem = RawMessage | Reconnected | RefreshNeeded
 
 
 async def snapshot_or_unknown(broker: BrokerClient, account: str, now: datetime) -> BrokerSnapshot:

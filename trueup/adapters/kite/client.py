@@ -35,7 +35,7 @@ Outcomes (BROKERS.md 3):
   `RawMessage`s, before verification; a postback whose checksum fails is refused by its
   translator (INVALID_REPORT, kept, not applied). Updates arrive out of order and twice,
   and say nothing of fills: after each burst of authentic updates the stream yields a
-  `Reconnected`, on which the service re-reads the order book (a full reconciliation).
+  `RefreshNeeded`, on which the service re-reads the order book (a full reconciliation).
 
 Secrets: the access token lives in kiteconnect's `KiteConnect` only; the api secret is
 kept masked and used only to verify postbacks. Neither is in a `repr`, a log line, an
@@ -63,7 +63,7 @@ from trueup.adapters.base import (
     OrderRequest,
     OrderType,
     RawMessage,
-    Reconnected,
+    RefreshNeeded,
     StreamItem,
     SubmitAck,
     SubmitRejected,
@@ -544,11 +544,11 @@ class KiteClient:
         )
 
     async def stream(self) -> AsyncIterator[StreamItem]:
-        """Postbacks and WebSocket order updates as `RawMessage`s, then a `Reconnected` to refresh.
+        """Postbacks and WebSocket order updates as `RawMessage`s, then a `RefreshNeeded`.
 
         Payloads are yielded verbatim, before verification (the translator verifies). After
         each burst containing an authentic update (a verified postback, or a WebSocket
-        update) comes one `Reconnected`: updates arrive out of order, twice, and without
+        update) comes one `RefreshNeeded`: updates arrive out of order, twice, and without
         fills, so the order book is the truth to re-read. One iteration at a time; a new
         one takes over from the previous. Payloads received with nobody iterating wait.
         """
@@ -584,7 +584,7 @@ class KiteClient:
                     refresh = refresh or self._authentic(kind, payload)
                 if refresh:
                     refresh = False
-                    yield Reconnected(account=self.account, source=SOURCE)
+                    yield RefreshNeeded(account=self.account, source=SOURCE, reason="order updates")
         finally:
             with self._lock:
                 if self._listener == listener:

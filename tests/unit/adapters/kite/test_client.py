@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.unit.adapters.kite.test_translate import OUR_ID, order_json
-from trueup.adapters.base import BrokerClient, RawMessage, Reconnected, StreamItem
+from trueup.adapters.base import BrokerClient, RawMessage, RefreshNeeded, StreamItem
 from trueup.adapters.kite import client as kite_client
 from trueup.adapters.kite.client import KiteClient
 from trueup.adapters.kite.postback import serve
@@ -161,7 +161,7 @@ def test_postbacks_wait_for_the_stream_then_one_refresh_per_burst() -> None:
     assert (first.account, first.source, first.kind) == (ACCOUNT, "kite", "postback")
     assert first.payload == good.decode()
     assert second == first
-    assert refresh == Reconnected(account=ACCOUNT, source="kite")
+    assert refresh == RefreshNeeded(account=ACCOUNT, source="kite", reason="order updates")
     (report,) = first.translate(first.payload)
     assert (report.client_order_id, report.status, report.filled_qty) == (OUR_ID, OrderStatus.PARTIALLY_FILLED, Decimal(4))
 
@@ -182,7 +182,7 @@ def test_a_postback_failing_verification_is_yielded_raw_and_triggers_nothing() -
     client.accept_postback(forged)
     client.accept_postback(good)
     items = take(client, 3)
-    assert [type(i).__name__ for i in items] == ["RawMessage", "RawMessage", "Reconnected"]
+    assert [type(i).__name__ for i in items] == ["RawMessage", "RawMessage", "RefreshNeeded"]
 
 
 def test_slices_learned_from_an_order_book_silence_their_updates() -> None:
@@ -203,7 +203,7 @@ def test_slices_learned_from_an_order_book_silence_their_updates() -> None:
     assert isinstance(second, RawMessage)
     assert first.translate(first.payload) == []
     assert [r.client_order_id for r in second.translate(second.payload)] == ["TUOTHER"]
-    assert isinstance(refresh, Reconnected)
+    assert isinstance(refresh, RefreshNeeded)
 
 
 def test_undecodable_postback_bytes_are_kept() -> None:
@@ -227,7 +227,7 @@ def test_websocket_order_updates_are_yielded_and_trigger_a_refresh() -> None:
     assert json.loads(update.payload) == {"type": "order", "data": data}
     (report,) = update.translate(update.payload)
     assert (report.quantity, report.limit_price, report.status) == (Decimal(6), Decimal("101.5"), OrderStatus.ACCEPTED)
-    assert isinstance(refresh, Reconnected)
+    assert isinstance(refresh, RefreshNeeded)
 
 
 def test_sdk_answers_are_encoded_back_in_kites_formats() -> None:
