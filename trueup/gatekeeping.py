@@ -185,9 +185,9 @@ class GateKeeping:
             batch.add(gate)
         return gate  # type: ignore[no-any-return]
 
-    def _judge_gate(self: _LedgerCore, account: str, *, stale: bool) -> GateState:
-        """READY unless the data was stale or a critical discrepancy is open."""
-        reasons = ["broker data stale (see STALE_DATA)"] if stale else []
+    def _judge_gate(self: _LedgerCore, account: str, *, stale: Sequence[str]) -> GateState:
+        """READY unless the data was stale (`stale` says how) or a critical discrepancy is open."""
+        reasons = list(stale)
         reasons += [
             f"{d.kind} {d.key}: {d.detail}" for d in self.discrepancies(account) if d.severity == "CRITICAL"
         ]

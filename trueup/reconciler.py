@@ -30,6 +30,7 @@ from trueup.domain.reconcile import (
     proves_accepted,
     repair_prefix,
     stale_findings,
+    stale_reasons,
     too_old,
 )
 from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
@@ -85,6 +86,8 @@ class _Run:
     listed: set[str] = field(default_factory=set)
     """Client order ids the snapshot listed."""
     stale: bool = False
+    stale_reasons: list[str] = field(default_factory=list)
+    """The gate's reasons for stale data: which parts, and the broker's words for why."""
 
 
 def snapshot_id(snapshot: BrokerSnapshot) -> UUID:
@@ -127,6 +130,11 @@ class Reconciler:
             age = (ledger.clock() - snapshot.as_of).total_seconds()
             stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
             run.stale = bool(stale)
+            run.stale_reasons = (
+                [f"broker data stale: snapshot {age:.1f}s old (see STALE_DATA)"]
+                if too_old(age, max_age_seconds)
+                else stale_reasons(snapshot)
+            )
             self._raise_new(batch, run, stale)
             if too_old(age, max_age_seconds):
                 self._prepend_evidence(batch, snapshot, evidence)
@@ -149,7 +157,7 @@ class Reconciler:
                 result.position_syncs.append(event)
             elif isinstance(event, Discrepancy.Raised):
                 result.discrepancies.append(event)
-        result.gate = ledger._judge_gate(account, stale=run.stale)
+        result.gate = ledger._judge_gate(account, stale=run.stale_reasons)
         return result
 
     # -- orders ----------------------------------------------------------------------------

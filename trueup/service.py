@@ -361,21 +361,21 @@ class ReconciliationService:
             # Expected while the broker is down: a warning, not a stack trace per period.
             log.warning("snapshot of %s failed: %s; reconciled as STALE_DATA", account, e)
             self._count_error(e)
-            return self._unknown_snapshot(account)
+            return self._unknown_snapshot(account, str(e))
         except Exception as e:
             log.exception("snapshot of %s raised; reconciled as STALE_DATA", account)
             self._count_error(e)
-            return self._unknown_snapshot(account)
+            return self._unknown_snapshot(account, f"snapshot raised {type(e).__name__}: {e}")
         if snapshot.account != account:
             # Reconciling it would compare one account's books with another's positions.
             log.error("broker answered a snapshot of %s with one of %s", account, snapshot.account)
             self._count_error(ValueError(f"snapshot of {snapshot.account!r} for {account!r}"))
-            return self._unknown_snapshot(account)
+            return self._unknown_snapshot(account, f"the broker answered for account {snapshot.account!r}")
         return snapshot
 
-    def _unknown_snapshot(self, account: str) -> BrokerSnapshot:
+    def _unknown_snapshot(self, account: str, reason: str) -> BrokerSnapshot:
         # None, not []: every part unknown is STALE_DATA; an empty list would mean "flat".
-        return BrokerSnapshot.unknown(account, self.clock())
+        return BrokerSnapshot.unknown(account, self.clock(), reason=reason)
 
     # -- stream --------------------------------------------------------------------------
 

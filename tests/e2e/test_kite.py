@@ -398,6 +398,9 @@ def test_token_expiry_mid_session_blocks_until_a_new_token_is_set(caplog: pytest
             assert open_discrepancies(s) == ["STALE_DATA", "STALE_DATA", "STALE_DATA"]  # orders, fills, positions
             assert s.client.token_expired
             assert "access token expired" in (s.service.counters.last_error or "")
+            # The gate says why, in words an operator acts on.
+            _, reasons, _ = s.ledger.gate_details(ACCOUNT)
+            assert any("orders, fills, positions unknown" in r and "access token expired" in r for r in reasons)
             with pytest.raises(KiteTokenExpired, match="access token expired"):
                 await s.client.snapshot(ACCOUNT)
             with pytest.raises(NotReadyError):

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.builders import ACCOUNT, D, at, fill_report, order_report, unique_cid
@@ -141,6 +142,28 @@ def test_cold_start_failed_orders_query_is_stale_never_missing(ledger: Ledger) -
     order = ledger.order(ACCOUNT, "C1")
     assert order is not None
     assert order.status is OrderStatus.PENDING_NEW  # not "missing", not canceled
+
+
+def test_stale_data_names_the_brokers_reason_in_the_discrepancy_and_the_gate(ledger: Ledger) -> None:
+    failures = {"orders": "HTTP 503", "fills": "HTTP 503", "positions": "token expired"}
+    snapshot = msgspec.structs.replace(snap(orders=None, fills=None, positions=None), failures=failures)
+    result = ledger.reconcile(snapshot)
+    assert result.gate is GateState.BLOCKED
+    details = sorted(d.detail for d in ledger.discrepancies(ACCOUNT))
+    assert [d.split(";")[0] for d in details] == [
+        "broker fills unknown (HTTP 503)",
+        "broker orders unknown (HTTP 503)",
+        "broker positions unknown (token expired)",
+    ]
+    _, reasons, _ = ledger.gate_details(ACCOUNT)
+    assert reasons == (
+        "broker data stale: orders, fills unknown (HTTP 503) (see STALE_DATA)",
+        "broker data stale: positions unknown (token expired) (see STALE_DATA)",
+    )
+    # The same failure next cycle, in other words, is the same open discrepancy, not three more.
+    again = {part: f"{why} again" for part, why in failures.items()}
+    ledger.reconcile(msgspec.structs.replace(snapshot, failures=again))
+    assert len(ledger.discrepancies(ACCOUNT)) == 3
 
 
 def test_cold_start_failed_positions_query_is_never_flat(ledger: Ledger) -> None:

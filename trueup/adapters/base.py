@@ -139,7 +139,7 @@ async def snapshot_or_unknown(broker: BrokerClient, account: str, now: datetime)
         return await broker.snapshot(account)
     except BrokerQueryError as e:
         log.warning("snapshot of %s from %s failed: %s; reconciled as STALE_DATA", account, broker.name, e)
-        return BrokerSnapshot.unknown(account, now)
+        return BrokerSnapshot.unknown(account, now, reason=str(e))
 
 
 @runtime_checkable

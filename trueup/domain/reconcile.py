@@ -69,17 +69,36 @@ def stale_findings(snapshot: BrokerSnapshot, *, age_seconds: float, max_age_seco
             )
         )
         return findings
+    # `actual` stays "query failed" so a recurring failure is one open discrepancy; the
+    # broker's own words (they may vary) go in the detail.
     return [
         Finding(
             DiscrepancyKind.STALE_DATA,
             snapshot.account,
             f"the broker's {part}",
             "query failed",
-            f"broker {part} unknown; not read as empty, nothing concluded from them",
+            f"broker {part} unknown{_because(snapshot, part)}; not read as empty, nothing concluded",
         )
         for part in ("orders", "fills", "positions")
         if getattr(snapshot, part) is None
     ]
+
+
+def stale_reasons(snapshot: BrokerSnapshot) -> list[str]:
+    """What the gate says about a snapshot with unknown parts: the parts and why, one line per cause."""
+    by_cause: dict[str, list[str]] = {}
+    for part in ("orders", "fills", "positions"):
+        if getattr(snapshot, part) is None:
+            by_cause.setdefault(snapshot.failures.get(part, ""), []).append(part)
+    return [
+        f"broker data stale: {', '.join(parts)} unknown{f' ({cause})' if cause else ''} (see STALE_DATA)"
+        for cause, parts in by_cause.items()
+    ]
+
+
+def _because(snapshot: BrokerSnapshot, part: str) -> str:
+    cause = snapshot.failures.get(part)
+    return f" ({cause})" if cause else ""
 
 
 def position_finding(

@@ -207,14 +207,21 @@ class BrokerSnapshot(msgspec.Struct, frozen=True):
     """Positions the broker listed, or None if the query failed."""
     complete_history: bool = False
     """True only if `orders` covers every order that could be open here."""
+    failures: dict[str, str] = msgspec.field(default_factory=dict)
+    """Why a part is None, by part name ("orders", "fills", "positions"), in the adapter's words.
+
+    It reaches the STALE_DATA discrepancy and the gate's reasons, so an operator reads
+    "access token expired", not just "query failed"."""
 
     @classmethod
-    def unknown(cls, account: str, as_of: datetime) -> BrokerSnapshot:
+    def unknown(cls, account: str, as_of: datetime, reason: str = "") -> BrokerSnapshot:
         """The snapshot of a broker that could not be asked: every part None (STALE_DATA).
 
         None, never []: an empty list would say the broker has no orders and is flat.
+        `reason` says why (the broker's error), for the discrepancy and the gate.
         """
-        return cls(account=account, as_of=as_of, orders=None, fills=None, positions=None)
+        failures = dict.fromkeys(("orders", "fills", "positions"), reason) if reason else {}
+        return cls(account=account, as_of=as_of, orders=None, fills=None, positions=None, failures=failures)
 
     def __post_init__(self) -> None:
         """Refuse a snapshot without an account or with a naive time."""
