@@ -353,7 +353,7 @@ def rebuild(store: StoreOption = None) -> None:
 @app.command()
 def reconcile(
     broker: Annotated[
-        str, typer.Option(help="paper | alpaca (credentials from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+        str, typer.Option(help="paper | alpaca | kite (credentials from the environment)")
     ] = "paper",
     account: Annotated[str, typer.Option(help="Broker account.")] = "PAPER",
     paper_state: Annotated[Path, typer.Option(help="Paper broker state file.")] = Path("paper.db"),
@@ -371,6 +371,7 @@ def reconcile(
             _emit_json(
                 {
                     "gate": result.gate,
+                    "gate_reasons": list(ledger.gate_details(account)[1]),
                     "stale": result.stale,
                     "order_updates": len(result.order_updates),
                     "position_syncs": len(result.position_syncs),
@@ -388,6 +389,8 @@ def reconcile(
                 f"{len(result.discrepancies)} discrepancy(ies), "
                 f"{len(result.events)} event(s) stored"
             )
+            for reason in ledger.gate_details(account)[1]:
+                console.print(f"  gate: {reason}")
             console.print(
                 _discrepancy_table(
                     "found now",
@@ -399,7 +402,7 @@ def reconcile(
         _exit_for(ledger, account)
 
 
-BROKERS: Final = ("paper", "alpaca")
+BROKERS: Final = ("paper", "alpaca", "kite")
 """Brokers `trueup reconcile` can ask; each real broker takes its credentials from the environment."""
 
 
@@ -414,6 +417,10 @@ def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401 
             from trueup.adapters.alpaca.client import AlpacaClient  # noqa: PLC0415
 
             return AlpacaClient.from_env(account)
+        if name == "kite":
+            from trueup.adapters.kite.client import KiteClient  # noqa: PLC0415
+
+            return KiteClient.from_env(account)
     except ImportError as e:
         msg = f"broker {name!r} needs its extra: {e}"
         raise typer.BadParameter(msg) from None

@@ -1,4 +1,8 @@
-"""End to end: `trueup reconcile --broker alpaca`, the installed command, against the fake Alpaca."""
+"""End to end: `trueup reconcile --broker alpaca|kite`, the installed command, against the fake brokers.
+
+Credentials come from the environment only; the secrets must appear in no output and not in
+the books.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import fake_kite
 from tests.e2e.fake_alpaca import FakeAlpaca, running
+from tests.e2e.fake_kite import FakeKite
 
 KEY, SECRET = "PKCLIKEY", "cli-s3cr3t-never-shown"
+KITE_KEY, KITE_TOKEN, KITE_SECRET = "kiteclikey", "kite-cli-token-never-shown", "kite-cli-secret-never-shown"
 
 
 @pytest.fixture
@@ -88,3 +95,57 @@ def test_reconcile_alpaca_without_credentials_names_the_variables(fake: FakeAlpa
     assert done.returncode != 0
     assert "APCA_API_SECRET_KEY" in done.stderr
     assert fake.requests == []  # nothing was asked without credentials
+
+
+@pytest.fixture
+def kite() -> Iterator[FakeKite]:
+    with fake_kite.running(KITE_KEY, KITE_TOKEN, KITE_SECRET) as server:
+        yield server
+
+
+def kite_env(fake: FakeKite) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KITE_")}
+    env.update(KITE_API_KEY=KITE_KEY, KITE_ACCESS_TOKEN=KITE_TOKEN, KITE_API_SECRET=KITE_SECRET, KITE_ROOT=fake.url)
+    return env
+
+
+def test_reconcile_kite_books_an_order_placed_by_hand(kite: FakeKite, tmp_path: Path) -> None:
+    form = {
+        "exchange": "NSE",
+        "tradingsymbol": "INFY",
+        "transaction_type": "BUY",
+        "quantity": "5",
+        "product": "CNC",
+        "order_type": "MARKET",
+    }
+    with kite.lock:
+        placed = kite.place("regular", form)
+    kite.fill(placed["order_id"], 5, "1500.5")
+    books = tmp_path / "books.db"
+
+    done = trueup(
+        "reconcile", "--broker", "kite", "--account", "ZK", "--store", f"sqlite:///{books}", "--json",
+        env=kite_env(kite),
+    )
+
+    result = json.loads(done.stdout)
+    assert not result["stale"]
+    assert "ORPHAN_ORDER" in {d["kind"] for d in result["discrepancies"]}
+    positions = json.loads(trueup("positions", "--store", f"sqlite:///{books}", "--json", env=kite_env(kite)).stdout)
+    assert [(p["symbol"], p["qty"]) for p in positions] == [("NSE:INFY:CNC", "5")]
+    for secret in (KITE_TOKEN, KITE_SECRET):
+        assert secret not in done.stdout + done.stderr
+        assert secret.encode() not in books.read_bytes()
+
+
+def test_reconcile_kite_with_an_expired_token_blocks_and_says_why(kite: FakeKite, tmp_path: Path) -> None:
+    kite.expire_token()
+    done = trueup(
+        "reconcile", "--broker", "kite", "--account", "ZK",
+        "--store", f"sqlite:///{tmp_path / 'b.db'}", "--json",
+        env=kite_env(kite),
+    )
+    result = json.loads(done.stdout)
+    assert (result["stale"], result["gate"]) == (True, "BLOCKED")
+    assert any("access token expired" in reason for reason in result["gate_reasons"])
+    assert KITE_TOKEN not in done.stdout + done.stderr
