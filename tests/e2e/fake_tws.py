@@ -102,7 +102,19 @@ def _num(value: Decimal | int | None) -> str:
 def contract_fields(order: FakeOrder, *, exchange: str = "SMART") -> list[str]:
     # conId, symbol, secType, lastTradeDateOrContractMonth, strike, right, multiplier,
     # exchange, currency, localSymbol, tradingClass
-    return [str(order.con_id), order.symbol, "STK", "", "0", "", "", exchange, "USD", order.symbol, order.symbol]
+    return [
+        str(order.con_id),
+        order.symbol,
+        "STK",
+        "",
+        "0",
+        "",
+        "",
+        exchange,
+        "USD",
+        order.symbol,
+        order.symbol,
+    ]
 
 
 def open_order_fields(order: FakeOrder, version: int = SERVER_VERSION) -> list[str]:
@@ -114,9 +126,27 @@ def open_order_fields(order: FakeOrder, version: int = SERVER_VERSION) -> list[s
         # action, totalQuantity, orderType, lmtPrice, auxPrice, tif, ocaGroup, account,
         # openClose, origin, orderRef, clientId, permId, outsideRth, hidden,
         # discretionaryAmt, goodAfterTime, (sharesAllocation), faGroup, faMethod, faPercentage
-        order.action, str(order.quantity), order.order_type, _num(order.lmt_price), "", "DAY", "",
-        order.account, "O", "0", order.order_ref, str(order.client_id), str(order.perm_id), "0", "0",
-        "0", "", "", "", "", "",
+        order.action,
+        str(order.quantity),
+        order.order_type,
+        _num(order.lmt_price),
+        "",
+        "DAY",
+        "",
+        order.account,
+        "O",
+        "0",
+        order.order_ref,
+        str(order.client_id),
+        str(order.perm_id),
+        "0",
+        "0",
+        "0",
+        "",
+        "",
+        "",
+        "",
+        "",
     ]
     if version < 177:
         f += [""]  # faProfile
@@ -152,7 +182,13 @@ def open_order_fields(order: FakeOrder, version: int = SERVER_VERSION) -> list[s
     if version >= 162:
         f += ["0"]  # autoCancelParent
     if version >= 170:
-        f += ["", "", "", "", ""]  # minTradeQty, minCompeteSize, competeAgainstBestOffset, midOffsetAtWhole/Half
+        f += [
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]  # minTradeQty, minCompeteSize, competeAgainstBestOffset, midOffsetAtWhole/Half
     return f
 
 
@@ -164,8 +200,25 @@ def completed_order_fields(order: FakeOrder, version: int = SERVER_VERSION) -> l
         # action, totalQuantity, orderType, lmtPrice, auxPrice, tif, ocaGroup, account,
         # openClose, origin, orderRef, permId, outsideRth, hidden, discretionaryAmt,
         # goodAfterTime, faGroup, faMethod, faPercentage
-        order.action, str(order.quantity), order.order_type, _num(order.lmt_price), "", "DAY", "",
-        order.account, "O", "0", order.order_ref, str(order.perm_id), "0", "0", "0", "", "", "", "",
+        order.action,
+        str(order.quantity),
+        order.order_type,
+        _num(order.lmt_price),
+        "",
+        "DAY",
+        "",
+        order.account,
+        "O",
+        "0",
+        order.order_ref,
+        str(order.perm_id),
+        "0",
+        "0",
+        "0",
+        "",
+        "",
+        "",
+        "",
     ]
     if version < 177:
         f += [""]  # faProfile
@@ -174,7 +227,13 @@ def completed_order_fields(order: FakeOrder, version: int = SERVER_VERSION) -> l
     # stockRangeUpper, displaySize, sweepToFill, allOrNone, minQty, ocaType, triggerMethod,
     # volatility, volatilityType, deltaNeutralOrderType (empty), deltaNeutralAuxPrice
     f += ["", "", "", "", "", "0", "", "-1", "", "", "", "", "", "", "0", "0", "", "3", "0", "", "0", "", ""]
-    f += ["0", "0", "", "", ""]  # continuousUpdate, referencePriceType, trailStopPrice, trailingPercent, comboLegsDescrip
+    f += [
+        "0",
+        "0",
+        "",
+        "",
+        "",
+    ]  # continuousUpdate, referencePriceType, trailStopPrice, trailingPercent, comboLegsDescrip
     f += ["0", "0", "0"]  # comboLegs, orderComboLegs, smartComboRoutingParams
     f += ["", "", ""]  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
     f += [""]  # hedgeType
@@ -309,7 +368,9 @@ class FakeTws:
         )
 
     def position(self, symbol: str) -> tuple[Decimal, Decimal]:
-        qty, avg, _ = self._run(lambda: self.positions.get((self.account, symbol), (Decimal(0), Decimal(0), 0)))
+        qty, avg, _ = self._run(
+            lambda: self.positions.get((self.account, symbol), (Decimal(0), Decimal(0), 0))
+        )
         return qty, avg
 
     # -- driving the broker ----------------------------------------------------------------
@@ -331,7 +392,14 @@ class FakeTws:
             order.status = "Filled" if order.remaining == 0 else "Submitted"
             order.why_held = ""
             execution = FakeExecution(
-                exec_id, order, shares, px, order.filled, order.avg_price, datetime.now(UTC), Decimal(commission)
+                exec_id,
+                order,
+                shares,
+                px,
+                order.filled,
+                order.avg_price,
+                datetime.now(UTC),
+                Decimal(commission),
             )
             self.executions[execution.key] = execution
             self._recompute_positions()
@@ -461,7 +529,7 @@ class FakeTws:
             if session.client_id in {order.client_id, 0}:
                 self._send(session, fields)
 
-    def _dispatch(self, session: Session, fields: list[str]) -> None:  # noqa: C901 - one branch per message
+    def _dispatch(self, session: Session, fields: list[str]) -> None:
         msg = fields[0]
         if msg in self.unanswered:
             return

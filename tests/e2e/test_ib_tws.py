@@ -221,8 +221,10 @@ def test_an_execution_correction_replaces_the_fill(fake: FakeTws, ledger: Ledger
         corrected = await drive(lambda: fake.correct(str(first), "100.5"))
         assert str(corrected).endswith(".02")
         await pump.until(
-            lambda: [f.exec_id for f in ledger.order(ACCOUNT, "C1").fills] == [corrected]  # type: ignore[union-attr]
-            and ledger.order(ACCOUNT, "C1").fills[0].commission is not None,  # type: ignore[union-attr]
+            lambda: (
+                [f.exec_id for f in ledger.order(ACCOUNT, "C1").fills] == [corrected]  # type: ignore[union-attr]
+                and ledger.order(ACCOUNT, "C1").fills[0].commission is not None
+            ),  # type: ignore[union-attr]
             "the .02 revision replaced the .01",
         )
         assert filled_of(ledger, "C1") == 4  # replaced, not added
@@ -269,7 +271,9 @@ def test_a_cancel_racing_a_fill_ends_filled(fake: FakeTws, ledger: Ledger) -> No
     assert kinds(ledger) == []
 
 
-def test_an_error_driven_local_cancelled_on_a_live_order_is_not_terminal(fake: FakeTws, ledger: Ledger) -> None:
+def test_an_error_driven_local_cancelled_on_a_live_order_is_not_terminal(
+    fake: FakeTws, ledger: Ledger
+) -> None:
     async def scenario() -> None:
         client = new_client(fake)
         pump = await session(ledger, client)

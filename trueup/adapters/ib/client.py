@@ -159,7 +159,7 @@ class IbClient:
         if not account.strip():
             msg = "account must be the IB account id (e.g. 'DU1234567'), got an empty string"
             raise ConfigError(msg)
-        if not 0 < port < 65536:  # noqa: PLR2004 - the TCP port range
+        if not 0 < port < 65536:
             msg = f"port must be 1-65535, got {port}"
             raise ConfigError(msg)
         for knob, value in (
@@ -248,8 +248,9 @@ class IbClient:
             raise BrokerQueryError(msg)
         try:
             await self._connect_once()
-        except (OSError, TimeoutError, ConnectionError, asyncio.TimeoutError) as e:
-            msg = f"{self.account}: cannot connect to IB at {self.host}:{self.port} (clientId {self.client_id}): {e!r}"
+        except (OSError, TimeoutError, ConnectionError) as e:
+            where = f"{self.host}:{self.port} (clientId {self.client_id})"
+            msg = f"{self.account}: cannot connect to IB at {where}: {e!r}"
             raise BrokerQueryError(msg) from e
 
     async def close(self) -> None:
@@ -295,7 +296,7 @@ class IbClient:
             attempt += 1
             try:
                 await self._connect_once()
-            except (OSError, TimeoutError, ConnectionError, asyncio.TimeoutError) as e:
+            except (OSError, TimeoutError, ConnectionError) as e:
                 log.warning(
                     "ib %s: reconnect %d to %s:%s failed (%r); next try in %.1fs",
                     self.account,
@@ -308,7 +309,9 @@ class IbClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reconnect_max_delay)
                 continue
-            log.info("ib %s: reconnected (clientId %d) after %d attempt(s)", self.account, self.client_id, attempt)
+            log.info(
+                "ib %s: reconnected (clientId %d) after %d attempt(s)", self.account, self.client_id, attempt
+            )
             self._queue.put_nowait(Reconnected(account=self.account, source=SOURCE))
             return
 
@@ -330,15 +333,19 @@ class IbClient:
         self._wake.set()
         received_at = _now()
         try:
-            envelope = IbEnvelope(event=event, received_at=received_at, local=self._local_calls > 0, **build())
+            envelope = IbEnvelope(
+                event=event, received_at=received_at, local=self._local_calls > 0, **build()
+            )
             payload = _ENCODER.encode(envelope).decode()
-        except Exception as e:  # noqa: BLE001 - a copy that fails is stored as evidence, never dropped
+        except Exception as e:
             log.exception("ib %s: could not copy a %s event; stored as unreadable", self.account, event)
             payload = _ENCODER.encode(
                 {"event": event, "received_at": received_at, "unreadable": f"{type(e).__name__}: {e}"}
             ).decode()
         self._queue.put_nowait(
-            RawMessage(account=self.account, source=SOURCE, kind=KIND, payload=payload, translate=self.translate)
+            RawMessage(
+                account=self.account, source=SOURCE, kind=KIND, payload=payload, translate=self.translate
+            )
         )
 
     def _on_order_status(self, trade: Trade) -> None:
@@ -358,7 +365,8 @@ class IbClient:
 
     def _on_error(self, req_id: int, error_code: int, error_string: str, _contract: object) -> None:
         self._post(
-            "error", lambda: {"error": ErrorWire(reqId=req_id, errorCode=error_code, errorString=error_string)}
+            "error",
+            lambda: {"error": ErrorWire(reqId=req_id, errorCode=error_code, errorString=error_string)},
         )
 
     def _on_connected(self) -> None:
@@ -448,7 +456,7 @@ class IbClient:
                 await self._query("open orders", self._ib.reqOpenOrdersAsync)
             trade = self._open_trade(client_order_id, broker_order_id)
         if trade is None:
-            msg = f"{account}: no open IB order {client_order_id!r} (permId {broker_order_id}); nothing canceled"
+            msg = f"{account}: no open IB order {client_order_id!r} (permId {broker_order_id}); not canceled"
             raise BrokerQueryError(msg)
         if trade.order.clientId != self.client_id or trade.order.orderId <= 0:
             msg = (
@@ -556,7 +564,7 @@ class IbClient:
             return None
         try:
             result = await asyncio.wait_for(request(), self.request_timeout)
-        except (ConnectionError, OSError, RequestError, TimeoutError, asyncio.TimeoutError) as e:
+        except (ConnectionError, OSError, RequestError, TimeoutError) as e:
             log.warning("%s: IB %s failed: %r", self.account, what, e)
             return None
         if not self.connected:
@@ -619,7 +627,9 @@ class IbClient:
                 wire.commissionReport = report
         return wire
 
-    def _positions(self, account: str, positions: list[Any] | None, as_of: datetime) -> list[PositionReport] | None:
+    def _positions(
+        self, account: str, positions: list[Any] | None, as_of: datetime
+    ) -> list[PositionReport] | None:
         if positions is None:
             return None
         try:
@@ -667,7 +677,7 @@ class IbClient:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), remaining)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 continue
 
     def _ack(self, cid: str, trade: Trade) -> SubmitAck:
@@ -725,4 +735,3 @@ class IbClient:
         if account != self.account:
             msg = f"account {account!r} is not this IB client's ({self.account!r})"
             raise BrokerQueryError(msg)
-

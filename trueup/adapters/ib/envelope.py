@@ -4,8 +4,9 @@ The client stores each ib_async event as an envelope before anything reads it; t
 module turns that stored text into reports, with no clock, no I/O and no ib_async, so
 replaying the raw log gives the same reports as the live objects did:
 
-* `orderStatus` / `openOrder` / `placeOrder` (our submit's acknowledgement) -> one `OrderReport` at `received_at`, source BROKER, or
-  CLIENT when ib_async set the status itself (`translate.to_order_status`, `local`);
+* `orderStatus` / `openOrder` / `placeOrder` (our submit's acknowledgement) -> one
+  `OrderReport` at `received_at`, source BROKER, or CLIENT when ib_async set the status
+  itself (`translate.to_order_status`, `local`);
 * `execDetails` -> one `FillReport` (commission None: the report comes later);
 * `commissionReport` -> the same `FillReport` again, now with the commission joined by
   `execId` (the ledger dedupes the execution and records the commission once);
@@ -21,7 +22,7 @@ are stored, not applied to this account's books.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from trueup.adapters.ib.translate import to_fill_report, to_order_report, to_position_report
@@ -52,6 +53,53 @@ def _missing(envelope: IbEnvelope, part: str, account: str) -> InvalidReport:
     )
 
 
+def _order_reports(envelope: IbEnvelope, account: str) -> list[Report]:
+    trade = envelope.trade
+    if trade is None:
+        raise _missing(envelope, "trade", account)
+    if trade.order.account not in {"", account}:
+        return []
+    report = to_order_report(
+        trade,  # type: ignore[arg-type]  # the wire struct has the Trade's attributes
+        account=account,
+        ts_event=envelope.received_at,
+        source=ReportSource.BROKER,
+        local=envelope.local,
+    )
+    return [report]
+
+
+def _fill_reports(envelope: IbEnvelope, account: str) -> list[Report]:
+    fill = envelope.fill
+    if fill is None:
+        raise _missing(envelope, "fill", account)
+    if fill.execution.acctNumber not in {"", account}:
+        return []
+    return [to_fill_report(fill, account=account)]  # type: ignore[arg-type]  # duck-typed Fill
+
+
+def _position_reports(envelope: IbEnvelope, account: str) -> list[Report]:
+    position = envelope.position
+    if position is None:
+        raise _missing(envelope, "position", account)
+    if position.account != account:
+        return []
+    report = to_position_report(position, account=account, as_of=envelope.received_at)  # type: ignore[arg-type]
+    return [report]
+
+
+def _no_reports(_envelope: IbEnvelope, _account: str) -> list[Report]:
+    return []
+
+
+_BY_EVENT: Final[dict[str, Callable[[IbEnvelope, str], list[Report]]]] = {
+    **dict.fromkeys(ORDER_EVENTS, _order_reports),
+    **dict.fromkeys(FILL_EVENTS, _fill_reports),
+    "position": _position_reports,
+    **dict.fromkeys(EVIDENCE_ONLY_EVENTS, _no_reports),
+}
+
+
 def to_reports(payload: str | bytes, *, account: str) -> list[Report]:
     """The reports one stored envelope gives for `account` (see the module docstring).
 
@@ -60,39 +108,11 @@ def to_reports(payload: str | bytes, *, account: str) -> list[Report]:
             or mangles the object its event carries (the field path says where).
     """
     envelope = _READER.decode(envelope_decoder(), payload, what="event", account=account)
-    event = envelope.event
-    if event in ORDER_EVENTS:
-        trade = envelope.trade
-        if trade is None:
-            raise _missing(envelope, "trade", account)
-        if trade.order.account not in {"", account}:
-            return []
-        return [
-            to_order_report(
-                trade,  # type: ignore[arg-type]  # the wire struct has the Trade's attributes
-                account=account,
-                ts_event=envelope.received_at,
-                source=ReportSource.BROKER,
-                local=envelope.local,
-            )
-        ]
-    if event in FILL_EVENTS:
-        fill = envelope.fill
-        if fill is None:
-            raise _missing(envelope, "fill", account)
-        if fill.execution.acctNumber not in {"", account}:
-            return []
-        return [to_fill_report(fill, account=account)]  # type: ignore[arg-type]  # duck-typed Fill
-    if event == "position":
-        position = envelope.position
-        if position is None:
-            raise _missing(envelope, "position", account)
-        if position.account != account:
-            return []
-        return [to_position_report(position, account=account, as_of=envelope.received_at)]  # type: ignore[arg-type]
-    if event in EVIDENCE_ONLY_EVENTS:
-        return []
-    raise _READER.invalid(what="event", account=account, path="$.event", detail=f"unknown event {event!r}")
+    translate = _BY_EVENT.get(envelope.event)
+    if translate is None:
+        detail = f"unknown event {envelope.event!r}"
+        raise _READER.invalid(what="event", account=account, path="$.event", detail=detail)
+    return translate(envelope, account)
 
 
 class IbEventTranslator:
@@ -103,6 +123,7 @@ class IbEventTranslator:
         self.account = account
 
     def __call__(self, payload: str) -> Sequence[Report]:
+        """Translate one stored envelope."""
         return to_reports(payload, account=self.account)
 
     def __repr__(self) -> str:

@@ -74,12 +74,12 @@ __all__ = [
     "UNSET_DOUBLE",
     "UNSET_INTEGER",
     "IbStatus",
+    "average_price",
     "to_fill_report",
     "to_order_report",
     "to_order_status",
     "to_position_report",
     "to_position_reports",
-    "average_price",
 ]
 
 UNSET_DOUBLE: Final = sys.float_info.max
@@ -383,7 +383,8 @@ def to_order_report(
     query answer); statuses ib_async made up locally are reported with source CLIENT
     instead (see `to_order_status`), and so is every status when `local` is True: the
     event was emitted inside our own `placeOrder`/`cancelOrder` call (ib_async marks a
-    cancelled `Inactive` order `Cancelled` at once, without an error code to tell). A completed order (`reqCompletedOrders`) has
+    cancelled `Inactive` order `Cancelled` at once, without an error code to tell).
+    A completed order (`reqCompletedOrders`) has
     `orderStatus.filled == 0`: its cumulative fill is `order.filledQuantity` and its
     average price is unknown (ib_async keeps neither `avgFillPrice` nor the `OrderState`
     with `completedStatus` on the Trade). `avg_price` is None without fills or when
@@ -522,7 +523,9 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
         )
 
 
-def to_position_reports(positions: Iterable[Position], *, account: str, as_of: datetime) -> list[PositionReport]:
+def to_position_reports(
+    positions: Iterable[Position], *, account: str, as_of: datetime
+) -> list[PositionReport]:
     """One report per symbol of `account` from `reqPositions` rows (all accounts, one row per contract).
 
     IB keeps positions per account, not per venue: rows of other accounts are skipped,
