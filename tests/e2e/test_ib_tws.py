@@ -476,3 +476,24 @@ async def _wait_for(condition: Callable[[], bool], what: str) -> None:
         if loop.time() > end:
             pytest.fail(f"not reached within {DEADLINE}s: {what}")
         await asyncio.sleep(0.01)
+
+
+def test_an_event_that_cannot_be_copied_is_stored_and_reported(ledger: Ledger) -> None:
+    class Unreadable:
+        @property
+        def account(self) -> str:
+            raise RuntimeError("broken object")
+
+    async def scenario() -> RawMessage:
+        client = IbClient("127.0.0.1", 9, CLIENT_ID, account=ACCOUNT)
+        client._on_position(Unreadable())  # the handler never raises
+        item = client._queue.get_nowait()
+        assert isinstance(item, RawMessage)
+        return item
+
+    item = asyncio.run(scenario())
+    assert "broken object" in item.payload
+    ledger.ingest_raw(item.payload, item.translate, account=item.account, source=item.source, kind=item.kind)
+    assert kinds(ledger) == [DiscrepancyKind.INVALID_REPORT]
+    raw = [e.event.payload for e in ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
+    assert raw == [item.payload]

@@ -1,5 +1,6 @@
-"""Interactive Brokers adapter: pure translation of ib_async objects (`translate.py`).
+"""Interactive Brokers adapter: wire copies (`wire.py`), pure translation (`translate.py`,
+`envelope.py`) and the ib_async client (`client.py`).
 
-Nothing here imports ib_async, so `import trueup` (and this package) works without the
-`ib` extra; only a future `client.py` will need `pip install 'trueup[ib]'`.
+Only `client.py` imports ib_async (`pip install 'trueup[ib]'`); nothing here imports it,
+so `import trueup` (and this package) works without the `ib` extra.
 """

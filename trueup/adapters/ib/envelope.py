@@ -108,6 +108,9 @@ def to_reports(payload: str | bytes, *, account: str) -> list[Report]:
             or mangles the object its event carries (the field path says where).
     """
     envelope = _READER.decode(envelope_decoder(), payload, what="event", account=account)
+    if envelope.unreadable is not None:
+        detail = f"the client could not copy this {envelope.event} event: {envelope.unreadable}"
+        raise _READER.invalid(what="event", account=account, path="$.unreadable", detail=detail)
     translate = _BY_EVENT.get(envelope.event)
     if translate is None:
         detail = f"unknown event {envelope.event!r}"

@@ -178,6 +178,9 @@ class IbEnvelope(msgspec.Struct, kw_only=True):
     fill: FillWire | None = None
     position: PositionWire | None = None
     error: ErrorWire | None = None
+    unreadable: str | None = None
+    """Set instead of the objects when copying them failed: the error, so the stored
+    payload still says what arrived (and its translation fails loudly)."""
 
 
 _ENVELOPE_DECODER: Final = msgspec.json.Decoder(IbEnvelope)
