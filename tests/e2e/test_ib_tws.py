@@ -328,6 +328,31 @@ def test_an_inactive_locate_hold_stays_working(fake: FakeTws, ledger: Ledger) ->
     assert kinds(ledger) == []
 
 
+def test_cancelling_a_locate_hold_waits_for_tws(fake: FakeTws, ledger: Ledger) -> None:
+    async def scenario() -> None:
+        client = new_client(fake)
+        pump = await session(ledger, client)
+        await Submitter(ledger, client).submit(request("L2", qty=5, side=Side.SELL))
+        await drive(lambda: fake.set_status("L2", "Inactive", why_held="locate"))
+        await pump.until(
+            lambda: OrderFlag.HELD in ledger.order(ACCOUNT, "L2").flags,  # type: ignore[union-attr]
+            "held for a locate",
+        )
+        fake.hold_cancels = True
+        # ib_async counts Inactive as done (so not among `openTrades()`): the client still
+        # finds and cancels it, and nothing is terminal until TWS confirms.
+        await Submitter(ledger, client).cancel(ACCOUNT, "L2")
+        await _wait_for(lambda: len(fake.pending_cancels) == 1, "cancel request received by TWS")
+        assert status_of(ledger, "L2") is OrderStatus.ACCEPTED
+        await drive(fake.process_cancels)  # TWS confirms
+        await pump.until(lambda: settled(ledger, "L2", OrderStatus.CANCELED), "canceled by TWS")
+        await client.close()
+
+    asyncio.run(scenario())
+    assert_books_equal(ledger, fake, "L2")
+    assert kinds(ledger) == []
+
+
 def test_fills_missed_while_disconnected_are_recovered_after_the_reconnect(
     fake: FakeTws, ledger: Ledger
 ) -> None:

@@ -1,6 +1,7 @@
-"""Interactive Brokers adapter: wire copies (`wire.py`), pure translation (`translate.py`,
-`envelope.py`) and the ib_async client (`client.py`).
+"""Interactive Brokers adapter: wire copies, pure translation, and the ib_async client.
 
-Only `client.py` imports ib_async (`pip install 'trueup[ib]'`); nothing here imports it,
-so `import trueup` (and this package) works without the `ib` extra.
+`wire.py` copies ib_async objects into JSON-ready structs, `translate.py` and
+`envelope.py` translate them (pure), `client.py` does the I/O. Only `client.py` imports
+ib_async (`pip install 'trueup[ib]'`); nothing here imports it, so `import trueup` (and
+this package) works without the `ib` extra.
 """

@@ -193,6 +193,8 @@ class IbClient:
         self._local_calls = 0
         self._last_order_id = 0
         self._connections = 0
+        self._commissions_posted: dict[str, tuple[object, object]] = {}
+        self._positions_posted: dict[tuple[object, object], tuple[object, object]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
         self._subscribe()
 
@@ -357,10 +359,29 @@ class IbClient:
     def _on_exec_details(self, _trade: Trade, fill: object) -> None:
         self._post("execDetails", lambda: {"fill": fill_wire(fill)})
 
-    def _on_commission_report(self, _trade: Trade, fill: object, _report: object) -> None:
+    def _on_commission_report(self, _trade: Trade, fill: object, report: object) -> None:
+        # TWS answers every reqExecutions with the commission reports again, and ib_async
+        # re-emits them for executions it already knows: store each figure once.
+        seen = (getattr(report, "commission", None), getattr(report, "currency", None))
+        exec_id = getattr(report, "execId", None)
+        if exec_id is not None and self._commissions_posted.get(exec_id) == seen:
+            return
+        if exec_id is not None:
+            self._commissions_posted[exec_id] = seen
         self._post("commissionReport", lambda: {"fill": fill_wire(fill)})
 
     def _on_position(self, position: object) -> None:
+        # Every reqPositions answer re-emits each row: store a row only when it changed.
+        try:
+            contract = getattr(position, "contract", None)
+            key = (getattr(position, "account", None), getattr(contract, "conId", None))
+            value = (getattr(position, "position", None), getattr(position, "avgCost", None))
+        except Exception:  # noqa: BLE001 - an unreadable row is stored below, as evidence
+            self._post("position", lambda: {"position": position_wire(position)})
+            return
+        if self._positions_posted.get(key) == value:
+            return
+        self._positions_posted[key] = value
         self._post("position", lambda: {"position": position_wire(position)})
 
     def _on_error(self, req_id: int, error_code: int, error_string: str, _contract: object) -> None:
@@ -706,8 +727,15 @@ class IbClient:
         return next((t for t in self._ib.trades() if t.order.orderRef == cid), None)
 
     def _open_trade(self, cid: str, perm_id: str | None) -> Trade | None:
-        for trade in self._ib.openTrades():
-            if trade.order.orderRef == cid or (perm_id is not None and str(trade.order.permId) == perm_id):
+        """The API order (orderId > 0) carrying our id or permId, whatever ib_async thinks of its status.
+
+        Not `ib.openTrades()`: ib_async counts `Inactive` (a locate hold, still live) and
+        its own error-driven `Cancelled` (maybe still live) as done. TWS decides: a
+        cancel of an order that is really finished is answered with an error.
+        """
+        for trade in self._ib.trades():
+            ours = trade.order.orderRef == cid or (perm_id is not None and str(trade.order.permId) == perm_id)
+            if ours and trade.order.orderId > 0:
                 return trade
         return None
 

@@ -383,7 +383,7 @@ def to_order_report(
     query answer); statuses ib_async made up locally are reported with source CLIENT
     instead (see `to_order_status`), and so is every status when `local` is True: the
     event was emitted inside our own `placeOrder`/`cancelOrder` call (ib_async marks a
-    cancelled `Inactive` order `Cancelled` at once, without an error code to tell).
+    cancelled unsent order `Cancelled` at once, without an error code to tell).
     A completed order (`reqCompletedOrders`) has
     `orderStatus.filled == 0`: its cumulative fill is `order.filledQuantity` and its
     average price is unknown (ib_async keeps neither `avgFillPrice` nor the `OrderState`

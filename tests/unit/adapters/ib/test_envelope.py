@@ -91,8 +91,8 @@ def test_an_unset_integer_perm_id_is_no_broker_id() -> None:
 
 
 def test_a_status_set_inside_our_own_cancel_call_is_client_side() -> None:
-    # ib_async marks a cancelled Inactive order Cancelled at once, with no error code.
-    trade = make_trade("Cancelled", log=[log_entry("Inactive"), log_entry("Cancelled")])
+    # ib_async's cancelOrder marks an unsent order (transmit=False) Cancelled at once, no error code.
+    trade = make_trade("Cancelled", log=[log_entry("PendingSubmit"), log_entry("Cancelled")])
     payload = stored("orderStatus", local=True, trade=trade_wire(trade))
     [report] = to_reports(payload, account=ACCOUNT)
     assert isinstance(report, OrderReport)
@@ -125,7 +125,10 @@ def test_evidence_only_events_give_no_report(event: str) -> None:
         ('{"event":"position","received_at":"2024-05-01T14:30:06Z"}', "$.position"),
         ('{"event":"newsBulletin","received_at":"2024-05-01T14:30:06Z"}', "$.event"),
         ('{"event":"orderStatus"}', "$.received_at"),
-        ('{"event":"error","received_at":"2024-05-01T14:30:06Z","unreadable":"TypeError: x"}', "$.unreadable"),
+        (
+            '{"event":"error","received_at":"2024-05-01T14:30:06Z","unreadable":"TypeError: x"}',
+            "$.unreadable",
+        ),
         ("not json", "$"),
     ],
 )
@@ -153,7 +156,9 @@ def test_positions_are_netted_per_account_and_symbol() -> None:
     ]
     reports = to_position_reports(rows, account=ACCOUNT, as_of=RECEIVED)
     assert reports == [
-        PositionReport(account=ACCOUNT, symbol="AAPL", qty=D("150.0"), avg_cost=D("12.0000000000"), ts_event=RECEIVED),
+        PositionReport(
+            account=ACCOUNT, symbol="AAPL", qty=D("150.0"), avg_cost=D("12.0000000000"), ts_event=RECEIVED
+        ),
         PositionReport(account=ACCOUNT, symbol="MSFT", qty=D("0.0"), avg_cost=D("0.0"), ts_event=RECEIVED),
     ]
 
