@@ -476,18 +476,28 @@ class FakeTws:
         self._run(go)
 
     def drop(self, *, down: bool = False) -> None:
-        """Cut every connection (TWS restart, network loss); `down` refuses new ones until `up()`."""
+        """Cut every connection (TWS restart, network loss); `down` also stops listening until `up()`."""
 
-        def go() -> None:
+        async def go() -> None:
             self.down = down
+            if down and self._server is not None:
+                self._server.close()  # connections are refused, as when TWS is not running
             for session in list(self._sessions):
                 session.writer.transport.abort()
             self._sessions.clear()
+            if down and self._server is not None:
+                await self._server.wait_closed()
 
-        self._run(go)
+        self._call(go())
 
     def up(self) -> None:
-        self._run(lambda: setattr(self, "down", False))
+        """Listen again on the same port."""
+
+        async def go() -> None:
+            self.down = False
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+        self._call(go())
 
     # -- protocol ----------------------------------------------------------------------------
 
