@@ -33,6 +33,7 @@ CANNOT_CANCEL_CODE = 10148
 DUPLICATE_ID_CODE = 103
 CLIENT_ID_IN_USE_CODE = 326
 REQUEST_FAILED_CODE = 322
+REJECTED_CODE = 201
 
 DONE = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 
@@ -305,7 +306,8 @@ class FakeTws:
         self.duplicate_order_ids: list[tuple[int, int]] = []
         self.client_ids_seen: list[int] = []
         self.on_place = "ack"
-        """"ack" (openOrder + Submitted), "drop" (take the order, then cut the connection)."""
+        """"ack" (openOrder + Submitted), "drop" (take the order, then cut the connection),
+        "reject" (error 201 only; the order is completed as Inactive)."""
         self.hold_cancels = False
         self.pending_cancels: list[FakeOrder] = []
         self.unanswered: set[str] = set()
@@ -629,6 +631,14 @@ class FakeTws:
         if self.on_place == "drop":
             session.writer.transport.abort()
             self._sessions.remove(session)
+            return
+        if self.on_place == "reject":
+            # Only the error reaches the client; the order is listed among completed orders.
+            order.status = "Inactive"
+            self._send(
+                session,
+                error_fields(order_id, REJECTED_CODE, "Order rejected - reason: no trading permissions"),
+            )
             return
         order.status = "Submitted"
         self._send(session, open_order_fields(order))

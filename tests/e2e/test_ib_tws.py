@@ -294,13 +294,40 @@ def test_an_error_driven_local_cancelled_on_a_live_order_is_not_terminal(
         assert view is not None
         assert view.status is OrderStatus.PARTIALLY_FILLED
         assert view.flags == frozenset()
-        await drive(lambda: fake.fill("E1", "7", "100"))
+        # A fill on the order ib_async thought cancelled is booked like any other.
+        await drive(lambda: fake.fill("E1", "2", "100", send_status=False))
+        await pump.until(lambda: filled_of(ledger, "E1") == 5, "fill after the local Cancelled")
+        await drive(lambda: fake.fill("E1", "5", "100"))
         await pump.until(lambda: settled(ledger, "E1", OrderStatus.FILLED), "filled after all")
         await client.close()
 
     asyncio.run(scenario())
     assert_books_equal(ledger, fake, "E1")
     assert DiscrepancyKind.STATUS_CONFLICT not in kinds(ledger)
+
+
+def test_a_rejection_is_terminal_only_once_tws_lists_it(fake: FakeTws, ledger: Ledger) -> None:
+    async def scenario() -> None:
+        client = new_client(fake)
+        pump = await session(ledger, client)
+        fake.on_place = "reject"
+        # Error 201 makes ib_async mark the order Cancelled locally: not TWS's word, so the
+        # submit is uncertain and the order stays in flight.
+        view = await Submitter(ledger, client).submit(request("J1"))
+        assert view.status is OrderStatus.SUBMITTED
+        await pump.until(
+            lambda: OrderFlag.UNCONFIRMED_TERMINAL in ledger.order(ACCOUNT, "J1").flags,  # type: ignore[union-attr]
+            "local Cancelled flagged",
+        )
+        assert status_of(ledger, "J1") is OrderStatus.SUBMITTED
+        # TWS lists it among completed orders (Inactive): now it is REJECTED.
+        ledger.reconcile(await client.snapshot(ACCOUNT))
+        await client.close()
+
+    asyncio.run(scenario())
+    assert fake.order("J1").status == "Inactive"
+    assert_books_equal(ledger, fake, "J1")
+    assert kinds(ledger) == []
 
 
 def test_an_inactive_locate_hold_stays_working(fake: FakeTws, ledger: Ledger) -> None:

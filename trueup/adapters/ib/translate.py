@@ -347,23 +347,32 @@ def to_order_status(
     return IbStatus(base, flags, client_side)
 
 
+_FILL_LOG_PREFIX: Final = "Fill "
+"""ib_async logs each execution as `TradeLogEntry(time, <current status>, "Fill 4.0@100.0")`."""
+
+
 def _last_error_code(r: _Reader, raw_status: str) -> int:
-    """`errorCode` of the last log entry if it recorded `raw_status`, else 0 (a plain status update).
+    """`errorCode` of the log entry that set the current status if it recorded `raw_status`, else 0.
 
     ib_async logs `TradeLogEntry(time, status, message, errorCode)` for each status it sets;
     only its `error()` handler fills `errorCode`. A later TWS status appends a new entry
-    without a code, so a code on the last entry means ib_async's own status still stands.
+    without a code, so a code on the last status entry means ib_async's own status still
+    stands. Entries that record executions ("Fill 4.0@100.0", logged under whatever the
+    status was) set no status and are skipped: a fill on an order ib_async cancelled
+    locally must not make its `Cancelled` look confirmed.
     """
     log = r.get("log")
     if not isinstance(log, Sequence) or isinstance(log, str):
         error = r.fail("log", f"must be a list of TradeLogEntry, got {log!r}")
         raise error
-    if not log:
-        return 0
-    entry = _Reader(log[-1], f"{r.name}.log[-1]", what=r.what, account=r.account)
-    if entry.text("status") != raw_status:
-        return 0
-    return entry.integer("errorCode")
+    for back in range(1, len(log) + 1):
+        entry = _Reader(log[-back], f"{r.name}.log[-{back}]", what=r.what, account=r.account)
+        if entry.text("message").startswith(_FILL_LOG_PREFIX):
+            continue
+        if entry.text("status") != raw_status:
+            return 0
+        return entry.integer("errorCode")
+    return 0
 
 
 # --- orders -------------------------------------------------------------------------------

@@ -265,6 +265,20 @@ ORDER_CASES: list[tuple[str, dict[str, Any], ReportSource, OrderReport]] = [
         expect(status=OrderStatus.CANCELED, raw_status="Cancelled"),
     ),
     (
+        # ib_async logs a fill under the current status; it does not confirm a local Cancelled.
+        "Cancelled-error-then-fill-still-unconfirmed",
+        {
+            "status": "Cancelled",
+            "log": [
+                log_entry("Submitted"),
+                log_entry("Cancelled", 201),
+                log_entry("Cancelled", message="Fill 10.0@187.41"),
+            ],
+        },
+        BROKER,
+        expect(status=OrderStatus.REJECTED, raw_status="Cancelled", source=CLIENT),
+    ),
+    (
         "Cancelled-code-of-an-earlier-warning-ignored",  # the code belongs to the entry's own status only
         {"status": "Cancelled", "log": [log_entry("ValidationError", 399)]},
         BROKER,
