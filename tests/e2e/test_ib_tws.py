@@ -23,6 +23,7 @@ from trueup import Ledger, OrderStatus
 from trueup.adapters.base import OrderRequest, OrderType, RawMessage, Reconnected, StreamItem, SubmitUncertain
 from trueup.adapters.ib.client import IbClient
 from trueup.domain.discrepancy import DiscrepancyKind
+from trueup.domain.errors import BrokerQueryError
 from trueup.domain.status import OrderFlag, Side
 from trueup.service import ReconciliationService
 from trueup.submission import Submitter, start_session
@@ -508,6 +509,19 @@ def test_a_failed_query_is_stale_data_never_flat(fake: FakeTws, ledger: Ledger) 
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(10))]
     assert DiscrepancyKind.STALE_DATA in kinds(ledger)
     assert DiscrepancyKind.NAKED_POSITION not in kinds(ledger)
+
+
+def test_an_account_the_login_does_not_manage_is_never_reported_flat(fake: FakeTws) -> None:
+    async def scenario() -> None:
+        client = IbClient("127.0.0.1", fake.port, CLIENT_ID, account="DU999", connect_timeout=5.0)
+        with pytest.raises(BrokerQueryError, match="not managed"):
+            await client.connect()
+        assert not client.connected
+        snapshot = await client.snapshot("DU999")
+        assert (snapshot.orders, snapshot.fills, snapshot.positions) == (None, None, None)
+        await client.close()
+
+    asyncio.run(scenario())
 
 
 def test_from_env_reads_host_port_and_client_id() -> None:

@@ -250,7 +250,9 @@ class IbClient:
             raise BrokerQueryError(msg)
         try:
             await self._connect_once()
-        except (OSError, TimeoutError, ConnectionError) as e:
+        except BrokerQueryError:
+            raise
+        except Exception as e:  # ib_async raises OSError, TimeoutError, ConnectionError, RequestError
             where = f"{self.host}:{self.port} (clientId {self.client_id})"
             msg = f"{self.account}: cannot connect to IB at {where}: {e!r}"
             raise BrokerQueryError(msg) from e
@@ -280,6 +282,13 @@ class IbClient:
                     account=self.account,
                     raiseSyncErrors=True,
                 )
+                managed = self._ib.client.getAccounts() if self._ib.isConnected() else []
+                if self.account not in managed:
+                    # Its positions would come back as no rows: "flat", a lie. Refuse the session.
+                    self._ib.disconnect()
+                    self._ready = False
+                    msg = f"account {self.account!r} is not managed by this IB login (it manages {managed})"
+                    raise BrokerQueryError(msg)
             finally:
                 self._connecting = False
 
@@ -298,7 +307,7 @@ class IbClient:
             attempt += 1
             try:
                 await self._connect_once()
-            except (OSError, TimeoutError, ConnectionError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever failed, try again later; never stop
                 log.warning(
                     "ib %s: reconnect %d to %s:%s failed (%r); next try in %.1fs",
                     self.account,
