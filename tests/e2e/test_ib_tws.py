@@ -529,6 +529,7 @@ def test_a_failed_query_is_stale_data_never_flat(fake: FakeTws, ledger: Ledger) 
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(10))]
     assert DiscrepancyKind.STALE_DATA in kinds(ledger)
     assert DiscrepancyKind.NAKED_POSITION not in kinds(ledger)
+    assert_books_equal(ledger, fake, "S1")
 
 
 def test_an_account_the_login_does_not_manage_is_never_reported_flat(fake: FakeTws) -> None:
