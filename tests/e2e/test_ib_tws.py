@@ -554,6 +554,10 @@ def test_from_env_reads_host_port_and_client_id() -> None:
 
     with pytest.raises(ConfigError, match="IB_PORT"):
         IbClient.from_env("DU9", {"IB_PORT": "tws"})
+    with pytest.raises(ConfigError, match="client_id"):
+        IbClient.from_env("DU9", {"IB_CLIENT_ID": "-1"})
+    with pytest.raises(ConfigError, match="account"):
+        IbClient.from_env(" ", {})
 
 
 async def _wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -573,8 +577,8 @@ def test_an_event_that_cannot_be_copied_is_stored_and_reported(ledger: Ledger) -
 
     async def scenario() -> RawMessage:
         client = IbClient("127.0.0.1", 9, CLIENT_ID, account=ACCOUNT)
-        client._on_position(Unreadable())  # the handler never raises
-        item = client._queue.get_nowait()
+        client.connection._on_position(Unreadable())  # the handler never raises
+        item = client.connection._queue.get_nowait()
         assert isinstance(item, RawMessage)
         return item
 

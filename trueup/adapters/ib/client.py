@@ -31,18 +31,12 @@ Outcomes:
   and executions reach back only to midnight (IB Gateway), so absence proves nothing.
   `RaiseRequestErrors` is on, so a request that fails with a TWS error raises instead of
   returning the (empty) partial list: a failure is never read as "no orders" or "flat".
-* stream: every ib_async event we listen to (`orderStatusEvent`, `openOrderEvent`,
-  `execDetailsEvent`, `commissionReportEvent`, `positionEvent`, `errorEvent`,
-  `connectedEvent`, `disconnectedEvent`) is copied into a JSON envelope (`wire.py`)
-  inside the event handler and queued as a `RawMessage`; translation (`envelope.py`) is
-  pure and runs on the stored text. Handlers never raise. After a disconnect the client
-  reconnects with the same `clientId`, with exponential backoff, and yields
-  `Reconnected` once it is synced again: events sent meanwhile are lost (ib_async fires
-  no event for the executions it fetches at startup), so the consumer must reconcile.
+* stream: `IbConnection.items()` (`connection.py`): every ib_async event stored as a
+  JSON envelope before translation, and `Reconnected` after every reconnect (with the
+  same clientId, backing off).
 
-Known limits: events are queued from the moment the client is created, whether or not
-`stream()` is being iterated; a client nobody streams from should be closed. Contracts
-are built from the symbol alone (`sec_type`, `exchange`, `currency` per client).
+Known limit: contracts are built from the symbol alone (`sec_type`, `exchange`,
+`currency` per client).
 """
 
 from __future__ import annotations
@@ -50,44 +44,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from datetime import datetime
+from typing import Any, Final
 
 import msgspec
 
 from trueup.adapters.base import (
     OrderRequest,
     OrderType,
-    RawMessage,
-    Reconnected,
     StreamItem,
     SubmitAck,
     SubmitRejected,
     SubmitUncertain,
 )
-from trueup.adapters.ib.envelope import IbEventTranslator, to_reports
+from trueup.adapters.ib.connection import SOURCE, IbConnection, utc_now
+from trueup.adapters.ib.envelope import to_reports
 from trueup.adapters.ib.translate import (
     average_price,
     to_fill_report,
     to_order_report,
     to_position_reports,
 )
-from trueup.adapters.ib.wire import (
-    ErrorWire,
-    FillWire,
-    IbEnvelope,
-    fill_wire,
-    position_wire,
-    trade_wire,
-)
+from trueup.adapters.ib.wire import FillWire, IbEnvelope, fill_wire, position_wire, trade_wire
 from trueup.domain.errors import BrokerQueryError, ConfigError, TrueupError
 from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.status import ReportSource, Side
 
 try:
-    from ib_async import IB, Contract, ExecutionFilter, LimitOrder, MarketOrder, Order, Trade
-    from ib_async.wrapper import RequestError
+    from ib_async import Contract, ExecutionFilter, LimitOrder, MarketOrder, Order, Trade
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     msg = "the Interactive Brokers adapter needs ib_async: pip install 'trueup[ib]'"
     raise ImportError(msg) from e
@@ -96,10 +81,6 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SOURCE", "IbClient"]
 
 log = logging.getLogger(__name__)
 
-SOURCE: Final = "ib"
-"""Adapter name: the `source` of what this client reports."""
-KIND: Final = "ib_events"
-"""`RawMessage.kind` of every streamed envelope."""
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7497
 """TWS paper trading's API port (IB Gateway paper: 4002)."""
@@ -109,13 +90,6 @@ _ACTION: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
 _UNACKED: Final = frozenset({"PendingSubmit", "ApiPending", ""})
 """Statuses that are not yet TWS's answer to a placeOrder."""
 _ENCODER: Final = msgspec.json.Encoder()
-_END: Final = object()
-"""Queued by `close()`: ends `stream()`."""
-_T = TypeVar("_T")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -162,6 +136,9 @@ class IbClient:
         if not 0 < port < 65536:
             msg = f"port must be 1-65535, got {port}"
             raise ConfigError(msg)
+        if client_id < 0:
+            msg = f"client_id must be >= 0 (TWS API clientId), got {client_id}"
+            raise ConfigError(msg)
         for knob, value in (
             ("connect_timeout", connect_timeout),
             ("request_timeout", request_timeout),
@@ -173,30 +150,21 @@ class IbClient:
                 msg = f"{knob} must be > 0 seconds, got {value!r}"
                 raise ConfigError(msg)
         self.host, self.port, self.client_id, self.account = host, port, client_id, account
-        self.connect_timeout = connect_timeout
-        self.request_timeout = request_timeout
         self.ack_timeout = ack_timeout
-        self.reconnect_delay = reconnect_delay
-        self.reconnect_max_delay = max(reconnect_max_delay, reconnect_delay)
         self.sec_type, self.exchange, self.currency = sec_type, exchange, currency
-        self.translate = IbEventTranslator(account)
-        self._ib = IB()
-        # A TWS error on a request must fail it, not end it with a partial (empty) list.
-        self._ib.RaiseRequestErrors = True
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._wake = asyncio.Event()
-        self._connect_lock = asyncio.Lock()
-        self._query_lock = asyncio.Lock()
-        self._ready = False
-        self._connecting = False
-        self._closed = False
-        self._local_calls = 0
+        self.connection = IbConnection(
+            host,
+            port,
+            client_id,
+            account=account,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            reconnect_delay=reconnect_delay,
+            reconnect_max_delay=reconnect_max_delay,
+        )
+        self.translate = self.connection.translate
+        self._ib = self.connection.ib
         self._last_order_id = 0
-        self._connections = 0
-        self._commissions_posted: dict[str, tuple[object, object]] = {}
-        self._positions_posted: dict[tuple[object, object], tuple[object, object]] = {}
-        self._reconnect_task: asyncio.Task[None] | None = None
-        self._subscribe()
 
     @classmethod
     def from_env(cls, account: str, environ: Mapping[str, str] | None = None) -> IbClient:
@@ -225,12 +193,12 @@ class IbClient:
     @property
     def connected(self) -> bool:
         """True while the API connection is up and synced (after `connectedEvent`)."""
-        return self._ready and self._ib.isConnected()
+        return self.connection.connected
 
     @property
     def connections(self) -> int:
         """Connections established so far (the first one, then every reconnect)."""
-        return self._connections
+        return self.connection.connections
 
     # -- connection ------------------------------------------------------------------------
 
@@ -238,179 +206,14 @@ class IbClient:
         """Connect (if not connected) with this client's clientId and wait for ib_async's sync.
 
         Raises:
-            BrokerQueryError: TWS could not be reached or the API handshake failed.
+            BrokerQueryError: TWS could not be reached, the handshake or sync failed, or
+                the login does not manage this account.
         """
-        if self.connected:
-            return
-        if self._closed:
-            msg = f"{self!r} is closed"
-            raise BrokerQueryError(msg)
-        if self._reconnect_task is not None and not self._reconnect_task.done():
-            msg = f"{self.account}: not connected to IB (reconnecting)"
-            raise BrokerQueryError(msg)
-        try:
-            await self._connect_once()
-        except BrokerQueryError:
-            raise
-        except Exception as e:  # ib_async raises OSError, TimeoutError, ConnectionError, RequestError
-            where = f"{self.host}:{self.port} (clientId {self.client_id})"
-            msg = f"{self.account}: cannot connect to IB at {where}: {e!r}"
-            raise BrokerQueryError(msg) from e
+        await self.connection.connect()
 
     async def close(self) -> None:
         """Disconnect for good: no reconnect, `stream()` ends."""
-        self._closed = True
-        task = self._reconnect_task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self._ib.disconnect()
-        self._ready = False
-        self._queue.put_nowait(_END)
-
-    async def _connect_once(self) -> None:
-        async with self._connect_lock:
-            if self.connected:
-                return
-            self._connecting = True
-            try:
-                await self._ib.connectAsync(
-                    self.host,
-                    self.port,
-                    clientId=self.client_id,
-                    timeout=self.connect_timeout,
-                    account=self.account,
-                    raiseSyncErrors=True,
-                )
-                managed = self._ib.client.getAccounts() if self._ib.isConnected() else []
-                if self.account not in managed:
-                    # Its positions would come back as no rows: "flat", a lie. Refuse the session.
-                    self._ib.disconnect()
-                    self._ready = False
-                    msg = f"account {self.account!r} is not managed by this IB login (it manages {managed})"
-                    raise BrokerQueryError(msg)
-            finally:
-                self._connecting = False
-
-    def _start_reconnecting(self) -> None:
-        if self._closed or (self._reconnect_task is not None and not self._reconnect_task.done()):
-            return
-        self._reconnect_task = asyncio.get_running_loop().create_task(
-            self._reconnect(), name=f"ib-reconnect-{self.client_id}"
-        )
-
-    async def _reconnect(self) -> None:
-        """Reconnect with the same clientId, backing off; then say `Reconnected`."""
-        delay = self.reconnect_delay
-        attempt = 0
-        while not self._closed:
-            attempt += 1
-            try:
-                await self._connect_once()
-            except Exception as e:  # noqa: BLE001 - whatever failed, try again later; never stop
-                log.warning(
-                    "ib %s: reconnect %d to %s:%s failed (%r); next try in %.1fs",
-                    self.account,
-                    attempt,
-                    self.host,
-                    self.port,
-                    e,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_delay)
-                continue
-            log.info(
-                "ib %s: reconnected (clientId %d) after %d attempt(s)", self.account, self.client_id, attempt
-            )
-            self._queue.put_nowait(Reconnected(account=self.account, source=SOURCE))
-            return
-
-    # -- events -> raw messages --------------------------------------------------------------
-
-    def _subscribe(self) -> None:
-        ib = self._ib
-        ib.orderStatusEvent += self._on_order_status
-        ib.openOrderEvent += self._on_open_order
-        ib.execDetailsEvent += self._on_exec_details
-        ib.commissionReportEvent += self._on_commission_report
-        ib.positionEvent += self._on_position
-        ib.errorEvent += self._on_error
-        ib.connectedEvent += self._on_connected
-        ib.disconnectedEvent += self._on_disconnected
-
-    def _post(self, event: str, build: Callable[[], dict[str, Any]]) -> None:
-        """Queue one event as a raw message; never raises (an unreadable one is kept as text)."""
-        self._wake.set()
-        received_at = _now()
-        try:
-            envelope = IbEnvelope(
-                event=event, received_at=received_at, local=self._local_calls > 0, **build()
-            )
-            payload = _ENCODER.encode(envelope).decode()
-        except Exception as e:
-            log.exception("ib %s: could not copy a %s event; stored as unreadable", self.account, event)
-            payload = _ENCODER.encode(
-                {"event": event, "received_at": received_at, "unreadable": f"{type(e).__name__}: {e}"}
-            ).decode()
-        self._queue.put_nowait(
-            RawMessage(
-                account=self.account, source=SOURCE, kind=KIND, payload=payload, translate=self.translate
-            )
-        )
-
-    def _on_order_status(self, trade: Trade) -> None:
-        self._post("orderStatus", lambda: {"trade": trade_wire(trade)})
-
-    def _on_open_order(self, trade: Trade) -> None:
-        self._post("openOrder", lambda: {"trade": trade_wire(trade)})
-
-    def _on_exec_details(self, _trade: Trade, fill: object) -> None:
-        self._post("execDetails", lambda: {"fill": fill_wire(fill)})
-
-    def _on_commission_report(self, _trade: Trade, fill: object, report: object) -> None:
-        # TWS answers every reqExecutions with the commission reports again, and ib_async
-        # re-emits them for executions it already knows: store each figure once.
-        seen = (getattr(report, "commission", None), getattr(report, "currency", None))
-        exec_id = getattr(report, "execId", None)
-        if exec_id is not None and self._commissions_posted.get(exec_id) == seen:
-            return
-        if exec_id is not None:
-            self._commissions_posted[exec_id] = seen
-        self._post("commissionReport", lambda: {"fill": fill_wire(fill)})
-
-    def _on_position(self, position: object) -> None:
-        # Every reqPositions answer re-emits each row: store a row only when it changed.
-        try:
-            contract = getattr(position, "contract", None)
-            key = (getattr(position, "account", None), getattr(contract, "conId", None))
-            value = (getattr(position, "position", None), getattr(position, "avgCost", None))
-        except Exception:  # noqa: BLE001 - an unreadable row is stored below, as evidence
-            self._post("position", lambda: {"position": position_wire(position)})
-            return
-        if self._positions_posted.get(key) == value:
-            return
-        self._positions_posted[key] = value
-        self._post("position", lambda: {"position": position_wire(position)})
-
-    def _on_error(self, req_id: int, error_code: int, error_string: str, _contract: object) -> None:
-        self._post(
-            "error",
-            lambda: {"error": ErrorWire(reqId=req_id, errorCode=error_code, errorString=error_string)},
-        )
-
-    def _on_connected(self) -> None:
-        self._ready = True
-        self._connections += 1
-        self._post("connected", dict)
-
-    def _on_disconnected(self) -> None:
-        was_ready, self._ready = self._ready, False
-        self._post("disconnected", dict)
-        # A failed connect attempt disconnects too: its caller retries, not this handler.
-        if was_ready and not self._connecting and not self._closed:
-            log.warning("ib %s: disconnected; reconnecting with clientId %d", self.account, self.client_id)
-            self._start_reconnecting()
+        await self.connection.close()
 
     # -- BrokerClient -----------------------------------------------------------------------
 
@@ -420,20 +223,7 @@ class IbClient:
         Connects first if needed; if TWS cannot be reached, keeps trying in the background
         and yields `Reconnected` once it is up. Ends after `close()`.
         """
-        return self._items()
-
-    async def _items(self) -> AsyncIterator[StreamItem]:
-        if not self.connected and not self._closed:
-            try:
-                await self.connect()
-            except BrokerQueryError as e:
-                log.warning("ib %s: %s; retrying in the background", self.account, e)
-                self._start_reconnecting()
-        while True:
-            item = await self._queue.get()
-            if not isinstance(item, RawMessage | Reconnected):
-                return  # _END: closed
-            yield item
+        return self.connection.items()
 
     async def submit(self, request: OrderRequest) -> SubmitAck:
         """Place a new order with orderRef = our client id and a fresh orderId.
@@ -461,14 +251,12 @@ class IbClient:
             log.info("submit %s: already at IB as permId %s; nothing sent", cid, existing.order.permId)
             return await self._await_ack(cid, existing)
         order.orderId = self._fresh_order_id()
-        self._local_calls += 1
         try:
-            trade = self._ib.placeOrder(self._contract(request.symbol), order)
+            with self.connection.local():
+                trade = self._ib.placeOrder(self._contract(request.symbol), order)
         except (ConnectionError, OSError) as e:
             msg = f"submit {cid}: connection failed while sending (orderId {order.orderId}): {e!r}"
             raise SubmitUncertain(msg) from e
-        finally:
-            self._local_calls -= 1
         return await self._await_ack(cid, trade)
 
     async def cancel(self, account: str, client_order_id: str, broker_order_id: str | None) -> None:
@@ -482,8 +270,8 @@ class IbClient:
         await self._ensure_connected()
         trade = self._open_trade(client_order_id, broker_order_id)
         if trade is None:
-            async with self._query_lock:
-                await self._query("open orders", self._ib.reqOpenOrdersAsync)
+            async with self.connection.query_lock:
+                await self.connection.query("open orders", self._ib.reqOpenOrdersAsync)
             trade = self._open_trade(client_order_id, broker_order_id)
         if trade is None:
             msg = f"{account}: no open IB order {client_order_id!r} (permId {broker_order_id}); not canceled"
@@ -494,14 +282,12 @@ class IbClient:
                 f"not {self.client_id}; only its owner (or the master client) can cancel it"
             )
             raise BrokerQueryError(msg)
-        self._local_calls += 1
         try:
-            self._ib.cancelOrder(trade.order)
+            with self.connection.local():
+                self._ib.cancelOrder(trade.order)
         except (ConnectionError, OSError) as e:
             msg = f"{account}: cancel {client_order_id} not sent: {e!r}"
             raise BrokerQueryError(msg) from e
-        finally:
-            self._local_calls -= 1
 
     async def lookup(self, account: str, client_order_id: str) -> OrderReport | None:
         """The order whose orderRef is our id among open and completed (today's) orders.
@@ -512,9 +298,9 @@ class IbClient:
         """
         self._check_account(account)
         await self._ensure_connected()
-        async with self._query_lock:
-            open_trades = await self._query("open orders", self._ib.reqOpenOrdersAsync)
-            completed = await self._query("completed orders", self._completed_orders)
+        async with self.connection.query_lock:
+            open_trades = await self.connection.query("open orders", self._ib.reqOpenOrdersAsync)
+            completed = await self.connection.query("completed orders", self._completed_orders)
         if open_trades is None or completed is None:
             msg = f"{account}: lookup {client_order_id}: IB order queries failed; absence unknown"
             raise BrokerQueryError(msg)
@@ -525,7 +311,7 @@ class IbClient:
                     report = to_order_report(
                         trade_wire(trade),  # type: ignore[arg-type]  # the stored form, read like a Trade
                         account=account,
-                        ts_event=_now(),
+                        ts_event=utc_now(),
                         source=ReportSource.RECONCILE,
                     )
                     return self._with_average(report)
@@ -558,18 +344,18 @@ class IbClient:
             BrokerQueryError: the account is not this client's.
         """
         self._check_account(account)
-        as_of = _now()
+        as_of = utc_now()
         if not self.connected:
             try:
                 await self._ensure_connected()
             except BrokerQueryError as e:
                 log.warning("%s: IB snapshot impossible: %s; every part unknown", account, e)
                 return BrokerSnapshot.unknown(account, as_of)
-        async with self._query_lock:
-            open_trades = await self._query("open orders", self._ib.reqOpenOrdersAsync)
-            completed = await self._query("completed orders", self._completed_orders)
-            fills = await self._query("executions", self._executions)
-            positions = await self._query("positions", self._ib.reqPositionsAsync)
+        async with self.connection.query_lock:
+            open_trades = await self.connection.query("open orders", self._ib.reqOpenOrdersAsync)
+            completed = await self.connection.query("completed orders", self._completed_orders)
+            fills = await self.connection.query("executions", self._executions)
+            positions = await self.connection.query("positions", self._ib.reqPositionsAsync)
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -586,22 +372,6 @@ class IbClient:
 
     def _executions(self) -> Awaitable[list[Any]]:
         return self._ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account))
-
-    async def _query(self, what: str, request: Callable[[], Awaitable[_T]]) -> _T | None:
-        """One ib_async request; None if it fails, times out or the connection drops meanwhile."""
-        if not self.connected:
-            log.warning("%s: IB %s not asked: not connected", self.account, what)
-            return None
-        try:
-            result = await asyncio.wait_for(request(), self.request_timeout)
-        except (ConnectionError, OSError, RequestError, TimeoutError) as e:
-            log.warning("%s: IB %s failed: %r", self.account, what, e)
-            return None
-        if not self.connected:
-            # The answer may have been cut short by the disconnect: not a complete list.
-            log.warning("%s: IB %s: disconnected while answering; unknown", self.account, what)
-            return None
-        return result
 
     def _orders(
         self, account: str, open_trades: list[Trade] | None, completed: list[Trade] | None, as_of: datetime
@@ -704,14 +474,10 @@ class IbClient:
                     return self._ack(cid, trade)  # TWS has it (openOrder), no status yet
                 msg = f"submit {cid}: no answer from IB within {self.ack_timeout}s"
                 raise SubmitUncertain(msg)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
-                continue
+            await self.connection.wait_for_event(remaining)
 
     def _ack(self, cid: str, trade: Trade) -> SubmitAck:
-        envelope = IbEnvelope(event="placeOrder", received_at=_now(), trade=trade_wire(trade))
+        envelope = IbEnvelope(event="placeOrder", received_at=utc_now(), trade=trade_wire(trade))
         raw = _ENCODER.encode(envelope).decode()
         try:
             reports = to_reports(raw, account=self.account)
