@@ -167,7 +167,7 @@ class IbConnection:
             raise BrokerQueryError(msg) from e
 
     async def close(self) -> None:
-        """Disconnect for good: no reconnect, `stream()` ends."""
+        """Disconnect for good: no reconnect; `items()` ends once the queued items are read."""
         self._closed = True
         task = self._reconnect_task
         if task is not None and not task.done():
@@ -334,6 +334,8 @@ class IbConnection:
                 log.warning("ib %s: %s; retrying in the background", self.account, e)
                 self._start_reconnecting()
         while True:
+            if self._closed and self._queue.empty():
+                return
             item = await self._queue.get()
             if not isinstance(item, RawMessage | Reconnected):
                 return  # _END: closed
@@ -348,6 +350,9 @@ class IbConnection:
             result = await asyncio.wait_for(request(), self.request_timeout)
         except (ConnectionError, OSError, RequestError, TimeoutError) as e:
             log.warning("%s: IB %s failed: %r", self.account, what, e)
+            return None
+        except Exception:  # any other failure: the part is unknown, never empty
+            log.exception("%s: IB %s raised; unknown", self.account, what)
             return None
         if not self.connected:
             # The answer may have been cut short by the disconnect: not a complete list.
