@@ -378,12 +378,22 @@ class FakeTws:
     # -- driving the broker ----------------------------------------------------------------
 
     def fill(
-        self, order_ref: str, qty: str, price: str, *, commission: str = "1.25", send_status: bool = True
+        self,
+        order_ref: str,
+        qty: str,
+        price: str,
+        *,
+        commission: str = "1.25",
+        send_status: bool = True,
+        perm_id: int | None = None,
     ) -> str:
-        """Execute `qty` at `price`: execDetails, orderStatus (unless not `send_status`), commissionReport."""
+        """Execute `qty` at `price`: execDetails, orderStatus (unless not `send_status`), commissionReport.
+
+        The order is found by `order_ref`, or by `perm_id` when given (orders without a ref).
+        """
 
         def go() -> str:
-            order = self._find(order_ref)
+            order = self.orders[perm_id] if perm_id is not None else self._find(order_ref)
             self._exec_seq += 1
             exec_id = f"0000e0d5.{self._exec_seq:08x}.01.01"
             shares, px = Decimal(qty), Decimal(price)
@@ -412,6 +422,33 @@ class FakeTws:
             return exec_id
 
         return self._run(go)  # type: ignore[no-any-return]
+
+    def place_external(self, symbol: str, qty: str, price: str, *, order_ref: str = "") -> int:
+        """An order entered by hand in TWS (clientId 0, orderId 0), filled at once; returns its permId."""
+
+        def go() -> int:
+            con_id = self._con_ids.setdefault(symbol, 265_598 + len(self._con_ids))
+            order = FakeOrder(
+                perm_id=self._next_perm_id,
+                order_id=0,
+                client_id=0,
+                account=self.account,
+                symbol=symbol,
+                con_id=con_id,
+                action="BUY",
+                quantity=Decimal(qty),
+                order_type="MKT",
+                lmt_price=None,
+                order_ref=order_ref,
+                status="Submitted",
+            )
+            self._next_perm_id += 1
+            self.orders[order.perm_id] = order
+            return order.perm_id
+
+        perm_id: int = self._run(go)
+        self.fill(order_ref, qty, price, perm_id=perm_id)
+        return perm_id
 
     def correct(self, exec_id: str, price: str, *, commission: str = "1.30") -> str:
         """Correct an execution's price: a new execId whose revision is one higher (.01 -> .02)."""

@@ -151,7 +151,7 @@ def assert_books_equal(ledger: Ledger, fake: FakeTws, *cids: str) -> None:
 
 
 def kinds(ledger: Ledger) -> list[str]:
-    return sorted(str(d.kind) for d in ledger.discrepancies(ACCOUNT))
+    return sorted(str(d.kind) for d in ledger.discrepancies(ACCOUNT, include_resolved=True))
 
 
 async def session(ledger: Ledger, client: IbClient) -> Pump:
@@ -500,6 +500,31 @@ def test_a_disconnect_during_submit_is_uncertain_and_the_lookup_finds_the_order(
     assert [ref for _, _, ref in fake.placed] == ["U1", "U2"]
     assert fake.duplicate_order_ids == []
     assert len({order_id for _, order_id, _ in fake.placed}) == 2
+
+
+def test_an_order_entered_by_hand_in_tws_is_an_orphan(fake: FakeTws, ledger: Ledger) -> None:
+    async def scenario() -> None:
+        client = new_client(fake)
+        await session(ledger, client)
+        perm_id = await drive(lambda: fake.place_external("AAPL", "5", "99.5"))
+        result = ledger.reconcile(await client.snapshot(ACCOUNT))
+        assert not result.stale
+        # Known by permId only (no orderRef): tracked under an external id, linked to it.
+        view = ledger.order(ACCOUNT, f"~{perm_id}")
+        assert view is not None
+        assert (view.status, view.filled_qty, view.broker_order_ids) == (
+            OrderStatus.FILLED,
+            5,
+            (str(perm_id),),
+        )
+        assert sorted(f.exec_id for f in view.fills) == sorted(
+            e.exec_id for e in fake.executions.values() if e.order.perm_id == perm_id
+        )
+        await client.close()
+
+    asyncio.run(scenario())
+    assert "ORPHAN_ORDER" in kinds(ledger)
+    assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", fake.position("AAPL")[0])]
 
 
 def test_a_failed_query_is_stale_data_never_flat(fake: FakeTws, ledger: Ledger) -> None:
