@@ -394,9 +394,9 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
         "qty": fill.qty,
         "price": fill.price,
         "ts_event": fill.ts_event,
-        "commission": fill.commission
-        if fill.commission is not None
-        else (existing.commission if existing is not None else None),
+        # A correction is a new execution: its commission comes with its own report
+        # (joined by the new execId), never carried over from the revision it replaces.
+        "commission": fill.commission,
         "superseded_qty": superseded,
         "inferred_price": _reprice_inferred(order, remaining, real_cost_after),
     }

@@ -1,5 +1,7 @@
-"""Interactive Brokers adapter: pure translation of ib_async objects (`translate.py`).
+"""Interactive Brokers adapter: wire copies, pure translation, and the ib_async client.
 
-Nothing here imports ib_async, so `import trueup` (and this package) works without the
-`ib` extra; only a future `client.py` will need `pip install 'trueup[ib]'`.
+`wire.py` copies ib_async objects into JSON-ready structs, `translate.py` and
+`envelope.py` translate them (pure), `client.py` does the I/O. Only `client.py` imports
+ib_async (`pip install 'trueup[ib]'`); nothing here imports it, so `import trueup` (and
+this package) works without the `ib` extra.
 """

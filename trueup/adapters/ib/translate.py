@@ -47,14 +47,18 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+import msgspec
 
 from trueup.adapters.base import CLIENT_ORDER_ID
 from trueup.domain.errors import InvalidReport
+from trueup.domain.money import MONEY, derived_price
+from trueup.domain.order import exec_key
 from trueup.domain.reports import FillReport, OrderReport, PositionReport
 from trueup.domain.status import OrderFlag, OrderStatus, ReportSource, Side
 
@@ -68,15 +72,21 @@ __all__ = [
     "IB_STATUS",
     "IB_STATUS_FLAGS",
     "UNSET_DOUBLE",
+    "UNSET_INTEGER",
     "IbStatus",
+    "average_price",
     "to_fill_report",
     "to_order_report",
     "to_order_status",
     "to_position_report",
+    "to_position_reports",
 ]
 
 UNSET_DOUBLE: Final = sys.float_info.max
 """IB's "no value" for a double (ib_async.util.UNSET_DOUBLE): unknown, never a number."""
+
+UNSET_INTEGER: Final = 2**31 - 1
+"""IB's "no value" for an int (ib_async.util.UNSET_INTEGER): unknown, never an id."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """ib_async's default `Execution.time`: an execution stamped with it has no time."""
@@ -181,6 +191,14 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(path, f"must be an int, got {value!r}")
         return value
+
+    def perm_id(self, *paths: str) -> str | None:
+        """The first set `permId` among `paths` as text; None while 0 or UNSET_INTEGER (unknown)."""
+        for path in paths:
+            value = self.integer(path)
+            if value not in {0, UNSET_INTEGER}:
+                return str(value)
+        return None
 
     def number(self, path: str) -> Decimal | None:
         """The value as a Decimal; None for UNSET_DOUBLE (or a None ib_async allows, e.g. lmtPrice)."""
@@ -329,23 +347,32 @@ def to_order_status(
     return IbStatus(base, flags, client_side)
 
 
+_FILL_LOG_PREFIX: Final = "Fill "
+"""ib_async logs each execution as `TradeLogEntry(time, <current status>, "Fill 4.0@100.0")`."""
+
+
 def _last_error_code(r: _Reader, raw_status: str) -> int:
-    """`errorCode` of the last log entry if it recorded `raw_status`, else 0 (a plain status update).
+    """`errorCode` of the log entry that set the current status if it recorded `raw_status`, else 0.
 
     ib_async logs `TradeLogEntry(time, status, message, errorCode)` for each status it sets;
     only its `error()` handler fills `errorCode`. A later TWS status appends a new entry
-    without a code, so a code on the last entry means ib_async's own status still stands.
+    without a code, so a code on the last status entry means ib_async's own status still
+    stands. Entries that record executions ("Fill 4.0@100.0", logged under whatever the
+    status was) set no status and are skipped: a fill on an order ib_async cancelled
+    locally must not make its `Cancelled` look confirmed.
     """
     log = r.get("log")
     if not isinstance(log, Sequence) or isinstance(log, str):
         error = r.fail("log", f"must be a list of TradeLogEntry, got {log!r}")
         raise error
-    if not log:
-        return 0
-    entry = _Reader(log[-1], f"{r.name}.log[-1]", what=r.what, account=r.account)
-    if entry.text("status") != raw_status:
-        return 0
-    return entry.integer("errorCode")
+    for back in range(1, len(log) + 1):
+        entry = _Reader(log[-back], f"{r.name}.log[-{back}]", what=r.what, account=r.account)
+        if entry.text("message").startswith(_FILL_LOG_PREFIX):
+            continue
+        if entry.text("status") != raw_status:
+            return 0
+        return entry.integer("errorCode")
+    return 0
 
 
 # --- orders -------------------------------------------------------------------------------
@@ -357,12 +384,16 @@ def to_order_report(
     account: str,
     ts_event: datetime,
     source: ReportSource,
+    local: bool = False,
 ) -> OrderReport:
     """The order report of an ib_async `Trade` (live, from `reqOpenOrders`, or completed).
 
     `source` says where the caller got the trade (BROKER for an event, RECONCILE for a
     query answer); statuses ib_async made up locally are reported with source CLIENT
-    instead (see `to_order_status`). A completed order (`reqCompletedOrders`) has
+    instead (see `to_order_status`), and so is every status when `local` is True: the
+    event was emitted inside our own `placeOrder`/`cancelOrder` call (ib_async marks a
+    cancelled unsent order `Cancelled` at once, without an error code to tell).
+    A completed order (`reqCompletedOrders`) has
     `orderStatus.filled == 0`: its cumulative fill is `order.filledQuantity` and its
     average price is unknown (ib_async keeps neither `avgFillPrice` nor the `OrderState`
     with `completedStatus` on the Trade). `avg_price` is None without fills or when
@@ -397,12 +428,12 @@ def to_order_report(
     )
     avg_price = None if completed or filled == 0 else r.number("orderStatus.avgFillPrice")
     limit_price = None if r.text("order.orderType") == "MKT" else r.number("order.lmtPrice")
-    perm_id = r.integer("order.permId") or r.integer("orderStatus.permId")
+    perm_id = r.perm_id("order.permId", "orderStatus.permId")
     with r.located(fields):
         return OrderReport(
             account=account,
             client_order_id=_our_id(r.text("order.orderRef")),
-            broker_order_id=str(perm_id) if perm_id else None,
+            broker_order_id=perm_id,
             symbol=symbol,
             side=side,
             quantity=quantity,
@@ -412,7 +443,7 @@ def to_order_report(
             ts_event=_utc(ts_event),
             raw_status=raw_status,
             limit_price=limit_price or None,
-            source=ReportSource.CLIENT if status.client_side else source,
+            source=ReportSource.CLIENT if status.client_side or local else source,
             flags=status.flags,
         )
 
@@ -451,12 +482,12 @@ def to_fill_report(fill: Fill, *, account: str) -> FillReport:
     r = _Reader(fill, "fill", what="fill", account=account)
     exec_id = r.text("execution.execId", required=True)
     r.check_account("execution.acctNumber")
-    perm_id = r.integer("execution.permId")
+    perm_id = r.perm_id("execution.permId")
     with r.located(_FILL_FIELDS):
         return FillReport(
             account=account,
             client_order_id=_our_id(r.text("execution.orderRef")),
-            broker_order_id=str(perm_id) if perm_id else None,
+            broker_order_id=perm_id,
             exec_id=exec_id,
             symbol=r.symbol("contract"),
             side=r.side("execution.side", IB_EXEC_SIDE),
@@ -499,3 +530,52 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
             avg_cost=avg_cost,
             ts_event=_utc(as_of),
         )
+
+
+def to_position_reports(
+    positions: Iterable[Position], *, account: str, as_of: datetime
+) -> list[PositionReport]:
+    """One report per symbol of `account` from `reqPositions` rows (all accounts, one row per contract).
+
+    IB keeps positions per account, not per venue: rows of other accounts are skipped,
+    and rows of one account naming the same symbol (which `to_position_report` reads
+    from `localSymbol`) are netted into one signed quantity with the quantity-weighted
+    average cost. Size-0 rows stay as qty 0 (the broker says flat).
+
+    Raises:
+        InvalidReport: a row of `account` is malformed.
+    """
+    netted: dict[str, PositionReport] = {}
+    for row in positions:
+        if getattr(row, "account", None) != account:
+            continue
+        report = to_position_report(row, account=account, as_of=as_of)
+        seen = netted.get(report.symbol)
+        if seen is None:
+            netted[report.symbol] = report
+            continue
+        with localcontext(MONEY):
+            qty = seen.qty + report.qty
+            cost = seen.qty * seen.avg_cost + report.qty * report.avg_cost
+        avg = derived_price(cost, qty) if qty else Decimal(0)
+        netted[report.symbol] = msgspec.structs.replace(seen, qty=qty, avg_cost=avg)
+    return list(netted.values())
+
+
+def average_price(fills: Iterable[FillReport], filled_qty: Decimal) -> Decimal | None:
+    """The average price of `fills` (latest revision of each execution) if they add up to `filled_qty`.
+
+    None when they do not (executions missing, or from before midnight): an average of
+    part of the fills would misprice the rest.
+    """
+    latest: dict[str, tuple[int, FillReport]] = {}
+    for fill in fills:
+        key, revision = exec_key(fill.exec_id)
+        if key not in latest or revision > latest[key][0]:
+            latest[key] = (revision, fill)
+    with localcontext(MONEY):
+        qty = sum((f.qty for _, f in latest.values()), Decimal(0))
+        cost = sum((f.qty * f.price for _, f in latest.values()), Decimal(0))
+    if qty == 0 or qty != filled_qty:
+        return None
+    return derived_price(cost, qty)

@@ -265,6 +265,20 @@ ORDER_CASES: list[tuple[str, dict[str, Any], ReportSource, OrderReport]] = [
         expect(status=OrderStatus.CANCELED, raw_status="Cancelled"),
     ),
     (
+        # ib_async logs a fill under the current status; it does not confirm a local Cancelled.
+        "Cancelled-error-then-fill-still-unconfirmed",
+        {
+            "status": "Cancelled",
+            "log": [
+                log_entry("Submitted"),
+                log_entry("Cancelled", 201),
+                log_entry("Cancelled", message="Fill 10.0@187.41"),
+            ],
+        },
+        BROKER,
+        expect(status=OrderStatus.REJECTED, raw_status="Cancelled", source=CLIENT),
+    ),
+    (
         "Cancelled-code-of-an-earlier-warning-ignored",  # the code belongs to the entry's own status only
         {"status": "Cancelled", "log": [log_entry("ValidationError", 399)]},
         BROKER,
@@ -704,7 +718,14 @@ def test_translation_imports_without_ib_async() -> None:
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import trueup, trueup.adapters.ib, trueup.adapters.ib.translate\n"
+        "import trueup.adapters.ib.wire, trueup.adapters.ib.envelope\n"
         "assert not [m for m in sys.modules if m == 'ib_async' or m.startswith('ib_async.')]\n"
+        "try:\n"
+        "    import trueup.adapters.ib.client\n"
+        "except ImportError as e:\n"
+        "    assert \"pip install 'trueup[ib]'\" in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('the client imported without ib_async')\n"
     )
     result = subprocess.run(  # noqa: S603 - our interpreter, our code
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
