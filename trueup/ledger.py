@@ -89,7 +89,7 @@ class _Batch:
     def get(self, ident: UUID) -> Any:  # noqa: ANN401 - Order, Position, link or None
         if ident not in self.aggregates:
             try:
-                self.aggregates[ident] = self.ledger.store.app.repository.get(ident)
+                self.aggregates[ident] = self.ledger.store.aggregate(ident)
             except AggregateNotFoundError:
                 self.aggregates[ident] = None
         return self.aggregates[ident]
@@ -732,7 +732,7 @@ class Ledger(GateKeeping):
 
     def _get(self, ident: UUID) -> Any:  # noqa: ANN401 - any aggregate or None
         try:
-            return self.store.app.repository.get(ident)
+            return self.store.aggregate(ident)
         except AggregateNotFoundError:
             return None
         except PersistenceError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from decimal import Decimal
 
@@ -232,6 +233,49 @@ def test_two_ledgers_writing_the_same_order_lose_no_update(store_url: str) -> No
             assert len(order.fills) == 2 * fills_per_writer
             [position] = ledger.positions(ACCOUNT)
             assert position.qty == D(2 * fills_per_writer)
+
+
+def test_reads_racing_writes_of_the_same_order_never_fail(store_url: str) -> None:
+    # eventsourcing's repository fast-forwards a cached aggregate in place and deep-copies it
+    # outside its lock; without the store's own lock a reader copying the order while a
+    # writer's get fast-forwards it failed with "dictionary changed size during iteration"
+    # (every run, at this switch interval).
+    cid = unique_cid("READ")
+    errors: list[BaseException] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: make the race likely
+    try:
+        with Ledger.open(store_url) as ledger:
+            ledger.intend(ACCOUNT, cid, "AAPL", "BUY", D(1000))
+            done = threading.Event()
+
+            def write() -> None:
+                try:
+                    for i in range(60):
+                        ledger.ingest(fill_report(f"W{i}", 1, 100, cid=cid, broker_id=None, ts=i))
+                except BaseException as e:  # noqa: BLE001 - surfaced by the assert below
+                    errors.append(e)
+                finally:
+                    done.set()
+
+            def read() -> None:
+                try:
+                    while not done.is_set():
+                        ledger.order(ACCOUNT, cid)
+                except BaseException as e:  # noqa: BLE001 - surfaced by the assert below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            order = ledger.order(ACCOUNT, cid)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert order is not None
+    assert order.filled_qty == D(60)
 
 
 def _table_rows(ledger: Ledger) -> dict[str, list[tuple[object, ...]]]:

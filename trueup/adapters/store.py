@@ -147,6 +147,21 @@ class Store:
             msg = f"cannot open store {redact(config.url)}: {e}"
             raise StoreError(msg) from e
         self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
+        self._get_lock = threading.Lock()
+
+    def aggregate(self, ident: UUID) -> Any:  # noqa: ANN401 - any aggregate
+        """A private copy of the aggregate `ident` as stored now.
+
+        eventsourcing 9.5's repository fast-forwards a cached aggregate in place under a
+        per-aggregate lock, then deep-copies it after releasing that lock: a get racing
+        another get of the same aggregate could copy it mid-update ("dictionary changed
+        size during iteration"). One lock around the get makes the two atomic.
+
+        Raises:
+            AggregateNotFoundError: nothing is stored under `ident`.
+        """
+        with self._get_lock:
+            return self.app.repository.get(ident)
 
     def table(self, name: str) -> str:
         """Qualified name of one of our own tables."""
