@@ -8,6 +8,7 @@ The store is `--store` or TRUEUP_STORE (default sqlite:///trueup.db).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
 import threading
@@ -32,6 +33,7 @@ except ImportError as e:  # pragma: no cover - the cli extra is not installed
 
 from trueup.adapters.base import snapshot_or_unknown
 from trueup.domain.errors import TrueupError
+from trueup.domain.reports import BrokerSnapshot
 from trueup.domain.views import DiscrepancyView
 from trueup.ledger import Ledger, LoggedEvent
 from trueup.subscriptions import SavedPositionConsumer
@@ -353,7 +355,7 @@ def rebuild(store: StoreOption = None) -> None:
 @app.command()
 def reconcile(
     broker: Annotated[
-        str, typer.Option(help="paper | alpaca | kite (credentials from the environment)")
+        str, typer.Option(help="paper | alpaca | kite | ib (credentials from the environment)")
     ] = "paper",
     account: Annotated[str, typer.Option(help="Broker account.")] = "PAPER",
     paper_state: Annotated[Path, typer.Option(help="Paper broker state file.")] = Path("paper.db"),
@@ -362,10 +364,8 @@ def reconcile(
     as_json: JsonOption = False,
 ) -> None:
     """Take a broker snapshot now, reconcile, and print what it found and did."""
-    client = _broker(broker, account, paper_state)
     with _ledger(store) as ledger:
-        # A broker that cannot be asked is STALE_DATA (and a closed gate), never "flat".
-        snapshot = asyncio.run(snapshot_or_unknown(client, account, ledger.clock()))
+        snapshot = asyncio.run(_take_snapshot(broker, account, paper_state, ledger.clock()))
         result = ledger.reconcile(snapshot, policy=policy)
         if as_json:
             _emit_json(
@@ -402,8 +402,22 @@ def reconcile(
         _exit_for(ledger, account)
 
 
-BROKERS: Final = ("paper", "alpaca", "kite")
+BROKERS: Final = ("paper", "alpaca", "kite", "ib")
 """Brokers `trueup reconcile` can ask; each real broker takes its credentials from the environment."""
+
+
+async def _take_snapshot(name: str, account: str, paper_state: Path, now: datetime) -> BrokerSnapshot:
+    """One snapshot from a client made inside this event loop (ib_async binds to its loop), then closed.
+
+    A broker that cannot be asked is STALE_DATA (and a closed gate), never "flat".
+    """
+    client = _broker(name, account, paper_state)
+    try:
+        return await snapshot_or_unknown(client, account, now)
+    finally:
+        closed = getattr(client, "close", lambda: None)()
+        if inspect.isawaitable(closed):
+            await closed
 
 
 def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401 - a BrokerClient
@@ -421,6 +435,10 @@ def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401 
             from trueup.adapters.kite.client import KiteClient  # noqa: PLC0415
 
             return KiteClient.from_env(account)
+        if name == "ib":
+            from trueup.adapters.ib.client import IbClient  # noqa: PLC0415
+
+            return IbClient.from_env(account)
     except ImportError as e:
         msg = f"broker {name!r} needs its extra: {e}"
         raise typer.BadParameter(msg) from None

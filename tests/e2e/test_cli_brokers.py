@@ -1,4 +1,4 @@
-"""End to end: `trueup reconcile --broker alpaca|kite`, the installed command, against the fake brokers.
+"""End to end: `trueup reconcile --broker alpaca|kite|ib`, the installed command, against the fake brokers.
 
 Credentials come from the environment only; the secrets must appear in no output and not in
 the books.
@@ -12,13 +12,15 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import fake_kite
+from tests.e2e import fake_kite, fake_tws
 from tests.e2e.fake_alpaca import FakeAlpaca, running
 from tests.e2e.fake_kite import FakeKite
+from tests.e2e.fake_tws import FakeTws
 
 KEY, SECRET = "PKCLIKEY", "cli-s3cr3t-never-shown"
 KITE_KEY, KITE_TOKEN, KITE_SECRET = "kiteclikey", "kite-cli-token-never-shown", "kite-cli-secret-never-shown"
@@ -149,3 +151,38 @@ def test_reconcile_kite_with_an_expired_token_blocks_and_says_why(kite: FakeKite
     assert (result["stale"], result["gate"]) == (True, "BLOCKED")
     assert any("access token expired" in reason for reason in result["gate_reasons"])
     assert KITE_TOKEN not in done.stdout + done.stderr
+
+
+@pytest.fixture
+def tws() -> Iterator[FakeTws]:
+    with fake_tws.running("DU777") as server:
+        yield server
+
+
+def ib_env(fake: FakeTws) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IB_")}
+    env.update(IB_HOST="127.0.0.1", IB_PORT=str(fake.port), IB_CLIENT_ID="9")
+    return env
+
+
+def test_reconcile_ib_books_an_order_entered_in_tws(tws: FakeTws, tmp_path: Path) -> None:
+    tws.place_external("MSFT", "3", "410.25")
+    books = f"sqlite:///{tmp_path / 'books.db'}"
+
+    done = trueup("reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws))
+
+    result = json.loads(done.stdout)
+    assert not result["stale"], done.stderr
+    assert "ORPHAN_ORDER" in {d["kind"] for d in result["discrepancies"]}
+    positions = json.loads(trueup("positions", "--store", books, "--json", env=ib_env(tws)).stdout)
+    assert [(p["symbol"], Decimal(p["qty"])) for p in positions] == [("MSFT", Decimal(3))]
+    assert tws.connected_client_ids() == []  # the one-off client disconnected
+
+
+def test_reconcile_ib_with_tws_down_is_stale_never_flat(tws: FakeTws, tmp_path: Path) -> None:
+    tws.drop(down=True)
+    books = f"sqlite:///{tmp_path / 'books.db'}"
+    done = trueup("reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws))
+    result = json.loads(done.stdout)
+    assert (result["stale"], result["gate"]) == (True, "BLOCKED")
+    assert result["position_syncs"] == 0
