@@ -516,6 +516,19 @@ def test_positions_same_quantity_other_average_is_synced_to_broker(ledger: Ledge
     assert (position.qty, position.avg_cost) == (D(10), Decimal("100.1"))
 
 
+def test_positions_average_on_another_basis_is_not_compared_but_quantity_is(ledger: Ledger) -> None:
+    # IB's avgCost includes commissions: only the quantity can be held against ours.
+    ledger.ingest(fill_report("E1", 10, 100, cid=None, broker_id="X1"))
+    with_fees = msgspec.structs.replace(pos("AAPL", 10, "100.10"), avg_cost_comparable=False)
+    result = ledger.reconcile(snap(orders=[], fills=[], positions=[with_fees]))
+    assert kinds_of(result) == []
+    [position] = ledger.positions(ACCOUNT)
+    assert (position.qty, position.avg_cost) == (D(10), D(100))  # ours, not overwritten
+    short = msgspec.structs.replace(with_fees, qty=D(8))
+    result = ledger.reconcile(snap(orders=[], fills=[], positions=[short]))
+    assert kinds_of(result) == ["POSITION_MISMATCH"]
+
+
 def test_positions_that_agree_store_nothing(ledger: Ledger) -> None:
     ledger.ingest(fill_report("E1", 10, 100, cid=None, broker_id="X1"))
     ledger.reconcile(

@@ -114,7 +114,8 @@ def position_finding(
     broker_qty = broker.qty if broker is not None else Decimal(0)
     broker_avg = broker.avg_cost if broker is not None else Decimal(0)
     if abs(local_qty - broker_qty) <= POSITION_TOLERANCE:
-        if broker_qty == 0 or abs(local_avg - broker_avg) <= POSITION_TOLERANCE:
+        comparable = broker is not None and broker.avg_cost_comparable
+        if broker_qty == 0 or not comparable or abs(local_avg - broker_avg) <= POSITION_TOLERANCE:
             return None
         return Finding(
             DiscrepancyKind.POSITION_MISMATCH,

@@ -172,6 +172,10 @@ class PositionReport(msgspec.Struct, frozen=True, tag="position"):
     """Average cost per unit of the open quantity (0 when flat)."""
     ts_event: datetime
     """When the broker says this held (tz-aware)."""
+    avg_cost_comparable: bool = True
+    """False when the broker's average cost is on another basis than trueup's (fill prices
+    only): IB's `avgCost` includes commissions, and the multiplier for derivatives. Then
+    reconciliation compares quantities only, instead of warning on every position."""
 
     def __post_init__(self) -> None:
         """Refuse a position that breaks an invariant, naming the field."""

@@ -506,7 +506,8 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
 
     `qty` is `position` with its sign (short < 0). Size-0 rows (which `reqPositions`
     lists) are kept as qty 0: they say the broker is flat. `avg_cost` is `avgCost` as IB
-    gives it, which for derivatives includes the multiplier (cost per contract); an unset
+    gives it, which includes commissions and, for derivatives, the multiplier (cost per
+    contract), so it is marked not comparable with trueup's price-only average; an unset
     `avgCost` is accepted only on a flat row (as 0). `ts_event` is `as_of`.
 
     Raises:
@@ -529,6 +530,7 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
             qty=qty,
             avg_cost=avg_cost,
             ts_event=_utc(as_of),
+            avg_cost_comparable=False,
         )
 
 
