@@ -186,7 +186,7 @@ class Reconciler:
             for fill in sorted(order_fills, key=lambda f: (f.ts_event, f.exec_id)):
                 ledger._apply_report(batch, fill, run.evidence)
             run.listed.add(key)
-        if run.snapshot.complete_history:
+        if run.snapshot.complete_history or run.snapshot.history_since is not None:
             self._missing(batch, run)
 
     def _order(
@@ -273,8 +273,13 @@ class Reconciler:
         )
 
     def _missing(self, batch: _Batch, run: _Run) -> None:
-        """Open orders a complete-history snapshot does not list: missing, then lost."""
+        """Open orders a complete (or day-scoped) snapshot does not list: missing, then lost.
+
+        A day-scoped broker's lists cover only its window (`history_since`): an open order
+        sent before it is just as unverifiable, and says so.
+        """
         account = run.snapshot.account
+        since = run.snapshot.history_since
         for state in self.ledger._open_order_states(account):
             if state.client_order_id in run.listed or state.status.rank < OrderStatus.SUBMITTED.rank:
                 continue  # listed, or never sent: absence proves nothing
@@ -284,13 +289,20 @@ class Reconciler:
             cycles = order.state.missing_cycles + 1
             order.trigger_event(Order.MissingAtBroker, cycles=cycles, evidence_id=run.evidence)
             batch.collect(order)
+            sent = state.submitted_at or state.created_at
+            if since is not None and (sent is None or sent < since):
+                actual = f"absent; sent before the broker's history window ({since.isoformat()})"
+                detail = "open here; the broker no longer lists orders that old: check its outcome by hand"
+            else:
+                actual = "absent from a complete-history snapshot"
+                detail = "open here, unknown to the broker"
             findings = [
                 Finding(
                     DiscrepancyKind.MISSING_AT_BROKER,
                     state.client_order_id,
                     f"{state.status} at the broker",
-                    "absent from a complete-history snapshot",
-                    "open here, unknown to the broker",
+                    actual,
+                    detail,
                 )
             ]
             if cycles >= run.lost_after:

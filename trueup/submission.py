@@ -33,6 +33,7 @@ from trueup.adapters.base import (
     SubmitAck,
     SubmitRejected,
     SubmitUncertain,
+    absence_provable,
     check_client_order_id,
     snapshot_or_unknown,
 )
@@ -264,7 +265,14 @@ class Submitter:
                     log.warning("recovery: lookup of %s failed: %s", cid, e)
                     report.unresolved.append(cid)
                     continue
-                if found is None:
+                if found is None and not absence_provable(
+                    self.broker, order.submitted_at, self.ledger.clock()
+                ):
+                    # A day-scoped broker forgets yesterday's orders: not finding one sent
+                    # before today's window proves nothing (it may have filled). Stay blocked.
+                    log.warning("recovery: %s sent before the broker's history window; outcome unknown", cid)
+                    report.unresolved.append(cid)
+                elif found is None:
                     self.ledger.abandon(account, cid, "not at the broker after restart; never re-sent")
                     report.abandoned.append(cid)
                 else:

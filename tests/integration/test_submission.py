@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.builders import unique_cid
+from tests.builders import at, unique_cid
+from tests.fakes import FakeBroker
 from trueup import InvalidReport, Ledger, NotReadyError, OrderStatus
 from trueup.adapters.base import OrderRequest, OrderType
 from trueup.adapters.paper.broker import PaperBroker
 from trueup.demo import drain
+from trueup.domain.gate import GateState
 from trueup.submission import Submitter, start_session
 
 ACCOUNT = "PAPER"
@@ -139,3 +142,39 @@ def test_cancel_passes_the_gate(ledger: Ledger, broker: PaperBroker) -> None:
     order = ledger.order(ACCOUNT, "L1")
     assert order is not None
     assert order.status is OrderStatus.CANCELED
+
+
+class DayScopedBroker(FakeBroker):
+    """A broker whose lists start at `window_start` (Kite's trading day, IB Gateway's midnight)."""
+
+    def __init__(self, window_start: datetime) -> None:
+        super().__init__()
+        self.window_start = window_start
+
+    def history_start(self, now: datetime) -> datetime:  # the window is fixed here
+        return self.window_start
+
+
+@pytest.mark.parametrize(("window", "outcome"), [("after the send", "unresolved"), ("before it", "abandoned")])
+def test_recovery_never_closes_an_order_a_day_scoped_broker_can_no_longer_see(window: str, outcome: str) -> None:
+    # Sent yesterday, crashed before the answer, restarted today: the broker's lists start
+    # today, so not finding the order proves nothing (it may have filled). Only an order sent
+    # inside the window may be closed as never placed.
+    sent_at = at(100)
+    with Ledger.open(f"memory://{unique_cid('day')}", clock=lambda: sent_at) as ledger:
+        ledger.intend(ACCOUNT, "N1", "AAPL", "BUY", Decimal(5))
+        ledger.mark_submitted(ACCOUNT, "N1")
+        start = at(200) if window == "after the send" else at(50)
+        broker = DayScopedBroker(start)
+        recovery, _ = asyncio.run(start_session(ledger, broker, ACCOUNT))  # type: ignore[arg-type]
+        order = ledger.order(ACCOUNT, "N1")
+        assert order is not None
+        if outcome == "unresolved":
+            assert (recovery.unresolved, recovery.abandoned) == (["N1"], [])
+            assert order.status is OrderStatus.SUBMITTED  # not closed: its outcome is unknown
+            state, reasons, _ = ledger.gate_details(ACCOUNT)
+            assert state is GateState.BLOCKED
+            assert reasons == ("submit N1 awaiting broker lookup",)
+        else:
+            assert (recovery.unresolved, recovery.abandoned) == ([], ["N1"])
+            assert order.status is OrderStatus.REJECTED

@@ -344,6 +344,24 @@ def test_warm_absence_from_complete_history_is_missing_at_broker(ledger: Ledger)
     assert result.gate is GateState.READY  # an error, not critical
 
 
+@pytest.mark.parametrize("sent_in_window", [True, False])
+def test_warm_absence_from_a_day_scoped_list_is_missing_and_says_whether_it_is_too_old(
+    ledger: Ledger, sent_in_window: bool
+) -> None:
+    # Kite's and IB Gateway's lists start at a day boundary: an open order they do not list
+    # is missing either way; one sent before the window cannot be verified and says so.
+    sent(ledger)  # created at NOW (the ledger's clock)
+    since = at(NOW - 60) if sent_in_window else at(NOW + 60)
+    day_scoped = msgspec.structs.replace(snap(orders=[], fills=[], positions=[]), history_since=since)
+    result = ledger.reconcile(day_scoped)
+    assert order_kinds(result) == ["MISSING_AT_BROKER"]
+    [missing] = [d for d in ledger.discrepancies(ACCOUNT) if d.kind == "MISSING_AT_BROKER"]
+    assert ("history window" in missing.actual) is not sent_in_window
+    order = ledger.order(ACCOUNT, "C1")
+    assert order is not None
+    assert order.status is OrderStatus.PENDING_NEW  # never closed on absence alone
+
+
 def test_warm_missing_for_n_cycles_becomes_lost_and_blocks(ledger: Ledger) -> None:
     sent(ledger)
     found = []

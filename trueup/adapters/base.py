@@ -186,6 +186,30 @@ class BrokerClient(Protocol):
 
 
 @runtime_checkable
+class DayScopedBroker(Protocol):
+    """A broker whose order lists reach back only to a day boundary (Kite, IB Gateway).
+
+    Its `lookup` answering None proves nothing about an order submitted before
+    `history_start`: the order may have filled and dropped off the lists since.
+    """
+
+    def history_start(self, now: datetime) -> datetime:
+        """The earliest submission time the broker's lists still cover, as of `now`."""
+        ...
+
+
+def absence_provable(broker: object, submitted_at: datetime | None, now: datetime) -> bool:
+    """Whether the broker not finding an order sent at `submitted_at` proves it was never placed.
+
+    True for brokers whose lookup spans all history; for a day-scoped broker only if the
+    order was submitted inside today's window (an unknown submission time proves nothing).
+    """
+    if not isinstance(broker, DayScopedBroker):
+        return True
+    return submitted_at is not None and submitted_at >= broker.history_start(now)
+
+
+@runtime_checkable
 class ReplacingBroker(Protocol):
     """A broker that amends an order by replacing it with a new broker order (Alpaca).
 

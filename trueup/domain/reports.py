@@ -211,6 +211,11 @@ class BrokerSnapshot(msgspec.Struct, frozen=True):
     """Positions the broker listed, or None if the query failed."""
     complete_history: bool = False
     """True only if `orders` covers every order that could be open here."""
+    history_since: datetime | None = None
+    """Day-scoped brokers (Kite, IB): `orders` lists every order submitted since this time,
+    and none older. An open order of ours it does not list is missing either way: absent
+    although in the window, or older than the window, whose outcome the broker can no
+    longer tell (flagged as such)."""
     failures: dict[str, str] = msgspec.field(default_factory=dict)
     """Why a part is None, by part name ("orders", "fills", "positions"), in the adapter's words.
 
@@ -231,6 +236,8 @@ class BrokerSnapshot(msgspec.Struct, frozen=True):
         """Refuse a snapshot without an account or with a naive time."""
         _check_text("account", self.account)
         _check_time("as_of", self.as_of)
+        if self.history_since is not None:
+            _check_time("history_since", self.history_since)
 
 
 REPORT_DECODER = msgspec.json.Decoder(Report)
