@@ -359,5 +359,6 @@ async def start_session(
     recovery = await submitter.recover(account)
     result = ledger.reconcile(await snapshot_or_unknown(broker, account, ledger.clock()))
     if recovery.unresolved:
-        ledger.block(account, tuple(f"submit {cid} awaiting broker lookup" for cid in recovery.unresolved))
+        reasons = tuple(f"submit {cid} awaiting broker lookup" for cid in recovery.unresolved)
+        result.gate = ledger.block(account, reasons)  # the verdict the caller sees is the final one
     return recovery, result

@@ -504,6 +504,18 @@ class FakeTws:
 
         self._run(go)
 
+    def roll_over_day(self) -> None:
+        """Midnight on IB Gateway: completed orders and executions are no longer listed.
+
+        Open orders and positions carry over (a GTC order stays open; shares stay held).
+        """
+
+        def go() -> None:
+            self.orders = {perm: order for perm, order in self.orders.items() if order.is_open}
+            self.executions.clear()
+
+        self._run(go)
+
     def process_cancels(self) -> None:
         """Answer the cancel requests held back while `hold_cancels` was set."""
 

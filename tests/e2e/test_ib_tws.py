@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -615,3 +616,80 @@ def test_an_event_that_cannot_be_copied_is_stored_and_reported(ledger: Ledger) -
     assert kinds(ledger) == [DiscrepancyKind.INVALID_REPORT]
     raw = [e.event.payload for e in ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
     assert raw == [item.payload]
+
+
+def yesterday() -> datetime:
+    return datetime.now(UTC) - timedelta(days=1)
+
+
+def test_after_midnight_recovery_never_closes_an_order_tws_no_longer_lists(fake: FakeTws, tmp_path: Path) -> None:
+    # Sent yesterday, filled, the process died before the answer was stored; today IB Gateway
+    # lists neither the completed order nor its executions. Not finding it proves nothing:
+    # it stays SUBMITTED and the gate stays BLOCKED naming it (before the fix recovery
+    # closed it as never placed, and the position was "repaired" around the lie).
+    store = f"sqlite:///{tmp_path / 'books.db'}"
+
+    async def yesterday_session() -> None:
+        ledger = Ledger.open(store, clock=yesterday)
+        client = new_client(fake)
+        await session(ledger, client)
+        req = request("Y1")
+        ledger.intend(ACCOUNT, "Y1", req.symbol, req.side, req.quantity)
+        ledger.mark_submitted(ACCOUNT, "Y1")
+        await client.submit(req)  # crash before the acknowledgement is stored
+
+    asyncio.run(yesterday_session())
+    fake.drop()
+    fake.fill("Y1", "10", "187.5")
+    fake.roll_over_day()
+
+    async def today() -> Ledger:
+        ledger = Ledger.open(store)
+        client = new_client(fake)
+        await client.connect()
+        recovery, result = await start_session(ledger, client, ACCOUNT)
+        assert (recovery.found, recovery.abandoned, recovery.unresolved) == ([], [], ["Y1"])
+        assert result.gate == "BLOCKED"
+        await client.close()
+        return ledger
+
+    ledger = asyncio.run(today())
+    assert status_of(ledger, "Y1") is OrderStatus.SUBMITTED  # unknown, not "never placed"
+    _, reasons, _ = ledger.gate_details(ACCOUNT)
+    assert "submit Y1 awaiting broker lookup" in reasons
+    assert [ref for _, _, ref in fake.placed] == ["Y1"]  # nothing re-sent
+    ledger.close()
+
+
+def test_an_order_tws_closed_before_midnight_while_we_were_down_is_missing_not_open_forever(
+    fake: FakeTws, tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'books.db'}"
+
+    async def yesterday_session() -> None:
+        ledger = Ledger.open(store, clock=yesterday)
+        client = new_client(fake)
+        pump = await session(ledger, client)
+        await ledger.submit_async(request("D1", limit="1"), client)
+        await pump.until(lambda: status_of(ledger, "D1") is OrderStatus.ACCEPTED, "D1 working")
+        await client.close()
+        ledger.close()
+
+    asyncio.run(yesterday_session())
+    fake.set_status("D1", "Cancelled")  # the day order expired at the close; nobody was listening
+    fake.roll_over_day()
+
+    async def today() -> Ledger:
+        ledger = Ledger.open(store)
+        client = new_client(fake)
+        await client.connect()
+        await start_session(ledger, client, ACCOUNT)
+        await client.close()
+        return ledger
+
+    ledger = asyncio.run(today())
+    [missing] = [d for d in ledger.discrepancies(ACCOUNT) if d.kind == "MISSING_AT_BROKER"]
+    assert missing.key == "D1"
+    assert "history window" in missing.actual
+    assert status_of(ledger, "D1") is OrderStatus.ACCEPTED  # never closed on absence alone
+    ledger.close()

@@ -28,7 +28,10 @@ Outcomes:
   two and the last by name, so concurrent calls would overwrite each other's futures).
   A part whose query failed, timed out, was cut by a disconnect, or does not translate
   is None (STALE_DATA), never `[]`. `complete_history` is always False: completed orders
-  and executions reach back only to midnight (IB Gateway), so absence proves nothing.
+  and executions reach back only to midnight (IB Gateway). `history_since` is that
+  midnight (`history_start`): an open order of ours neither listed as open nor completed
+  today is missing, and recovery never closes an order sent before midnight that it
+  cannot find (its outcome is unknown, not "never placed").
   `RaiseRequestErrors` is on, so a request that fails with a TWS error raises instead of
   returning the (empty) partial list: a failure is never read as "no orders" or "flat".
 * stream: `IbConnection.items()` (`connection.py`): every ib_async event stored as a
@@ -45,7 +48,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 
 import msgspec
@@ -124,8 +127,12 @@ class IbClient:
         sec_type: str = "STK",
         exchange: str = "SMART",
         currency: str = "USD",
+        history_tz: tzinfo | None = None,
     ) -> None:
         """Prepare (not connect) a client; the first call that needs TWS connects.
+
+        `history_tz` is the time zone of the TWS / Gateway whose lists reset at midnight
+        (default: this machine's).
 
         Raises:
             ConfigError: a setting is out of range.
@@ -152,6 +159,7 @@ class IbClient:
         self.host, self.port, self.client_id, self.account = host, port, client_id, account
         self.ack_timeout = ack_timeout
         self.sec_type, self.exchange, self.currency = sec_type, exchange, currency
+        self.history_tz = history_tz
         self.connection = IbConnection(
             host,
             port,
@@ -350,7 +358,7 @@ class IbClient:
                 await self._ensure_connected()
             except BrokerQueryError as e:
                 log.warning("%s: IB snapshot impossible: %s; every part unknown", account, e)
-                return BrokerSnapshot.unknown(account, as_of)
+                return BrokerSnapshot.unknown(account, as_of, reason=str(e))
         async with self.connection.query_lock:
             open_trades = await self.connection.query("open orders", self._ib.reqOpenOrdersAsync)
             completed = await self.connection.query("completed orders", self._completed_orders)
@@ -363,7 +371,13 @@ class IbClient:
             fills=self._fills(account, fills),
             positions=self._positions(account, positions, as_of),
             complete_history=False,
+            history_since=self.history_start(as_of),
         )
+
+    def history_start(self, now: datetime) -> datetime:
+        """Midnight before `now` where TWS runs: completed orders and executions start there."""
+        local = now.astimezone(self.history_tz)  # None: this machine's time zone
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
     # -- snapshot parts -----------------------------------------------------------------------
 
