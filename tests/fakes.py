@@ -81,6 +81,9 @@ class FakeBroker:
         """Raised by snapshot() while set."""
         self.fail_lookup: Exception | None = None
         """Raised by lookup() while set."""
+        self.after_next_snapshot: Callable[[], object] | None = None
+        """Run once, after the next snapshot is taken and before it is returned (while the
+        snapshot travels back, as real I/O would let other tasks run)."""
         self._queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._execs = itertools.count(1)
@@ -108,7 +111,7 @@ class FakeBroker:
         self.snapshots += 1
         if self.fail_snapshot is not None:
             raise self.fail_snapshot
-        return BrokerSnapshot(
+        snapshot = BrokerSnapshot(
             account=account,
             as_of=_now(),
             orders=[r for (a, cid), r in self.orders.items() if a == account and cid not in self.unlisted],
@@ -116,6 +119,11 @@ class FakeBroker:
             positions=[p for (a, _), p in self.positions.items() if a == account],
             complete_history=self.complete_history,
         )
+        if self.after_next_snapshot is not None:
+            hook, self.after_next_snapshot = self.after_next_snapshot, None
+            hook()
+            await asyncio.sleep(0.2)  # the answer is on its way: other tasks run meanwhile
+        return snapshot
 
     async def lookup(self, account: str, client_order_id: str) -> OrderReport | None:
         self.lookups.append(client_order_id)

@@ -48,6 +48,7 @@ service also saves to the store after every cycle for ``trueup status``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -398,14 +399,18 @@ class ReconciliationService:
         try:
             if isinstance(item, RawMessage):
                 self.counters.stream_messages += 1
-                events = await self._in_thread(
-                    self.ledger.ingest_raw,
-                    item.payload,
-                    _keep_on_failure(item.translate),
-                    account=item.account,
-                    source=item.source,
-                    kind=item.kind,
-                )
+                # Not while the account is being reconciled: a fill booked between the
+                # snapshot and its comparison would be in our position and not in the
+                # broker's, and a repair would book it away. It waits and lands after.
+                async with self._account_locks.get(item.account) or contextlib.nullcontext():
+                    events = await self._in_thread(
+                        self.ledger.ingest_raw,
+                        item.payload,
+                        _keep_on_failure(item.translate),
+                        account=item.account,
+                        source=item.source,
+                        kind=item.kind,
+                    )
                 self._count_discrepancies(events)
             elif isinstance(item, Reconnected | RefreshNeeded):
                 if isinstance(item, Reconnected):

@@ -262,6 +262,42 @@ def test_a_reconnect_or_refresh_reconciles_at_once_and_recovers_a_fill_the_strea
     scenario(body)
 
 
+def test_a_fill_streamed_while_a_reconciliation_is_in_flight_is_not_repaired_away(ledger: Ledger) -> None:
+    # The snapshot is taken, then the order fills and the stream delivers it before the
+    # snapshot reaches the reconciler. Booked at once, the fill would be in our position and
+    # not in the broker's (older) one, and a repair would book it away; it must wait.
+    broker = FakeBroker()
+    service = ReconciliationService(ledger, broker, accounts=[ACCOUNT], period=0.05)
+    cid = unique_cid("F")
+
+    async def body() -> None:
+        await service.start()
+        ledger.intend(ACCOUNT, cid, "AAPL", "BUY", D(10))
+        broker.place(ACCOUNT, cid, "AAPL", "BUY", D(10), stream=True)
+        async with running(service) as task:
+            await eventually(
+                lambda: ledger.order(ACCOUNT, cid).status is OrderStatus.ACCEPTED,  # type: ignore[union-attr]
+                "ACCEPTED from the stream",
+                task,
+            )
+            broker.after_next_snapshot = lambda: broker.fill(ACCOUNT, cid, D(10), D(101), stream=True)
+            await eventually(lambda: broker.after_next_snapshot is None, "a snapshot taken", task)
+            await eventually(
+                lambda: ledger.order(ACCOUNT, cid).status is OrderStatus.FILLED,  # type: ignore[union-attr]
+                "FILLED from the stream",
+                task,
+            )
+            cycles = service.counters.cycles
+            await eventually(lambda: service.counters.cycles >= cycles + 2, "two more cycles", task)
+
+        [position] = ledger.positions(ACCOUNT)
+        assert position.qty == D(10)
+        kinds = [d.kind for d in ledger.discrepancies(ACCOUNT, include_resolved=True)]
+        assert kinds == []  # no mismatch was ever seen, nothing repaired
+
+    scenario(body)
+
+
 # -- in-flight orders --------------------------------------------------------------------------
 
 
