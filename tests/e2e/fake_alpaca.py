@@ -34,13 +34,15 @@ class FakeAlpaca:
     """In-memory Alpaca account behind a ThreadingHTTPServer on 127.0.0.1 (port 0)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered by `on_positions` hooks that fill
         self.orders: list[dict[str, Any]] = []
         self.activities: list[dict[str, Any]] = []
         self.positions: dict[str, tuple[Decimal, Decimal]] = {}
         self.requests: list[str] = []
         self.bodies: list[dict[str, Any]] = []
         """Every POST/PATCH body, verbatim JSON (to check what the client sent)."""
+        self.on_positions: list[Any] = []
+        """Callables run (once each, in order) when positions are next read, before answering."""
         self.hang_for = 0.0
         """Seconds each request waits before being answered (a server that stalls)."""
         self.submit_faults: list[str] = []
@@ -210,6 +212,8 @@ class FakeAlpaca:
 
     def _list_activities(self, query: dict[str, str]) -> list[dict[str, Any]]:
         items = list(self.activities)
+        if query.get("direction") == "desc":
+            items.reverse()
         token = query.get("page_token")
         if token:
             ids = [a["id"] for a in items]
@@ -301,6 +305,8 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
                     order.update(status="canceled", canceled_at=now, updated_at=now)
                     self._send(204)
             elif method == "GET" and path == "/v2/positions":
+                if fake.on_positions:
+                    fake.on_positions.pop(0)()  # e.g. a fill lands between two reads
                 self._send(200, fake._positions_json())
             elif method == "GET" and path == "/v2/account/activities/FILL":
                 self._send(200, fake._list_activities(query))

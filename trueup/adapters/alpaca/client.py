@@ -21,6 +21,10 @@ Outcomes (BROKERS.md 2.3, 2.4):
   code (a wrong URL, a proxy) and every other failure is `BrokerQueryError`.
 * snapshot: each part (orders, fills, positions) that cannot be fetched or translated is
   None, never `[]`; `complete_history` is True only if order paging reached a short page.
+  Alpaca has no atomic snapshot: a fill between reading the fills and the positions would
+  be in the broker's position only, and a repair would book it twice. So the newest fill
+  is read again after the positions; if it moved, the snapshot is taken again (up to
+  `SNAPSHOT_ATTEMPTS` times), else the positions are left unknown for this cycle.
 
 Secrets are handed to the SDK and kept nowhere else: not in `repr`, logs or errors;
 `from_env` reads them from the environment.
@@ -86,6 +90,8 @@ exclusive, and times are rounded to microseconds): ties with the last order are 
 deduped. More than a page of orders within this window cannot be paged: history incomplete."""
 MAX_PAGES: Final = 10_000
 """Give up paging (history incomplete) after this many pages."""
+SNAPSHOT_ATTEMPTS: Final = 3
+"""Snapshots taken before giving up on a consistent cut of fills and positions."""
 
 HTTP_TIMEOUT: Final = 10.0
 """Seconds to wait for Alpaca to connect or answer; alpaca-py itself sets none."""
@@ -361,10 +367,28 @@ class AlpacaClient:
             BrokerQueryError: the account is not this client's.
         """
         self._check_account(account)
-        as_of = datetime.now(UTC)
-        orders, complete = await self._orders(account)
-        fills = await self._fills(account)
-        positions = await self._positions(account, as_of)
+        failures: dict[str, str] = {}
+        for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
+            as_of = datetime.now(UTC)
+            orders, complete = await self._orders(account)
+            fills, seen = await self._fills(account)
+            positions = await self._positions(account, as_of)
+            if fills is None or positions is None:
+                break  # nothing to hold the positions against
+            try:
+                newest = await self._newest_fill_id()
+                # Membership, not equality with our last: same-millisecond fills may be
+                # listed in another order (Alpaca-API#170).
+                moved = newest is not None and newest not in seen
+            except BrokerQueryError as e:
+                positions, failures["positions"] = None, f"could not confirm them against the fills: {e}"
+                break
+            if not moved:
+                break
+            log.info("%s: fills arrived during snapshot %d of %d", account, attempt, SNAPSHOT_ATTEMPTS)
+        else:
+            positions = None
+            failures["positions"] = "fills kept arriving while the snapshot was taken; compared next cycle"
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -372,6 +396,7 @@ class AlpacaClient:
             fills=fills,
             positions=positions,
             complete_history=complete and orders is not None,
+            failures=failures,
         )
 
     # -- snapshot parts ------------------------------------------------------------------
@@ -407,8 +432,8 @@ class AlpacaClient:
             after = next_after
         return self._translate("orders", account, list(seen.values()), to_order_reports), False
 
-    async def _fills(self, account: str) -> list[FillReport] | None:
-        """Every FILL activity, paging forward by `page_token`, deduped by id."""
+    async def _fills(self, account: str) -> tuple[list[FillReport] | None, frozenset[str]]:
+        """Every FILL activity (paging forward by `page_token`, deduped by id), and their ids."""
         seen: dict[str, object] = {}
         token: str | None = None
         for _ in range(MAX_PAGES):
@@ -420,17 +445,33 @@ class AlpacaClient:
                 heads = _ACTIVITY_HEADS.decode(_encode(page))
             except (BrokerQueryError, msgspec.ValidationError, msgspec.DecodeError) as e:
                 log.warning("%s: fills unavailable: %s", account, e)
-                return None
+                return None, frozenset()
             assert isinstance(page, list)  # noqa: S101 - the decode above proved it
             for head, item in zip(heads, page, strict=True):
                 seen.setdefault(head.id, item)
             if len(heads) < ACTIVITY_PAGE_SIZE:
-                return self._translate("fills", account, list(seen.values()), to_fill_reports_from_activities)
+                translate = to_fill_reports_from_activities
+                return self._translate("fills", account, list(seen.values()), translate), frozenset(seen)
             if heads[-1].id == token:
                 break
             token = heads[-1].id
         log.warning("%s: fill paging did not finish; fills unknown", account)
-        return None
+        return None, frozenset()
+
+    async def _newest_fill_id(self) -> str | None:
+        """The id of the newest FILL activity (None if there is none).
+
+        Raises:
+            BrokerQueryError: Alpaca could not be asked.
+        """
+        params = {"direction": "desc", "page_size": 1}
+        page = await self._call("newest fill", self._trading.get, "/account/activities/FILL", params)
+        try:
+            heads = _ACTIVITY_HEADS.decode(_encode(page))
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            msg = f"{self.account}: newest fill: unreadable answer: {e}"
+            raise BrokerQueryError(msg) from e
+        return heads[0].id if heads else None
 
     async def _positions(self, account: str, as_of: datetime) -> list[PositionReport] | None:
         try:
