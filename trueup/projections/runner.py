@@ -653,6 +653,19 @@ class Projector:
             cursor.execute(self.store.sql(statement.format(**self._t)), tuple(params))
             yield from (_as_dict(row) for row in cursor.fetchall())
 
+    def tuples(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query on the tables; rows as tuples in column order (hot read paths)."""
+        with self.store.reading() as cursor:
+            if self.store.dialect == "sqlite":
+                # Plain tuples straight from sqlite3: building sqlite3.Row objects costs more
+                # than the query on a 10,000-row read.
+                cursor.row_factory = None  # type: ignore[attr-defined]
+            cursor.execute(self.store.sql(statement.format(**self._t)), tuple(params))
+            rows = cursor.fetchall()
+        if rows and isinstance(rows[0], dict):
+            return [tuple(row.values()) for row in rows]
+        return list(rows)
+
 
 def _created(aggregate: T | None) -> T:
     """The aggregate a created event built (mutate(None) never returns None for those)."""
