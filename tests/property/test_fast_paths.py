@@ -1,4 +1,7 @@
-"""The read-model tables are the same however the log is cut into pages, and equal a plain fold.
+"""The fast paths give what the plain paths give.
+
+Projection: the read-model tables are the same however the log is cut into pages, and
+equal a plain fold.
 
 The projector reads rows undecoded, skips what it does not need, loads states in bulk,
 carries states from page to page and batches its writes. None of that may change a row:
@@ -6,6 +9,9 @@ tables built incrementally with random page sizes, rebuilt with the default page
 rebuilt by a fresh projector one event per page must be identical, and the orders and
 positions they hold must equal an in-memory fold of `Ledger.events()` through the
 domain's own `apply()` (the audit replay, which shares none of those shortcuts).
+
+Ingest: orders and broker-id links loaded many at once from their events are the
+aggregates the eventsourcing repository rebuilds one by one.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.builders import at, unique_cid
-from tests.property.test_convergence import ACCOUNT, delivery, truth
+from tests.property.test_convergence import delivery, truth
 from tests.property.test_reconcile_property import NOW, scenario
 from trueup import Ledger
+from trueup.domain.ids import broker_link_id, order_id
+from trueup.domain.reports import PositionReport
+from trueup.ledger import _Batch
 from trueup.projections.runner import Projector
 
 TABLES = ("trueup_orders", "trueup_positions", "trueup_discrepancies", "trueup_fills")
@@ -79,6 +88,39 @@ def test_tables_do_not_depend_on_paging_and_equal_the_fold(data: st.DataObject) 
         with ledger.store.transaction() as cursor:
             cursor.execute("UPDATE trueup_tracking SET position = 0")
             for name in TABLES:
-                cursor.execute(f"DELETE FROM {name}")  # noqa: S608 - fixed table names
+                cursor.execute(f"DELETE FROM {name}")
         fresh.catch_up(page_size=1)
         assert table_rows(fresh) == incremental
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(data=st.data())
+def test_prefetched_orders_and_links_equal_the_repository_ones(data: st.DataObject) -> None:
+    reports = data.draw(truth())
+    batches = data.draw(delivery(reports))
+    with Ledger.open(f"memory://{unique_cid('pref')}", clock=lambda: at(NOW)) as ledger:
+        for batch in batches:
+            ledger.ingest(batch)
+        idents = {
+            ident
+            for r in reports
+            if not isinstance(r, PositionReport)
+            for ident in (
+                order_id(r.account, r.client_order_id or ""),
+                broker_link_id(r.account, r.broker_order_id or ""),
+                order_id(r.account, "never-seen"),
+            )
+        }
+        prefetched = _Batch(ledger)
+        prefetched.prefetch(idents)
+        for ident in idents:
+            # Check: same aggregate (id, version, state) or both absent.
+            expected = ledger._get(ident)
+            got = prefetched.get(ident)
+            if expected is None:
+                assert got is None
+                continue
+            assert (got.id, got.version, type(got)) == (expected.id, expected.version, type(expected))
+            assert vars(got) == vars(expected)
