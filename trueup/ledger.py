@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -19,11 +20,12 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from trueup.adapters.base import BrokerClient, OrderRequest
-from trueup.adapters.store import Store, open_store, redact, resolve_store_url
+from trueup.adapters.store import Store, open_store, project_events, redact, resolve_store_url
+from trueup.domain import ids
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding, Severity
 from trueup.domain.errors import ConflictError, InvalidReport, StoreError
 from trueup.domain.gate import gate_id
-from trueup.domain.ids import broker_link_id, discrepancy_id, external_client_order_id, order_id, position_id
+from trueup.domain.ids import discrepancy_id, external_client_order_id
 from trueup.domain.messages import BrokerMessage, BrokerOrderLink
 from trueup.domain.order import Order, OrderState
 from trueup.domain.position import Position, PositionState, position_legs
@@ -49,6 +51,12 @@ if TYPE_CHECKING:
     from trueup.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
+
+# The same few ids are derived again and again (every report of an order names it, its
+# link and its position): uuid5 hashes each time, so remember the recent ones.
+order_id = functools.lru_cache(maxsize=65_536)(ids.order_id)
+position_id = functools.lru_cache(maxsize=65_536)(ids.position_id)
+broker_link_id = functools.lru_cache(maxsize=65_536)(ids.broker_link_id)
 
 MAX_ATTEMPTS = 8
 """Reload-and-retry rounds when another writer touched the same aggregates first."""
@@ -93,6 +101,30 @@ class _Batch:
             except AggregateNotFoundError:
                 self.aggregates[ident] = None
         return self.aggregates[ident]
+
+    def prefetch(self, idents: Iterable[UUID]) -> None:
+        """Load many aggregates with short histories (orders, broker-id links) in one read.
+
+        Each would otherwise cost one repository read: a pooled transaction, a query and a
+        deep copy of the cached aggregate, most of an ingest batch's time. They are rebuilt
+        from their events, as the repository does on a cache miss; an aggregate absent from
+        the log is None, as `get` records it. A writer that gets in before our save is
+        caught by optimistic concurrency, as with the repository.
+        """
+        wanted = sorted({i for i in idents if i not in self.aggregates}, key=str)
+        if not wanted:
+            return
+        store = self.ledger.store
+        try:
+            stored = store.stored_events(wanted)
+        except PersistenceError as e:
+            raise _store_error(e) from e
+        mapper = store.app.mapper
+        for ident in wanted:
+            events = stored.get(ident)
+            self.aggregates[ident] = (
+                project_events(None, (mapper.to_domain_event(e) for e in events)) if events else None
+            )
 
     def add(self, aggregate: Aggregate) -> None:
         self.aggregates[aggregate.id] = aggregate
@@ -277,6 +309,7 @@ class Ledger(GateKeeping):
         )
 
         def apply(batch: _Batch) -> None:
+            batch.prefetch(_order_and_link_ids(items))
             for report in items:
                 self._ingest_report(batch, report)
 
@@ -686,21 +719,24 @@ class Ledger(GateKeeping):
         moved, so a periodic reconciliation of unchanged books decodes nothing.
         """
         self.projector.catch_up()
-        rows = [
-            (str(row["client_order_id"]), int(row["position"]))
-            for row in self.projector.rows(
-                "SELECT client_order_id, position FROM {trueup_orders} "
-                "WHERE account = ? AND is_open = 1 ORDER BY position",
-                [account],
-            )
-        ]
+        rows = self.projector.tuples(
+            "SELECT client_order_id, position FROM {trueup_orders} "
+            "WHERE account = ? AND is_open = 1 ORDER BY position",
+            [account],
+        )
         cached = self._open_states.get(account, {})
-        fresh = {cid: cached[cid] for cid, position in rows if cid in cached and cached[cid][0] == position}
-        changed = {cid for cid, _ in rows} - fresh.keys()
+        fresh: dict[str, tuple[int, OrderState]] = {}
+        changed = set()
+        for cid, position in rows:
+            entry = cached.get(cid)
+            if entry is not None and entry[0] == position:
+                fresh[cid] = entry
+            else:
+                changed.add(cid)
         for state, position in self._states_by_id(account, changed):
             fresh[state.client_order_id] = (position, state)
         self._open_states[account] = fresh  # replaced whole: readers in other threads see one or the other
-        return [fresh[cid][1] for cid, _ in rows if cid in fresh]
+        return [entry[1] for cid, _ in rows if (entry := fresh.get(cid)) is not None]
 
     def _states_by_id(self, account: str, client_order_ids: set[str]) -> Iterator[tuple[OrderState, int]]:
         """Read-model states (with their row's log position) of the named orders."""
@@ -708,13 +744,13 @@ class Ledger(GateKeeping):
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            rows = self.projector.rows(
+            rows = self.projector.tuples(
                 f"SELECT state, position FROM {{trueup_orders}} "  # noqa: S608
                 f"WHERE account = ? AND client_order_id IN ({marks})",
                 [account, *chunk],
             )
-            for row in rows:
-                yield _ORDER_STATE.decode(row["state"]), int(row["position"])
+            for state, position in rows:
+                yield _ORDER_STATE.decode(state), int(position)
 
     def _order_states(self, account: str, client_order_ids: set[str]) -> dict[str, OrderState]:
         """Read-model states of the account's open orders and of the named orders."""
@@ -725,8 +761,8 @@ class Ledger(GateKeeping):
 
     def _position_states(self, account: str) -> list[PositionState]:
         self.projector.catch_up()
-        rows = self.projector.rows("SELECT state FROM {trueup_positions} WHERE account = ?", [account])
-        return [_POSITION_STATE.decode(row["state"]) for row in rows]
+        rows = self.projector.tuples("SELECT state FROM {trueup_positions} WHERE account = ?", [account])
+        return [_POSITION_STATE.decode(state) for (state,) in rows]
 
     # -- reading -------------------------------------------------------------------------
 
@@ -874,6 +910,17 @@ class Ledger(GateKeeping):
 
 _ORDER_STATE = msgspec.json.Decoder(OrderState)
 _POSITION_STATE = msgspec.json.Decoder(PositionState)
+
+
+def _order_and_link_ids(reports: Iterable[Report]) -> Iterator[UUID]:
+    """Ids of the orders and broker-id links the reports name."""
+    for report in reports:
+        if isinstance(report, PositionReport):
+            continue
+        if report.broker_order_id:
+            yield broker_link_id(report.account, report.broker_order_id)
+        if report.client_order_id:
+            yield order_id(report.account, report.client_order_id)
 
 
 def _require_decimal(name: str, value: object, *, positive: bool = False) -> None:

@@ -79,6 +79,8 @@ class _Run:
     open_views: list[DiscrepancyView]
     """Discrepancies of the account open when the run started."""
     open_keys: set[tuple[str, str, str, str]]
+    open_by_key: dict[str, list[DiscrepancyView]] = field(default_factory=dict)
+    """open_views by subject, so resolving one subject does not scan them all."""
     known: dict[str, OrderState] = field(default_factory=dict)
     """Read-model state of the orders the snapshot names, by client order id."""
     by_broker_id: dict[str, str] = field(default_factory=dict)
@@ -125,6 +127,7 @@ class Reconciler:
                 lost_after=lost_after,
                 open_views=(views := ledger.discrepancies(account)),
                 open_keys={(v.kind, v.key, v.expected, v.actual) for v in views},
+                open_by_key=_by_key(views),
             )
             run_state[:] = [run]
             age = (ledger.clock() - snapshot.as_of).total_seconds()
@@ -176,14 +179,15 @@ class Reconciler:
         for report in orders:
             key = self._key(batch, run, report)
             run.listed.add(key)
-            order_fills = sorted(fills_by_order.pop(key, []), key=lambda f: (f.ts_event, f.exec_id))
+            listed_fills = fills_by_order.pop(key, None)
+            order_fills = sorted(listed_fills, key=_fill_order) if listed_fills else []
             state = run.known.get(key)
             if state is not None and not state.missing_cycles and self._agrees(state, report, order_fills):
                 continue
             self._order(batch, run, key, report, order_fills)
         # Executions of orders the snapshot did not list (IB lists executions of the day).
         for key, order_fills in fills_by_order.items():
-            for fill in sorted(order_fills, key=lambda f: (f.ts_event, f.exec_id)):
+            for fill in sorted(order_fills, key=_fill_order):
                 ledger._apply_report(batch, fill, run.evidence)
             run.listed.add(key)
         if run.snapshot.complete_history or run.snapshot.history_since is not None:
@@ -269,7 +273,7 @@ class Reconciler:
             and state.quantity == report.quantity
             and (report.limit_price is None or report.limit_price == state.limit_price)
             and (report.broker_order_id is None or report.broker_order_id in state.broker_order_ids)
-            and all(_booked(state, fill) for fill in fills)
+            and (not fills or all(_booked(state, fill) for fill in fills))
         )
 
     def _missing(self, batch: _Batch, run: _Run) -> None:
@@ -403,8 +407,8 @@ class Reconciler:
         self, batch: _Batch, run: _Run, kinds: set[DiscrepancyKind], key: str | None, resolution: str
     ) -> None:
         """Resolve open discrepancies of these kinds (for one subject, or all)."""
-        for view in run.open_views:
-            if view.kind in kinds and (key is None or view.key == key):
+        for view in run.open_views if key is None else run.open_by_key.get(key, ()):
+            if view.kind in kinds:
                 discrepancy = batch.get(view.id)
                 if discrepancy is not None and discrepancy.resolution is None:
                     discrepancy.resolve(resolution, "reconciler", self.ledger.clock())
@@ -425,6 +429,19 @@ class Reconciler:
             ts_received=self.ledger.clock(),
         )
         batch.events[:0] = message.collect_events()
+
+
+def _by_key(views: list[DiscrepancyView]) -> dict[str, list[DiscrepancyView]]:
+    """Discrepancies by subject."""
+    by_key: dict[str, list[DiscrepancyView]] = {}
+    for view in views:
+        by_key.setdefault(view.key, []).append(view)
+    return by_key
+
+
+def _fill_order(fill: FillReport) -> tuple[object, str]:
+    """Executions are applied in time order (exec id breaks ties)."""
+    return (fill.ts_event, fill.exec_id)
 
 
 def _booked(state: OrderState, fill: FillReport) -> bool:

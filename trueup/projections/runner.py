@@ -6,20 +6,34 @@ transaction, so a crash loses or repeats nothing. The tracking row is updated fi
 and conditionally (write-first: SQLite takes the write lock at once, and a second
 process that raced us updates no row and retries). Rebuild empties the tables and
 replays from position 0.
+
+Where the time goes, and why it is spent this way (see docs/benchmarks.md):
+- Rows are read straight from the events table and dispatched on their topic string:
+  raw broker messages need only their position (no decode), links and gate events
+  nothing; the rest is decoded by the msgspec mapper without building StoredEvents or
+  UUIDs (ids stay in their column form, which is what the tables store).
+- The states a page needs are loaded in one query per table, and the states a page
+  leaves behind are kept for the next page while the tracking position proves nobody
+  else wrote in between (the tables are a function of the log up to that position).
+- Row writes are queued in log order and flushed with one executemany per run of the
+  same statement, at the end of the page, inside its transaction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import resolve_topic
 
+from trueup.adapters.codec import MsgspecMapper
 from trueup.adapters.store import Cursor, Store
 from trueup.domain.discrepancy import Discrepancy
 from trueup.domain.messages import BrokerMessage
@@ -30,7 +44,14 @@ from trueup.projections import tables
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+S = TypeVar("S", OrderState, PositionState)
 PAGE_SIZE = 1000
+REBUILD_PAGE_SIZE = 5000
+"""A rebuild reads bigger pages: fewer commits (one fsync each) and fewer state loads."""
+STATE_CACHE_SIZE = 20_000
+"""Order (and position) states kept between pages, least recently touched dropped first."""
+LOAD_CHUNK = 500
+"""Ids per IN (...) query when loading states (SQLite allows 999 parameters by default)."""
 TRACKING_NAME = "projections"
 
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
@@ -41,43 +62,140 @@ RECONCILE_ORDER_ID = "~reconcile"
 INFERRED_KEY = "~inferred"
 """exec_key of the fills-ledger row holding an order's inferred quantity."""
 
+# What the projector does with an event, decided once per topic (`_Kind`).
+_SKIP, _MESSAGE, _ORDER, _ORDER_CREATED, _POSITION, _POSITION_CREATED, _RAISED, _RESOLVED = range(8)
+_CREATES = frozenset({_ORDER_CREATED, _POSITION_CREATED})
+
+
+def _hyphenated(hex_id: str) -> str:
+    """A UUID's 32 hex digits (SQLite's column) in canonical form, as str(UUID) gives it."""
+    if len(hex_id) != 32:  # already canonical (or not a UUID at all)
+        return hex_id
+    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
+
 
 def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+def _kind_of(cls: type[Any]) -> int:
+    """What the projector does with events of class `cls`."""
+    kinds = (
+        (BrokerMessage.Received, _MESSAGE),
+        (Order.Intended | Order.Discovered, _ORDER_CREATED),
+        (Order.Event, _ORDER),
+        (Position.Opened, _POSITION_CREATED),
+        (Position.Event, _POSITION),
+        (Discrepancy.Raised, _RAISED),
+        (Discrepancy.Resolved, _RESOLVED),
+    )
+    return next((kind for types, kind in kinds if issubclass(cls, types)), _SKIP)
+
+
+class _Row(msgspec.Struct, array_like=True):
+    """One stored event as read for projection: its columns, undecoded."""
+
+    position: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+class _StateCache:
+    """Order and position states as of one log position, carried from page to page.
+
+    Valid only for a page that starts exactly there: the tables are a function of the
+    log up to the tracking position, so if the tracking row still holds the position we
+    left it at, these are the states the tables hold. The states are mutable and a page
+    mutates them, so a page takes them (emptying the cache) and gives them back only
+    after it committed.
+    """
+
+    def __init__(self) -> None:
+        self.position = -1
+        self.orders: OrderedDict[str, OrderState] = OrderedDict()
+        self.positions: OrderedDict[str, PositionState] = OrderedDict()
+
+    def take(self, start: int) -> tuple[OrderedDict[str, OrderState], OrderedDict[str, PositionState]]:
+        """The cached states for a page starting at `start` (empty if they are not as of it)."""
+        valid = self.position == start
+        orders, positions = self.orders, self.positions
+        self.position, self.orders, self.positions = -1, OrderedDict(), OrderedDict()
+        return (orders, positions) if valid else (OrderedDict(), OrderedDict())
+
+    def keep(self, end: int, page: _Page) -> None:
+        """The states as of `end`, after the page ending there committed."""
+        for states in (page.orders, page.positions):
+            while len(states) > STATE_CACHE_SIZE:
+                states.popitem(last=False)
+        self.position, self.orders, self.positions = end, page.orders, page.positions
+
+    def clear(self) -> None:
+        """Forget every state (the tables were emptied)."""
+        self.take(-2)
+
+
 class _Page:
-    """Aggregate states touched while applying one page, written once at its end."""
+    """One page being applied: the states it knows, which it changed, the writes it queued."""
 
-    def __init__(self, projector: Projector, cursor: Cursor) -> None:
-        self.projector = projector
+    def __init__(
+        self,
+        cursor: Cursor,
+        orders: OrderedDict[str, OrderState],
+        positions: OrderedDict[str, PositionState],
+    ) -> None:
         self.cursor = cursor
-        self.orders: dict[UUID, tuple[OrderState, int]] = {}
-        self.positions: dict[UUID, tuple[PositionState, int]] = {}
-        self.inferred_touched: set[UUID] = set()
-        self.message_positions: dict[UUID, int] = {}
+        self.orders = orders
+        """Known order states (cached, loaded or created), least recently touched first."""
+        self.positions = positions
+        self.changed_orders: dict[str, int] = {}
+        """Orders this page changed, with the log position of the last event applied."""
+        self.changed_positions: dict[str, int] = {}
+        self.message_positions: dict[str, int] = {}
+        self.writes: list[tuple[str, tuple[object, ...]]] = []
+        """(statement, parameters) queued in log order, flushed by runs of one statement."""
 
-    def order(self, order_id: UUID) -> Order:
-        if order_id not in self.orders:
-            state = self.projector.load_state(self.cursor, tables.ORDERS, "order_id", order_id)
-            if state is None:
-                msg = f"order {order_id} has events but no created event in the log"
-                raise LookupError(msg)
-            self.orders[order_id] = (_ORDER_DECODER.decode(state), 0)
+    def order(self, oid: str) -> Order:
+        state = self.orders.get(oid)
+        if state is None:
+            msg = f"order {oid} has events but no created event in the log"
+            raise LookupError(msg)
+        self.orders.move_to_end(oid)
         shell = Order.__new__(Order)
-        shell.state = self.orders[order_id][0]
+        shell.state = state
         return shell
 
-    def position(self, position_id: UUID) -> Position:
-        if position_id not in self.positions:
-            state = self.projector.load_state(self.cursor, tables.POSITIONS, "position_id", position_id)
-            if state is None:
-                msg = f"position {position_id} has events but no created event in the log"
-                raise LookupError(msg)
-            self.positions[position_id] = (_POSITION_DECODER.decode(state), 0)
+    def position(self, pid: str) -> Position:
+        state = self.positions.get(pid)
+        if state is None:
+            msg = f"position {pid} has events but no created event in the log"
+            raise LookupError(msg)
+        self.positions.move_to_end(pid)
         shell = Position.__new__(Position)
-        shell.state = self.positions[position_id][0]
+        shell.state = state
         return shell
+
+    def write(self, statement: str, params: tuple[object, ...]) -> None:
+        self.writes.append((statement, params))
+
+    def flush(self) -> None:
+        """Run the queued writes in order, one executemany per run of the same statement."""
+        writes = self.writes
+        executemany = getattr(self.cursor, "executemany", None)
+        start = 0
+        while start < len(writes):
+            statement = writes[start][0]
+            end = start + 1
+            while end < len(writes) and writes[end][0] is statement:
+                end += 1
+            if executemany is None or end - start == 1:
+                for k in range(start, end):
+                    self.cursor.execute(statement, writes[k][1])
+            else:
+                executemany(statement, [params for _, params in writes[start:end]])
+            start = end
+        self.writes = []
 
 
 class Projector:
@@ -96,6 +214,86 @@ class Projector:
                 ),
                 (TRACKING_NAME,),
             )
+        self._kinds: dict[str, tuple[int, type[Any]]] = {}
+        self._cache = _StateCache()
+        self._sql = self._statements()
+
+    def _statements(self) -> dict[str, str]:
+        """Every statement a page runs, built once (flush groups runs by identity)."""
+        t, sql = self._t, self.store.sql
+        position_column = "rowid" if self.store.dialect == "sqlite" else "notification_id"
+        events = self.store.table(self.store.events_table)
+        return {
+            "read": sql(
+                f"SELECT {position_column}, originator_id, originator_version, topic, state "  # noqa: S608
+                f"FROM {events} WHERE {position_column} > ? ORDER BY {position_column} LIMIT ?"
+            ),
+            "read_until": sql(
+                f"SELECT {position_column}, originator_id, originator_version, topic, state "  # noqa: S608
+                f"FROM {events} WHERE {position_column} > ? AND {position_column} <= ? "
+                f"ORDER BY {position_column} LIMIT ?"
+            ),
+            "message_position": sql(
+                f"SELECT {position_column} FROM {events} "  # noqa: S608
+                "WHERE originator_id = ? AND originator_version = 1"
+            ),
+            "order": sql(
+                f"INSERT INTO {t[tables.ORDERS]} "  # noqa: S608
+                "(order_id, account, client_order_id, symbol, strategy, status, is_open, "
+                "position, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
+                "is_open = excluded.is_open, position = excluded.position, "
+                "state = excluded.state"
+            ),
+            "position": sql(
+                f"INSERT INTO {t[tables.POSITIONS]} "  # noqa: S608
+                "(position_id, account, symbol, qty, position, state) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (position_id) DO UPDATE SET qty = excluded.qty, "
+                "position = excluded.position, state = excluded.state"
+            ),
+            "fill": sql(
+                f"INSERT INTO {t[tables.FILLS]} "  # noqa: S608
+                "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, ts_event, "
+                "commission, inferred, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) "
+                "ON CONFLICT (account, client_order_id, exec_key) DO UPDATE SET "
+                "exec_id = excluded.exec_id, qty = excluded.qty, price = excluded.price, "
+                "ts_event = excluded.ts_event, commission = excluded.commission, "
+                "position = excluded.position"
+            ),
+            "synthetic_fill": sql(
+                f"INSERT INTO {t[tables.FILLS]} "  # noqa: S608
+                "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, ts_event, "
+                "commission, inferred, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?) "
+                "ON CONFLICT (account, client_order_id, exec_key) DO NOTHING"
+            ),
+            "inferred": sql(
+                f"INSERT INTO {t[tables.FILLS]} "  # noqa: S608
+                "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, "
+                "ts_event, commission, inferred, position) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, ?) "
+                "ON CONFLICT (account, client_order_id, exec_key) DO UPDATE SET "
+                "qty = excluded.qty, price = excluded.price, ts_event = excluded.ts_event, "
+                "position = excluded.position"
+            ),
+            "no_inferred": sql(
+                f"DELETE FROM {t[tables.FILLS]} "  # noqa: S608
+                "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
+            ),
+            "commission": sql(
+                f"UPDATE {t[tables.FILLS]} SET commission = ? "  # noqa: S608
+                "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
+            ),
+            "discrepancy": sql(
+                f"INSERT INTO {t[tables.DISCREPANCIES]} "  # noqa: S608
+                "(id, kind, severity, account, subject, expected, actual, detail, evidence_id, "
+                "evidence_position, position, ts_detected, scope) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+            ),
+            "resolved": sql(
+                f"UPDATE {t[tables.DISCREPANCIES]} SET resolution = ?, resolved_by = ? "  # noqa: S608
+                "WHERE id = ?"
+            ),
+        }
 
     def position(self) -> int:
         """Log position the tables reflect."""
@@ -110,22 +308,47 @@ class Projector:
         rows = cursor.fetchall()
         return int(_first(rows[0])) if rows else 0
 
-    def catch_up(self, stop: int | None = None, progress: Callable[[int], object] | None = None) -> int:
+    def catch_up(
+        self,
+        stop: int | None = None,
+        progress: Callable[[int], object] | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> int:
         """Apply every event after the tracking position (up to `stop`); return how many."""
         applied = 0
         while True:
             start = self.position()
             if stop is not None and start >= stop:
                 return applied
-            notifications = self.store.app.recorder.select_notifications(
-                start=start, limit=PAGE_SIZE, stop=stop, inclusive_of_start=False
-            )
-            if not notifications:
+            rows = self._read(start, page_size, stop)
+            if not rows:
                 return applied
-            if self._apply_page(start, notifications):
-                applied += len(notifications)
+            if self._apply_page(start, rows):
+                applied += len(rows)
                 if progress is not None:
-                    progress(notifications[-1].id)
+                    progress(rows[-1].position)
+
+    def _read(self, start: int, limit: int, stop: int | None) -> list[_Row]:
+        """The next page of stored events after `start`, undecoded."""
+        with self.store.reading() as cursor:
+            if stop is None:
+                cursor.execute(self._sql["read"], (start, limit))
+            else:
+                cursor.execute(self._sql["read_until"], (start, stop, limit))
+            rows = cursor.fetchall()
+        if self.store.dialect == "sqlite":
+            return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        # psycopg gives dict rows, UUIDs and (for bytea) bytes or memoryviews.
+        return [
+            _Row(
+                r["notification_id"],
+                str(r["originator_id"]),
+                r["originator_version"],
+                r["topic"],
+                bytes(r["state"]),
+            )
+            for r in rows
+        ]
 
     def rebuild(self, progress: Callable[[int], object] | None = None) -> int:
         """Empty the tables and replay the whole log from position 0; return events applied.
@@ -139,7 +362,8 @@ class Projector:
                 self.store.sql(f"UPDATE {self._t[tables.TRACKING]} SET position = 0 WHERE name = ?"),  # noqa: S608
                 (TRACKING_NAME,),
             )
-        return self.catch_up(progress=progress)
+            self._cache.clear()
+        return self.catch_up(progress=progress, page_size=REBUILD_PAGE_SIZE)
 
     def service_status(self) -> dict[str, Any]:
         """The reconciliation service's last saved counters, by service name."""
@@ -158,9 +382,9 @@ class Projector:
                 (name, json.dumps(counters, default=str)),
             )
 
-    def _apply_page(self, start: int, notifications: Sequence[Notification]) -> bool:
+    def _apply_page(self, start: int, rows: Sequence[_Row]) -> bool:
         """Apply one page atomically; False if another process applied it first."""
-        end = notifications[-1].id
+        end = rows[-1].position
         with self.store.transaction() as cursor:
             cursor.execute(
                 self.store.sql(
@@ -170,78 +394,134 @@ class Projector:
                 (end, TRACKING_NAME, start),
             )
             if cursor.rowcount != 1:
+                self._cache.clear()
                 return False  # raced: someone else moved the position; re-read and go on
-            page = _Page(self, cursor)
-            for notification in notifications:
-                event = self.store.app.mapper.to_domain_event(notification)
-                self._apply(page, notification.id, event)
+            page = _Page(cursor, *self._cache.take(start))
+            kinds = [self._kind(row.topic) for row in rows]
+            self._load_states(page, rows, kinds)
+            for row, (kind, cls) in zip(rows, kinds, strict=True):
+                if kind == _MESSAGE:
+                    # Only its position is needed (evidence of later discrepancies): no decode.
+                    page.message_positions[row.originator_id] = row.position
+                elif kind != _SKIP:
+                    self._apply(page, row, kind, self._decode(cls, row))
             self._write(page)
+            page.flush()
+        self._cache.keep(end, page)
         return True
 
-    def load_state(self, cursor: Cursor, table: str, key: str, ident: UUID) -> str | None:
-        """The stored state JSON of one order or position row, if any."""
-        cursor.execute(
-            self.store.sql(f"SELECT state FROM {self._t[table]} WHERE {key} = ?"),  # noqa: S608
-            (str(ident),),
-        )
-        rows = cursor.fetchall()
-        return str(_first(rows[0])) if rows else None
+    def _kind(self, topic: str) -> tuple[int, type[Any]]:
+        entry = self._kinds.get(topic)
+        if entry is None:
+            cls = resolve_topic(topic)
+            entry = self._kinds[topic] = (_kind_of(cls), cls)
+        return entry
 
-    def _apply(self, page: _Page, position: int, event: Any) -> None:  # noqa: ANN401 - any event
-        oid = event.originator_id
-        if isinstance(event, Order.Event):
-            self._apply_order(page, position, event)
-        elif isinstance(event, Position.Event):
-            if isinstance(event, Position.Opened):
+    def _decode(self, cls: type[Any], row: _Row) -> Any:  # noqa: ANN401 - any event
+        mapper = self.store.app.mapper
+        if isinstance(mapper, MsgspecMapper):
+            return mapper.decode_event(cls, row.originator_id, row.originator_version, row.state, row.topic)
+        stored = StoredEvent(row.originator_id, row.originator_version, row.topic, row.state)
+        return mapper.to_domain_event(stored)
+
+    def _load_states(self, page: _Page, rows: Sequence[_Row], kinds: Sequence[tuple[int, type[Any]]]) -> None:
+        """Load, in one query per table and chunk, the states the page needs and lacks.
+
+        Also puts the ids of the rows to apply in canonical form (SQLite stores 32 hex digits).
+        """
+        created: set[str] = set()
+        wanted: dict[int, set[str]] = {_ORDER: set(), _POSITION: set()}
+        sqlite = self.store.dialect == "sqlite"
+        for row, (kind, _) in zip(rows, kinds, strict=True):
+            if kind in (_SKIP, _MESSAGE):
+                continue
+            if sqlite:  # the tables hold ids in canonical form: convert once, here
+                row.originator_id = _hyphenated(row.originator_id)
+            if kind in _CREATES:
+                created.add(row.originator_id)
+            elif kind in wanted and row.originator_id not in created:
+                wanted[kind].add(row.originator_id)
+        self._load(page.cursor, tables.ORDERS, "order_id", _ORDER_DECODER, wanted[_ORDER], page.orders)
+        self._load(
+            page.cursor, tables.POSITIONS, "position_id", _POSITION_DECODER, wanted[_POSITION], page.positions
+        )
+
+    def _load(  # noqa: PLR0913, PLR0917 - one table's query, its decoder and where the states go
+        self,
+        cursor: Cursor,
+        table: str,
+        key: str,
+        decoder: msgspec.json.Decoder[S],
+        wanted: set[str],
+        known: OrderedDict[str, S],
+    ) -> None:
+        missing = sorted(wanted - known.keys())
+        for first in range(0, len(missing), LOAD_CHUNK):
+            chunk = missing[first : first + LOAD_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            cursor.execute(
+                self.store.sql(f"SELECT {key}, state FROM {self._t[table]} WHERE {key} IN ({marks})"),  # noqa: S608
+                tuple(chunk),
+            )
+            for loaded in cursor.fetchall():
+                ident, state = tuple(loaded.values()) if isinstance(loaded, dict) else loaded
+                known[str(ident)] = decoder.decode(state)
+
+    def _apply(self, page: _Page, row: _Row, kind: int, event: Any) -> None:  # noqa: ANN401 - any event
+        oid, position = row.originator_id, row.position
+        if kind in (_ORDER, _ORDER_CREATED):
+            self._apply_order(page, row, kind, event)
+        elif kind in (_POSITION, _POSITION_CREATED):
+            if kind == _POSITION_CREATED:
                 pos: Position = _created(event.mutate(None))
+                page.positions[oid] = pos.state
             else:
                 pos = page.position(oid)
                 event.apply(pos)
-            page.positions[oid] = (pos.state, position)
+            page.changed_positions[oid] = position
             if isinstance(event, Position.Synced):
-                self._write_synthetic_fills(page.cursor, pos.state, event, position)
-        elif isinstance(event, Discrepancy.Raised):
+                self._write_synthetic_fills(page, pos.state, event, position)
+        elif kind == _RAISED:
             self._write_discrepancy(page, event, position)
-        elif isinstance(event, Discrepancy.Resolved):
-            page.cursor.execute(
-                self.store.sql(
-                    f"UPDATE {self._t[tables.DISCREPANCIES]} SET resolution = ?, resolved_by = ? "  # noqa: S608
-                    "WHERE id = ?"
-                ),
-                (event.resolution, event.by, str(oid)),
-            )
-        elif isinstance(event, BrokerMessage.Received):
-            page.message_positions[oid] = position
+        elif kind == _RESOLVED:
+            page.write(self._sql["resolved"], (event.resolution, event.by, oid))
 
-    def _apply_order(self, page: _Page, position: int, event: Order.Event) -> None:
-        oid = event.originator_id
-        if isinstance(event, Order.Intended | Order.Discovered):
+    def _apply_order(self, page: _Page, row: _Row, kind: int, event: Order.Event) -> None:
+        oid = row.originator_id
+        if kind == _ORDER_CREATED:
             order: Order = _created(event.mutate(None))
+            page.orders[oid] = order.state
+            page.orders.move_to_end(oid)
+            inferred_before = None
         else:
             order = page.order(oid)
+            inferred_before = (order.state.inferred_qty, order.state.inferred_price)
             event.apply(order)
-        page.orders[oid] = (order.state, position)
+        page.changed_orders[oid] = row.position
         if isinstance(event, Order.FillBooked | Order.FillCorrected):
-            self._write_fill(page.cursor, order.state, event, position)
-        if isinstance(event, Order.FillBooked | Order.FillCorrected | Order.FillInferred):
-            page.inferred_touched.add(oid)
+            self._write_fill(page, order.state, event, row.position)
+        if inferred_before is not None and inferred_before != (
+            order.state.inferred_qty,
+            order.state.inferred_price,
+        ):
+            # Written when the event changes it, never at the end of a page: the row must
+            # not depend on where the log was cut into pages.
+            self._write_inferred(page, order.state, row.position)
         if isinstance(event, Order.CommissionRecorded):
-            self._write_commission(page.cursor, order.state, event)
+            page.write(
+                self._sql["commission"],
+                (str(event.commission), order.state.account, order.state.client_order_id, event.key),
+            )
 
     def _write(self, page: _Page) -> None:
-        sql = self.store.sql
-        for oid, (state, position) in page.orders.items():
-            page.cursor.execute(
-                sql(
-                    f"INSERT INTO {self._t[tables.ORDERS]} "  # noqa: S608
-                    "(order_id, account, client_order_id, symbol, strategy, status, is_open, "
-                    "position, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
-                    "is_open = excluded.is_open, position = excluded.position, "
-                    "state = excluded.state"
-                ),
+        """Queue the rows of the orders and positions the page changed."""
+        order_sql, position_sql = self._sql["order"], self._sql["position"]
+        for oid, position in page.changed_orders.items():
+            state = page.orders[oid]
+            page.write(
+                order_sql,
                 (
-                    str(oid),
+                    oid,
                     state.account,
                     state.client_order_id,
                     state.symbol,
@@ -252,18 +532,12 @@ class Projector:
                     _ENCODER.encode(state).decode(),
                 ),
             )
-            if oid in page.inferred_touched:
-                self._write_inferred(page.cursor, state, position)
-        for pid, (pstate, position) in page.positions.items():
-            page.cursor.execute(
-                sql(
-                    f"INSERT INTO {self._t[tables.POSITIONS]} "  # noqa: S608
-                    "(position_id, account, symbol, qty, position, state) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (position_id) DO UPDATE SET qty = excluded.qty, "
-                    "position = excluded.position, state = excluded.state"
-                ),
+        for pid, position in page.changed_positions.items():
+            pstate = page.positions[pid]
+            page.write(
+                position_sql,
                 (
-                    str(pid),
+                    pid,
                     pstate.account,
                     pstate.symbol,
                     str(pstate.qty),
@@ -274,21 +548,13 @@ class Projector:
 
     def _write_fill(
         self,
-        cursor: Cursor,
+        page: _Page,
         state: OrderState,
         event: Order.FillBooked | Order.FillCorrected,
         position: int,
     ) -> None:
-        cursor.execute(
-            self.store.sql(
-                f"INSERT INTO {self._t[tables.FILLS]} "  # noqa: S608
-                "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, ts_event, "
-                "commission, inferred, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) "
-                "ON CONFLICT (account, client_order_id, exec_key) DO UPDATE SET "
-                "exec_id = excluded.exec_id, qty = excluded.qty, price = excluded.price, "
-                "ts_event = excluded.ts_event, commission = excluded.commission, "
-                "position = excluded.position"
-            ),
+        page.write(
+            self._sql["fill"],
             (
                 state.account,
                 state.client_order_id,
@@ -305,17 +571,12 @@ class Projector:
         )
 
     def _write_synthetic_fills(
-        self, cursor: Cursor, state: PositionState, event: Position.Synced, position: int
+        self, page: _Page, state: PositionState, event: Position.Synced, position: int
     ) -> None:
         """Reconciliation fills belong to no order: listed under RECONCILE_ORDER_ID."""
         for fill in event.fills:
-            cursor.execute(
-                self.store.sql(
-                    f"INSERT INTO {self._t[tables.FILLS]} "  # noqa: S608
-                    "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, ts_event, "
-                    "commission, inferred, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?) "
-                    "ON CONFLICT (account, client_order_id, exec_key) DO NOTHING"
-                ),
+            page.write(
+                self._sql["synthetic_fill"],
                 (
                     state.account,
                     RECONCILE_ORDER_ID,
@@ -330,17 +591,10 @@ class Projector:
                 ),
             )
 
-    def _write_inferred(self, cursor: Cursor, state: OrderState, position: int) -> None:
+    def _write_inferred(self, page: _Page, state: OrderState, position: int) -> None:
         if state.inferred_qty > 0 and state.inferred_price is not None:
-            cursor.execute(
-                self.store.sql(
-                    f"INSERT INTO {self._t[tables.FILLS]} "  # noqa: S608
-                    "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, "
-                    "ts_event, commission, inferred, position) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, ?) "
-                    "ON CONFLICT (account, client_order_id, exec_key) DO UPDATE SET "
-                    "qty = excluded.qty, price = excluded.price, position = excluded.position"
-                ),
+            page.write(
+                self._sql["inferred"],
                 (
                     state.account,
                     state.client_order_id,
@@ -355,36 +609,20 @@ class Projector:
                 ),
             )
         else:
-            cursor.execute(
-                self.store.sql(
-                    f"DELETE FROM {self._t[tables.FILLS]} "  # noqa: S608
-                    "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
-                ),
-                (state.account, state.client_order_id, INFERRED_KEY),
-            )
-
-    def _write_commission(self, cursor: Cursor, state: OrderState, event: Any) -> None:  # noqa: ANN401
-        cursor.execute(
-            self.store.sql(
-                f"UPDATE {self._t[tables.FILLS]} SET commission = ? "  # noqa: S608
-                "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
-            ),
-            (str(event.commission), state.account, state.client_order_id, event.key),
-        )
+            page.write(self._sql["no_inferred"], (state.account, state.client_order_id, INFERRED_KEY))
 
     def _write_discrepancy(self, page: _Page, event: Any, position: int) -> None:  # noqa: ANN401
-        evidence_position = None
-        if event.evidence_id is not None:
-            evidence_position = page.message_positions.get(event.evidence_id)
+        evidence_position, evidence = None, None
+        evidence_id: UUID | None = event.evidence_id
+        if evidence_id is not None:
+            evidence = str(evidence_id)
+            # Messages are keyed as their events table stores ids (SQLite: 32 hex digits).
+            stored_id = evidence_id.hex if self.store.dialect == "sqlite" else evidence
+            evidence_position = page.message_positions.get(stored_id)
             if evidence_position is None:
-                evidence_position = self._message_position(page.cursor, event.evidence_id)
-        page.cursor.execute(
-            self.store.sql(
-                f"INSERT INTO {self._t[tables.DISCREPANCIES]} "  # noqa: S608
-                "(id, kind, severity, account, subject, expected, actual, detail, evidence_id, "
-                "evidence_position, position, ts_detected, scope) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-            ),
+                evidence_position = self._message_position(page.cursor, evidence_id)
+        page.write(
+            self._sql["discrepancy"],
             (
                 str(event.originator_id),
                 event.kind,
@@ -394,7 +632,7 @@ class Projector:
                 event.expected,
                 event.actual,
                 event.detail,
-                None if event.evidence_id is None else str(event.evidence_id),
+                evidence,
                 evidence_position,
                 position,
                 _iso(event.ts_detected),
@@ -404,15 +642,8 @@ class Projector:
 
     def _message_position(self, cursor: Cursor, message_id: UUID) -> int | None:
         """Log position of a raw message stored in an earlier page."""
-        column = "rowid" if self.store.dialect == "sqlite" else "notification_id"
-        ident: object = str(message_id) if self.store.dialect == "sqlite" else message_id
-        cursor.execute(
-            self.store.sql(
-                f"SELECT {column} FROM {self.store.table(self.store.events_table)} "  # noqa: S608
-                "WHERE originator_id = ? AND originator_version = 1"
-            ),
-            (ident,),
-        )
+        ident: object = message_id.hex if self.store.dialect == "sqlite" else message_id
+        cursor.execute(self._sql["message_position"], (ident,))
         rows = cursor.fetchall()
         return int(_first(rows[0])) if rows else None
 
@@ -421,6 +652,19 @@ class Projector:
         with self.store.reading() as cursor:
             cursor.execute(self.store.sql(statement.format(**self._t)), tuple(params))
             yield from (_as_dict(row) for row in cursor.fetchall())
+
+    def tuples(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query on the tables; rows as tuples in column order (hot read paths)."""
+        with self.store.reading() as cursor:
+            if self.store.dialect == "sqlite":
+                # Plain tuples straight from sqlite3: building sqlite3.Row objects costs more
+                # than the query on a 10,000-row read.
+                cursor.row_factory = None  # type: ignore[attr-defined]
+            cursor.execute(self.store.sql(statement.format(**self._t)), tuple(params))
+            rows = cursor.fetchall()
+        if rows and isinstance(rows[0], dict):
+            return [tuple(row.values()) for row in rows]
+        return list(rows)
 
 
 def _created(aggregate: T | None) -> T:
