@@ -19,8 +19,9 @@ order.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
 import msgspec
@@ -100,28 +101,7 @@ class Submitter:
             reduce_only=request.reduce_only,
             live_position=live_position,
         )
-        ledger.intend(
-            request.account,
-            request.client_order_id,
-            request.symbol,
-            request.side,
-            request.quantity,
-            limit_price=request.limit_price,
-            strategy=request.strategy,
-        )
-        ledger.mark_submitted(request.account, request.client_order_id)
-        crash_point("submit.before_broker_call")
-        try:
-            ack = await self.broker.submit(request)
-        except SubmitRejected as e:
-            self._record_rejection(request, e)
-            return self._view(request)
-        except SubmitUncertain:
-            log.warning("submit %s: outcome unknown; will look it up, never re-send", request.client_order_id)
-            return self._view(request)
-        crash_point("submit.after_broker_call")
-        self._record_ack(request, ack)
-        return self._view(request)
+        return await self._send(request, functools.partial(self.broker.submit, request))
 
     async def replace(
         self,
@@ -187,18 +167,6 @@ class Submitter:
             strategy=current.strategy,
         )
         ledger.check_new_order(account, leg.symbol, leg.side, leg.quantity, strategy=leg.strategy)
-        ledger.intend(
-            account,
-            leg_id,
-            leg.symbol,
-            leg.side,
-            leg.quantity,
-            limit_price=leg.limit_price,
-            strategy=leg.strategy,
-            replaces=client_order_id,
-        )
-        ledger.mark_submitted(account, leg_id)
-        crash_point("submit.before_broker_call")
         request = ReplaceRequest(
             account=account,
             client_order_id=leg_id,
@@ -209,17 +177,40 @@ class Submitter:
             quantity=leg.quantity,
             limit_price=leg.limit_price,
         )
+        return await self._send(leg, functools.partial(broker.replace, request), replaces=client_order_id)
+
+    async def _send(
+        self, request: OrderRequest, call: Callable[[], Awaitable[SubmitAck]], *, replaces: str | None = None
+    ) -> OrderView:
+        """Steps 2-5 of the module docstring for `request`; `call` makes the broker call.
+
+        `call` is invoked only after the intent and SUBMITTED are stored: write-ahead.
+        """
+        ledger = self.ledger
+        cid = request.client_order_id
+        ledger.intend(
+            request.account,
+            cid,
+            request.symbol,
+            request.side,
+            request.quantity,
+            limit_price=request.limit_price,
+            strategy=request.strategy,
+            replaces=replaces,
+        )
+        ledger.mark_submitted(request.account, cid)
+        crash_point("submit.before_broker_call")
         try:
-            ack = await broker.replace(request)
+            ack = await call()
         except SubmitRejected as e:
-            self._record_rejection(leg, e)
-            return self._view(leg)
+            self._record_rejection(request, e)
+            return self._view(request)
         except SubmitUncertain:
-            log.warning("replace %s: outcome of leg %s unknown; will look it up", client_order_id, leg_id)
-            return self._view(leg)
+            log.warning("order %s: outcome unknown; will look it up, never re-send", cid)
+            return self._view(request)
         crash_point("submit.after_broker_call")
-        self._record_ack(leg, ack)
-        return self._view(leg)
+        self._record_ack(request, ack)
+        return self._view(request)
 
     def _chain_root(self, account: str, order: OrderView) -> tuple[str, int]:
         """The first leg's client id and the number the next leg gets."""

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import fake_alpaca, fake_alpaca_stream
 from tests.e2e.fake_alpaca import FakeAlpaca, assert_books_equal
 from tests.e2e.fake_alpaca_stream import FakeAlpacaStream, trade_update
 from trueup import Ledger, OrderStatus
@@ -29,18 +28,6 @@ from trueup.submission import Submitter
 ACCOUNT = "ALPACA"
 KEY, SECRET = "PKSVCKEY", "svc-s3cr3t-never-shown"
 WITHIN = 30.0
-
-
-@pytest.fixture
-def rest() -> Iterator[FakeAlpaca]:
-    with fake_alpaca.running() as server:
-        yield server
-
-
-@pytest.fixture
-def ws() -> Iterator[FakeAlpacaStream]:
-    with fake_alpaca_stream.running() as server:
-        yield server
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from decimal import Decimal
 import pytest
 
 from tests.builders import unique_cid
-from tests.e2e import fake_alpaca, fake_alpaca_stream
 from tests.e2e.fake_alpaca import FakeAlpaca, assert_books_equal
 from tests.e2e.fake_alpaca_stream import FakeAlpacaStream, trade_update
 from trueup import Ledger, OrderStatus
@@ -57,18 +56,6 @@ class Consumer:
         self.thread.join(DEADLINE)
         assert not self.thread.is_alive()
         assert self.stream.join(DEADLINE)
-
-
-@pytest.fixture
-def rest() -> Iterator[FakeAlpaca]:
-    with fake_alpaca.running() as server:
-        yield server
-
-
-@pytest.fixture
-def ws() -> Iterator[FakeAlpacaStream]:
-    with fake_alpaca_stream.running() as server:
-        yield server
 
 
 @pytest.fixture
