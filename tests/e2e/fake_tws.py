@@ -616,9 +616,9 @@ class FakeTws:
                 self.pending_cancels.append(order)
             else:
                 self._cancel(order)
-        elif msg == "5":  # reqOpenOrders
+        elif msg in {"5", "16"}:  # reqOpenOrders (this client's; all for clientId 0), reqAllOpenOrders
             for order in self.orders.values():
-                if order.is_open and session.client_id in {order.client_id, 0}:
+                if order.is_open and (msg == "16" or session.client_id in {order.client_id, 0}):
                     self._send(session, open_order_fields(order))
                     self._send(session, order_status_fields(order))
             self._send(session, ["53", "1"])

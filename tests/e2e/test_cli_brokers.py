@@ -186,3 +186,41 @@ def test_reconcile_ib_with_tws_down_is_stale_never_flat(tws: FakeTws, tmp_path: 
     result = json.loads(done.stdout)
     assert (result["stale"], result["gate"]) == (True, "BLOCKED")
     assert result["position_syncs"] == 0
+
+
+def test_reconcile_ib_with_another_client_id_sees_the_engines_working_orders(tws: FakeTws, tmp_path: Path) -> None:
+    # The engine (clientId 7) has a working order; a one-off reconcile runs as clientId 9.
+    # TWS's reqOpenOrders would list only clientId 9's orders: read as complete, the engine's
+    # order would be "missing". The client asks for every client's open orders.
+    import asyncio
+
+    from trueup import Ledger
+    from trueup.adapters.base import OrderRequest, OrderType
+    from trueup.adapters.ib.client import IbClient
+    from trueup.submission import start_session
+
+    books = f"sqlite:///{tmp_path / 'books.db'}"
+
+    async def engine() -> None:
+        with Ledger.open(books) as ledger:
+            client = IbClient("127.0.0.1", tws.port, 7, account="DU777")
+            await client.connect()
+            await start_session(ledger, client, "DU777")
+            order = OrderRequest(
+                account="DU777",
+                client_order_id="W1",
+                symbol="AAPL",
+                side="BUY",  # type: ignore[arg-type]
+                quantity=Decimal(5),
+                order_type=OrderType.LIMIT,
+                limit_price=Decimal(1),
+            )
+            await ledger.submit_async(order, client)
+            await client.close()
+
+    asyncio.run(engine())
+    done = trueup("reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws))
+    result = json.loads(done.stdout)
+    assert not result["stale"], done.stderr
+    assert "MISSING_AT_BROKER" not in {d["kind"] for d in result["discrepancies"]}
+    assert result["gate"] == "READY"

@@ -23,9 +23,12 @@ Outcomes:
   all is `SubmitUncertain` too (nothing was sent; the lookup proves it).
 * lookup: open orders plus completed orders (today), searched by `orderRef`; None only
   when both answered. Any failure is `BrokerQueryError`.
-* snapshot: the four queries `reqOpenOrdersAsync`, `reqCompletedOrdersAsync`,
+* snapshot: the four queries `reqAllOpenOrdersAsync`, `reqCompletedOrdersAsync`,
   `reqExecutionsAsync`, `reqPositionsAsync`, one at a time (ib_async keys the first
   two and the last by name, so concurrent calls would overwrite each other's futures).
+  Open orders of every client, not only this clientId's (`reqOpenOrders`): a snapshot
+  taken with another clientId (a one-off `trueup reconcile`) must not read the engine's
+  working orders as missing, and orders entered in TWS show up as orphans.
   A part whose query failed, timed out, was cut by a disconnect, or does not translate
   is None (STALE_DATA), never `[]`. `complete_history` is always False: completed orders
   and executions reach back only to midnight (IB Gateway). `history_since` is that
@@ -307,7 +310,7 @@ class IbClient:
         self._check_account(account)
         await self._ensure_connected()
         async with self.connection.query_lock:
-            open_trades = await self.connection.query("open orders", self._ib.reqOpenOrdersAsync)
+            open_trades = await self.connection.query("open orders", self._ib.reqAllOpenOrdersAsync)
             completed = await self.connection.query("completed orders", self._completed_orders)
         if open_trades is None or completed is None:
             msg = f"{account}: lookup {client_order_id}: IB order queries failed; absence unknown"
@@ -360,7 +363,7 @@ class IbClient:
                 log.warning("%s: IB snapshot impossible: %s; every part unknown", account, e)
                 return BrokerSnapshot.unknown(account, as_of, reason=str(e))
         async with self.connection.query_lock:
-            open_trades = await self.connection.query("open orders", self._ib.reqOpenOrdersAsync)
+            open_trades = await self.connection.query("open orders", self._ib.reqAllOpenOrdersAsync)
             completed = await self.connection.query("completed orders", self._completed_orders)
             fills = await self.connection.query("executions", self._executions)
             positions = await self.connection.query("positions", self._ib.reqPositionsAsync)
