@@ -58,7 +58,7 @@ order_id = functools.lru_cache(maxsize=65_536)(ids.order_id)
 position_id = functools.lru_cache(maxsize=65_536)(ids.position_id)
 broker_link_id = functools.lru_cache(maxsize=65_536)(ids.broker_link_id)
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 12
 """Reload-and-retry rounds when another writer touched the same aggregates first."""
 
 Clock = Callable[[], datetime]
@@ -930,7 +930,9 @@ def _require_decimal(name: str, value: object, *, positive: bool = False) -> Non
 
 
 def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, 0.001 * 2**attempt))  # noqa: S311 - jitter, not secrecy
+    # Full jitter, growing fast to a 1 s cap: a writer whose read-modify-write is slower than
+    # a competitor's commit interval (a loaded machine) must get a window, not starve.
+    time.sleep(random.uniform(0, min(1.0, 0.001 * 4**attempt)))  # noqa: S311 - jitter, not secrecy
 
 
 def _store_error(error: PersistenceError) -> StoreError:
