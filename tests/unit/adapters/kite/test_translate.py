@@ -1391,10 +1391,12 @@ def test_public_surface() -> None:
         "to_fill_reports",
         "to_order_reports",
         "to_order_reports_from_history",
+        "to_account_positions",
         "to_order_status",
         "to_position_reports",
         "to_reports_from_postback",
         "to_reports_from_update",
+        "update_as_trigger",
         "verify_postback",
     }
     assert all(hasattr(translate, name) for name in translate.__all__)
