@@ -45,6 +45,7 @@ error or a stored payload. kiteconnect's `debug` (which logs headers) is never e
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -138,6 +139,9 @@ _REFUSED: Final = (
 _FAILED: Final = (kite_errors.KiteException, RequestException, OSError, ValueError, KeyError, TypeError)
 """What a kiteconnect call raises when it fails: Kite's errors, requests', a malformed answer."""
 
+
+_UTC_NOW: Final[Callable[[], datetime]] = functools.partial(datetime.now, UTC)
+"""The default clock: now, tz-aware UTC."""
 
 _PARTS_OF: Final[dict[str, tuple[str, ...]]] = {
     "trades": ("fills",),
@@ -235,6 +239,7 @@ class KiteClient:
         lookup_backoff: float = 1.0,
         snapshot_attempts: int = 3,
         inbox_limit: int = 10_000,
+        clock: Callable[[], datetime] = _UTC_NOW,
     ) -> None:
         """Open a `KiteConnect` for `account`, trueup's name for the Kite user.
 
@@ -254,6 +259,7 @@ class KiteClient:
                 because trades kept changing during the read (`snapshot`).
             inbox_limit: updates waiting for `stream()` at most; past it postbacks are
                 refused (HTTP 503, Kite retries) and WebSocket updates dropped (counted).
+            clock: "now", tz-aware UTC (a snapshot's `as_of`, hence its trading day).
         """
         for name, value in (("api_key", api_key), ("access_token", access_token), ("api_secret", api_secret)):
             if not value:
@@ -280,6 +286,7 @@ class KiteClient:
         self._kite.reqsession.hooks["response"].append(self._bodies.hook)
         self._token_expired = False
         self._lock = threading.Lock()
+        self.clock = clock
         self.inbox_limit = inbox_limit
         self.snapshot_attempts = snapshot_attempts
         self._inbox: deque[tuple[str, str]] = deque()
@@ -577,7 +584,7 @@ class KiteClient:
         self._check_account(account)
         for attempt in range(1, self.snapshot_attempts + 1):
             failures: dict[str, str] = {}
-            as_of = datetime.now(UTC)
+            as_of = self.clock()
             trades_raw = await self._part(account, "trades", self._kite.trades, failures)
             orders_raw = await self._part(account, "orders", self._kite.orders, failures)
             positions_raw = await self._part(account, "positions", self._kite.positions, failures)
@@ -925,7 +932,7 @@ class KiteClient:
             status=OrderStatus.PENDING_NEW,
             filled_qty=Decimal(0),
             avg_price=None,
-            ts_event=datetime.now(UTC),
+            ts_event=self.clock(),
             raw_status=described,
             limit_price=request.limit_price,
         )
