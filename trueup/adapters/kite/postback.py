@@ -21,6 +21,7 @@ Nothing in it grows without bound.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -94,6 +95,30 @@ _BUSY: Final = (
 )
 
 
+_DRAIN_LIMIT: Final = MAX_BODY + 16 << 10
+_DRAIN_TIMEOUT: Final = 0.5
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read one request's head and body (bounded in bytes and time) before answering busy."""
+    sock.settimeout(_DRAIN_TIMEOUT)
+    data = b""
+    while len(data) < _DRAIN_LIMIT:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                (int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                 if k.strip().lower() == b"content-length" and v.strip().isdigit()),
+                0,
+            )
+            if len(body) >= min(length, _DRAIN_LIMIT):
+                return
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     """A thread per request, at most `max_threads` at once; beyond that, 503 without a thread."""
 
@@ -111,6 +136,7 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
         if not self._slots.acquire(blocking=False):
             self.busy += 1
             try:
+                _drain(request)  # read the request first: closing on unread data would reset it
                 request.sendall(_BUSY)
             except OSError:
                 log.debug("kite postback: busy answer not delivered")

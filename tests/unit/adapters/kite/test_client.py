@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -126,6 +127,35 @@ def test_receiver_refuses_other_methods_large_bodies_and_reports_a_failing_sink(
         assert post(url, b"refuse") == 503
     assert "sink refused" in caplog.text
     assert received == []
+
+
+def test_receiver_answers_503_when_the_inbox_is_full_and_counts_it() -> None:
+    client = make_client(inbox_limit=1)
+    with client.serve_postbacks() as server:
+        body = signed(order_json(status="UPDATE", filled_quantity=4, average_price=1500))
+        assert post(server.url, body) == 200
+        assert post(server.url, body) == 503  # nobody reads the stream: Kite retries later
+        assert (server.receiver.refused, client.refused_postbacks) == (1, 1)
+    (item,) = take(client, 1)
+    assert isinstance(item, RawMessage)
+
+
+def test_receiver_threads_are_bounded() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_sink(body: bytes) -> None:
+        entered.set()
+        release.wait(10)
+
+    with serve(slow_sink, max_threads=1) as server:
+        first = threading.Thread(target=post, args=(server.url, b"{}"))
+        first.start()
+        assert entered.wait(10)
+        assert post(server.url, b"{}") == 503  # no second thread: answered at once
+        assert server.busy == 1
+        release.set()
+        first.join(10)
+        assert post(server.url, b"{}") == 200  # the slot is free again
 
 
 # --- the stream ---------------------------------------------------------------------------------------
