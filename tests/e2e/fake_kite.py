@@ -257,10 +257,12 @@ class FakeKite:
             )
         return rows
 
-    def deliver(self, *indexes: int, checksum: str = "good") -> list[int]:
+    def deliver(self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None) -> list[int]:
         """POST the postbacks at `indexes` (of `postbacks`) to the receiver; their HTTP statuses.
 
         `checksum="bad"` signs them with another secret (what a forger would do).
+        `tamper` changes fields the checksum does not cover, keeping the authentic checksum
+        (what a forger with a captured postback would do).
         """
         assert self.postback_url is not None
         statuses = []
@@ -269,6 +271,7 @@ class FakeKite:
                 body = dict(self.postbacks[index])
             if checksum == "bad":
                 body["checksum"] = _checksum(body, "not-the-secret")
+            body.update(tamper or {})
             request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
                 self.postback_url, data=dumps(body), headers={"Content-Type": "application/json"}
             )

@@ -90,8 +90,8 @@ class Session:
     def kite_ids(self, cid: str) -> list[str]:
         return [o["order_id"] for o in self.fake.tagged(cid)]
 
-    async def deliver(self, *indexes: int, checksum: str = "good") -> None:
-        statuses = await asyncio.to_thread(self.fake.deliver, *indexes, checksum=checksum)
+    async def deliver(self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None) -> None:
+        statuses = await asyncio.to_thread(self.fake.deliver, *indexes, checksum=checksum, tamper=tamper)
         assert statuses == [200] * len(indexes)
 
     async def until(self, what: str, condition: Callable[[], bool]) -> None:
@@ -479,6 +479,14 @@ def test_a_part_that_fails_is_unknown_never_empty() -> None:
             view = s.order(cid)
             assert (view.status, view.filled_qty, view.inferred_qty) == (OrderStatus.PARTIALLY_FILLED, D(4), D(4))
 
+            # No holdings: the account's positions are unknown, not today's positions alone.
+            s.fake.fail("GET /portfolio/holdings")
+            snapshot = await s.client.snapshot(ACCOUNT)
+            assert snapshot.positions is None
+            assert "holdings" in snapshot.failures["positions"]
+            assert snapshot.orders is not None
+            assert snapshot.fills is not None
+
             # Trades back: the real trade supersedes the inferred fill; fresh data reopens the gate.
             s.fake.fill(order_id, 6, "100")
             await s.deliver(1)
@@ -747,5 +755,26 @@ def test_cancel_without_the_order_book_names_the_slices_it_could_not_cancel() ->
                 await restarted.cancel(ACCOUNT, other, ids[0])
             assert f"cancel sent for {ids[0]}" in str(raised.value)
             assert [s.fake.orders[i]["status"] for i in ids] == ["CANCELLED", "OPEN", "OPEN"]
+
+    asyncio.run(scenario())
+
+
+def test_an_authentic_checksum_on_a_forged_body_changes_nothing_by_itself() -> None:
+    # The checksum covers order_id + order_timestamp only: a captured postback with another
+    # status and quantity verifies. It triggers a refresh; the order book is the truth.
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KG")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            s.fake.fill(order_id, 4, "100")
+            await s.deliver(0, tamper={"status": "REJECTED", "quantity": 1, "filled_quantity": 0})
+            await s.settled(cid, OrderStatus.PARTIALLY_FILLED)
+            view = s.order(cid)
+            assert (view.quantity, view.filled_qty) == (D(10), D(4))
+            s.assert_matches_fake({cid: OrderStatus.PARTIALLY_FILLED})
+            assert open_discrepancies(s) == []
+            kept = [e.event for e in s.ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
+            assert any('"status": "REJECTED"' in m.payload for m in kept if m.kind == "postback")  # stored raw
 
     asyncio.run(scenario())

@@ -21,21 +21,31 @@ Outcomes (BROKERS.md 3):
 * lookup: today's `orders()`, matched on `tag` or membership in `tags`; slices of one tag
   come back as one logical order (`groups.to_order_book`). None means "not in today's
   book": an order from an earlier day is not there either.
-* snapshot: trades, then orders, then positions (every trade's order is in the order
-  book fetched after it, so each fill gets our id from its order's tag). A part that
-  cannot be fetched or translated is None (STALE_DATA), never `[]`; fills are None too
-  when the order book is (they could not be attributed). `complete_history` is always
-  False: `orders()` and `trades()` cover today only.
+* snapshot: trades, orders, positions, holdings, then trades again (every trade's order is
+  in the order book fetched after it, so each fill gets our id from its order's tag; a
+  fill landing during the read repeats it, see `snapshot`). Positions are `positions()`
+  plus `holdings()` (`translate.to_account_positions`). A part that cannot be fetched or
+  translated is None (STALE_DATA, the reason in `failures`), never `[]`; fills are None
+  too when the order book is (they could not be attributed). `complete_history` is always
+  False: `orders()` and `trades()` cover today only, from `history_start` (midnight
+  Asia/Kolkata), given as `history_since`.
 * token expiry: Kite access tokens expire daily. After a `TokenException`, `snapshot`,
   `lookup` and `cancel` raise `KiteTokenExpired` (a `BrokerQueryError` whose message
   says so), reconciliation stores STALE_DATA and the gate stays BLOCKED, until
   `set_access_token` is called with a new token.
 * stream: postbacks handed in by the receiver (`postback.py`) and WebSocket order
   updates (`on_order_update`, for a `KiteTicker` the host runs) are yielded raw as
-  `RawMessage`s, before verification; a postback whose checksum fails is refused by its
-  translator (INVALID_REPORT, kept, not applied). Updates arrive out of order and twice,
-  and say nothing of fills: after each burst of authentic updates the stream yields a
-  `RefreshNeeded`, on which the service re-reads the order book (a full reconciliation).
+  `RawMessage`s, before verification. Their translation reports nothing
+  (`translate.update_as_trigger`): a postback whose checksum fails is refused
+  (INVALID_REPORT, kept); an authentic one is only a trigger, since its checksum does not
+  cover its body and a slice's update would speak for the logical order. After each burst
+  of authentic updates the stream yields a `RefreshNeeded`, on which the service re-reads
+  the order book (a full reconciliation). At most `inbox_limit` updates wait: beyond that
+  postbacks are refused (503, Kite retries) and WebSocket updates dropped with a refresh
+  forced.
+* autoslice: the placement is marked before it is sent, and the children named by its
+  answer recorded, so a book read while Kite is still placing children does not take the
+  children seen for the whole order (`groups.Placing`).
 
 Secrets: the access token lives in kiteconnect's `KiteConnect` only; the api secret is
 kept masked and used only to verify postbacks. Neither is in a `repr`, a log line, an

@@ -589,6 +589,9 @@ def to_reports_from_update(
 ) -> list[OrderReport]:
     """The OrderReport of a postback body or a WebSocket frame `{"type": "order", "data": {...}}`.
 
+    Informative: `KiteClient` applies none of it (`update_as_trigger`), only the refresh
+    an update triggers.
+
     Updates are triggers, not the truth: Kite sends them for fills, modifications and
     status changes (not for placement), possibly out of order (a partial-fill `UPDATE`
     after the `COMPLETE`) and duplicated, and they carry no trade id and no last-fill
