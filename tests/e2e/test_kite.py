@@ -778,3 +778,37 @@ def test_an_authentic_checksum_on_a_forged_body_changes_nothing_by_itself() -> N
             assert any('"status": "REJECTED"' in m.payload for m in kept if m.kind == "postback")  # stored raw
 
     asyncio.run(scenario())
+
+
+def test_a_placement_that_times_out_mid_slicing_is_not_closed_by_the_slices_seen() -> None:
+    # The answer comes after the client gave up; the lookup that follows reads the book
+    # while Kite is still placing children, two of which have filled already.
+    async def scenario() -> None:
+        async with kite_session(autoslice=True) as s:
+            s.fake.freeze_quantity = 4  # 10 -> 4, 4, 2
+            s.fake.slice_gap = 1.5  # children at 0 s, 1.5 s, 3 s; the client times out at 2 s
+            s.fake.place_delay = 3.0
+            cid = unique_cid("KTS")
+            submitted = asyncio.create_task(s.submit(cid, 10))
+            filled: set[str] = set()
+
+            def fill_new_children() -> bool:
+                for order in s.fake.tagged(cid):
+                    if order["order_id"] not in filled:
+                        s.fake.fill(order["order_id"], order["quantity"], "100")  # market slices fill at once
+                        filled.add(order["order_id"])
+                return submitted.done()
+
+            await s.until("submit answered", fill_new_children)
+            view = submitted.result()
+            assert not view.status.is_terminal
+            assert view.quantity == D(10)
+            fill_new_children()
+            await s.until("every slice placed and filled", lambda: fill_new_children() and len(filled) == 3)
+            await s.deliver(len(s.fake.postbacks) - 1)
+            await s.settled(cid, OrderStatus.FILLED)
+            s.assert_matches_fake({cid: OrderStatus.FILLED})
+            assert [r for r in s.fake.requests if r.startswith("POST")] == ["POST /orders/regular"]
+            assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())
