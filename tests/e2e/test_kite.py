@@ -634,8 +634,13 @@ def test_an_order_sent_yesterday_whose_answer_was_lost_is_not_closed_the_next_da
 
             fake.roll_day()  # restarted the next trading day: today's book does not list it
             clock.days_ago = 0
-            recovery, _ = await start_session(ledger, make_client(fake, clock), ACCOUNT)
+            recovery, result = await start_session(ledger, make_client(fake, clock), ACCOUNT)
             assert recovery.unresolved == [cid]
+            missing = [d for d in result.discrepancies if d.kind == "MISSING_AT_BROKER"]
+            assert [d.key for d in missing] == [cid]
+            assert "before the broker's history window" in missing[0].actual
+            # The position is the broker's (synced, flagged); the order's outcome is left to a person.
+            assert {p.symbol: (p.qty, p.avg_cost) for p in ledger.positions(ACCOUNT)} == fake.net_positions()
             assert recovery.abandoned == []
             view = ledger.order(ACCOUNT, cid)
             assert view is not None
@@ -755,6 +760,15 @@ def test_cancel_without_the_order_book_names_the_slices_it_could_not_cancel() ->
                 await restarted.cancel(ACCOUNT, other, ids[0])
             assert f"cancel sent for {ids[0]}" in str(raised.value)
             assert [s.fake.orders[i]["status"] for i in ids] == ["CANCELLED", "OPEN", "OPEN"]
+
+            # The book back: the rest is cancelled, and the books end equal to Kite's.
+            await s.client.cancel(ACCOUNT, other, None)
+            assert [s.fake.orders[i]["status"] for i in ids] == ["CANCELLED"] * 3
+            await s.deliver(*range(len(s.fake.postbacks)))
+            await s.settled(cid, OrderStatus.CANCELED)
+            await s.settled(other, OrderStatus.CANCELED)
+            s.assert_matches_fake({cid: OrderStatus.CANCELED, other: OrderStatus.CANCELED})
+            assert open_discrepancies(s) == []
 
     asyncio.run(scenario())
 
