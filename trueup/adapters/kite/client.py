@@ -465,8 +465,8 @@ class KiteClient:
             known = [broker_order_id]
         if not known:
             raise error
-        refs = [KiteOrderRef(order_id=i, variety=self.variety, working=True, is_slice=True) for i in known]
         sliced = self.autoslice or self.variety == "iceberg" or placing is not None
+        refs = [KiteOrderRef(order_id=i, variety=self.variety, working=True, is_slice=sliced) for i in known]
         unsure = None
         if sliced and (placing is None or placing.children is None):
             unsure = (
@@ -748,7 +748,6 @@ class KiteClient:
                 retries the postback later (counted in `refused_postbacks`).
         """
         if not self._enqueue("postback", body.decode("utf-8", errors="backslashreplace")):
-            self.refused_postbacks += 1
             msg = f"kite {self.account}: {self.inbox_limit} updates waiting; postback refused, Kite retries"
             raise InboxFull(msg)
 
@@ -760,8 +759,7 @@ class KiteClient:
         written with up to 15 significant digits.
         """
         if not self._enqueue("ws_order_update", _encode({"type": "order", "data": data})):
-            # Cannot be refused: dropped, and a refresh forced so the book is read anyway.
-            self.dropped_updates += 1
+            # Cannot be refused: dropped (counted), and a refresh forced so the book is read anyway.
             log.warning("kite %s: inbox full; WebSocket order update dropped, refresh forced", self.account)
 
     def postback_app(self) -> PostbackReceiver:
@@ -782,6 +780,10 @@ class KiteClient:
                 self._inbox.append((kind, payload))
             else:
                 self._overflowed = True
+                if kind == "postback":
+                    self.refused_postbacks += 1
+                else:
+                    self.dropped_updates += 1
             wake = self._wake
         if wake is not None:
             wake()
