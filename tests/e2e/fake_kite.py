@@ -8,8 +8,13 @@ change, so every change has a later time than the one before.
 
 Driven by the test: `fill` executes part of an order, `expire_token` / `issue_token` make
 every route answer `TokenException` (403) until a new token is issued, `freeze_quantity`
-and `refuse_slices` shape autoslice placements, `delay_next_place` answers a placement
-only after the client gave up (the order is placed all the same). Every change queues
+and `refuse_slices` shape autoslice placements, `place_delay` answers a placement late
+(the order is placed all the same), `slice_gap` makes an autoslice placement non-atomic
+as Kite's is (children appear one by one, readable and fillable before the answer).
+Days: the fake starts `days_ago` days back; `roll_day` ends the trading day as Kite
+does: working DAY orders are cancelled, the order book and trades start empty, CNC
+shares bought move to `holdings()` (`t1_quantity`, then `realised_quantity` the day
+after), other products' positions are carried (`overnight_quantity`). Every change queues
 the postback Kite would send (checksum `sha256(order_id + order_timestamp + secret)`);
 `deliver` POSTs chosen ones to the receiver, in any order, any number of times, with a
 good or a bad checksum.
@@ -62,7 +67,9 @@ def dumps(value: object) -> bytes:
 class FakeKite:
     """In-memory Kite account behind a ThreadingHTTPServer on 127.0.0.1 (port 0)."""
 
-    def __init__(self, api_key: str, access_token: str, api_secret: str, *, user_id: str = "AB1234") -> None:
+    def __init__(
+        self, api_key: str, access_token: str, api_secret: str, *, user_id: str = "AB1234", days_ago: int = 0
+    ) -> None:
         self.lock = threading.RLock()
         self.api_key = api_key
         self.token: str | None = access_token
@@ -71,6 +78,15 @@ class FakeKite:
         self.orders: dict[str, dict[str, Any]] = {}
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.trades: list[dict[str, Any]] = []
+        """Today's trades (what `trades()` lists)."""
+        self.past_trades: list[dict[str, Any]] = []
+        """Trades of earlier days: positions carried and holdings derive from them."""
+        self.t1: dict[tuple[str, str], int] = {}
+        """Holdings bought on the last trading day, not delivered yet (`t1_quantity`)."""
+        self.slice_gap = 0.0
+        """Autoslice: seconds between placing one child and the next (the lock is released)."""
+        self.day_offset = timedelta(days=days_ago)
+        """How far the fake's calendar is behind the real one."""
         self.postbacks: list[dict[str, Any]] = []
         """Every postback Kite would send, signed, in the order the changes happened."""
         self.postback_url: str | None = None
@@ -91,7 +107,7 @@ class FakeKite:
         """Status a cancellation's postback carries ("CANCEL" is the postback docs' spelling)."""
         self._ids = itertools.count(251123000000001)
         self._trade_ids = itertools.count(50000001)
-        self._now = datetime.now(IST).replace(microsecond=0, tzinfo=None)
+        self._now = (datetime.now(IST) - self.day_offset).replace(microsecond=0, tzinfo=None)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -168,17 +184,85 @@ class FakeKite:
             return [copy.deepcopy(t) for t in self.trades if t["order_id"] in order_ids]
 
     def net_positions(self) -> dict[str, tuple[Decimal, Decimal]]:
-        """`EXCHANGE:SYMBOL:PRODUCT` -> (quantity, average price) of every position, closed ones too."""
+        """`EXCHANGE:SYMBOL:PRODUCT` -> (quantity, average price) the account holds, over every day.
+
+        Folded from every trade ever (not from `positions()` and `holdings()`), so it checks
+        how the adapter combines those two.
+        """
         with self.lock:
             return {
-                f"{p['exchange']}:{p['tradingsymbol']}:{p['product']}": (Decimal(p["quantity"]), p["average_price"])
-                for p in self._positions()
+                f"{exchange}:{symbol}:{product}": (row["held"], row["cost"])
+                for (exchange, symbol, product), row in _fold(self.past_trades + self.trades).items()
             }
 
-    def deliver(self, *indexes: int, checksum: str = "good") -> list[int]:
+    def roll_day(self) -> None:
+        """The close and the next morning: EOD cancels, empty books, CNC to holdings, the rest carried."""
+        with self.lock:
+            for order in self.orders.values():
+                if order["status"] in WORKING:  # DAY validity: cancelled at the close
+                    self._tick()
+                    order["status"] = "CANCELLED"
+                    order["cancelled_quantity"] = order["quantity"] - order["filled_quantity"]
+                    order["pending_quantity"] = 0
+                    order["status_message"] = "Order cancelled by the exchange at the end of the day"
+                    self._record(order, postback_status="CANCELLED")
+            bought = _fold([t for t in self.trades if t["product"] == "CNC"])
+            self.t1 = {(e, s): int(row["held"]) for (e, s, _), row in bought.items() if row["held"] > 0}
+            self.past_trades += self.trades
+            self.trades = []
+            self.orders.clear()
+            self.history.clear()
+            self.day_offset -= timedelta(days=1)
+            self._now = max(self._now, (datetime.now(IST) - self.day_offset).replace(microsecond=0, tzinfo=None))
+
+    def holdings(self) -> list[dict[str, Any]]:
+        """`GET /portfolio/holdings`: CNC shares of earlier days, in holdings.json's shape."""
+        held = _fold([t for t in self.past_trades if t["product"] == "CNC"])
+        sold_today = _fold([t for t in self.trades if t["product"] == "CNC" and t["transaction_type"] == "SELL"])
+        rows = []
+        for (exchange, tradingsymbol, product), row in held.items():
+            quantity = int(row["held"])
+            if quantity <= 0:
+                continue
+            t1 = min(self.t1.get((exchange, tradingsymbol), 0), quantity)
+            used = sold_today.get((exchange, tradingsymbol, product), {"sell": 0})["sell"]
+            rows.append(
+                {
+                    "tradingsymbol": tradingsymbol,
+                    "exchange": exchange,
+                    "instrument_token": 779521,
+                    "isin": "INE062A01020",
+                    "product": product,
+                    "price": 0,
+                    "quantity": quantity - t1,
+                    "used_quantity": min(used, quantity),
+                    "t1_quantity": t1,
+                    "realised_quantity": quantity - t1,
+                    "authorised_quantity": 0,
+                    "authorised_date": "2025-01-17 00:00:00",
+                    "authorisation": {},
+                    "opening_quantity": quantity,
+                    "short_quantity": 0,
+                    "collateral_quantity": 0,
+                    "collateral_type": "",
+                    "discrepancy": False,
+                    "average_price": row["cost"],
+                    "last_price": row["cost"],
+                    "close_price": row["cost"],
+                    "pnl": 0,
+                    "day_change": 0,
+                    "day_change_percentage": 0,
+                    "mtf": {"quantity": 0, "used_quantity": 0, "average_price": 0, "value": 0, "initial_margin": 0},
+                }
+            )
+        return rows
+
+    def deliver(self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None) -> list[int]:
         """POST the postbacks at `indexes` (of `postbacks`) to the receiver; their HTTP statuses.
 
         `checksum="bad"` signs them with another secret (what a forger would do).
+        `tamper` changes fields the checksum does not cover, keeping the authentic checksum
+        (what a forger with a captured postback would do).
         """
         assert self.postback_url is not None
         statuses = []
@@ -187,6 +271,7 @@ class FakeKite:
                 body = dict(self.postbacks[index])
             if checksum == "bad":
                 body["checksum"] = _checksum(body, "not-the-secret")
+            body.update(tamper or {})
             request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 only
                 self.postback_url, data=dumps(body), headers={"Content-Type": "application/json"}
             )
@@ -219,6 +304,12 @@ class FakeKite:
         if quantity % self.freeze_quantity:
             sizes.append(quantity % self.freeze_quantity)
         for index, size in enumerate(sizes):
+            if index and self.slice_gap:  # Kite places children one by one: others may read meanwhile
+                self.lock.release()
+                try:
+                    time.sleep(self.slice_gap)
+                finally:
+                    self.lock.acquire()
             if index in self.refuse_slices:
                 message = "Insufficient funds. Required margin is 228365.92 but available margin is 228358.50."
                 children.append({"error": {"code": 400, "error_type": "MarginException", "message": message, "data": None}})
@@ -279,13 +370,14 @@ class FakeKite:
         return self.history[order_id]
 
     def positions(self) -> dict[str, Any]:
-        rows = self._positions()
-        return {"net": rows, "day": copy.deepcopy(rows)}  # no carried positions: net == day
+        """`net`: CNC from today's trades only (earlier days' are holdings), others carried + today."""
+        carried = [t for t in self.past_trades if t["product"] != "CNC"]
+        return {"net": _rows(_fold(carried + self.trades), _fold(carried)), "day": _rows(_fold(self.trades), {})}
 
     # -- state (called with the lock held) -------------------------------------------------------
 
     def _tick(self) -> str:
-        now = datetime.now(IST).replace(microsecond=0, tzinfo=None)
+        now = (datetime.now(IST) - self.day_offset).replace(microsecond=0, tzinfo=None)
         self._now = max(now, self._now + timedelta(seconds=1))
         return self._now.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -363,39 +455,47 @@ class FakeKite:
         body["checksum"] = _checksum(body, self.api_secret)
         self.postbacks.append(body)
 
-    def _positions(self) -> list[dict[str, Any]]:
-        book: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for trade in self.trades:
-            key = (trade["exchange"], trade["tradingsymbol"], trade["product"])
-            row = book.setdefault(key, {"held": Decimal(0), "cost": Decimal(0), "buy": 0, "sell": 0})
-            q = Decimal(trade["quantity"]) * (1 if trade["transaction_type"] == "BUY" else -1)
-            price = Decimal(trade["average_price"])
-            held, cost = row["held"], row["cost"]
-            new = held + q
-            if new == 0:
-                cost = Decimal(0)
-            elif held == 0 or (held > 0) != (new > 0):
-                cost = price
-            elif abs(new) > abs(held):
-                cost = (held * cost + q * price) / new
-            row["held"], row["cost"] = new, cost
-            row["buy" if q > 0 else "sell"] += abs(int(q))
-        return [
-            {
-                "tradingsymbol": tradingsymbol,
-                "exchange": exchange,
-                "instrument_token": 779521,
-                "product": product,
-                "quantity": int(row["held"]),
-                "overnight_quantity": 0,
-                "multiplier": 1,
-                "average_price": row["cost"],
-                "buy_quantity": row["buy"],
-                "sell_quantity": row["sell"],
-                "pnl": 0,
-            }
-            for (exchange, tradingsymbol, product), row in book.items()
-        ]
+
+
+def _fold(trades: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(exchange, tradingsymbol, product) -> held quantity, average cost, bought and sold, over `trades`."""
+    book: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for trade in trades:
+        key = (trade["exchange"], trade["tradingsymbol"], trade["product"])
+        row = book.setdefault(key, {"held": Decimal(0), "cost": Decimal(0), "buy": 0, "sell": 0})
+        q = Decimal(trade["quantity"]) * (1 if trade["transaction_type"] == "BUY" else -1)
+        price = Decimal(trade["average_price"])
+        held, cost = row["held"], row["cost"]
+        new = held + q
+        if new == 0:
+            cost = Decimal(0)
+        elif held == 0 or (held > 0) != (new > 0):
+            cost = price
+        elif abs(new) > abs(held):
+            cost = (held * cost + q * price) / new
+        row["held"], row["cost"] = new, cost
+        row["buy" if q > 0 else "sell"] += abs(int(q))
+    return book
+
+
+def _rows(book: dict[tuple[str, str, str], dict[str, Any]], overnight: dict[tuple[str, str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of `positions()` in positions.json's shape."""
+    return [
+        {
+            "tradingsymbol": tradingsymbol,
+            "exchange": exchange,
+            "instrument_token": 779521,
+            "product": product,
+            "quantity": int(row["held"]),
+            "overnight_quantity": int(overnight.get((exchange, tradingsymbol, product), {"held": 0})["held"]),
+            "multiplier": 1,
+            "average_price": row["cost"],
+            "buy_quantity": row["buy"],
+            "sell_quantity": row["sell"],
+            "pnl": 0,
+        }
+        for (exchange, tradingsymbol, product), row in book.items()
+    ]
 
 
 def _checksum(body: dict[str, Any], secret: str) -> str:
@@ -466,6 +566,8 @@ def _handler(fake: FakeKite) -> type[BaseHTTPRequestHandler]:
                     return fake.trades
                 case "GET", ["portfolio", "positions"]:
                     return fake.positions()
+                case "GET", ["portfolio", "holdings"]:
+                    return fake.holdings()
                 case "POST", ["orders", variety]:
                     return fake.place(variety, form)
                 case "PUT", ["orders", _variety, order_id]:
@@ -490,8 +592,8 @@ def _handler(fake: FakeKite) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running(api_key: str, access_token: str, api_secret: str) -> Iterator[FakeKite]:
-    fake = FakeKite(api_key, access_token, api_secret).start()
+def running(api_key: str, access_token: str, api_secret: str, *, days_ago: int = 0) -> Iterator[FakeKite]:
+    fake = FakeKite(api_key, access_token, api_secret, days_ago=days_ago).start()
     try:
         yield fake
     finally:

@@ -15,7 +15,8 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from trueup.domain.gate import GateState
 from trueup.domain.status import OrderStatus, Side
 from trueup.domain.views import OrderView
 from trueup.service import ReconciliationService
-from trueup.submission import Submitter
+from trueup.submission import Submitter, start_session
 
 ACCOUNT = "ZK1234"
 API_KEY, TOKEN, SECRET = "kitekey", "day1-token", "kite-api-secret"
@@ -46,18 +47,34 @@ KITE_TO_LEDGER = {"COMPLETE": OrderStatus.FILLED, "CANCELLED": OrderStatus.CANCE
 
 
 @dataclass
+class DayClock:
+    """Now, `days_ago` days back: the ledger's and the client's calendar, moved with the fake's."""
+
+    days_ago: int = 0
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) - timedelta(days=self.days_ago)
+
+
+@dataclass
 class Session:
     fake: FakeKite
     client: KiteClient
     ledger: Ledger
     service: ReconciliationService
     receiver: PostbackServer
+    clock: DayClock = field(default_factory=DayClock)
 
-    async def submit(self, cid: str, qty: int, *, limit: str | None = None) -> OrderView:
+    def roll_day(self) -> None:
+        """The close and the next morning, at the fake Kite and on our clocks."""
+        self.fake.roll_day()
+        self.clock.days_ago -= 1
+
+    async def submit(self, cid: str, qty: int, *, limit: str | None = None, symbol: str = SYMBOL) -> OrderView:
         request = OrderRequest(
             account=ACCOUNT,
             client_order_id=cid,
-            symbol=SYMBOL,
+            symbol=symbol,
             side=Side.BUY,
             quantity=D(qty),
             order_type=OrderType.LIMIT if limit else OrderType.MARKET,
@@ -73,8 +90,8 @@ class Session:
     def kite_ids(self, cid: str) -> list[str]:
         return [o["order_id"] for o in self.fake.tagged(cid)]
 
-    async def deliver(self, *indexes: int, checksum: str = "good") -> None:
-        statuses = await asyncio.to_thread(self.fake.deliver, *indexes, checksum=checksum)
+    async def deliver(self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None) -> None:
+        statuses = await asyncio.to_thread(self.fake.deliver, *indexes, checksum=checksum, tamper=tamper)
         assert statuses == [200] * len(indexes)
 
     async def until(self, what: str, condition: Callable[[], bool]) -> None:
@@ -124,20 +141,28 @@ class Session:
         assert ours == theirs
 
 
+def make_client(fake: FakeKite, clock: DayClock, **options: Any) -> KiteClient:
+    return KiteClient(
+        API_KEY, TOKEN, SECRET, account=ACCOUNT, root=fake.url, timeout=2.0, lookup_backoff=0.2, clock=clock, **options
+    )
+
+
 @asynccontextmanager
-async def kite_session(**options: Any) -> AsyncIterator[Session]:
-    """Fake Kite, KiteClient, postback receiver, Ledger and a running service; READY on entry."""
-    with running(API_KEY, TOKEN, SECRET) as fake:
-        client = KiteClient(
-            API_KEY, TOKEN, SECRET, account=ACCOUNT, root=fake.url, timeout=2.0, lookup_backoff=0.2, **options
-        )
+async def kite_session(*, days_ago: int = 0, **options: Any) -> AsyncIterator[Session]:
+    """Fake Kite, KiteClient, postback receiver, Ledger and a running service; READY on entry.
+
+    `days_ago`: the session starts that many trading days back (`Session.roll_day` moves on).
+    """
+    clock = DayClock(days_ago)
+    with running(API_KEY, TOKEN, SECRET, days_ago=days_ago) as fake:
+        client = make_client(fake, clock, **options)
         receiver = client.serve_postbacks("127.0.0.1", 0)
         fake.postback_url = receiver.url
-        ledger = Ledger.open(f"memory://{unique_cid('kite')}")
+        ledger = Ledger.open(f"memory://{unique_cid('kite')}", clock=clock)
         service = ReconciliationService(ledger, client, accounts=[ACCOUNT], period=3600, inflight_after=3600)
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
-        session = Session(fake, client, ledger, service, receiver)
+        session = Session(fake, client, ledger, service, receiver, clock)
         try:
             await session.until("startup READY", lambda: ledger.gate(ACCOUNT) is GateState.READY)
             yield session
@@ -454,6 +479,14 @@ def test_a_part_that_fails_is_unknown_never_empty() -> None:
             view = s.order(cid)
             assert (view.status, view.filled_qty, view.inferred_qty) == (OrderStatus.PARTIALLY_FILLED, D(4), D(4))
 
+            # No holdings: the account's positions are unknown, not today's positions alone.
+            s.fake.fail("GET /portfolio/holdings")
+            snapshot = await s.client.snapshot(ACCOUNT)
+            assert snapshot.positions is None
+            assert "holdings" in snapshot.failures["positions"]
+            assert snapshot.orders is not None
+            assert snapshot.fills is not None
+
             # Trades back: the real trade supersedes the inferred fill; fresh data reopens the gate.
             s.fake.fill(order_id, 6, "100")
             await s.deliver(1)
@@ -531,3 +564,265 @@ def test_the_fake_speaks_the_official_shapes() -> None:
         assert keys("trades.json", "data") == set(trade)
         assert keys("postback.json") == set(fake.postbacks[0])
         assert {"exchange", "tradingsymbol", "product", "quantity", "average_price"} <= set(fake.positions()["net"][0])
+
+
+def positions_of(session: Session) -> dict[str, tuple[Decimal, Decimal]]:
+    return {p.symbol: (p.qty, p.avg_cost) for p in session.ledger.positions(ACCOUNT)}
+
+
+def test_day_two_cnc_holdings_are_positions_and_an_order_cancelled_at_the_close_is_missing() -> None:
+    # Day 1: 10 SBIN bought for delivery (CNC) and a futures limit order 3 of 10 filled.
+    # Day 2: the shares are in holdings() (t1), no longer in positions(); the futures order
+    # was cancelled at the close while nobody listened, and today's book does not list it.
+    future = "NFO:NIFTYFUT:NRML"
+
+    async def scenario() -> None:
+        async with kite_session(days_ago=2) as s:
+            cnc, fut = unique_cid("KH"), unique_cid("KN")
+            await s.submit(cnc, 10)
+            await s.submit(fut, 10, limit="100", symbol=future)
+            ((cnc_id,), (fut_id,)) = s.kite_ids(cnc), s.kite_ids(fut)
+            s.fake.fill(cnc_id, 10, "500")
+            s.fake.fill(fut_id, 3, "100")
+            await s.deliver(0, 1)
+            await s.settled(cnc, OrderStatus.FILLED)
+            await s.settled(fut, OrderStatus.PARTIALLY_FILLED)
+            s.assert_matches_fake({cnc: OrderStatus.FILLED, fut: OrderStatus.PARTIALLY_FILLED})
+
+            s.roll_day()
+            assert [p["product"] for p in s.fake.positions()["net"]] == ["NRML"]  # CNC left positions()
+            (holding,) = s.fake.holdings()
+            assert (holding["t1_quantity"], holding["realised_quantity"]) == (10, 0)
+            snapshot = await s.client.snapshot(ACCOUNT)
+            await asyncio.to_thread(s.ledger.reconcile, snapshot)
+            # The shares are still ours: no synthetic sale, no position discrepancy.
+            assert positions_of(s) == {SYMBOL: (D(10), D(500)), future: (D(3), D(100))}
+            assert positions_of(s) == s.fake.net_positions()
+            assert snapshot.history_since == s.client.history_start(s.clock())
+            assert not snapshot.complete_history
+            assert s.order(cnc).status is OrderStatus.FILLED
+            (missing,) = s.ledger.discrepancies(ACCOUNT)
+            assert (missing.kind, missing.key) == ("MISSING_AT_BROKER", fut)
+            assert "before the broker's history window" in missing.actual
+            assert s.order(fut).filled_qty == D(3)  # flagged, not guessed at
+
+            # Day 3: the shares are delivered (realised); still counted once.
+            s.roll_day()
+            (holding,) = s.fake.holdings()
+            assert (holding["t1_quantity"], holding["realised_quantity"]) == (0, 10)
+            await asyncio.to_thread(s.ledger.reconcile, await s.client.snapshot(ACCOUNT))
+            assert positions_of(s) == {SYMBOL: (D(10), D(500)), future: (D(3), D(100))}
+            assert positions_of(s) == s.fake.net_positions()
+            assert "POSITION_MISMATCH" not in open_discrepancies(s)
+
+    asyncio.run(scenario())
+
+
+def test_an_order_sent_yesterday_whose_answer_was_lost_is_not_closed_the_next_day() -> None:
+    async def scenario() -> None:
+        clock = DayClock(1)
+        with running(API_KEY, TOKEN, SECRET, days_ago=1) as fake:
+            ledger = Ledger.open(f"memory://{unique_cid('kite')}", clock=clock)
+            cid = unique_cid("KY")
+            request = OrderRequest(
+                account=ACCOUNT, client_order_id=cid, symbol="NFO:NIFTYFUT:NRML", side=Side.BUY, quantity=D(5)
+            )
+            ledger.intend(ACCOUNT, cid, request.symbol, Side.BUY, D(5))
+            ledger.mark_submitted(ACCOUNT, cid)
+            ack = await make_client(fake, clock).submit(request)  # placed; the process dies before storing it
+            fake.fill(ack.broker_order_id, 5, "100")
+
+            fake.roll_day()  # restarted the next trading day: today's book does not list it
+            clock.days_ago = 0
+            recovery, result = await start_session(ledger, make_client(fake, clock), ACCOUNT)
+            assert recovery.unresolved == [cid]
+            missing = [d for d in result.discrepancies if d.kind == "MISSING_AT_BROKER"]
+            assert [d.key for d in missing] == [cid]
+            assert "before the broker's history window" in missing[0].actual
+            # The position is the broker's (synced, flagged); the order's outcome is left to a person.
+            assert {p.symbol: (p.qty, p.avg_cost) for p in ledger.positions(ACCOUNT)} == fake.net_positions()
+            assert recovery.abandoned == []
+            view = ledger.order(ACCOUNT, cid)
+            assert view is not None
+            assert view.status is OrderStatus.SUBMITTED  # not closed: it filled yesterday
+            assert ledger.gate(ACCOUNT) is GateState.BLOCKED
+            ledger.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_slice_filled_before_the_placement_answers_does_not_close_the_order() -> None:
+    # Kite places autoslice children one by one and answers after the last; a child can
+    # fill, and its postback arrive, before the answer (kite_slice_race.py).
+    async def scenario() -> None:
+        async with kite_session(autoslice=True) as s:
+            s.fake.freeze_quantity = 4  # 10 -> 4, 4, 2
+            s.fake.slice_gap = 0.3
+            s.fake.place_delay = 0.3  # inside the 2 s timeout: answered, not uncertain
+            cid = unique_cid("KRACE")
+            submitted = asyncio.create_task(s.submit(cid, 10))
+            await s.until("first child placed", lambda: len(s.fake.tagged(cid)) >= 1)
+            first = s.fake.tagged(cid)[0]["order_id"]
+            s.fake.fill(first, 4, "100")  # a market slice fills at once
+            await s.deliver(len(s.fake.postbacks) - 1)  # its COMPLETE, before the answer
+            await s.until("the slice's fill booked", lambda: s.order(cid).filled_qty == D(4))
+            view = s.order(cid)
+            assert (view.status, view.quantity) == (OrderStatus.PARTIALLY_FILLED, D(10))
+            await submitted
+            second, third = s.kite_ids(cid)[1:]
+            s.fake.fill(second, 4, "101")
+            s.fake.fill(third, 2, "102")
+            await s.deliver(len(s.fake.postbacks) - 1)
+            await s.settled(cid, OrderStatus.FILLED)
+            s.assert_matches_fake({cid: OrderStatus.FILLED})
+            assert s.order(cid).quantity == D(10)
+            assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_fill_during_the_snapshot_read_is_read_again_not_booked_twice() -> None:
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KD")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            positions = s.fake.positions
+
+            def positions_after_a_fill() -> dict[str, Any]:
+                s.fake.positions = positions  # once: between the orders and the positions reads
+                s.fake.fill(order_id, 4, "100")
+                return positions()
+
+            s.fake.positions = positions_after_a_fill  # type: ignore[method-assign]
+            snapshot = await s.client.snapshot(ACCOUNT)
+            assert s.fake.requests.count("GET /portfolio/positions") >= 2  # read again
+            assert snapshot.fills is not None
+            assert [f.qty for f in snapshot.fills] == [D(4)]
+            await asyncio.to_thread(s.ledger.reconcile, snapshot)
+            await asyncio.to_thread(s.ledger.reconcile, await s.client.snapshot(ACCOUNT))
+            view = s.order(cid)
+            assert (view.filled_qty, view.inferred_qty) == (D(4), D(0))
+            s.assert_matches_fake({cid: OrderStatus.PARTIALLY_FILLED})  # positions 4, not 8
+            assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())
+
+
+def test_trades_that_never_hold_still_leave_positions_unknown_for_the_cycle() -> None:
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KU")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            positions = s.fake.positions
+
+            def positions_after_a_fill() -> dict[str, Any]:
+                s.fake.fill(order_id, 1, "100")  # every read: trades move each time
+                return positions()
+
+            s.fake.positions = positions_after_a_fill  # type: ignore[method-assign]
+            snapshot = await s.client.snapshot(ACCOUNT)
+            s.fake.positions = positions  # type: ignore[method-assign]
+            assert snapshot.positions is None
+            assert "trades changed" in snapshot.failures["positions"]
+            result = await asyncio.to_thread(s.ledger.reconcile, snapshot)
+            assert result.stale
+            assert open_discrepancies(s) == ["STALE_DATA"]
+            assert s.ledger.positions(ACCOUNT) == [] or all(p.qty == s.order(cid).filled_qty for p in s.ledger.positions(ACCOUNT))
+
+            await asyncio.to_thread(s.ledger.reconcile, await s.client.snapshot(ACCOUNT))
+            s.assert_matches_fake({cid: OrderStatus.PARTIALLY_FILLED})
+
+    asyncio.run(scenario())
+
+
+def test_cancel_without_the_order_book_names_the_slices_it_could_not_cancel() -> None:
+    async def scenario() -> None:
+        async with kite_session(autoslice=True) as s:
+            s.fake.freeze_quantity = 4  # 10 -> 4, 4, 2
+            cid = unique_cid("KZ")
+            view = await s.submit(cid, 10)
+            first, second, third = s.kite_ids(cid)
+
+            # This process placed it: the placement answer names every slice.
+            s.fake.fail("GET /orders")
+            await s.client.cancel(ACCOUNT, cid, view.broker_order_ids[0])
+            assert [s.fake.orders[i]["status"] for i in (first, second, third)] == ["CANCELLED"] * 3
+
+            # Restarted (the answer not in memory): only the id given can be cancelled, and it says so.
+            other = unique_cid("KZ")
+            await s.submit(other, 10)
+            ids = s.kite_ids(other)
+            restarted = make_client(s.fake, s.clock, autoslice=True)
+            s.fake.fail("GET /orders")
+            with pytest.raises(BrokerQueryError, match=f"may have other slices than {ids[0]}") as raised:
+                await restarted.cancel(ACCOUNT, other, ids[0])
+            assert f"cancel sent for {ids[0]}" in str(raised.value)
+            assert [s.fake.orders[i]["status"] for i in ids] == ["CANCELLED", "OPEN", "OPEN"]
+
+            # The book back: the rest is cancelled, and the books end equal to Kite's.
+            await s.client.cancel(ACCOUNT, other, None)
+            assert [s.fake.orders[i]["status"] for i in ids] == ["CANCELLED"] * 3
+            await s.deliver(*range(len(s.fake.postbacks)))
+            await s.settled(cid, OrderStatus.CANCELED)
+            await s.settled(other, OrderStatus.CANCELED)
+            s.assert_matches_fake({cid: OrderStatus.CANCELED, other: OrderStatus.CANCELED})
+            assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())
+
+
+def test_an_authentic_checksum_on_a_forged_body_changes_nothing_by_itself() -> None:
+    # The checksum covers order_id + order_timestamp only: a captured postback with another
+    # status and quantity verifies. It triggers a refresh; the order book is the truth.
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KG")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            s.fake.fill(order_id, 4, "100")
+            await s.deliver(0, tamper={"status": "REJECTED", "quantity": 1, "filled_quantity": 0})
+            await s.settled(cid, OrderStatus.PARTIALLY_FILLED)
+            view = s.order(cid)
+            assert (view.quantity, view.filled_qty) == (D(10), D(4))
+            s.assert_matches_fake({cid: OrderStatus.PARTIALLY_FILLED})
+            assert open_discrepancies(s) == []
+            kept = [e.event for e in s.ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
+            assert any('"status": "REJECTED"' in m.payload for m in kept if m.kind == "postback")  # stored raw
+
+    asyncio.run(scenario())
+
+
+def test_a_placement_that_times_out_mid_slicing_is_not_closed_by_the_slices_seen() -> None:
+    # The answer comes after the client gave up; the lookup that follows reads the book
+    # while Kite is still placing children, two of which have filled already.
+    async def scenario() -> None:
+        async with kite_session(autoslice=True) as s:
+            s.fake.freeze_quantity = 4  # 10 -> 4, 4, 2
+            s.fake.slice_gap = 1.5  # children at 0 s, 1.5 s, 3 s; the client times out at 2 s
+            s.fake.place_delay = 3.0
+            cid = unique_cid("KTS")
+            submitted = asyncio.create_task(s.submit(cid, 10))
+            filled: set[str] = set()
+
+            def fill_new_children() -> bool:
+                for order in s.fake.tagged(cid):
+                    if order["order_id"] not in filled:
+                        s.fake.fill(order["order_id"], order["quantity"], "100")  # market slices fill at once
+                        filled.add(order["order_id"])
+                return submitted.done()
+
+            await s.until("submit answered", fill_new_children)
+            view = submitted.result()
+            assert not view.status.is_terminal
+            assert view.quantity == D(10)
+            fill_new_children()
+            await s.until("every slice placed and filled", lambda: fill_new_children() and len(filled) == 3)
+            await s.deliver(len(s.fake.postbacks) - 1)
+            await s.settled(cid, OrderStatus.FILLED)
+            s.assert_matches_fake({cid: OrderStatus.FILLED})
+            assert [r for r in s.fake.requests if r.startswith("POST")] == ["POST /orders/regular"]
+            assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())

@@ -21,21 +21,31 @@ Outcomes (BROKERS.md 3):
 * lookup: today's `orders()`, matched on `tag` or membership in `tags`; slices of one tag
   come back as one logical order (`groups.to_order_book`). None means "not in today's
   book": an order from an earlier day is not there either.
-* snapshot: trades, then orders, then positions (every trade's order is in the order
-  book fetched after it, so each fill gets our id from its order's tag). A part that
-  cannot be fetched or translated is None (STALE_DATA), never `[]`; fills are None too
-  when the order book is (they could not be attributed). `complete_history` is always
-  False: `orders()` and `trades()` cover today only.
+* snapshot: trades, orders, positions, holdings, then trades again (every trade's order is
+  in the order book fetched after it, so each fill gets our id from its order's tag; a
+  fill landing during the read repeats it, see `snapshot`). Positions are `positions()`
+  plus `holdings()` (`translate.to_account_positions`). A part that cannot be fetched or
+  translated is None (STALE_DATA, the reason in `failures`), never `[]`; fills are None
+  too when the order book is (they could not be attributed). `complete_history` is always
+  False: `orders()` and `trades()` cover today only, from `history_start` (midnight
+  Asia/Kolkata), given as `history_since`.
 * token expiry: Kite access tokens expire daily. After a `TokenException`, `snapshot`,
   `lookup` and `cancel` raise `KiteTokenExpired` (a `BrokerQueryError` whose message
   says so), reconciliation stores STALE_DATA and the gate stays BLOCKED, until
   `set_access_token` is called with a new token.
 * stream: postbacks handed in by the receiver (`postback.py`) and WebSocket order
   updates (`on_order_update`, for a `KiteTicker` the host runs) are yielded raw as
-  `RawMessage`s, before verification; a postback whose checksum fails is refused by its
-  translator (INVALID_REPORT, kept, not applied). Updates arrive out of order and twice,
-  and say nothing of fills: after each burst of authentic updates the stream yields a
-  `RefreshNeeded`, on which the service re-reads the order book (a full reconciliation).
+  `RawMessage`s, before verification. Their translation reports nothing
+  (`translate.update_as_trigger`): a postback whose checksum fails is refused
+  (INVALID_REPORT, kept); an authentic one is only a trigger, since its checksum does not
+  cover its body and a slice's update would speak for the logical order. After each burst
+  of authentic updates the stream yields a `RefreshNeeded`, on which the service re-reads
+  the order book (a full reconciliation). At most `inbox_limit` updates wait: beyond that
+  postbacks are refused (503, Kite retries) and WebSocket updates dropped with a refresh
+  forced.
+* autoslice: the placement is marked before it is sent, and the children named by its
+  answer recorded, so a book read while Kite is still placing children does not take the
+  children seen for the whole order (`groups.Placing`).
 
 Secrets: the access token lives in kiteconnect's `KiteConnect` only; the api secret is
 kept masked and used only to verify postbacks. Neither is in a `repr`, a log line, an
@@ -45,6 +55,7 @@ error or a stored payload. kiteconnect's `debug` (which logs headers) is never e
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -72,6 +83,7 @@ from trueup.adapters.base import (
 from trueup.adapters.kite.groups import (
     KiteOrderRef,
     OrderBook,
+    Placing,
     to_autoslice_placement,
     to_order_book,
     with_client_order_ids,
@@ -79,14 +91,14 @@ from trueup.adapters.kite.groups import (
 from trueup.adapters.kite.ids import TagPredicate, split_symbol
 from trueup.adapters.kite.postback import PostbackReceiver, PostbackServer, serve
 from trueup.adapters.kite.translate import (
+    fill_dedupe_key,
+    to_account_positions,
     to_fill_reports,
     to_order_reports_from_history,
-    to_position_reports,
-    to_reports_from_postback,
-    to_reports_from_update,
+    update_as_trigger,
     verify_postback,
 )
-from trueup.adapters.kite.wire import KITE_TIME_FORMAT
+from trueup.adapters.kite.wire import KITE_TIME_FORMAT, trading_day_start
 from trueup.domain.errors import BrokerQueryError, ConfigError, TrueupError
 from trueup.domain.reports import (
     REPORT_ENCODER,
@@ -106,7 +118,15 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     msg = "the Kite adapter needs kiteconnect: pip install 'trueup[kite]'"
     raise ImportError(msg) from e
 
-__all__ = ["ENV_API_KEY", "ENV_API_SECRET", "ENV_ROOT", "ENV_TOKEN", "KiteClient", "KiteTokenExpired"]
+__all__ = [
+    "ENV_API_KEY",
+    "ENV_API_SECRET",
+    "ENV_ROOT",
+    "ENV_TOKEN",
+    "InboxFull",
+    "KiteClient",
+    "KiteTokenExpired",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +150,25 @@ _FAILED: Final = (kite_errors.KiteException, RequestException, OSError, ValueErr
 """What a kiteconnect call raises when it fails: Kite's errors, requests', a malformed answer."""
 
 
+_UTC_NOW: Final[Callable[[], datetime]] = functools.partial(datetime.now, UTC)
+"""The default clock: now, tz-aware UTC."""
+
+_PARTS_OF: Final[dict[str, tuple[str, ...]]] = {
+    "trades": ("fills",),
+    "orders": ("orders", "fills"),
+    "positions": ("positions",),
+    "holdings": ("positions",),
+    "trades (again)": ("positions",),
+}
+"""The snapshot parts a failed read leaves unknown (fills need the order book to be attributed)."""
+
+
 class KiteTokenExpired(BrokerQueryError):  # noqa: N818 - names the condition, like BrokerQueryError
     """Raised when Kite refused the access token (TokenException): set a new one to continue."""
+
+
+class InboxFull(TrueupError):  # noqa: N818 - names the condition
+    """Raised by `accept_postback` when `inbox_limit` updates wait: the receiver answers 503."""
 
 
 class _Secret:
@@ -174,48 +211,20 @@ class _PlaceAnswer(msgspec.Struct):
 _PLACE_ANSWER: Final = msgspec.json.Decoder(_PlaceAnswer)
 
 
-_SliceIds = Callable[[], frozenset[str]]
-"""Gives the Kite order ids known to be slices, when an update is translated."""
+class _Trigger:
+    """Checks an update (a postback's checksum first) and reports nothing: updates only trigger a refresh."""
 
-
-class _PostbackTranslator:
-    """Verifies a postback's checksum, then translates it (pure; the secret is never shown)."""
-
-    def __init__(
-        self, account: str, secret: _Secret, is_ours: TagPredicate | None, slices: _SliceIds
-    ) -> None:
+    def __init__(self, account: str, secret: _Secret | None) -> None:
         self.account = account
         self._secret = secret
-        self._is_ours = is_ours
-        self._slices = slices
 
     def __call__(self, payload: str) -> Sequence[Report]:
-        return to_reports_from_postback(
-            payload,
-            account=self.account,
-            api_secret=self._secret.reveal(),
-            is_ours=self._is_ours,
-            slices=self._slices(),
-        )
+        secret = self._secret.reveal() if self._secret is not None else None
+        return update_as_trigger(payload, account=self.account, api_secret=secret)
 
     def __repr__(self) -> str:
-        return f"to_reports_from_postback(account={self.account!r})"
-
-
-class _UpdateTranslator:
-    """Translates a WebSocket order update (no checksum: the socket itself is authenticated)."""
-
-    def __init__(self, account: str, is_ours: TagPredicate | None, slices: _SliceIds) -> None:
-        self.account = account
-        self._is_ours = is_ours
-        self._slices = slices
-
-    def __call__(self, payload: str) -> Sequence[Report]:
-        slices = self._slices()
-        return to_reports_from_update(payload, account=self.account, is_ours=self._is_ours, slices=slices)
-
-    def __repr__(self) -> str:
-        return f"to_reports_from_update(account={self.account!r})"
+        kind = "postback" if self._secret is not None else "ws_order_update"
+        return f"update_as_trigger({kind}, account={self.account!r})"
 
 
 class KiteClient:
@@ -238,6 +247,9 @@ class KiteClient:
         is_ours: TagPredicate | None = None,
         lookup_attempts: int = 3,
         lookup_backoff: float = 1.0,
+        snapshot_attempts: int = 3,
+        inbox_limit: int = 10_000,
+        clock: Callable[[], datetime] = _UTC_NOW,
     ) -> None:
         """Open a `KiteConnect` for `account`, trueup's name for the Kite user.
 
@@ -253,15 +265,21 @@ class KiteClient:
             is_ours: narrows which tags are our ids (`ids.is_our_tag`).
             lookup_attempts: looks in `orders()` after a submit whose outcome is unknown.
             lookup_backoff: seconds between those looks (growing linearly).
+            snapshot_attempts: reads of a snapshot before its positions are called unknown
+                because trades kept changing during the read (`snapshot`).
+            inbox_limit: updates waiting for `stream()` at most; past it postbacks are
+                refused (HTTP 503, Kite retries) and WebSocket updates dropped (counted).
+            clock: "now", tz-aware UTC (a snapshot's `as_of`, hence its trading day).
         """
         for name, value in (("api_key", api_key), ("access_token", access_token), ("api_secret", api_secret)):
             if not value:
                 msg = f"Kite {name} must be non-empty"
                 raise ConfigError(msg)
-        if timeout <= 0 or lookup_attempts < 1 or lookup_backoff < 0:
+        if timeout <= 0 or lookup_backoff < 0 or min(lookup_attempts, snapshot_attempts, inbox_limit) < 1:
             msg = (
-                f"timeout must be > 0, lookup_attempts >= 1, lookup_backoff >= 0; got "
-                f"{timeout!r}, {lookup_attempts!r}, {lookup_backoff!r}"
+                f"timeout must be > 0, lookup_attempts, snapshot_attempts, inbox_limit >= 1, "
+                f"lookup_backoff >= 0; got {timeout!r}, {lookup_attempts!r}, {snapshot_attempts!r}, "
+                f"{inbox_limit!r}, {lookup_backoff!r}"
             )
             raise ConfigError(msg)
         self.account = account
@@ -278,14 +296,22 @@ class KiteClient:
         self._kite.reqsession.hooks["response"].append(self._bodies.hook)
         self._token_expired = False
         self._lock = threading.Lock()
+        self.clock = clock
+        self.inbox_limit = inbox_limit
+        self.snapshot_attempts = snapshot_attempts
         self._inbox: deque[tuple[str, str]] = deque()
         self._wake: Callable[[], None] | None = None
         self._listener = 0
-        self._slice_ids: frozenset[str] = frozenset()
-        """Kite order ids known to be slices of a larger order (placement answers, order books)."""
+        self._overflowed = False
+        self.refused_postbacks = 0
+        """Postbacks refused because the inbox was full (answered 503: Kite retries them)."""
+        self.dropped_updates = 0
+        """WebSocket updates dropped because the inbox was full (a refresh is forced instead)."""
+        self._placing: dict[str, Placing] = {}
+        """Our id -> the autoslice placement this process made with it (`groups.Placing`)."""
         self._translators: dict[str, Callable[[str], Sequence[Report]]] = {
-            "postback": _PostbackTranslator(account, self._secret, is_ours, self._known_slices),
-            "ws_order_update": _UpdateTranslator(account, is_ours, self._known_slices),
+            "postback": _Trigger(account, self._secret),
+            "ws_order_update": _Trigger(account, None),
         }
 
     @classmethod
@@ -355,13 +381,19 @@ class KiteClient:
             raise SubmitRejected(msg)
         params = self._place_params(request)
         place = self._kite.place_autoslice_order if self.autoslice else self._kite.place_order
+        if self.autoslice:
+            # Before sending: a book read (or a lookup) while Kite is still placing the
+            # children must not take the children seen for the whole order.
+            self._set_placing(cid, Placing(quantity=request.quantity))
         try:
             raw = await asyncio.to_thread(self._fetch, place, **params)
         except kite_errors.TokenException as e:
+            self._forget_placing(cid)
             expired = self._expired(f"submit {cid}", e)
             msg = f"{expired}; order {cid} not placed"
             raise SubmitRejected(msg, raw=str(e)) from e
         except _REFUSED as e:
+            self._forget_placing(cid)
             msg = f"Kite refused order {cid}: {_describe(e)}"
             raise SubmitRejected(msg, raw=str(e)) from e
         except _FAILED as e:
@@ -372,17 +404,23 @@ class KiteClient:
     async def cancel(self, account: str, client_order_id: str, broker_order_id: str | None) -> None:
         """Cancel every working Kite order carrying our id (all slices); outcomes arrive as reports.
 
-        The order book names the orders and their varieties; if it cannot be read, the
-        `broker_order_id` given is cancelled as a `variety` order.
+        The order book names the orders and their varieties. If it cannot be read, the
+        orders this process knows are cancelled as `variety` orders: the children of its
+        own autoslice placement, else the `broker_order_id` given. When the order has (or
+        may have) other slices than those, the cancel raises after sending, naming what
+        was and was not cancelled: a success would let the caller believe all of it was.
 
         Raises:
             KiteTokenExpired: the access token expired.
-            BrokerQueryError: no such order today, or Kite did not take a cancel.
+            BrokerQueryError: no such order today, Kite did not take a cancel, or some
+                slices could not be named without the order book.
         """
         self._check_account(account)
         cid = client_order_id
         failures = []
-        for ref in await self._cancel_targets(account, cid, broker_order_id):
+        targets, unsure = await self._cancel_targets(account, cid, broker_order_id)
+        cancelled = []
+        for ref in targets:
             try:
                 await self._query(
                     f"cancel {cid} ({ref.order_id})", self._kite.cancel_order, ref.variety, ref.order_id
@@ -391,23 +429,23 @@ class KiteClient:
                 raise
             except BrokerQueryError as e:
                 failures.append(str(e))
+            else:
+                cancelled.append(ref.order_id)
+        if unsure is not None:
+            failures.append(f"{unsure}; cancel sent for {', '.join(cancelled) or 'none'}")
         if failures:
             raise BrokerQueryError("; ".join(failures))
 
     async def _cancel_targets(
         self, account: str, cid: str, broker_order_id: str | None
-    ) -> list[KiteOrderRef]:
-        """The working Kite orders of our id, or the one given if the book cannot be read."""
+    ) -> tuple[list[KiteOrderRef], str | None]:
+        """The working Kite orders of our id; without the book, those known and what is not known."""
         try:
             book = await self._book(account, f"cancel {cid}")
         except KiteTokenExpired:
             raise
         except BrokerQueryError as e:
-            if broker_order_id is None:
-                raise
-            log.warning("cancel %s: order book unavailable (%s); cancelling %s only", cid, e, broker_order_id)
-            given = KiteOrderRef(order_id=broker_order_id, variety=self.variety, working=True, is_slice=False)
-            return [given]
+            return self._cancel_blind(cid, broker_order_id, e)
         members = book.members.get(cid)
         if not members:
             msg = f"{account}: no order {cid!r} in today's Kite orders; nothing cancelled"
@@ -415,7 +453,31 @@ class KiteClient:
         targets = [m for m in members if m.working]
         if not targets:
             log.info("cancel %s: every Kite order of it is done already", cid)
-        return targets
+        return targets, None
+
+    def _cancel_blind(
+        self, cid: str, broker_order_id: str | None, error: BrokerQueryError
+    ) -> tuple[list[KiteOrderRef], str | None]:
+        """What to cancel when the order book cannot be read, and what remains unknown."""
+        placing = self._placing.get(cid)
+        known = sorted(placing.children) if placing is not None and placing.children else []
+        if not known and broker_order_id is not None:
+            known = [broker_order_id]
+        if not known:
+            raise error
+        sliced = self.autoslice or self.variety == "iceberg" or placing is not None
+        refs = [KiteOrderRef(order_id=i, variety=self.variety, working=True, is_slice=sliced) for i in known]
+        unsure = None
+        if sliced and (placing is None or placing.children is None):
+            unsure = (
+                f"cancel {cid}: order book unavailable ({error}); the order may have other slices "
+                f"than {', '.join(known)}, not cancelled: cancel again once the book can be read"
+            )
+        elif placing is not None and placing.children:
+            log.warning("cancel %s: order book unavailable (%s); cancelling its slices %s", cid, error, known)
+        else:
+            log.warning("cancel %s: order book unavailable (%s); cancelling %s only", cid, error, known[0])
+        return refs, unsure
 
     async def modify(
         self,
@@ -503,37 +565,102 @@ class KiteClient:
                 raise BrokerQueryError(msg) from e
         return with_client_order_ids(fills, book.order_tags)
 
+    def history_start(self, now: datetime) -> datetime:
+        """The start of today's Kite trading day (midnight Asia/Kolkata, in UTC): `DayScopedBroker`.
+
+        `orders()` and `trades()` list orders sent since then only: not finding an order
+        sent earlier proves nothing (it may have filled yesterday).
+        """
+        return trading_day_start(now)
+
     async def snapshot(self, account: str) -> BrokerSnapshot:
-        """Today's trades, orders (logical) and net positions; a failed part is None.
+        """Today's trades, orders (logical) and the account's positions; a failed part is None.
+
+        Reads trades, orders, positions, holdings, then trades again. Every trade's order
+        is in the book read after it, so each fill gets our id from its order's tag. A
+        fill between the first trades read and the positions read would be in the
+        positions only (reconciliation would book a synthetic fill, then the real trade:
+        twice): so if the second trades read differs from the first, the whole read is
+        repeated (`snapshot_attempts` in all), and if trades never hold still, positions
+        are None for this cycle (STALE_DATA, with the reason). Positions are
+        `positions()` plus `holdings()` (`translate.to_account_positions`): either
+        missing makes them None, never a partial list. `history_since` is the start of
+        today's trading day; `complete_history` stays False.
 
         Raises:
             KiteTokenExpired: the access token expired (the whole snapshot is unknown).
             BrokerQueryError: the account is not this client's.
         """
         self._check_account(account)
-        as_of = datetime.now(UTC)
-        trades_raw = await self._part(account, "trades", self._kite.trades)
-        orders_raw = await self._part(account, "orders", self._kite.orders)
-        positions_raw = await self._part(account, "positions", self._kite.positions)
+        for attempt in range(1, self.snapshot_attempts + 1):
+            failures: dict[str, str] = {}
+            as_of = self.clock()
+            trades_raw = await self._part(account, "trades", self._kite.trades, failures)
+            orders_raw = await self._part(account, "orders", self._kite.orders, failures)
+            positions_raw = await self._part(account, "positions", self._kite.positions, failures)
+            holdings_raw = await self._part(account, "holdings", self._kite.holdings, failures)
+            trades_after = await self._part(account, "trades (again)", self._kite.trades, failures)
+            first = self._trade_keys(account, trades_raw)
+            moved = first is not None and first != self._trade_keys(account, trades_after)
+            if not moved:
+                break
+            log.info("%s: kite trades changed during snapshot read %d; reading again", account, attempt)
+        if moved:
+            reason = (
+                f"trades changed during each of {self.snapshot_attempts} reads: positions may hold "
+                "fills the trades read does not; not compared this cycle"
+            )
+            log.warning("%s: %s", account, reason)
+            failures["positions"] = reason
+            positions_raw = None
+        return self._snapshot_of(
+            account,
+            as_of,
+            trades_raw=trades_raw,
+            orders_raw=orders_raw,
+            positions_raw=positions_raw,
+            holdings_raw=holdings_raw,
+            failures=failures,
+        )
+
+    def _snapshot_of(  # noqa: PLR0913 - the parts of one read
+        self,
+        account: str,
+        as_of: datetime,
+        *,
+        trades_raw: str | None,
+        orders_raw: str | None,
+        positions_raw: str | None,
+        holdings_raw: str | None,
+        failures: dict[str, str],
+    ) -> BrokerSnapshot:
+        """Translate one consistent read into a snapshot; a part missing or untranslatable is None."""
         book: OrderBook | None = self._translate(
-            account, "orders", orders_raw, self._order_book_of(account)
+            account, "orders", orders_raw, self._order_book_of(account), failures
         )
         fills: list[FillReport] | None = self._translate(
-            account, "trades", trades_raw, lambda raw: to_fill_reports(raw, account=account)
+            account, "trades", trades_raw, lambda raw: to_fill_reports(raw, account=account), failures
         )
         if fills is not None and book is None:
             # Trades carry no tag: without the order book a fill of a slice never reported
             # alone could not reach its order and would look like an orphan. Unknown too.
             log.warning("%s: kite trades not attributable without the order book; fills unknown", account)
+            failures.setdefault("fills", "trades not attributable without the order book")
             fills = None
         elif fills is not None and book is not None:
             fills = with_client_order_ids(fills, book.order_tags)
-        positions: list[PositionReport] | None = self._translate(
-            account,
-            "positions",
-            positions_raw,
-            lambda raw: to_position_reports(raw, account=account, as_of=as_of),
-        )
+        positions: list[PositionReport] | None = None
+        if positions_raw is not None and holdings_raw is None:
+            failures.setdefault("positions", failures.get("holdings", "holdings unknown"))
+        elif positions_raw is not None and holdings_raw is not None:
+            held = holdings_raw
+            positions = self._translate(
+                account,
+                "positions",
+                positions_raw,
+                lambda raw: to_account_positions(raw, held, account=account, as_of=as_of),
+                failures,
+            )
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -541,7 +668,26 @@ class KiteClient:
             fills=fills,
             positions=positions,
             complete_history=False,  # today only: absence proves nothing about earlier days
+            history_since=self.history_start(as_of),
+            failures={
+                part: why
+                for part, why, value in (
+                    ("orders", failures.get("orders"), book),
+                    ("fills", failures.get("fills"), fills),
+                    ("positions", failures.get("positions"), positions),
+                )
+                if value is None and why is not None
+            },
         )
+
+    def _trade_keys(self, account: str, raw: str | None) -> frozenset[tuple[str, str]] | None:
+        """The `(exchange, trade_id)` of each trade of a trades answer; None if unknown."""
+        if raw is None:
+            return None
+        try:
+            return frozenset(fill_dedupe_key(f) for f in to_fill_reports(raw, account=account))
+        except (TrueupError, ValueError):
+            return None
 
     async def stream(self) -> AsyncIterator[StreamItem]:
         """Postbacks and WebSocket order updates as `RawMessage`s, then a `RefreshNeeded`.
@@ -582,6 +728,8 @@ class KiteClient:
                         translate=self._translators[kind],
                     )
                     refresh = refresh or self._authentic(kind, payload)
+                if self._take_overflow():
+                    refresh = True
                 if refresh:
                     refresh = False
                     yield RefreshNeeded(account=self.account, source=SOURCE, reason="order updates")
@@ -593,8 +741,15 @@ class KiteClient:
     # -- feeding the stream -----------------------------------------------------------------
 
     def accept_postback(self, body: bytes) -> None:
-        """Queue one postback body, verbatim, for `stream()`; thread-safe (the receiver's sink)."""
-        self._enqueue("postback", body.decode("utf-8", errors="backslashreplace"))
+        """Queue one postback body, verbatim, for `stream()`; thread-safe (the receiver's sink).
+
+        Raises:
+            InboxFull: `inbox_limit` updates are waiting; the receiver answers 503 and Kite
+                retries the postback later (counted in `refused_postbacks`).
+        """
+        if not self._enqueue("postback", body.decode("utf-8", errors="backslashreplace")):
+            msg = f"kite {self.account}: {self.inbox_limit} updates waiting; postback refused, Kite retries"
+            raise InboxFull(msg)
 
     def on_order_update(self, ws: object, data: Mapping[str, Any]) -> None:  # noqa: ARG002 - KiteTicker's signature
         """`KiteTicker.on_order_update` callback: queue the update as `{"type": "order", "data": ...}`.
@@ -603,7 +758,9 @@ class KiteClient:
         encoded back as JSON, whose shortest float text is the text Kite sent for prices
         written with up to 15 significant digits.
         """
-        self._enqueue("ws_order_update", _encode({"type": "order", "data": data}))
+        if not self._enqueue("ws_order_update", _encode({"type": "order", "data": data})):
+            # Cannot be refused: dropped (counted), and a refresh forced so the book is read anyway.
+            log.warning("kite %s: inbox full; WebSocket order update dropped, refresh forced", self.account)
 
     def postback_app(self) -> PostbackReceiver:
         """The WSGI app that feeds this client's stream: mount it at Kite's `postback_url`."""
@@ -615,16 +772,32 @@ class KiteClient:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _enqueue(self, kind: str, payload: str) -> None:
+    def _enqueue(self, kind: str, payload: str) -> bool:
+        """Queue an update; False (nothing queued, a refresh owed) when the inbox is full."""
         with self._lock:
-            self._inbox.append((kind, payload))
+            taken = len(self._inbox) < self.inbox_limit
+            if taken:
+                self._inbox.append((kind, payload))
+            else:
+                self._overflowed = True
+                if kind == "postback":
+                    self.refused_postbacks += 1
+                else:
+                    self.dropped_updates += 1
             wake = self._wake
         if wake is not None:
             wake()
+        return taken
 
     def _next(self) -> tuple[str, str] | None:
         with self._lock:
             return self._inbox.popleft() if self._inbox else None
+
+    def _take_overflow(self) -> bool:
+        """Whether updates were turned away since the last call (the book must be re-read)."""
+        with self._lock:
+            overflowed, self._overflowed = self._overflowed, False
+        return overflowed
 
     def _authentic(self, kind: str, payload: str) -> bool:
         """Whether an update may trigger a refresh: a verified postback, or any WebSocket update."""
@@ -656,29 +829,44 @@ class KiteClient:
         self._token_expired = False
         return raw
 
-    async def _part(self, account: str, what: str, method: Callable[[], object]) -> str | None:
-        """One part of a snapshot, or None if it failed; an expired token fails them all."""
+    async def _part(
+        self, account: str, what: str, method: Callable[[], object], failures: dict[str, str]
+    ) -> str | None:
+        """One part of a snapshot, or None if it failed (why, in `failures`); an expired token fails all."""
         try:
-            return await self._query(what, method)
+            raw = await self._query(what, method)
         except KiteTokenExpired:
             raise
         except BrokerQueryError as e:
             log.warning("%s: kite %s unavailable: %s", account, what, e)
+            for part in _PARTS_OF[what]:
+                failures[part] = f"kite {what} unavailable: {e}"
             return None
+        return raw
 
-    def _translate(self, account: str, what: str, raw: str | None, translate: Callable[[str], Any]) -> Any:  # noqa: ANN401 - the translator's result
-        """`translate(raw)`, or None (logged) when the part is missing or does not translate."""
+    def _translate(
+        self,
+        account: str,
+        what: str,
+        raw: str | None,
+        translate: Callable[[str], Any],
+        failures: dict[str, str],
+    ) -> Any:  # noqa: ANN401 - the translator's result
+        """`translate(raw)`, or None (logged, in `failures`) if the part is missing or untranslatable."""
         if raw is None:
             return None
         try:
             return translate(raw)
         except TrueupError as e:
             log.warning("%s: kite %s untranslatable: %s", account, what, e)
+            failures[what] = f"kite {what} untranslatable: {e}"
             return None
 
     def _order_book_of(self, account: str) -> Callable[[str], OrderBook]:
+        placing = self._placing  # replaced whole on each change: one consistent view
+
         def translate(raw: str) -> OrderBook:
-            return self._remember_slices(to_order_book(raw, account=account, is_ours=self.is_ours))
+            return to_order_book(raw, account=account, is_ours=self.is_ours, placing=placing)
 
         return translate
 
@@ -690,18 +878,13 @@ class KiteClient:
             msg = f"{account}: {what}: untranslatable order book: {e}"
             raise BrokerQueryError(msg) from e
 
-    def _known_slices(self) -> frozenset[str]:
-        return self._slice_ids
+    def _set_placing(self, cid: str, placing: Placing) -> None:
+        with self._lock:
+            self._placing = {**self._placing, cid: placing}
 
-    def _remember_slices(self, book: OrderBook, placed: Sequence[str] = ()) -> OrderBook:
-        """Note the order ids that are slices (an update of one must not stand for its order)."""
-        found = {ref.order_id for refs in book.members.values() if len(refs) > 1 for ref in refs}
-        found |= {ref.order_id for refs in book.members.values() for ref in refs if ref.is_slice}
-        found |= set(placed)
-        if not found <= self._slice_ids:
-            with self._lock:
-                self._slice_ids = self._slice_ids | found  # replaced whole: readers see one or the other
-        return book
+    def _forget_placing(self, cid: str) -> None:
+        with self._lock:
+            self._placing = {k: v for k, v in self._placing.items() if k != cid}
 
     def _expired(self, what: str, error: BaseException) -> KiteTokenExpired:
         self._token_expired = True
@@ -743,9 +926,10 @@ class KiteClient:
         except TrueupError as e:
             return await self._find_after_uncertain(request, f"unreadable autoslice answer: {e}")
         if not placement.placed:
+            self._forget_placing(cid)
             msg = f"Kite placed no slice of order {cid}: {'; '.join(placement.refused)}"
             raise SubmitRejected(msg, raw=raw)
-        self._remember_slices(OrderBook(orders=[], members={}), placement.placed)
+        self._set_placing(cid, Placing(quantity=request.quantity, children=frozenset(placement.placed)))
         described = f"autoslice: {len(placement.placed)} slices placed"
         if placement.refused:
             described += f", {len(placement.refused)} refused ({'; '.join(placement.refused)})"
@@ -760,7 +944,7 @@ class KiteClient:
             status=OrderStatus.PENDING_NEW,
             filled_qty=Decimal(0),
             avg_price=None,
-            ts_event=datetime.now(UTC),
+            ts_event=self.clock(),
             raw_status=described,
             limit_price=request.limit_price,
         )

@@ -28,12 +28,26 @@ Aggregation of the slices of one tag (in Kite's order):
 
 Slices that disagree on instrument or side are not one order (a tag reused by hand):
 they are reported one by one, and the ledger's rules flag the mismatch.
+
+Autoslice placements are not atomic: Kite creates the children one after another, and a
+child may fill (and its postback arrive) before the placement answers. A book read in
+between lists only some children; aggregated as if complete, it would shrink the logical
+order to the children seen and close it FILLED when they filled, and the later children
+would then be refused as an overfill. So an order this process is placing with autoslice
+is passed in `placing` (`Placing`: the quantity requested and, once Kite answered, the
+ids of the children placed). Its group is reported terminal, or with a quantity below
+the one requested, only once its set of children is known complete: every child the
+answer named is in the book, or (the answer lost) the children seen add up to the
+quantity requested. Until then it is reported working (PARTIALLY_FILLED once anything
+filled) with the quantity requested. A group with `autoslice:<parent>` tags that this
+process is not placing was placed earlier (before a restart): its children are all in
+the book, so it is aggregated as above.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Final
 
@@ -50,6 +64,7 @@ __all__ = [
     "AutoslicePlacement",
     "KiteOrderRef",
     "OrderBook",
+    "Placing",
     "aggregate_slices",
     "to_autoslice_placement",
     "to_order_book",
@@ -102,8 +117,26 @@ class AutoslicePlacement(msgspec.Struct, frozen=True, kw_only=True):
     """Why each other child was not placed (`"MarginException: Insufficient funds ..."`)."""
 
 
-def to_order_book(raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None) -> OrderBook:
+class Placing(msgspec.Struct, frozen=True, kw_only=True):
+    """An autoslice placement of ours: what was asked, and the children Kite said it placed."""
+
+    quantity: Decimal
+    """The quantity requested (the logical order's, before any child was refused)."""
+    children: frozenset[str] | None = None
+    """Order ids of the children placed, from the placement answer; None until it arrived
+    (or when it was lost: the order was then found in the book by its tag)."""
+
+
+def to_order_book(
+    raw: bytes | str,
+    *,
+    account: str,
+    is_ours: TagPredicate | None = None,
+    placing: Mapping[str, Placing] | None = None,
+) -> OrderBook:
     """The logical order book from `GET /orders` (`orders()`); see the module docstring.
+
+    `placing`: our id -> the autoslice placement this process made with it (module docstring).
 
     Raises:
         InvalidReport: the payload is malformed or an error envelope; `field` is the JSON path.
@@ -125,7 +158,7 @@ def to_order_book(raw: bytes | str, *, account: str, is_ours: TagPredicate | Non
         if cid is None:
             reports.append(report)
         elif groups[cid][0][0] is order:  # the group's first order stands for the group
-            reports.extend(aggregate_slices(groups[cid]))
+            reports.extend(aggregate_slices(groups[cid], placing=(placing or {}).get(cid)))
     members = {
         cid: [
             KiteOrderRef(
@@ -142,15 +175,19 @@ def to_order_book(raw: bytes | str, *, account: str, is_ours: TagPredicate | Non
 
 
 @money_context
-def aggregate_slices(slices: Sequence[tuple[KiteOrder, OrderReport]]) -> list[OrderReport]:
+def aggregate_slices(
+    slices: Sequence[tuple[KiteOrder, OrderReport]], *, placing: Placing | None = None
+) -> list[OrderReport]:
     """One report for the Kite orders of one tag (module docstring); the report itself if alone.
 
-    A lone order is aggregated only when it is an iceberg leg (its quantity is one leg's).
-    Slices that disagree on symbol or side come back as they are, one report each.
+    A lone order is aggregated only when it is a slice (an iceberg leg, an autoslice child)
+    or an autoslice placement of ours (`placing`): its quantity is one slice's. Slices that
+    disagree on symbol or side come back as they are, one report each.
     """
     reports = [report for _, report in slices]
     icebergs = [o.meta.iceberg for o, _ in slices if o.meta is not None and o.meta.iceberg is not None]
-    if len(reports) == 1 and not icebergs:
+    sliced = placing is not None or any(is_slice(o) for o, _ in slices)
+    if len(reports) == 1 and not sliced:
         return reports
     first = reports[0]
     if any((r.symbol, r.side) != (first.symbol, first.side) for r in reports):
@@ -158,10 +195,17 @@ def aggregate_slices(slices: Sequence[tuple[KiteOrder, OrderReport]]) -> list[Or
     quantity = sum((r.quantity for r in reports), Decimal(0))
     totals = [i.total_quantity for i in icebergs if i.total_quantity is not None]
     quantity = max([quantity, *totals])
+    incomplete = placing is not None and not _placement_complete(slices, placing, quantity)
+    if incomplete and placing is not None:
+        quantity = max(quantity, placing.quantity)  # never below what was asked while children may follow
     filled = sum((r.filled_qty for r in reports), Decimal(0))
     cost = sum((r.filled_qty * (r.avg_price or 0) for r in reports if r.filled_qty > 0), Decimal(0))
     priced = all(r.avg_price is not None for r in reports if r.filled_qty > 0)
-    status, flags = _logical_status(reports, quantity=quantity, filled=filled, legs_left=_legs_left(icebergs))
+    legs_left = _legs_left(icebergs)
+    status, flags = _logical_status(
+        reports, quantity=quantity, filled=filled, legs_left=legs_left, incomplete=incomplete
+    )
+    summary = _summary(reports) + ("; autoslice placement not known complete" if incomplete else "")
     return [
         OrderReport(
             account=first.account,
@@ -174,11 +218,20 @@ def aggregate_slices(slices: Sequence[tuple[KiteOrder, OrderReport]]) -> list[Or
             filled_qty=filled,
             avg_price=derived_price(cost, filled) if filled > 0 and priced else None,
             ts_event=max(r.ts_event for r in reports),
-            raw_status=_summary(reports),
+            raw_status=summary,
             limit_price=first.limit_price,
             flags=flags,
         )
     ]
+
+
+def _placement_complete(
+    slices: Sequence[tuple[KiteOrder, OrderReport]], placing: Placing, quantity: Decimal
+) -> bool:
+    """Whether every child of an autoslice placement of ours is in the book (module docstring)."""
+    if placing.children is not None:
+        return placing.children <= {order.order_id for order, _ in slices}
+    return quantity >= placing.quantity
 
 
 def _legs_left(icebergs: Sequence[KiteIceberg]) -> bool:
@@ -188,15 +241,24 @@ def _legs_left(icebergs: Sequence[KiteIceberg]) -> bool:
 
 
 def _logical_status(
-    reports: Sequence[OrderReport], *, quantity: Decimal, filled: Decimal, legs_left: bool
+    reports: Sequence[OrderReport],
+    *,
+    quantity: Decimal,
+    filled: Decimal,
+    legs_left: bool,
+    incomplete: bool = False,
 ) -> tuple[OrderStatus, frozenset[OrderFlag]]:
-    """Status and flags of a logical order from its slices' (step 3 of the module docstring)."""
+    """Status and flags of a logical order from its slices' (step 3 of the module docstring).
+
+    `incomplete`: children of the placement may still come, so the order works whatever
+    the slices seen say.
+    """
     if any(r.status is OrderStatus.UNKNOWN for r in reports):
         return OrderStatus.UNKNOWN, frozenset()
     working = [r for r in reports if not r.status.is_terminal]
     # An iceberg's next leg follows a filled leg; a rejected or cancelled leg ends it.
     continues = legs_left and all(r.status is OrderStatus.FILLED for r in reports)
-    if working or continues:
+    if working or continues or incomplete:
         status = max((r.status for r in working), key=lambda s: s.rank, default=OrderStatus.ACCEPTED)
         if filled > 0 and status.rank < OrderStatus.PARTIALLY_FILLED.rank:
             status = OrderStatus.PARTIALLY_FILLED

@@ -76,6 +76,7 @@ from trueup.adapters.kite.ids import (
 )
 from trueup.adapters.kite.wire import (
     KiteEnvelope,
+    KiteHolding,
     KiteOrder,
     KitePosition,
     KitePositions,
@@ -86,6 +87,7 @@ from trueup.adapters.kite.wire import (
 )
 from trueup.adapters.payloads import PayloadReader
 from trueup.domain.errors import InvalidReport
+from trueup.domain.money import derived_price, money_context
 from trueup.domain.reports import FillReport, OrderReport, PositionReport
 from trueup.domain.status import OrderFlag, OrderStatus, Side
 
@@ -103,6 +105,7 @@ __all__ = [
     "is_slice",
     "our_tag",
     "split_symbol",
+    "to_account_positions",
     "to_fill_reports",
     "to_order_reports",
     "to_order_reports_from_history",
@@ -110,6 +113,7 @@ __all__ = [
     "to_position_reports",
     "to_reports_from_postback",
     "to_reports_from_update",
+    "update_as_trigger",
     "verify_postback",
 ]
 
@@ -188,6 +192,7 @@ _ORDERS = msgspec.json.Decoder(list[KiteOrder])
 _ORDER = msgspec.json.Decoder(KiteOrder)
 _TRADES = msgspec.json.Decoder(list[KiteTrade])
 _POSITIONS = msgspec.json.Decoder(KitePositions)
+_HOLDINGS = msgspec.json.Decoder(list[KiteHolding])
 _UPDATE = msgspec.json.Decoder(KiteUpdateEnvelope)
 _CHECKSUM = msgspec.json.Decoder(KitePostbackChecksum)
 
@@ -480,6 +485,86 @@ def to_position_reports(
     return reports
 
 
+def to_account_positions(
+    positions_raw: bytes | str, holdings_raw: bytes | str, *, account: str, as_of: datetime
+) -> list[PositionReport]:
+    """The account's positions: `positions()` `net` plus the shares carried in `holdings()`.
+
+    A CNC buy is in `positions()` on its day only; from the next day it is in
+    `holdings()` (BROKERS.md 3.4). Read alone, `positions()` says a delivery position
+    bought yesterday is flat. Each share is counted once:
+
+    * carried shares: `realised_quantity` (delivered) + `t1_quantity` (bought on an
+      earlier day, not delivered yet): two disjoint parts. `quantity` is not used (Kite
+      does not say whether it includes `t1_quantity`), nor `opening_quantity` (the same
+      shares, as of the morning);
+    * today's trading: the CNC row of `positions()` `net` (a buy today is `+n` there; a
+      sale of held shares is `-n` there). `used_quantity` (sold today) is not subtracted
+      again: those sales are that negative row;
+    * MTF shares carried are the holding's `mtf.quantity`, under product `MTF`, plus the
+      MTF row of `positions()`.
+
+    A holding adds to the `positions()` row of the same (exchange, tradingsymbol,
+    product); holdings of one instrument are listed once. Average: weighted by quantity
+    when today's trading added to the holding, the holding's when today sold out of it
+    (a sale does not change the cost of what is left), 0 when flat.
+
+    Raises:
+        InvalidReport: either payload is malformed or an error envelope (`field` is the JSON
+            path: `$.data[0].t1_quantity` of the holdings answer), or `as_of` is naive.
+    """
+    today = {p.symbol: p for p in to_position_reports(positions_raw, account=account, as_of=as_of)}
+    what = "holdings answer"
+    body, prefix = _body(holdings_raw, what=what, account=account)
+    holdings = _decode(_HOLDINGS, body, what=what, account=account, prefix=prefix)
+    carried: dict[str, tuple[Decimal, Decimal, str]] = {}
+    for i, holding in enumerate(holdings):
+        path = f"{prefix}[{i}]"
+        parts = [(holding.product, holding.realised_quantity + holding.t1_quantity, holding.average_price)]
+        if holding.mtf is not None and holding.mtf.quantity:
+            parts.append(("MTF", holding.mtf.quantity, holding.mtf.average_price))
+        for product, qty, avg in parts:
+            symbol = _symbol(
+                KitePosition(
+                    exchange=holding.exchange,
+                    tradingsymbol=holding.tradingsymbol,
+                    product=product,
+                    quantity=qty,
+                    average_price=avg,
+                ),
+                what="holding",
+                account=account,
+                path=path,
+            )
+            if symbol in carried:
+                detail = f"{symbol} is held twice (first at `{carried[symbol][2]}`)"
+                raise _invalid(what="holding", account=account, path=f"{path}.tradingsymbol", detail=detail)
+            carried[symbol] = (qty, avg, path)
+    merged = [report for symbol, report in today.items() if symbol not in carried]
+    ts = as_of.astimezone(UTC)
+    for symbol, (qty, avg, _) in carried.items():
+        row = today.get(symbol)
+        day_qty, day_avg = (row.qty, row.avg_cost) if row is not None else (Decimal(0), Decimal(0))
+        average = _carried_average(qty, avg, day_qty, day_avg)
+        total = qty + day_qty
+        report = PositionReport(account=account, symbol=symbol, qty=total, avg_cost=average, ts_event=ts)
+        merged.append(report)
+    return merged
+
+
+@money_context
+def _carried_average(held: Decimal, held_avg: Decimal, day: Decimal, day_avg: Decimal) -> Decimal:
+    """Average cost of a holding plus today's trading in it (`to_account_positions`)."""
+    total = held + day
+    if total == 0:
+        return Decimal(0)
+    if held == 0:
+        return day_avg
+    if day == 0 or (day > 0) != (held > 0):
+        return held_avg if (total > 0) == (held > 0) else day_avg  # sold out of it: cost unchanged
+    return derived_price(held * held_avg + day * day_avg, total)
+
+
 # --- postbacks and WebSocket order updates ------------------------------------------------
 
 
@@ -503,6 +588,9 @@ def to_reports_from_update(
     slices: Container[str] = frozenset(),
 ) -> list[OrderReport]:
     """The OrderReport of a postback body or a WebSocket frame `{"type": "order", "data": {...}}`.
+
+    Informative: `KiteClient` applies none of it (`update_as_trigger`), only the refresh
+    an update triggers.
 
     Updates are triggers, not the truth: Kite sends them for fills, modifications and
     status changes (not for placement), possibly out of order (a partial-fill `UPDATE`
@@ -561,6 +649,33 @@ def to_reports_from_postback(
         )
         raise _invalid(what="postback", account=account, path="$.checksum", detail=detail)
     return to_reports_from_update(raw, account=account, is_ours=is_ours, slices=slices)
+
+
+def update_as_trigger(raw: bytes | str, *, account: str, api_secret: str | None = None) -> list[OrderReport]:
+    """Check a postback body (`api_secret` given) or a WebSocket frame, and report nothing: a trigger.
+
+    What `KiteClient.stream()` applies of an update: nothing but the fact it came. An
+    update is not the truth about an order of ours: a slice's update names the logical
+    order's tag with one slice's quantity and status (and may arrive before the placement
+    answers, when nothing yet marks it as a slice), updates come late and twice, and a
+    postback's checksum covers `order_id` and `order_timestamp` only, so a body with a
+    captured checksum verifies whatever else it says. The update is stored raw and the
+    order book, re-read on the `RefreshNeeded` that follows, says what changed.
+
+    Raises:
+        InvalidReport: a postback's checksum is missing or wrong (`$.checksum`), or the
+            payload is not a Kite order update (`field` its JSON path): stored and reported
+            as INVALID_REPORT, and no refresh is triggered by it.
+    """
+    if api_secret is not None and not verify_postback(raw, api_secret):
+        detail = (
+            "checksum missing or not sha256(order_id + order_timestamp + api_secret): "
+            "not verified, not applied"
+        )
+        raise _invalid(what="postback", account=account, path="$.checksum", detail=detail)
+    order, path = _update(raw, account=account)
+    _order_report(order, account=account, path=path, is_ours=None, what="order update")
+    return []
 
 
 def verify_postback(raw: bytes | str, api_secret: str) -> bool:

@@ -29,6 +29,8 @@ __all__ = [
     "KiteAutosliceChild",
     "KiteChildError",
     "KiteEnvelope",
+    "KiteHolding",
+    "KiteHoldingMtf",
     "KiteIceberg",
     "KiteOrder",
     "KiteOrderMeta",
@@ -39,6 +41,7 @@ __all__ = [
     "KiteTrade",
     "KiteUpdateEnvelope",
     "ist_to_utc",
+    "trading_day_start",
 ]
 
 IST: Final = ZoneInfo("Asia/Kolkata")
@@ -61,6 +64,22 @@ def ist_to_utc(value: str) -> datetime:
         ValueError: `value` is not `YYYY-MM-DD HH:MM:SS` or not a real date and time.
     """
     return datetime.strptime(value, KITE_TIME_FORMAT).replace(tzinfo=IST).astimezone(UTC)
+
+
+def trading_day_start(now: datetime) -> datetime:
+    """The start of the Kite trading day `now` falls in: midnight in Asia/Kolkata, as UTC.
+
+    Kite's order book and trades cover this day only. `2024-05-01 20:00 UTC` (01:30 IST on
+    May 2) -> `2024-05-01 18:30 UTC`.
+
+    Raises:
+        ValueError: `now` is naive.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        msg = f"now must be timezone-aware, got naive {now.isoformat()}"
+        raise ValueError(msg)
+    local = now.astimezone(IST)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
 class KiteEnvelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -186,6 +205,45 @@ class KitePositions(msgspec.Struct, frozen=True, kw_only=True):
     """Carried-forward plus today's positions: the account's net positions."""
     day: list[KitePosition] | None = None
     """Today's trading only (read on request: reconciliation compares `net`)."""
+
+
+class KiteHoldingMtf(msgspec.Struct, frozen=True, kw_only=True):
+    """The `mtf` object of a holding: shares bought with Margin Trading Facility (product `MTF`)."""
+
+    quantity: Decimal = Decimal(0)
+    """MTF shares carried (not part of the holding's CNC quantities)."""
+    average_price: Decimal = Decimal(0)
+    """Their average price."""
+
+
+class KiteHolding(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of `GET /portfolio/holdings` (`holdings()`, fixture `holdings.json`); fields used only.
+
+    Delivery (CNC) shares carried from earlier days. A CNC buy shows in `positions()` on
+    its day and moves here the next day: in `t1_quantity` until delivered to the demat
+    account, then in `realised_quantity` (BROKERS.md 3.4). Today's trading stays in
+    `positions()` (a sale of held shares is a negative CNC position there, and counts in
+    `used_quantity` here).
+    """
+
+    exchange: str
+    """The exchange Kite lists the holding on (`NSE`, `BSE`)."""
+    tradingsymbol: str
+    """The exchange's symbol."""
+    product: str = "CNC"
+    """`CNC`."""
+    realised_quantity: Decimal
+    """Shares delivered to the demat account."""
+    t1_quantity: Decimal = Decimal(0)
+    """Shares bought on an earlier day, not delivered yet (T+1)."""
+    opening_quantity: Decimal | None = None
+    """Shares held at the start of the day (informative)."""
+    used_quantity: Decimal = Decimal(0)
+    """Shares sold today out of the holding (also a negative CNC position in `positions()`)."""
+    average_price: Decimal
+    """Average price of the holding."""
+    mtf: KiteHoldingMtf | None = None
+    """MTF shares of the same instrument, if any."""
 
 
 class KiteUpdateEnvelope(msgspec.Struct, frozen=True, kw_only=True):

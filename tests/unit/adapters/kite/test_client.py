@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,13 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.unit.adapters.kite.test_translate import OUR_ID, order_json
+from tests.unit.adapters.kite.test_translate import order_json
 from trueup.adapters.base import BrokerClient, RawMessage, RefreshNeeded, StreamItem
 from trueup.adapters.kite import client as kite_client
-from trueup.adapters.kite.client import KiteClient
+from trueup.adapters.kite.client import InboxFull, KiteClient
 from trueup.adapters.kite.postback import serve
 from trueup.domain.errors import ConfigError, InvalidReport
-from trueup.domain.status import OrderStatus
 
 ACCOUNT = "ZK1"
 KEY, TOKEN, SECRET = "unit-api-key", "unit-access-token-123", "unit-api-secret-456"
@@ -129,6 +129,35 @@ def test_receiver_refuses_other_methods_large_bodies_and_reports_a_failing_sink(
     assert received == []
 
 
+def test_receiver_answers_503_when_the_inbox_is_full_and_counts_it() -> None:
+    client = make_client(inbox_limit=1)
+    with client.serve_postbacks() as server:
+        body = signed(order_json(status="UPDATE", filled_quantity=4, average_price=1500))
+        assert post(server.url, body) == 200
+        assert post(server.url, body) == 503  # nobody reads the stream: Kite retries later
+        assert (server.receiver.refused, client.refused_postbacks) == (1, 1)
+    (item,) = take(client, 1)
+    assert isinstance(item, RawMessage)
+
+
+def test_receiver_threads_are_bounded() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_sink(body: bytes) -> None:
+        entered.set()
+        release.wait(10)
+
+    with serve(slow_sink, max_threads=1) as server:
+        first = threading.Thread(target=post, args=(server.url, b"{}"))
+        first.start()
+        assert entered.wait(10)
+        assert post(server.url, b"{}") == 503  # no second thread: answered at once
+        assert server.busy == 1
+        release.set()
+        first.join(10)
+        assert post(server.url, b"{}") == 200  # the slot is free again
+
+
 # --- the stream ---------------------------------------------------------------------------------------
 
 
@@ -162,8 +191,8 @@ def test_postbacks_wait_for_the_stream_then_one_refresh_per_burst() -> None:
     assert first.payload == good.decode()
     assert second == first
     assert refresh == RefreshNeeded(account=ACCOUNT, source="kite", reason="order updates")
-    (report,) = first.translate(first.payload)
-    assert (report.client_order_id, report.status, report.filled_qty) == (OUR_ID, OrderStatus.PARTIALLY_FILLED, Decimal(4))
+    # Verified, kept raw, and applied as nothing but the refresh: the order book says what changed.
+    assert first.translate(first.payload) == []
 
 
 def test_a_postback_failing_verification_is_yielded_raw_and_triggers_nothing() -> None:
@@ -185,25 +214,33 @@ def test_a_postback_failing_verification_is_yielded_raw_and_triggers_nothing() -
     assert [type(i).__name__ for i in items] == ["RawMessage", "RawMessage", "RefreshNeeded"]
 
 
-def test_slices_learned_from_an_order_book_silence_their_updates() -> None:
+def test_an_authentic_postback_of_ours_never_changes_an_order_by_itself() -> None:
+    # The checksum covers order_id + order_timestamp only: a body with a captured checksum
+    # verifies whatever it says (quantity 1, REJECTED). It may only trigger a refresh.
     client = make_client()
-    rows = [
-        order_json(order_id="11", tags=[OUR_ID, "autoslice", "autoslice:10"]),
-        order_json(order_id="12", tags=[OUR_ID, "autoslice", "autoslice:10"]),
-        order_json(order_id="13", tag="TUOTHER", tags=["TUOTHER"]),
-    ]
-    client._order_book_of(ACCOUNT)(json.dumps(rows))
-    assert client._known_slices() == {"11", "12"}
-    # The postback of slice 12 (no `tags`, as postbacks come) is kept raw but reports nothing.
-    body = {k: v for k, v in order_json(order_id="12", status="COMPLETE", filled_quantity=10).items() if k != "tags"}
-    client.accept_postback(signed(body))
-    client.accept_postback(signed({**body, "order_id": "13", "tag": "TUOTHER"}))
-    first, second, refresh = take(client, 3)
-    assert isinstance(first, RawMessage)
-    assert isinstance(second, RawMessage)
-    assert first.translate(first.payload) == []
-    assert [r.client_order_id for r in second.translate(second.payload)] == ["TUOTHER"]
+    genuine = order_json(status="OPEN", quantity=10)
+    forged = {**genuine, "status": "REJECTED", "quantity": 1}
+    body = signed(genuine)
+    forged["checksum"] = json.loads(body)["checksum"]
+    client.accept_postback(json.dumps(forged).encode())
+    item, refresh = take(client, 2)
+    assert isinstance(item, RawMessage)
+    assert json.loads(item.payload)["status"] == "REJECTED"  # kept verbatim
+    assert item.translate(item.payload) == []
     assert isinstance(refresh, RefreshNeeded)
+
+
+def test_a_full_inbox_refuses_postbacks_and_forces_a_refresh_for_dropped_updates() -> None:
+    client = make_client(inbox_limit=2)
+    good = signed(order_json(status="UPDATE", filled_quantity=4, average_price=1500))
+    client.accept_postback(good)
+    client.accept_postback(good)
+    with pytest.raises(InboxFull, match="postback refused"):
+        client.accept_postback(good)
+    client.on_order_update(object(), json.loads(json.dumps(order_json(status="OPEN", checksum=""))))
+    assert (client.refused_postbacks, client.dropped_updates) == (1, 1)
+    items = take(client, 3)
+    assert [type(i).__name__ for i in items] == ["RawMessage", "RawMessage", "RefreshNeeded"]
 
 
 def test_undecodable_postback_bytes_are_kept() -> None:
@@ -225,8 +262,7 @@ def test_websocket_order_updates_are_yielded_and_trigger_a_refresh() -> None:
     assert isinstance(update, RawMessage)
     assert update.kind == "ws_order_update"
     assert json.loads(update.payload) == {"type": "order", "data": data}
-    (report,) = update.translate(update.payload)
-    assert (report.quantity, report.limit_price, report.status) == (Decimal(6), Decimal("101.5"), OrderStatus.ACCEPTED)
+    assert update.translate(update.payload) == []  # a trigger: the order book is the truth
     assert isinstance(refresh, RefreshNeeded)
 
 

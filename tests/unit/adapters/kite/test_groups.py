@@ -22,6 +22,7 @@ from tests.unit.adapters.kite.test_translate import (
 from trueup.adapters.kite.groups import (
     AutoslicePlacement,
     KiteOrderRef,
+    Placing,
     to_autoslice_placement,
     to_order_book,
     with_client_order_ids,
@@ -149,6 +150,54 @@ def test_slices_of_one_tag_are_one_logical_order(
     assert report.ts_event == utc(2024, 5, 1, 3, 45, 1)  # the latest, exchange_update_timestamp "09:15:01"
     assert [m.order_id for m in book.members[OUR_ID]] == [r["order_id"] for r in rows]
     assert book.order_tags == {r["order_id"]: OUR_ID for r in rows}
+
+
+PLACING_TABLE = [
+    # (children in the book, what this process knows of the placement) -> status, quantity
+    pytest.param(
+        [("1", "COMPLETE", 4, 4)], Placing(quantity=D(10)), OrderStatus.PARTIALLY_FILLED, D(10), id="one child seen, no answer yet"
+    ),
+    pytest.param(
+        [("1", "COMPLETE", 4, 4), ("2", "COMPLETE", 4, 4)],
+        Placing(quantity=D(10), children=frozenset({"1", "2", "3"})),
+        OrderStatus.PARTIALLY_FILLED,
+        D(10),
+        id="answered, a child not in the book yet",
+    ),
+    pytest.param(
+        [("1", "COMPLETE", 4, 4), ("2", "COMPLETE", 4, 4), ("3", "COMPLETE", 2, 2)],
+        Placing(quantity=D(10)),
+        OrderStatus.FILLED,
+        D(10),
+        id="no answer, children add up to the request",
+    ),
+    pytest.param(
+        [("1", "COMPLETE", 4, 4), ("3", "COMPLETE", 2, 2)],
+        Placing(quantity=D(10), children=frozenset({"1", "3"})),
+        OrderStatus.FILLED,
+        D(6),
+        id="answered: one child refused, the rest filled",
+    ),
+    pytest.param(
+        [("1", "OPEN", 4, 0)], Placing(quantity=D(10)), OrderStatus.ACCEPTED, D(10), id="a lone working child"
+    ),
+    pytest.param(
+        [("1", "COMPLETE", 4, 4)], None, OrderStatus.FILLED, D(4), id="not placed by this process: as the book says"
+    ),
+]
+
+
+@pytest.mark.parametrize(("children", "placing", "status", "quantity"), PLACING_TABLE)
+def test_an_autoslice_placement_ends_only_once_its_children_are_known(
+    children: list[tuple[str, str, int, int]], placing: Placing | None, status: OrderStatus, quantity: Decimal
+) -> None:
+    rows = [child(i, s, quantity=q, filled=f, avg=100 if f else 0) for i, s, q, f in children]
+    placings = {} if placing is None else {OUR_ID: placing}
+    (report,) = to_order_book(dumps(rows), account=ACCOUNT, placing=placings).orders
+    assert (report.status, report.quantity) == (status, quantity)
+    assert report.filled_qty == D(sum(f for *_, f in children))
+    complete = status.is_terminal or placing is None
+    assert ("not known complete" in report.raw_status) is not complete or status is OrderStatus.ACCEPTED
 
 
 def test_flags_of_working_slices_are_kept() -> None:

@@ -395,7 +395,10 @@ FIXTURE_TABLE: list[Any] = [
     pytest.param("postback.json", _ws_frame, [POSTBACK_ORDER], id="ws:order update frame"),
 ]
 
-USED_ELSEWHERE = {"autoslice_response.json": "test_group_by_tag_gathers_autoslice_children"}
+USED_ELSEWHERE = {
+    "autoslice_response.json": "test_group_by_tag_gathers_autoslice_children",
+    "holdings.json": "test_holdings.test_official_holdings_add_to_the_official_positions",
+}
 """Fixtures that describe no report of their own, and the test that uses them."""
 
 
@@ -414,7 +417,7 @@ def test_every_fixture_file_is_used() -> None:
     on_disk = {p.name for p in FIXTURES.glob("*.json")}
     in_table = {p.values[0] for p in FIXTURE_TABLE}
     assert on_disk == in_table | set(USED_ELSEWHERE)
-    assert len(on_disk) == 7
+    assert len(on_disk) == 8
 
 
 def _data(name: str) -> Any:
@@ -1391,10 +1394,12 @@ def test_public_surface() -> None:
         "to_fill_reports",
         "to_order_reports",
         "to_order_reports_from_history",
+        "to_account_positions",
         "to_order_status",
         "to_position_reports",
         "to_reports_from_postback",
         "to_reports_from_update",
+        "update_as_trigger",
         "verify_postback",
     }
     assert all(hasattr(translate, name) for name in translate.__all__)
