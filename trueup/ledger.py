@@ -167,6 +167,8 @@ class Ledger(GateKeeping):
         self.reconciler = Reconciler(self)
         self._open_states: dict[str, dict[str, tuple[int, OrderState]]] = {}
         """Decoded open-order states by account and client id, with their row's log position."""
+        self._open_lists: dict[str, tuple[int, list[OrderState]]] = {}
+        """The last open-order list by account, with the tracking position it was read at."""
 
     @classmethod
     def open(
@@ -719,6 +721,13 @@ class Ledger(GateKeeping):
         moved, so a periodic reconciliation of unchanged books decodes nothing.
         """
         self.projector.catch_up()
+        # The tables are a function of the log up to the tracking position: if it has not
+        # moved since the last call, neither has any row (the steady state of a periodic
+        # reconciliation that finds nothing, which stores nothing).
+        tracked = self.projector.position()
+        listed = self._open_lists.get(account)
+        if listed is not None and listed[0] == tracked:
+            return listed[1]
         rows = self.projector.tuples(
             "SELECT client_order_id, position FROM {trueup_orders} "
             "WHERE account = ? AND is_open = 1 ORDER BY position",
@@ -736,7 +745,10 @@ class Ledger(GateKeeping):
         for state, position in self._states_by_id(account, changed):
             fresh[state.client_order_id] = (position, state)
         self._open_states[account] = fresh  # replaced whole: readers in other threads see one or the other
-        return [entry[1] for cid, _ in rows if (entry := fresh.get(cid)) is not None]
+        states = [entry[1] for cid, _ in rows if (entry := fresh.get(cid)) is not None]
+        if self.projector.position() == tracked:  # no writer moved the tables while we read
+            self._open_lists[account] = (tracked, states)
+        return states
 
     def _states_by_id(self, account: str, client_order_ids: set[str]) -> Iterator[tuple[OrderState, int]]:
         """Read-model states (with their row's log position) of the named orders."""

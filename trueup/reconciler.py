@@ -9,6 +9,7 @@ discrepancy that is still open is not raised again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -73,7 +74,6 @@ class _Run:
     """State of one reconciliation while its batch is built."""
 
     snapshot: BrokerSnapshot
-    evidence: UUID
     policy: PositionPolicy
     lost_after: int
     open_views: list[DiscrepancyView]
@@ -90,6 +90,14 @@ class _Run:
     stale: bool = False
     stale_reasons: list[str] = field(default_factory=list)
     """The gate's reasons for stale data: which parts, and the broker's words for why."""
+
+    @functools.cached_property
+    def evidence(self) -> UUID:
+        """The snapshot's id, computed only once something is concluded from it.
+
+        Hashing the encoded snapshot is a tenth of a periodic run that finds nothing.
+        """
+        return snapshot_id(self.snapshot)
 
 
 def snapshot_id(snapshot: BrokerSnapshot) -> UUID:
@@ -116,13 +124,11 @@ class Reconciler:
         """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile."""
         ledger = self.ledger
         account = snapshot.account
-        evidence = snapshot_id(snapshot)
         run_state: list[_Run] = []
 
         def apply(batch: _Batch) -> None:
             run = _Run(
                 snapshot=snapshot,
-                evidence=evidence,
                 policy=policy,
                 lost_after=lost_after,
                 open_views=(views := ledger.discrepancies(account)),
@@ -140,7 +146,7 @@ class Reconciler:
             )
             self._raise_new(batch, run, stale)
             if too_old(age, max_age_seconds):
-                self._prepend_evidence(batch, snapshot, evidence)
+                self._prepend_evidence(batch, run)
                 return  # too old: nothing else is concluded from it
             if not stale:
                 self._resolve_open(batch, run, {DiscrepancyKind.STALE_DATA}, None, "broker data fresh again")
@@ -148,7 +154,7 @@ class Reconciler:
                 self._orders(batch, run, snapshot.orders, snapshot.fills or [])
             if snapshot.positions is not None:
                 self._positions(batch, run, snapshot.positions)
-            self._prepend_evidence(batch, snapshot, evidence)
+            self._prepend_evidence(batch, run)
 
         events = ledger._commit(apply)
         run = run_state[0]
@@ -415,10 +421,11 @@ class Reconciler:
                     batch.collect(discrepancy)
                     run.open_keys.discard((view.kind, view.key, view.expected, view.actual))
 
-    def _prepend_evidence(self, batch: _Batch, snapshot: BrokerSnapshot, evidence: UUID) -> None:
+    def _prepend_evidence(self, batch: _Batch, run: _Run) -> None:
         """Store the snapshot first, if anything was concluded from it and it is not stored yet."""
-        if not batch.events or batch.get(evidence) is not None:
+        if not batch.events or batch.get(run.evidence) is not None:
             return
+        snapshot, evidence = run.snapshot, run.evidence
         message = BrokerMessage._create(
             BrokerMessage.Received,
             id=evidence,
