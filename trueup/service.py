@@ -48,7 +48,6 @@ service also saves to the store after every cycle for ``trueup status``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -90,6 +89,8 @@ IN_FLIGHT_STATUSES: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, O
 """Statuses of an order sent but not yet confirmed working by the broker."""
 
 DEFAULT_SERVICE_NAME = "reconciliation"
+STREAM_WAIT_SECONDS = 60.0
+"""How long a stream message waits for its account's reconciliation before it is applied anyway."""
 """Name under which the counters are saved (``Ledger.service_status()``)."""
 
 
@@ -401,8 +402,17 @@ class ReconciliationService:
                 self.counters.stream_messages += 1
                 # Not while the account is being reconciled: a fill booked between the
                 # snapshot and its comparison would be in our position and not in the
-                # broker's, and a repair would book it away. It waits and lands after.
-                async with self._account_locks.get(item.account) or contextlib.nullcontext():
+                # broker's, and a repair would book it away. It waits and lands after;
+                # never for ever (a stuck reconciliation must not stop the stream).
+                lock = self._account_locks.get(item.account)
+                held = lock is not None and await _acquire(lock, STREAM_WAIT_SECONDS)
+                if lock is not None and not held:
+                    log.warning(
+                        "%s still reconciling after %gs; applying its stream message now",
+                        item.account,
+                        STREAM_WAIT_SECONDS,
+                    )
+                try:
                     events = await self._in_thread(
                         self.ledger.ingest_raw,
                         item.payload,
@@ -411,6 +421,9 @@ class ReconciliationService:
                         source=item.source,
                         kind=item.kind,
                     )
+                finally:
+                    if held and lock is not None:
+                        lock.release()
                 self._count_discrepancies(events)
             elif isinstance(item, Reconnected | RefreshNeeded):
                 if isinstance(item, Reconnected):
@@ -587,6 +600,16 @@ class ReconciliationService:
     def _count_error(self, error: BaseException) -> None:
         self.counters.errors += 1
         self.counters.last_error = f"{type(error).__name__}: {error}"
+
+
+async def _acquire(lock: asyncio.Lock, seconds: float) -> bool:
+    """Take `lock` within `seconds`; False if it stayed held that long."""
+    try:
+        async with asyncio.timeout(seconds):
+            await lock.acquire()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

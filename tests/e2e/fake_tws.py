@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -327,9 +328,19 @@ class FakeTws:
 
     def start(self) -> FakeTws:
         self._thread.start()
-        self._server = self._call(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+        # A port below the kernel's ephemeral range (32768+): while the fake is `down`, its
+        # port is free, and an ephemeral one could be taken meanwhile by another server or
+        # by the client's own reconnect attempt (a TCP self-connect), and `up()` would fail.
+        for _ in range(200):
+            port = random.randint(20_000, 32_000)
+            try:
+                self._server = self._call(asyncio.start_server(self._handle, "127.0.0.1", port))
+            except OSError:
+                continue  # in use: try another
+            self.port = port
+            return self
+        msg = "no free port in 20000-32000 for the fake TWS"
+        raise RuntimeError(msg)
 
     def stop(self) -> None:
         async def shutdown() -> None:
