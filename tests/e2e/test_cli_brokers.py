@@ -6,6 +6,7 @@ the books.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,6 +22,10 @@ from tests.e2e import fake_kite, fake_tws
 from tests.e2e.fake_alpaca import FakeAlpaca, running
 from tests.e2e.fake_kite import FakeKite
 from tests.e2e.fake_tws import FakeTws
+from trueup import Ledger
+from trueup.adapters.base import OrderRequest, OrderType
+from trueup.adapters.ib.client import IbClient
+from trueup.submission import start_session
 
 KEY, SECRET = "PKCLIKEY", "cli-s3cr3t-never-shown"
 KITE_KEY, KITE_TOKEN, KITE_SECRET = "kiteclikey", "kite-cli-token-never-shown", "kite-cli-secret-never-shown"
@@ -192,13 +197,6 @@ def test_reconcile_ib_with_another_client_id_sees_the_engines_working_orders(tws
     # The engine (clientId 7) has a working order; a one-off reconcile runs as clientId 9.
     # TWS's reqOpenOrders would list only clientId 9's orders: read as complete, the engine's
     # order would be "missing". The client asks for every client's open orders.
-    import asyncio
-
-    from trueup import Ledger
-    from trueup.adapters.base import OrderRequest, OrderType
-    from trueup.adapters.ib.client import IbClient
-    from trueup.submission import start_session
-
     books = f"sqlite:///{tmp_path / 'books.db'}"
 
     async def engine() -> None:
