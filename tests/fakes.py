@@ -28,6 +28,7 @@ from trueup.adapters.base import (
     SubmitAck,
     SubmitUncertain,
 )
+from trueup.application.reconciler import ReconcileResult
 from trueup.domain.errors import BrokerQueryError
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.reports import (
@@ -40,7 +41,6 @@ from trueup.domain.reports import (
     Report,
 )
 from trueup.domain.status import OrderStatus, Side
-from trueup.reconciler import ReconcileResult
 
 
 def translate(payload: str) -> Sequence[Report]:

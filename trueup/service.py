@@ -35,10 +35,9 @@ blocking database call, so it runs in a worker thread through `asyncio.to_thread
   found later is ingested as usual (the LOST discrepancy and the lock stay until resolved
   by hand: `Ledger.resolve_discrepancy`, `Ledger.unlock_symbol`).
 
-The Ledger has no public call that raises a discrepancy and locks a symbol together, so
-this one decision uses its internal unit of work (`Ledger._commit`, `Ledger._raise`,
-`Ledger._gate_aggregate`), the same way `trueup.reconciler` does. Retry counts live in
-memory: a restarted service counts again from zero (and so waits longer, never less).
+The LOST discrepancy and the lock are one transaction (`Ledger.declare_lost`, a use case
+of `trueup.application.orders`). Retry counts live in memory: a restarted service counts
+again from zero (and so waits longer, never less).
 
 The service never dies on an exception: each reconciliation, stream item and in-flight
 check is wrapped; the exception is logged and counted in `ServiceCounters`, which the
@@ -53,7 +52,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any
 
 from trueup.adapters.base import (
     BrokerClient,
@@ -62,31 +61,32 @@ from trueup.adapters.base import (
     Reconnected,
     RefreshNeeded,
     StreamItem,
+    snapshot_or_unknown,
 )
-from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
+from trueup.application.reconciler import ReconcileResult
+from trueup.application.unit_of_work import Clock
+from trueup.blocking import in_worker_thread
+from trueup.domain.discrepancy import Discrepancy
 from trueup.domain.errors import BrokerQueryError, ConfigError, InvalidReport
-from trueup.domain.gate import LOST_ORDER_LOCK
-from trueup.domain.ids import order_id
-from trueup.domain.reports import REPORT_DECODER, REPORT_ENCODER, BrokerSnapshot, OrderReport, Report
-from trueup.domain.status import OrderStatus
+from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
+from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
-from trueup.ledger import Clock, Ledger
-from trueup.reconciler import ReconcileResult
-from trueup.submission import Submitter
+from trueup.ledger import Ledger
+from trueup.submission import Submitter, record_lookup, start_accounts
 
-if TYPE_CHECKING:
-    from trueup.ledger import _Batch
+__all__ = [
+    "DEFAULT_SERVICE_NAME",
+    "IN_FLIGHT_STATUSES",
+    "STREAM_WAIT_SECONDS",
+    "ReconciliationService",
+    "ServiceCounters",
+    "Translate",
+]
 
 log = logging.getLogger(__name__)
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
 Translate = Callable[[str], Sequence[Report]]
 """An adapter's pure translator: raw payload in, normalized reports out."""
-
-IN_FLIGHT_STATUSES: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.PENDING_NEW})
-"""Statuses of an order sent but not yet confirmed working by the broker."""
 
 DEFAULT_SERVICE_NAME = "reconciliation"
 STREAM_WAIT_SECONDS = 60.0
@@ -244,29 +244,20 @@ class ReconciliationService:
             if its reconciliation raised.
         """
         self._started = True
-        for account in self.accounts:
-            try:
-                await self._in_thread(self.ledger.begin_startup, account)
-            except Exception as e:
-                log.exception("startup of %s: could not move the gate to RECONCILING", account)
-                self._count_error(e)
-        # Before anything else: intents without an acknowledgement are looked up at the
-        # broker by client id (found: booked; proven absent: closed); nothing is re-sent.
-        unresolved: dict[str, list[str]] = {}
-        for account in self.accounts:
-            try:
-                recovery = await Submitter(self.ledger, self.broker).recover(account)
-                unresolved[account] = recovery.unresolved
-            except Exception as e:
-                log.exception("startup of %s: recovery of unacknowledged submits failed", account)
-                self._count_error(e)
-        results: dict[str, ReconcileResult | None] = {}
-        await self._pass("startup", self.accounts, inflight=False, results=results)
-        for account, pending in unresolved.items():
-            if pending:
-                reasons = tuple(f"submit {cid} awaiting broker lookup" for cid in pending)
-                await self._in_thread(self.ledger.block, account, reasons)
-        return results
+
+        def failed(account: str, step: str, error: Exception) -> None:
+            log.error("startup of %s: %s", account, step, exc_info=error)
+            self._count_error(error)
+
+        async def reconcile(accounts: Sequence[str]) -> dict[str, ReconcileResult | None]:
+            results: dict[str, ReconcileResult | None] = {}
+            await self._pass("startup", accounts, inflight=False, results=results)
+            return results
+
+        outcomes = await start_accounts(
+            self.ledger, self.broker, self.accounts, reconcile=reconcile, on_error=failed
+        )
+        return {account: outcome.result for account, outcome in outcomes.items()}
 
     async def submit(self, request: OrderRequest) -> OrderView:
         """Send a new order through this service's broker, crash-safely (see trueup.submission).
@@ -335,7 +326,7 @@ class ReconciliationService:
         async with self._account_locks[account]:
             snapshot = await self._snapshot(account)
             try:
-                result = await self._in_thread(self.ledger.reconcile, snapshot)
+                result = await in_worker_thread(self.ledger.reconcile, snapshot)
             except Exception as e:
                 log.exception("%s reconciliation of %s failed", why, account)
                 self._count_error(e)
@@ -357,27 +348,7 @@ class ReconciliationService:
 
     async def _snapshot(self, account: str) -> BrokerSnapshot:
         """The broker's snapshot, or one with every part unknown if it could not be had."""
-        try:
-            snapshot = await self.broker.snapshot(account)
-        except BrokerQueryError as e:
-            # Expected while the broker is down: a warning, not a stack trace per period.
-            log.warning("snapshot of %s failed: %s; reconciled as STALE_DATA", account, e)
-            self._count_error(e)
-            return self._unknown_snapshot(account, str(e))
-        except Exception as e:
-            log.exception("snapshot of %s raised; reconciled as STALE_DATA", account)
-            self._count_error(e)
-            return self._unknown_snapshot(account, f"snapshot raised {type(e).__name__}: {e}")
-        if snapshot.account != account:
-            # Reconciling it would compare one account's books with another's positions.
-            log.error("broker answered a snapshot of %s with one of %s", account, snapshot.account)
-            self._count_error(ValueError(f"snapshot of {snapshot.account!r} for {account!r}"))
-            return self._unknown_snapshot(account, f"the broker answered for account {snapshot.account!r}")
-        return snapshot
-
-    def _unknown_snapshot(self, account: str, reason: str) -> BrokerSnapshot:
-        # None, not []: every part unknown is STALE_DATA; an empty list would mean "flat".
-        return BrokerSnapshot.unknown(account, self.clock(), reason=reason)
+        return await snapshot_or_unknown(self.broker, account, self.clock(), on_error=self._count_error)
 
     # -- stream --------------------------------------------------------------------------
 
@@ -413,7 +384,7 @@ class ReconciliationService:
                         STREAM_WAIT_SECONDS,
                     )
                 try:
-                    events = await self._in_thread(
+                    events = await in_worker_thread(
                         self.ledger.ingest_raw,
                         item.payload,
                         _keep_on_failure(item.translate),
@@ -455,7 +426,7 @@ class ReconciliationService:
 
     async def _check_inflight(self, account: str) -> int:
         """Look up the account's overdue in-flight orders; return how many were declared LOST."""
-        orders = await self._in_thread(self.ledger.open_orders, account)
+        orders = await in_worker_thread(self.ledger.open_orders, account)
         in_flight = {o.client_order_id: o for o in orders if o.status in IN_FLIGHT_STATUSES}
         # Forget orders that left flight (acknowledged, filled, closed): their count is moot.
         for key in [k for k in self._misses if k[0] == account and k[1] not in in_flight]:
@@ -507,7 +478,9 @@ class ReconciliationService:
         )
         if misses.total < self.inflight_retries or key in self._lost:
             return 0
-        events = await self._in_thread(self._record_lost, account, cid, misses)
+        events = await in_worker_thread(
+            self.ledger.declare_lost, account, cid, not_found=misses.not_found, failed=misses.failed
+        )
         self._count_discrepancies(events)
         self._lost.add(key)
         if not events:
@@ -517,74 +490,17 @@ class ReconciliationService:
         return 1
 
     async def _ingest_lookup(self, account: str, found: OrderReport) -> None:
-        # The port hands back a translated report, so its JSON is the payload kept raw.
-        events = await self._in_thread(
-            self.ledger.ingest_raw,
-            REPORT_ENCODER.encode(found).decode(),
-            _decode_report,
-            account=account,
-            source=self.broker.name,
-            kind="lookup",
+        events = await in_worker_thread(
+            record_lookup, self.ledger, found, account=account, source=self.broker.name
         )
         self._count_discrepancies(events)
 
-    def _record_lost(self, account: str, client_order_id: str, misses: _Misses) -> list[Any]:
-        """Raise LOST and lock the symbol in one transaction (see the module docstring).
-
-        Runs in a worker thread. Stores nothing if the order is no longer in flight.
-        """
-        ledger = self.ledger
-        detected = self.clock()
-
-        def apply(batch: _Batch) -> None:
-            order = batch.get(order_id(account, client_order_id))
-            if order is None or order.state.status not in IN_FLIGHT_STATUSES:
-                return  # a report moved it on since the lookup: the broker has it
-            state = order.state
-            already = any(
-                d.kind == DiscrepancyKind.LOST and d.key == client_order_id
-                for d in ledger.discrepancies(account)
-            )
-            if not already:
-                finding = Finding(
-                    DiscrepancyKind.LOST,
-                    client_order_id,
-                    f"{state.status} order known to the broker",
-                    f"not confirmed by {misses.total} lookups "
-                    f"({misses.not_found} not found, {misses.failed} failed)",
-                    f"in-flight order never confirmed (declared {detected.isoformat()}); "
-                    f"{state.symbol} locked; nothing re-sent: resolve by hand",
-                    scope=f"*:{state.symbol}",
-                )
-                ledger._raise(batch, account, [finding], None)
-            gate = ledger._gate_aggregate(batch, account)
-            gate.lock(state.symbol, f"LOST in-flight order {client_order_id}", LOST_ORDER_LOCK)
-            batch.collect(gate)
-
-        return ledger._commit(apply)
-
     # -- helpers -------------------------------------------------------------------------
-
-    async def _in_thread(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Run a blocking ledger call in a worker thread.
-
-        A thread cannot be interrupted: if this task is cancelled, wait for the call to
-        finish before passing the cancellation on, so that whoever stopped the service
-        may close the ledger without a write still running under it.
-        """
-        task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not warn; the cancellation wins
-            raise
 
     async def _save_status(self) -> None:
         """Save the counters where ``trueup status`` reads them; a failure is only counted."""
         try:
-            await self._in_thread(
+            await in_worker_thread(
                 self.ledger.projector.save_service_status, self.name, self.counters.as_dict()
             )
         except Exception as e:
@@ -619,10 +535,6 @@ async def _wait(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def _decode_report(payload: str) -> Sequence[Report]:
-    return [REPORT_DECODER.decode(payload)]
 
 
 def _keep_on_failure(translate: Translate) -> Translate:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 
 import msgspec
@@ -38,13 +38,14 @@ from trueup.adapters.base import (
     check_client_order_id,
     snapshot_or_unknown,
 )
+from trueup.application.books import Books
+from trueup.application.reconciler import ReconcileResult
+from trueup.blocking import in_worker_thread
 from trueup.domain.errors import BrokerQueryError
 from trueup.domain.reports import REPORT_DECODER, REPORT_ENCODER, OrderReport, Report
 from trueup.domain.status import OrderStatus, ReportSource
 from trueup.domain.views import OrderView
 from trueup.faults import crash_point
-from trueup.ledger import Ledger
-from trueup.reconciler import ReconcileResult
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,38 @@ class RecoveryReport(msgspec.Struct):
     """Client ids the broker could not be asked about; trading stays blocked."""
 
 
-def _decode_reports(payload: str) -> Sequence[Report]:
+def record_lookup(ledger: Books, found: OrderReport, *, account: str, source: str) -> list[object]:
+    """Book an order report a broker lookup found, its JSON kept as the raw payload.
+
+    The port hands back a translated report, so its JSON is what the raw log keeps. A
+    blocking call: from asyncio code run it in a worker thread.
+
+    Returns:
+        The domain events stored.
+    """
+    return list(
+        ledger.ingest_raw(
+            REPORT_ENCODER.encode(found).decode(),
+            _decode_report,
+            account=account,
+            source=source,
+            kind="lookup",
+        )
+    )
+
+
+def _decode_report(payload: str) -> Sequence[Report]:
     return [REPORT_DECODER.decode(payload)]
 
 
 class Submitter:
-    """Sends orders for one ledger through one broker client."""
+    """Sends orders for one ledger through one broker client.
 
-    def __init__(self, ledger: Ledger, broker: BrokerClient) -> None:
+    Every ledger call runs in a worker thread (`trueup.blocking`): each is a database
+    transaction, and the event loop that awaits the broker must not wait on the disk.
+    """
+
+    def __init__(self, ledger: Books, broker: BrokerClient) -> None:
         """Submit into `ledger` through `broker`."""
         self.ledger = ledger
         self.broker = broker
@@ -85,14 +110,15 @@ class Submitter:
         """
         ledger = self.ledger
         check_client_order_id(request.client_order_id)
-        existing = ledger.order(request.account, request.client_order_id)
+        existing = await in_worker_thread(ledger.order, request.account, request.client_order_id)
         if existing is not None:
             log.info(
                 "submit %s: already recorded (%s); nothing sent", request.client_order_id, existing.status
             )
             return existing
         live_position = await self._live_position(request) if request.reduce_only else None
-        ledger.check_new_order(
+        await in_worker_thread(
+            ledger.check_new_order,
             request.account,
             request.symbol,
             request.side,
@@ -128,10 +154,28 @@ class Submitter:
             ValueError: the order is not working, or has no broker id yet.
             NotReadyError: the gate refuses new risk on the symbol.
         """
-        ledger, broker = self.ledger, self.broker
+        broker = self.broker
         if not isinstance(broker, ReplacingBroker):
             msg = f"broker {broker.name!r} does not amend orders by replacement"
             raise TypeError(msg)
+        planned = await in_worker_thread(
+            self._plan_leg, broker, account, client_order_id, quantity, limit_price
+        )
+        if isinstance(planned, OrderView):
+            return planned  # already recorded: nothing is sent
+        leg, request = planned
+        return await self._send(leg, functools.partial(broker.replace, request), replaces=client_order_id)
+
+    def _plan_leg(
+        self,
+        broker: ReplacingBroker,
+        account: str,
+        client_order_id: str,
+        quantity: Decimal | None,
+        limit_price: Decimal | None,
+    ) -> OrderView | tuple[OrderRequest, ReplaceRequest]:
+        """The recorded leg replacing the order, or the leg to send (runs in a worker thread)."""
+        ledger = self.ledger
         current = ledger.order(account, client_order_id)
         if current is None:
             msg = f"{account}: no order {client_order_id!r} to replace"
@@ -177,7 +221,7 @@ class Submitter:
             quantity=leg.quantity,
             limit_price=leg.limit_price,
         )
-        return await self._send(leg, functools.partial(broker.replace, request), replaces=client_order_id)
+        return leg, request
 
     async def _send(
         self, request: OrderRequest, call: Callable[[], Awaitable[SubmitAck]], *, replaces: str | None = None
@@ -186,11 +230,24 @@ class Submitter:
 
         `call` is invoked only after the intent and SUBMITTED are stored: write-ahead.
         """
-        ledger = self.ledger
         cid = request.client_order_id
-        ledger.intend(
+        await in_worker_thread(self._write_ahead, request, replaces)
+        crash_point("submit.before_broker_call")
+        try:
+            ack = await call()
+        except SubmitRejected as e:
+            return await in_worker_thread(self._record_rejection, request, e)
+        except SubmitUncertain:
+            log.warning("order %s: outcome unknown; will look it up, never re-send", cid)
+            return await in_worker_thread(self._view, request)
+        crash_point("submit.after_broker_call")
+        return await in_worker_thread(self._record_ack, request, ack)
+
+    def _write_ahead(self, request: OrderRequest, replaces: str | None) -> None:
+        """Store the intent, then SUBMITTED (steps 2 and 3; runs in a worker thread)."""
+        self.ledger.intend(
             request.account,
-            cid,
+            request.client_order_id,
             request.symbol,
             request.side,
             request.quantity,
@@ -198,19 +255,7 @@ class Submitter:
             strategy=request.strategy,
             replaces=replaces,
         )
-        ledger.mark_submitted(request.account, cid)
-        crash_point("submit.before_broker_call")
-        try:
-            ack = await call()
-        except SubmitRejected as e:
-            self._record_rejection(request, e)
-            return self._view(request)
-        except SubmitUncertain:
-            log.warning("order %s: outcome unknown; will look it up, never re-send", cid)
-            return self._view(request)
-        crash_point("submit.after_broker_call")
-        self._record_ack(request, ack)
-        return self._view(request)
+        self.ledger.mark_submitted(request.account, request.client_order_id)
 
     def _chain_root(self, account: str, order: OrderView) -> tuple[str, int]:
         """The first leg's client id and the number the next leg gets."""
@@ -231,7 +276,7 @@ class Submitter:
 
     async def cancel(self, account: str, client_order_id: str) -> None:
         """Ask the broker to cancel (cancels always pass the gate); the outcome arrives as reports."""
-        order = self.ledger.order(account, client_order_id)
+        order = await in_worker_thread(self.ledger.order, account, client_order_id)
         broker_id = order.broker_order_ids[-1] if order is not None and order.broker_order_ids else None
         await self.broker.cancel(account, client_order_id, broker_id)
 
@@ -243,11 +288,13 @@ class Submitter:
         booked, proven-absent ones closed; if the broker cannot be asked, they stay
         unresolved and the caller must keep the gate closed.
         """
+        ledger = self.ledger
         report = RecoveryReport()
-        for order in self.ledger.open_orders(account):
+        for order in await in_worker_thread(ledger.open_orders, account):
             cid = order.client_order_id
             if order.status is OrderStatus.INTENDED:
-                self.ledger.abandon(account, cid, "intent recorded but never sent (crash before submit)")
+                reason = "intent recorded but never sent (crash before submit)"
+                await in_worker_thread(ledger.abandon, account, cid, reason)
                 report.abandoned.append(cid)
             elif order.status is OrderStatus.SUBMITTED:
                 try:
@@ -256,18 +303,19 @@ class Submitter:
                     log.warning("recovery: lookup of %s failed: %s", cid, e)
                     report.unresolved.append(cid)
                     continue
-                if found is None and not absence_provable(
-                    self.broker, order.submitted_at, self.ledger.clock()
-                ):
+                if found is None and not absence_provable(self.broker, order.submitted_at, ledger.clock()):
                     # A day-scoped broker forgets yesterday's orders: not finding one sent
                     # before today's window proves nothing (it may have filled). Stay blocked.
                     log.warning("recovery: %s sent before the broker's history window; outcome unknown", cid)
                     report.unresolved.append(cid)
                 elif found is None:
-                    self.ledger.abandon(account, cid, "not at the broker after restart; never re-sent")
+                    reason = "not at the broker after restart; never re-sent"
+                    await in_worker_thread(ledger.abandon, account, cid, reason)
                     report.abandoned.append(cid)
                 else:
-                    self._ingest_lookup(found)
+                    await in_worker_thread(
+                        record_lookup, ledger, found, account=found.account, source=self.broker.name
+                    )
                     report.found.append(cid)
         return report
 
@@ -280,7 +328,8 @@ class Submitter:
             return None
         return sum((p.qty for p in snapshot.positions if p.symbol == request.symbol), Decimal(0))
 
-    def _record_ack(self, request: OrderRequest, ack: SubmitAck) -> None:
+    def _record_ack(self, request: OrderRequest, ack: SubmitAck) -> OrderView:
+        """Store the acknowledgement (step 5; runs in a worker thread); the order after it."""
         report = ack.report or self._report(
             request, ack.broker_order_id, OrderStatus.PENDING_NEW, "acknowledged"
         )
@@ -291,8 +340,10 @@ class Submitter:
             source=self.broker.name,
             kind="submit_ack",
         )
+        return self._view(request)
 
-    def _record_rejection(self, request: OrderRequest, error: SubmitRejected) -> None:
+    def _record_rejection(self, request: OrderRequest, error: SubmitRejected) -> OrderView:
+        """Store the broker's refusal (runs in a worker thread); the order after it."""
         report = self._report(request, None, OrderStatus.REJECTED, f"rejected: {error}")
         self.ledger.ingest_raw(
             error.raw or str(error),
@@ -301,15 +352,7 @@ class Submitter:
             source=self.broker.name,
             kind="submit_rejected",
         )
-
-    def _ingest_lookup(self, found: OrderReport) -> None:
-        self.ledger.ingest_raw(
-            REPORT_ENCODER.encode(found).decode(),
-            _decode_reports,
-            account=found.account,
-            source=self.broker.name,
-            kind="lookup",
-        )
+        return self._view(request)
 
     def _report(
         self, request: OrderRequest, broker_order_id: str | None, status: OrderStatus, raw: str
@@ -334,10 +377,83 @@ class Submitter:
         return self._existing(request.account, request.client_order_id)
 
 
+StartupReconcile = Callable[[Sequence[str]], Awaitable[Mapping[str, ReconcileResult | None]]]
+"""Reconciles the accounts once; an account whose reconciliation failed maps to None."""
+
+StartupError = Callable[[str, str, Exception], None]
+"""Told (account, which step, the exception) when a startup step fails for an account."""
+
+
+class StartupOutcome(msgspec.Struct):
+    """What startup did for one account."""
+
+    recovery: RecoveryReport | None
+    """Unacknowledged intents found, closed or unresolved (None if recovery failed)."""
+    result: ReconcileResult | None
+    """The startup reconciliation, its gate the final verdict (None if it failed)."""
+
+
+async def start_accounts(
+    ledger: Books,
+    broker: BrokerClient,
+    accounts: Sequence[str],
+    *,
+    reconcile: StartupReconcile,
+    on_error: StartupError | None = None,
+) -> dict[str, StartupOutcome]:
+    """Startup of accounts: gates RECONCILING, recovery, one reconciliation, the final verdict.
+
+    1. every account's gate goes to RECONCILING first, so none trades on an old verdict
+       while another is recovered;
+    2. intents without an acknowledgement are looked up by client id (found: booked;
+       proven absent: closed); nothing is re-sent;
+    3. `reconcile` reconciles the accounts against the broker;
+    4. an account with intents the broker could not be asked about stays BLOCKED, naming
+       them, whatever the reconciliation found.
+
+    Args:
+        ledger: the books.
+        broker: the broker the accounts are at.
+        accounts: the accounts to start.
+        reconcile: reconciles the accounts (step 3).
+        on_error: called instead of raising when step 1 or 2 fails for an account.
+
+    Returns:
+        Each account's recovery and startup reconciliation.
+    """
+    for account in accounts:
+        try:
+            await in_worker_thread(ledger.begin_startup, account)
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(account, "could not move the gate to RECONCILING", e)
+    recoveries: dict[str, RecoveryReport | None] = {}
+    for account in accounts:
+        try:
+            recoveries[account] = await Submitter(ledger, broker).recover(account)
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(account, "recovery of unacknowledged submits failed", e)
+            recoveries[account] = None
+    results = await reconcile(accounts)
+    outcomes = {}
+    for account in accounts:
+        recovery, result = recoveries[account], results.get(account)
+        if recovery is not None and recovery.unresolved:
+            reasons = tuple(f"submit {cid} awaiting broker lookup" for cid in recovery.unresolved)
+            gate = await in_worker_thread(ledger.block, account, reasons)
+            if result is not None:
+                result.gate = gate  # the verdict the caller sees is the final one
+        outcomes[account] = StartupOutcome(recovery=recovery, result=result)
+    return outcomes
+
+
 async def start_session(
-    ledger: Ledger, broker: BrokerClient, account: str
+    ledger: Books, broker: BrokerClient, account: str
 ) -> tuple[RecoveryReport, ReconcileResult]:
-    """Startup: gate RECONCILING, resolve unacknowledged intents, reconcile, then judge the gate.
+    """Startup of one account (see `start_accounts`); a failure of any step raises.
 
     Nothing is allowed before this completes; if some intents could not be looked up the
     gate stays BLOCKED naming them, whatever the reconciliation found.
@@ -345,11 +461,16 @@ async def start_session(
     Returns:
         The recovery report and the ReconcileResult of the startup reconciliation.
     """
-    ledger.begin_startup(account)
-    submitter = Submitter(ledger, broker)
-    recovery = await submitter.recover(account)
-    result = ledger.reconcile(await snapshot_or_unknown(broker, account, ledger.clock()))
-    if recovery.unresolved:
-        reasons = tuple(f"submit {cid} awaiting broker lookup" for cid in recovery.unresolved)
-        result.gate = ledger.block(account, reasons)  # the verdict the caller sees is the final one
-    return recovery, result
+
+    async def reconcile(accounts: Sequence[str]) -> dict[str, ReconcileResult | None]:
+        results: dict[str, ReconcileResult | None] = {}
+        for name in accounts:
+            snapshot = await snapshot_or_unknown(broker, name, ledger.clock())
+            results[name] = await in_worker_thread(ledger.reconcile, snapshot)
+        return results
+
+    outcome = (await start_accounts(ledger, broker, [account], reconcile=reconcile))[account]
+    if outcome.recovery is None or outcome.result is None:  # pragma: no cover - failures raised above
+        msg = f"startup of {account} did not complete"
+        raise RuntimeError(msg)
+    return outcome.recovery, outcome.result

@@ -39,13 +39,11 @@ from typing import TYPE_CHECKING, Literal, Self, TypeVar, cast, overload
 from eventsourcing.persistence import ApplicationRecorder, Notification
 from eventsourcing.persistence import Subscription as RecorderSubscription
 
-# The module, not its names: `Ledger.subscribe` imports this module, and a
-# `from trueup.ledger import LoggedEvent` here would then see a half-initialised module.
-from trueup import ledger as _ledger
+from trueup.adapters.eventstore.log import LoggedEvent
 from trueup.adapters.store import Cursor, Store
 
 if TYPE_CHECKING:
-    from trueup.ledger import Ledger, LoggedEvent
+    from trueup.application.books import Books as Ledger
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +129,7 @@ class _Retrier:
 
 
 def _logged_event(store: Store, notification: Notification) -> LoggedEvent:
-    return _ledger.LoggedEvent(
+    return LoggedEvent(
         position=notification.id,
         topic=notification.topic,
         event=store.app.mapper.to_domain_event(notification),

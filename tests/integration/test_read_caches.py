@@ -17,11 +17,11 @@ def test_reconcile_sees_an_order_another_ledger_closed(store_url: str) -> None:
         complete = BrokerSnapshot(ACCOUNT, at(99), listed, [], [], complete_history=True)
         assert first.reconcile(complete).events == []
         assert first.reconcile(complete).events == []  # steady state: served from what was kept
-        assert [s.client_order_id for s in first._open_order_states(ACCOUNT)] == ["C1", "C2"]
+        assert [s.client_order_id for s in first.queries.open_order_states(ACCOUNT)] == ["C1", "C2"]
 
         second.ingest(order_report("CANCELED", cid="C2", broker_id="BC2", ts=2))
 
-        assert [s.client_order_id for s in first._open_order_states(ACCOUNT)] == ["C1"]
+        assert [s.client_order_id for s in first.queries.open_order_states(ACCOUNT)] == ["C1"]
         only_c1 = BrokerSnapshot(ACCOUNT, at(99), listed[:1], [], [], complete_history=True)
         # C2 is closed now: its absence from a complete snapshot is no discrepancy.
         assert first.reconcile(only_c1).discrepancies == []

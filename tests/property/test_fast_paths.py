@@ -25,9 +25,9 @@ from tests.builders import at, unique_cid
 from tests.property.test_convergence import delivery, truth
 from tests.property.test_reconcile_property import NOW, scenario
 from trueup import Ledger
+from trueup.application.unit_of_work import UnitOfWork, load
 from trueup.domain.ids import broker_link_id, order_id
 from trueup.domain.reports import PositionReport
-from trueup.ledger import _Batch
 from trueup.projections.runner import Projector
 
 TABLES = ("trueup_orders", "trueup_positions", "trueup_discrepancies", "trueup_fills")
@@ -113,11 +113,11 @@ def test_prefetched_orders_and_links_equal_the_repository_ones(data: st.DataObje
                 order_id(r.account, "never-seen"),
             )
         }
-        prefetched = _Batch(ledger)
+        prefetched = UnitOfWork(ledger.store, ledger.clock)
         prefetched.prefetch(idents)
         for ident in idents:
             # Check: same aggregate (id, version, state) or both absent.
-            expected = ledger._get(ident)
+            expected = load(ledger.store, ident)
             got = prefetched.get(ident)
             if expected is None:
                 assert got is None

@@ -133,13 +133,47 @@ class RefreshNeeded(msgspec.Struct, frozen=True, kw_only=True):
 StreamItem = RawMessage | Reconnected | RefreshNeeded
 
 
-async def snapshot_or_unknown(broker: BrokerClient, account: str, now: datetime) -> BrokerSnapshot:
-    """The broker's snapshot, or an all-unknown one (STALE_DATA) if it cannot be taken."""
+async def snapshot_or_unknown(
+    broker: BrokerClient,
+    account: str,
+    now: datetime,
+    *,
+    on_error: Callable[[Exception], object] | None = None,
+) -> BrokerSnapshot:
+    """The broker's snapshot, or an all-unknown one (STALE_DATA) if it cannot be had.
+
+    A failed query is never read as "flat" or "no orders": whatever the broker call
+    raised (`BrokerQueryError`, or anything else: an adapter bug), and a snapshot of
+    another account, become a snapshot whose parts are all None, naming why.
+
+    Args:
+        broker: the broker to ask.
+        account: the account whose snapshot is wanted.
+        now: the time the unknown snapshot is dated.
+        on_error: told each failure (to count it), besides the log.
+    """
     try:
-        return await broker.snapshot(account)
+        snapshot = await broker.snapshot(account)
     except BrokerQueryError as e:
+        # Expected while the broker is down: a warning, not a stack trace per period.
         log.warning("snapshot of %s from %s failed: %s; reconciled as STALE_DATA", account, broker.name, e)
+        if on_error is not None:
+            on_error(e)
         return BrokerSnapshot.unknown(account, now, reason=str(e))
+    except Exception as e:
+        log.exception("snapshot of %s from %s raised; reconciled as STALE_DATA", account, broker.name)
+        if on_error is not None:
+            on_error(e)
+        return BrokerSnapshot.unknown(account, now, reason=f"snapshot raised {type(e).__name__}: {e}")
+    if snapshot.account != account:
+        # Reconciling it would compare one account's books with another's positions.
+        log.error("broker answered a snapshot of %s with one of %s", account, snapshot.account)
+        if on_error is not None:
+            on_error(ValueError(f"snapshot of {snapshot.account!r} for {account!r}"))
+        return BrokerSnapshot.unknown(
+            account, now, reason=f"the broker answered for account {snapshot.account!r}"
+        )
+    return snapshot
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """Pure reconciliation rules: comparing our books with a broker snapshot.
 
-The shell (`trueup.reconciler`) fetches state and stores decisions; everything that
+The shell (`trueup.application.reconciler`) fetches state and stores decisions; everything that
 decides lives here and reads no clock and does no I/O.
 """
 

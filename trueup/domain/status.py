@@ -73,6 +73,9 @@ TERMINAL_STATUSES: frozenset[OrderStatus] = frozenset(
 )
 """Statuses that end an order's life (all rank 100)."""
 
+IN_FLIGHT_STATUSES: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.PENDING_NEW})
+"""Statuses of an order sent but not yet confirmed working by the broker."""
+
 WORKING_STATUSES: frozenset[OrderStatus] = frozenset(
     {
         OrderStatus.INTENDED,

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid5
 
 import msgspec
 
+from trueup.application.booking import apply_report, client_order_id_for
+from trueup.application.findings import OpenDiscrepancies, resolve_all
+from trueup.application.gatekeeping import gate_in, judge_gate
+from trueup.application.unit_of_work import UnitOfWork, Writer
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.gate import POSITION_LOCK, GateState, gate_id
 from trueup.domain.ids import NAMESPACE, order_id, position_id
@@ -37,10 +40,7 @@ from trueup.domain.reconcile import (
 from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.rules import working_status
 from trueup.domain.status import OrderStatus, ReportSource
-from trueup.domain.views import DiscrepancyView
-
-if TYPE_CHECKING:
-    from trueup.ledger import Ledger, _Batch
+from trueup.projections.queries import Queries
 
 _POSITION_KINDS = frozenset(
     {
@@ -76,11 +76,8 @@ class _Run:
     snapshot: BrokerSnapshot
     policy: PositionPolicy
     lost_after: int
-    open_views: list[DiscrepancyView]
-    """Discrepancies of the account open when the run started."""
-    open_keys: set[tuple[str, str, str, str]]
-    open_by_key: dict[str, list[DiscrepancyView]] = field(default_factory=dict)
-    """open_views by subject, so resolving one subject does not scan them all."""
+    open: OpenDiscrepancies
+    """Discrepancies of the account open when the run started (and recorded since)."""
     known: dict[str, OrderState] = field(default_factory=dict)
     """Read-model state of the orders the snapshot names, by client order id."""
     by_broker_id: dict[str, str] = field(default_factory=dict)
@@ -107,11 +104,12 @@ def snapshot_id(snapshot: BrokerSnapshot) -> UUID:
 
 
 class Reconciler:
-    """Runs reconciliations for one ledger."""
+    """Runs reconciliations on one store."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        """Reconcile into `ledger`."""
-        self.ledger = ledger
+    def __init__(self, writer: Writer, queries: Queries) -> None:
+        """Store decisions through `writer`; read the books through `queries`."""
+        self.writer = writer
+        self.queries = queries
 
     def reconcile(
         self,
@@ -122,21 +120,18 @@ class Reconciler:
         lost_after: int,
     ) -> ReconcileResult:
         """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile."""
-        ledger = self.ledger
         account = snapshot.account
         run_state: list[_Run] = []
 
-        def apply(batch: _Batch) -> None:
+        def apply(unit: UnitOfWork) -> None:
             run = _Run(
                 snapshot=snapshot,
                 policy=policy,
                 lost_after=lost_after,
-                open_views=(views := ledger.discrepancies(account)),
-                open_keys={(v.kind, v.key, v.expected, v.actual) for v in views},
-                open_by_key=_by_key(views),
+                open=OpenDiscrepancies(account, self.queries.discrepancies(account)),
             )
             run_state[:] = [run]
-            age = (ledger.clock() - snapshot.as_of).total_seconds()
+            age = (unit.clock() - snapshot.as_of).total_seconds()
             stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
             run.stale = bool(stale)
             run.stale_reasons = (
@@ -144,19 +139,19 @@ class Reconciler:
                 if too_old(age, max_age_seconds)
                 else stale_reasons(snapshot)
             )
-            self._raise_new(batch, run, stale)
+            run.open.record_new(unit, stale, run.evidence)
             if too_old(age, max_age_seconds):
-                self._prepend_evidence(batch, run)
+                self._prepend_evidence(unit, run)
                 return  # too old: nothing else is concluded from it
             if not stale:
-                self._resolve_open(batch, run, {DiscrepancyKind.STALE_DATA}, None, "broker data fresh again")
+                run.open.resolve(unit, {DiscrepancyKind.STALE_DATA}, None, "broker data fresh again")
             if snapshot.orders is not None:
-                self._orders(batch, run, snapshot.orders, snapshot.fills or [])
+                self._orders(unit, run, snapshot.orders, snapshot.fills or [])
             if snapshot.positions is not None:
-                self._positions(batch, run, snapshot.positions)
-            self._prepend_evidence(batch, run)
+                self._positions(unit, run, snapshot.positions)
+            self._prepend_evidence(unit, run)
 
-        events = ledger._commit(apply)
+        events = self.writer.commit(apply)
         run = run_state[0]
         result = ReconcileResult(account=account, events=events, stale=run.stale)
         for event in events:
@@ -166,51 +161,51 @@ class Reconciler:
                 result.position_syncs.append(event)
             elif isinstance(event, Discrepancy.Raised):
                 result.discrepancies.append(event)
-        result.gate = ledger._judge_gate(account, stale=run.stale_reasons)
+        result.gate = judge_gate(self.writer, self.queries, account, stale=run.stale_reasons)
         return result
 
     # -- orders ----------------------------------------------------------------------------
 
-    def _orders(self, batch: _Batch, run: _Run, orders: list[OrderReport], fills: list[FillReport]) -> None:
-        ledger = self.ledger
+    def _orders(
+        self, unit: UnitOfWork, run: _Run, orders: list[OrderReport], fills: list[FillReport]
+    ) -> None:
         # Compare against the read model first: an order that agrees needs no aggregate
         # load at all, which keeps a periodic reconciliation of unchanged books cheap.
         named = {r.client_order_id for r in orders if r.client_order_id}
         named |= {f.client_order_id for f in fills if f.client_order_id}
-        run.known = ledger._order_states(run.snapshot.account, named)
+        run.known = self.queries.order_states(run.snapshot.account, named)
         run.by_broker_id = {b: s.client_order_id for s in run.known.values() for b in s.broker_order_ids}
         fills_by_order: dict[str, list[FillReport]] = {}
         for fill in fills:
-            fills_by_order.setdefault(self._key(batch, run, fill), []).append(fill)
+            fills_by_order.setdefault(self._key(unit, run, fill), []).append(fill)
         for report in orders:
-            key = self._key(batch, run, report)
+            key = self._key(unit, run, report)
             run.listed.add(key)
             listed_fills = fills_by_order.pop(key, None)
             order_fills = sorted(listed_fills, key=_fill_order) if listed_fills else []
             state = run.known.get(key)
             if state is not None and not state.missing_cycles and self._agrees(state, report, order_fills):
                 continue
-            self._order(batch, run, key, report, order_fills)
+            self._order(unit, run, key, report, order_fills)
         # Executions of orders the snapshot did not list (IB lists executions of the day).
         for key, order_fills in fills_by_order.items():
             for fill in sorted(order_fills, key=_fill_order):
-                ledger._apply_report(batch, fill, run.evidence)
+                apply_report(unit, fill, run.evidence)
             run.listed.add(key)
         if run.snapshot.complete_history or run.snapshot.history_since is not None:
-            self._missing(batch, run)
+            self._missing(unit, run)
 
     def _order(
-        self, batch: _Batch, run: _Run, key: str, report: OrderReport, order_fills: list[FillReport]
+        self, unit: UnitOfWork, run: _Run, key: str, report: OrderReport, order_fills: list[FillReport]
     ) -> None:
         """Bring one order in line with the broker's report and executions."""
-        ledger = self.ledger
-        order = batch.get(order_id(report.account, key))
+        order = unit.get(order_id(report.account, key))
         if order is not None and order.state.missing_cycles:
             # Listed again: it was never lost.
             order.trigger_event(Order.SeenAtBroker, evidence_id=run.evidence)
-            batch.collect(order)
+            unit.collect(order)
             kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
-            self._resolve_open(batch, run, kinds, key, "listed by the broker again")
+            run.open.resolve(unit, kinds, key, "listed by the broker again")
         if order is not None and self._agrees(order.state, report, order_fills):
             return
         before = (order.state.status, order.state.filled_qty) if order is not None else None
@@ -226,26 +221,21 @@ class Reconciler:
                 source=ReportSource.RECONCILE,
                 raw_status=f"derived: {report.raw_status} proves it was accepted",
             )
-            ledger._apply_report(batch, accepted, run.evidence)
+            apply_report(unit, accepted, run.evidence)
         for fill in order_fills:
-            ledger._apply_report(batch, fill, run.evidence)
-        ledger._apply_report(batch, report, run.evidence)
-        order = batch.get(order_id(report.account, key))
+            apply_report(unit, fill, run.evidence)
+        apply_report(unit, report, run.evidence)
+        order = unit.get(order_id(report.account, key))
         state = order.state
         if state.real_filled > report.filled_qty:
-            self._raise_new(
-                batch,
-                run,
-                [
-                    Finding(
-                        DiscrepancyKind.FILL_MISMATCH,
-                        key,
-                        f"broker cumulative >= {state.real_filled} (our executions)",
-                        f"broker cumulative {report.filled_qty}",
-                        "we hold executions the broker's cumulative does not count",
-                    )
-                ],
+            finding = Finding(
+                DiscrepancyKind.FILL_MISMATCH,
+                key,
+                f"broker cumulative >= {state.real_filled} (our executions)",
+                f"broker cumulative {report.filled_qty}",
+                "we hold executions the broker's cumulative does not count",
             )
+            run.open.record_new(unit, [finding], run.evidence)
         after = (state.status, state.filled_qty)
         if after != before:
             order.trigger_event(
@@ -256,15 +246,15 @@ class Reconciler:
                 filled_after=state.filled_qty,
                 evidence_id=run.evidence,
             )
-            batch.collect(order)
+            unit.collect(order)
 
-    def _key(self, batch: _Batch, run: _Run, report: OrderReport | FillReport) -> str:
+    def _key(self, unit: UnitOfWork, run: _Run, report: OrderReport | FillReport) -> str:
         """The client order id a report belongs to (same resolution as ingest: link first)."""
         if report.broker_order_id and report.broker_order_id in run.by_broker_id:
             return run.by_broker_id[report.broker_order_id]
         if report.client_order_id in run.known and not report.broker_order_id:
             return report.client_order_id
-        return self.ledger._client_order_id_of(batch, report)
+        return client_order_id_for(unit, report)
 
     @staticmethod
     def _agrees(state: OrderState, report: OrderReport, fills: list[FillReport]) -> bool:
@@ -282,7 +272,7 @@ class Reconciler:
             and (not fills or all(_booked(state, fill) for fill in fills))
         )
 
-    def _missing(self, batch: _Batch, run: _Run) -> None:
+    def _missing(self, unit: UnitOfWork, run: _Run) -> None:
         """Open orders a complete (or day-scoped) snapshot does not list: missing, then lost.
 
         A day-scoped broker's lists cover only its window (`history_since`): an open order
@@ -290,15 +280,15 @@ class Reconciler:
         """
         account = run.snapshot.account
         since = run.snapshot.history_since
-        for state in self.ledger._open_order_states(account):
+        for state in self.queries.open_order_states(account):
             if state.client_order_id in run.listed or state.status.rank < OrderStatus.SUBMITTED.rank:
                 continue  # listed, or never sent: absence proves nothing
-            order = batch.get(order_id(account, state.client_order_id))
+            order = unit.get(order_id(account, state.client_order_id))
             if order is None or order.state.status.is_terminal:
                 continue
             cycles = order.state.missing_cycles + 1
             order.trigger_event(Order.MissingAtBroker, cycles=cycles, evidence_id=run.evidence)
-            batch.collect(order)
+            unit.collect(order)
             sent = state.submitted_at or state.created_at
             if since is not None and (sent is None or sent < since):
                 actual = f"absent; sent before the broker's history window ({since.isoformat()})"
@@ -326,44 +316,43 @@ class Reconciler:
                         f"{cycles} complete snapshots; nothing is re-sent",
                     )
                 )
-            self._raise_new(batch, run, findings)
+            run.open.record_new(unit, findings, run.evidence)
 
     # -- positions -------------------------------------------------------------------------
 
-    def _positions(self, batch: _Batch, run: _Run, positions: list[PositionReport]) -> None:
-        ledger = self.ledger
+    def _positions(self, unit: UnitOfWork, run: _Run, positions: list[PositionReport]) -> None:
         account = run.snapshot.account
         broker = {p.symbol: p for p in positions}
-        local = {s.symbol: s for s in ledger._position_states(account)}
-        for aggregate in batch.positions(account):
+        local = {s.symbol: s for s in self.queries.position_states(account)}
+        for aggregate in unit.positions(account):
             local[aggregate.state.symbol] = aggregate.state
-        gate = batch.get(gate_id(account))
+        gate = unit.get(gate_id(account))
         for symbol in sorted(set(broker) | set(local)):
             state = local.get(symbol)
             local_qty = state.qty if state is not None else Decimal(0)
             local_avg = state.avg_cost if state is not None else Decimal(0)
             finding = position_finding(symbol, local_qty, local_avg, broker.get(symbol))
             if finding is None:
-                self._resolve_open(batch, run, set(_POSITION_KINDS), symbol, "agrees with the broker")
+                run.open.resolve(unit, set(_POSITION_KINDS), symbol, "agrees with the broker")
                 if gate is not None and gate.lock_owners.get(symbol) == POSITION_LOCK:
                     gate.unlock(symbol, by="reconciler")  # only the position policy's own lock
-                    batch.collect(gate)
+                    unit.collect(gate)
                 continue
             if run.policy is PositionPolicy.REPAIR:
-                self._repair(batch, run, symbol, local_qty, broker.get(symbol), finding)
+                self._repair(unit, run, symbol, local_qty, broker.get(symbol), finding)
                 continue
             if run.policy is PositionPolicy.LOCK:
                 finding = msgspec.structs.replace(finding, scope=f"*:{symbol}")
-                gate = gate or ledger._gate_aggregate(batch, account)
+                gate = gate or gate_in(unit, account)
                 gate.lock(
                     symbol, f"{finding.kind}: ours {finding.expected}, broker {finding.actual}", POSITION_LOCK
                 )
-                batch.collect(gate)
-            self._raise_new(batch, run, [finding])
+                unit.collect(gate)
+            run.open.record_new(unit, [finding], run.evidence)
 
     def _repair(  # noqa: PLR0913, PLR0917 - the inputs of one repair
         self,
-        batch: _Batch,
+        unit: UnitOfWork,
         run: _Run,
         symbol: str,
         local_qty: Decimal,
@@ -376,10 +365,10 @@ class Reconciler:
         fills = repair_fills(
             repair_prefix(account, symbol, local_qty, broker), local_qty, broker_qty, broker_avg
         )
-        position = batch.get(position_id(account, symbol))
+        position = unit.get(position_id(account, symbol))
         if position is None:
             position = Position.open(account, symbol)
-            batch.add(position)
+            unit.add(position)
         position.trigger_event(
             Position.Synced,
             fills=tuple(fills),
@@ -388,42 +377,15 @@ class Reconciler:
             evidence_id=run.evidence,
             ts_event=run.snapshot.as_of,
         )
-        batch.collect(position)
+        unit.collect(position)
         detail = f"{finding.detail}; repaired: synced to the broker with {len(fills)} reconciliation fill(s)"
-        raised = self._raise_new(batch, run, [msgspec.structs.replace(finding, detail=detail)])
-        for discrepancy in raised:
-            discrepancy.resolve("repaired: POSITION_SYNCED", "reconciler", self.ledger.clock())
-            batch.collect(discrepancy)
-        self._resolve_open(batch, run, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")
+        raised = run.open.record_new(unit, [msgspec.structs.replace(finding, detail=detail)], run.evidence)
+        resolve_all(unit, raised, "repaired: POSITION_SYNCED", "reconciler")
+        run.open.resolve(unit, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")
 
-    # -- discrepancies -----------------------------------------------------------------------
-
-    def _raise_new(self, batch: _Batch, run: _Run, findings: Iterable[Finding]) -> list[Discrepancy]:
-        """Raise findings not already open (same kind, subject, expected and actual)."""
-        fresh = []
-        for finding in findings:
-            key = (finding.kind.value, finding.key, finding.expected, finding.actual)
-            if key in run.open_keys:
-                continue
-            run.open_keys.add(key)
-            fresh.append(finding)
-        return self.ledger._raise(batch, run.snapshot.account, fresh, run.evidence)
-
-    def _resolve_open(
-        self, batch: _Batch, run: _Run, kinds: set[DiscrepancyKind], key: str | None, resolution: str
-    ) -> None:
-        """Resolve open discrepancies of these kinds (for one subject, or all)."""
-        for view in run.open_views if key is None else run.open_by_key.get(key, ()):
-            if view.kind in kinds:
-                discrepancy = batch.get(view.id)
-                if discrepancy is not None and discrepancy.resolution is None:
-                    discrepancy.resolve(resolution, "reconciler", self.ledger.clock())
-                    batch.collect(discrepancy)
-                    run.open_keys.discard((view.kind, view.key, view.expected, view.actual))
-
-    def _prepend_evidence(self, batch: _Batch, run: _Run) -> None:
+    def _prepend_evidence(self, unit: UnitOfWork, run: _Run) -> None:
         """Store the snapshot first, if anything was concluded from it and it is not stored yet."""
-        if not batch.events or batch.get(run.evidence) is not None:
+        if not unit.events or unit.get(run.evidence) is not None:
             return
         snapshot, evidence = run.snapshot, run.evidence
         message = BrokerMessage._create(
@@ -433,17 +395,9 @@ class Reconciler:
             source="snapshot",
             kind="snapshot",
             payload=REPORT_ENCODER.encode(snapshot).decode(),
-            ts_received=self.ledger.clock(),
+            ts_received=unit.clock(),
         )
-        batch.events[:0] = message.collect_events()
-
-
-def _by_key(views: list[DiscrepancyView]) -> dict[str, list[DiscrepancyView]]:
-    """Discrepancies by subject."""
-    by_key: dict[str, list[DiscrepancyView]] = {}
-    for view in views:
-        by_key.setdefault(view.key, []).append(view)
-    return by_key
+        unit.events[:0] = message.collect_events()
 
 
 def _fill_order(fill: FillReport) -> tuple[object, str]:

@@ -1,0 +1,1 @@
+"""Event-store wiring (temporary in this branch; replaced by the eventstore branch)."""

@@ -1,0 +1,176 @@
+"""The gate of each account: startup, verdicts, locks, claims, quarantines, overrides.
+
+`GateKeeping` is a mixin of the books (one module per concern) over three public
+attributes: the `writer` that commits, the `queries` that read the projections, and the
+`store` gates are loaded from. `gate_in`, `change_gate` and `judge_gate` are the same
+steps for the other use cases (the reconciler, declaring an order lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from uuid import UUID
+
+from trueup.adapters.store import Store
+from trueup.application.unit_of_work import Clock, UnitOfWork, Writer, load, order_id
+from trueup.domain.discrepancy import DiscrepancyKind
+from trueup.domain.gate import Gate, GateState, check_new_order, gate_id
+from trueup.domain.status import Side
+from trueup.domain.views import OrderView
+from trueup.projections.queries import Queries
+
+log = logging.getLogger(__name__)
+
+
+class GateKeeping:
+    """Ledger methods about the trading gate of each account."""
+
+    store: Store
+    writer: Writer
+    queries: Queries
+    clock: Clock
+
+    def begin_startup(self, account: str) -> GateState:
+        """Put the account's gate in RECONCILING: no new orders until a reconciliation passes."""
+        change_gate(
+            self.writer,
+            account,
+            lambda g: g.move(
+                GateState.RECONCILING, ("startup reconciliation pending",), "startup", self.clock()
+            ),
+        )
+        return self.gate(account)
+
+    def gate(self, account: str) -> GateState:
+        """The account's gate state (RECONCILING until its first reconciliation)."""
+        return gate_state(self.store, account)
+
+    def gate_details(self, account: str) -> tuple[GateState, tuple[str, ...], dict[str, str]]:
+        """Gate state, the reasons for it, and the locked symbols with why."""
+        gate = load(self.store, gate_id(account))
+        if gate is None:
+            return GateState.RECONCILING, ("no reconciliation yet",), {}
+        return GateState(gate.state), tuple(gate.reasons), dict(gate.locks)
+
+    def check_new_order(  # noqa: PLR0913 - what the gate decides on
+        self,
+        account: str,
+        symbol: str,
+        side: Side | str,
+        quantity: Decimal,
+        *,
+        strategy: str | None = None,
+        reduce_only: bool = False,
+        live_position: Decimal | None = None,
+    ) -> None:
+        """Refuse a new order the gate does not allow (cancels never need this check).
+
+        Raises:
+            NotReadyError: the gate is not READY, the symbol is locked or quarantined, or a
+                reduce-only order does not reduce the broker's `live_position`.
+        """
+        check_new_order(
+            load(self.store, gate_id(account)),
+            symbol=symbol,
+            side=Side(side),
+            quantity=quantity,
+            strategy=strategy,
+            quarantined_scopes=self.quarantined_scopes(account),
+            reduce_only=reduce_only,
+            live_position=live_position,
+        )
+
+    def orphan_orders(self, account: str) -> list[tuple[OrderView, str]]:
+        """Orders at the broker we never sent, still quarantining, with their scope."""
+        orphans = []
+        for d in self.queries.discrepancies(account):
+            if d.kind == DiscrepancyKind.ORPHAN_ORDER and d.scope:
+                order = load(self.store, order_id(account, d.key))
+                if order is not None:
+                    orphans.append((order.state.view(), d.scope))
+        return orphans
+
+    def quarantined_scopes(self, account: str) -> frozenset[str]:
+        """Scopes ("strategy:symbol", "*:symbol") quarantined by open orphan orders."""
+        return frozenset(
+            d.scope
+            for d in self.queries.discrepancies(account)
+            if d.kind == DiscrepancyKind.ORPHAN_ORDER and d.scope
+        )
+
+    def override_gate(self, account: str, *, operator: str, permission: str, reason: str) -> GateState:
+        """Open the gate by hand; stored with the operator, the permission and the reason.
+
+        Raises:
+            PermissionError: no operator, or not the override permission.
+        """
+        change_gate(self.writer, account, lambda g: g.override(operator, permission, reason, self.clock()))
+        log.warning("gate of %s overridden by %s: %s", account, operator, reason)
+        return self.gate(account)
+
+    def claim(self, account: str, symbol: str, strategy: str) -> None:
+        """Record that `strategy` owns `symbol`: orphan orders in it quarantine only that strategy."""
+        change_gate(self.writer, account, lambda g: g.claim(symbol, strategy))
+
+    def resolve_discrepancy(self, discrepancy: UUID, *, resolution: str, by: str) -> None:
+        """Mark a discrepancy resolved by an operator (lifts an orphan's quarantine)."""
+
+        def apply(unit: UnitOfWork) -> None:
+            aggregate = unit.get(discrepancy)
+            if aggregate is None:
+                msg = f"no discrepancy {discrepancy}"
+                raise LookupError(msg)
+            aggregate.resolve(resolution, by, unit.clock())
+            unit.collect(aggregate)
+
+        self.writer.commit(apply)
+
+    def unlock_symbol(self, account: str, symbol: str, *, by: str) -> None:
+        """Lift a symbol lock by hand."""
+        change_gate(self.writer, account, lambda g: g.unlock(symbol, by))
+
+    def block(self, account: str, reasons: tuple[str, ...]) -> GateState:
+        """Close the gate with reasons (recovery could not resolve everything)."""
+        change_gate(
+            self.writer, account, lambda g: g.move(GateState.BLOCKED, reasons, "startup", self.clock())
+        )
+        return self.gate(account)
+
+
+def gate_in(unit: UnitOfWork, account: str) -> Gate:
+    """The account's gate as loaded in `unit`, opened (in RECONCILING) if it has none yet."""
+    gate = unit.get(gate_id(account))
+    if gate is None:
+        gate = Gate.open(account)
+        unit.add(gate)
+    return gate  # type: ignore[no-any-return]
+
+
+def change_gate(writer: Writer, account: str, change: Callable[[Gate], None]) -> None:
+    """Apply one change to the account's gate in its own transaction."""
+
+    def apply(unit: UnitOfWork) -> None:
+        gate = gate_in(unit, account)
+        change(gate)
+        unit.collect(gate)
+
+    writer.commit(apply)
+
+
+def gate_state(store: Store, account: str) -> GateState:
+    """The account's gate state (RECONCILING until its first reconciliation)."""
+    gate = load(store, gate_id(account))
+    return GateState.RECONCILING if gate is None else GateState(gate.state)
+
+
+def judge_gate(writer: Writer, queries: Queries, account: str, *, stale: Sequence[str]) -> GateState:
+    """READY unless the data was stale (`stale` says how) or a critical discrepancy is open."""
+    reasons = list(stale)
+    reasons += [
+        f"{d.kind} {d.key}: {d.detail}" for d in queries.discrepancies(account) if d.severity == "CRITICAL"
+    ]
+    verdict = GateState.BLOCKED if reasons else GateState.READY
+    change_gate(writer, account, lambda g: g.move(verdict, tuple(reasons), "reconciler", writer.clock()))
+    return gate_state(writer.store, account)

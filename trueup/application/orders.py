@@ -1,0 +1,186 @@
+"""Order use cases of the submit path: intend, mark submitted, abandon, declare lost.
+
+None of them calls a broker: the submitter and the service do, and record here what they
+learned. Each is one transaction through the `Writer`, retried on a conflict.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from trueup.application.findings import OpenDiscrepancies, record_findings, resolve_all
+from trueup.application.gatekeeping import gate_in
+from trueup.application.unit_of_work import Events, UnitOfWork, Writer, load, order_id
+from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
+from trueup.domain.errors import InvalidReport
+from trueup.domain.gate import LOST_ORDER_LOCK
+from trueup.domain.order import Order
+from trueup.domain.status import IN_FLIGHT_STATUSES, OrderStatus, Side
+from trueup.domain.views import OrderView
+from trueup.projections.queries import Queries
+
+
+def intend(  # noqa: PLR0913, PLR0917 - the terms of an order, positional as in `Ledger.intend`
+    writer: Writer,
+    account: str,
+    client_order_id: str,
+    symbol: str,
+    side: Side | str,
+    quantity: Decimal,
+    *,
+    limit_price: Decimal | None = None,
+    strategy: str | None = None,
+    replaces: str | None = None,
+) -> OrderView:
+    """Record the intent to place an order before anything is sent (see `Ledger.intend`)."""
+    side = Side(side)
+    _require_decimal("quantity", quantity, positive=True)
+    if limit_price is not None:
+        _require_decimal("limit_price", limit_price, positive=True)
+    recorded: list[OrderView] = []
+
+    def apply(unit: UnitOfWork) -> None:
+        recorded.clear()
+        existing = unit.get(order_id(account, client_order_id))
+        if existing is not None:
+            recorded.append(existing.state.view())  # recorded before: returned unchanged
+            return
+        order = Order.intend(
+            account=account,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            limit_price=limit_price,
+            strategy=strategy,
+            ts=unit.clock(),
+        )
+        if replaces is not None:
+            order.trigger_event(Order.Chained, replaces=replaces)
+        unit.add(order)
+        unit.collect(order)
+        recorded.append(order.state.view())
+
+    writer.commit(apply, what=f"intend of {client_order_id}")
+    return recorded[0]
+
+
+def mark_submitted(writer: Writer, account: str, client_order_id: str) -> OrderView:
+    """Store SUBMITTED for an intended order, just before it is sent (write-ahead)."""
+
+    def apply(unit: UnitOfWork) -> None:
+        order = existing_order(unit, account, client_order_id)
+        if order.state.status is OrderStatus.INTENDED:
+            order.trigger_event(Order.Submitted, ts_submitted=unit.clock())
+            unit.collect(order)
+
+    writer.commit(apply)
+    return order_view(writer, account, client_order_id)
+
+
+def abandon(writer: Writer, queries: Queries, account: str, client_order_id: str, reason: str) -> OrderView:
+    """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
+    open_ones = OpenDiscrepancies(account, queries.discrepancies(account))
+
+    def apply(unit: UnitOfWork) -> None:
+        order = existing_order(unit, account, client_order_id)
+        status = order.state.status
+        if status.rank > OrderStatus.SUBMITTED.rank:
+            return  # the broker answered meanwhile: nothing to close
+        order.trigger_event(Order.Abandoned, reason=reason)
+        unit.collect(order)
+        finding = Finding(
+            DiscrepancyKind.MISSING_AT_BROKER,
+            client_order_id,
+            f"the {status} order at the broker",
+            "not at the broker",
+            f"closed here as never placed ({reason}); nothing re-sent",
+            Severity.INFO,
+        )
+        recorded = record_findings(unit, account, [finding], None)
+        resolve_all(unit, recorded, "closed as never placed", "recovery")
+        # Closed for a known reason: it is no longer missing or lost.
+        kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
+        open_ones.resolve(unit, kinds, client_order_id, f"closed: {reason}", by="recovery")
+
+    writer.commit(apply)
+    return order_view(writer, account, client_order_id)
+
+
+def declare_lost(  # noqa: PLR0913 - the order and the lookups that failed to confirm it
+    writer: Writer,
+    queries: Queries,
+    account: str,
+    client_order_id: str,
+    *,
+    not_found: int,
+    failed: int,
+    detected: datetime,
+) -> Events:
+    """Raise LOST for an in-flight order the broker never confirmed, and lock its symbol.
+
+    One transaction: the CRITICAL discrepancy (not raised again while one is open) and the
+    symbol lock, which an operator override of the gate does not lift. Nothing is
+    re-sent, cancelled or closed: the order may exist at the broker. Stores nothing if a
+    report moved the order out of flight since the lookups.
+
+    Returns:
+        The events stored (none if the order is no longer in flight).
+    """
+
+    def apply(unit: UnitOfWork) -> None:
+        order = unit.get(order_id(account, client_order_id))
+        if order is None or order.state.status not in IN_FLIGHT_STATUSES:
+            return  # a report moved it on since the lookup: the broker has it
+        state = order.state
+        if not OpenDiscrepancies(account, queries.discrepancies(account)).is_open(
+            DiscrepancyKind.LOST, client_order_id
+        ):
+            finding = Finding(
+                DiscrepancyKind.LOST,
+                client_order_id,
+                f"{state.status} order known to the broker",
+                f"not confirmed by {not_found + failed} lookups ({not_found} not found, {failed} failed)",
+                f"in-flight order never confirmed (declared {detected.isoformat()}); "
+                f"{state.symbol} locked; nothing re-sent: resolve by hand",
+                scope=f"*:{state.symbol}",
+            )
+            record_findings(unit, account, [finding], None)
+        gate = gate_in(unit, account)
+        gate.lock(state.symbol, f"LOST in-flight order {client_order_id}", LOST_ORDER_LOCK)
+        unit.collect(gate)
+
+    return writer.commit(apply)
+
+
+def existing_order(unit: UnitOfWork, account: str, client_order_id: str) -> Order:
+    """The order `client_order_id` as loaded in `unit`.
+
+    Raises:
+        LookupError: no such order was recorded.
+    """
+    order = unit.get(order_id(account, client_order_id))
+    if order is None:
+        msg = f"{account}: no order {client_order_id!r}; record it with intend() first"
+        raise LookupError(msg)
+    return order  # type: ignore[no-any-return]
+
+
+def order_view(writer: Writer, account: str, client_order_id: str) -> OrderView:
+    """The order as stored now.
+
+    Raises:
+        LookupError: no such order.
+    """
+    order = load(writer.store, order_id(account, client_order_id))
+    if order is None:
+        msg = f"{account}: no order {client_order_id!r}"
+        raise LookupError(msg)
+    return order.state.view()  # type: ignore[no-any-return]
+
+
+def _require_decimal(name: str, value: object, *, positive: bool = False) -> None:
+    if not isinstance(value, Decimal) or not value.is_finite() or (positive and value <= 0):
+        msg = f"{name} must be a finite{' positive' if positive else ''} Decimal, got {value!r}"
+        raise InvalidReport(msg, field=name)
