@@ -79,3 +79,116 @@ def test_import_trueup_needs_no_broker_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=DOMAIN.parents[1]
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# -- the package's layers ------------------------------------------------------------------
+
+PACKAGE = DOMAIN.parent
+
+LAYERS = ("trueup.domain", "trueup.adapters", "trueup.projections", "trueup.application")
+"""Inner to outer; every other module of trueup (facade, submission, service, CLI) is on top."""
+
+LEAVES = {"trueup.faults"}
+"""Test hooks that import nothing of trueup: any layer above the domain may use them."""
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int:
+    for rank, prefix in enumerate(LAYERS):
+        if module == prefix or module.startswith(f"{prefix}."):
+            return rank
+    return len(LAYERS)
+
+
+def trueup_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """Every import of a trueup module in the file (function-level and TYPE_CHECKING ones too),
+    with the names taken from it."""
+    tree = ast.parse(path.read_text())
+    found: list[tuple[str, list[str]]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names if alias.name.split(".")[0] == "trueup"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != "trueup":
+                continue
+            for alias in node.names:
+                # `from trueup.x import y` may import the module trueup.x.y
+                submodule = f"{node.module}.{alias.name}"
+                if (PACKAGE.parent / Path(*submodule.split("."))).with_suffix(".py").exists() or (
+                    PACKAGE.parent / Path(*submodule.split(".")) / "__init__.py"
+                ).exists():
+                    found.append((submodule, []))
+                else:
+                    found.append((node.module, [alias.name]))
+    return found
+
+
+def graph() -> dict[str, list[tuple[str, list[str]]]]:
+    return {module_name(path): trueup_imports(path) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_nothing_imports_upward() -> None:
+    offenders = []
+    for module, imports in graph().items():
+        for imported, _ in imports:
+            if imported in LEAVES:
+                ok = module not in LEAVES and layer_of(module) > 0
+            else:
+                ok = layer_of(imported) <= layer_of(module)
+            if not ok:
+                offenders.append(f"{module} -> {imported}")
+    assert offenders == []
+
+
+def test_no_leading_underscore_name_is_taken_from_another_module() -> None:
+    offenders = [
+        f"{module}: from {imported} import {', '.join(names)}"
+        for module, imports in graph().items()
+        for imported, names in imports
+        if imported != module and any(n.startswith("_") and not n.startswith("__") for n in names)
+    ]
+    offenders += [
+        f"{module}: imports {imported}"
+        for module, imports in graph().items()
+        for imported, _ in imports
+        if any(part.startswith("_") and not part.startswith("__") for part in imported.split("."))
+    ]
+    assert offenders == []
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    edges = {
+        module: {imported for imported, _ in imports if imported != module}
+        for module, imports in graph().items()
+    }
+    # A package's __init__ importing its own modules is how packages re-export; the circle
+    # that matters runs between modules.
+    circles = []
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for imported in sorted(edges.get(module, ())):
+            if state.get(imported) == 1:
+                circles.append(" -> ".join([*path[path.index(imported) :], imported]))
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []
+
+
+def test_the_guards_see_what_they_forbid(tmp_path: Path) -> None:
+    # Check: each rule refuses the kind of import it exists for.
+    assert layer_of("trueup.application.books") > layer_of("trueup.projections.queries")
+    assert layer_of("trueup.ledger") > layer_of("trueup.application.books")
+    upward = tmp_path / "upward.py"
+    upward.write_text("from trueup.ledger import _private\nimport trueup.service\n")
+    assert trueup_imports(upward) == [("trueup.ledger", ["_private"]), ("trueup.service", [])]
