@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from uuid import UUID, uuid4
 
 import msgspec
@@ -20,7 +20,9 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from trueup.adapters.base import BrokerClient, OrderRequest
-from trueup.adapters.store import Store, open_store, project_events, redact, resolve_store_url
+from trueup.adapters.eventstore.log import LoggedEvent as LoggedEvent  # noqa: PLC0414 - a public re-export
+from trueup.adapters.eventstore.log import read_log
+from trueup.adapters.eventstore.store import Store, open_store, project_events, redact, resolve_store_url
 from trueup.domain import ids
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding, Severity
 from trueup.domain.errors import ConflictError, InvalidReport, StoreError
@@ -43,12 +45,10 @@ from trueup.domain.status import OrderStatus, Side
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
 from trueup.faults import crash_point
 from trueup.gatekeeping import GateKeeping
+from trueup.projections.projector import Projector
 from trueup.projections.replay import AsOf, replay
-from trueup.projections.runner import Projector
 from trueup.reconciler import Reconciler, ReconcileResult
-
-if TYPE_CHECKING:
-    from trueup.subscriptions import Subscription
+from trueup.subscriptions import Subscription, subscribe
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +67,6 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The current time, tz-aware UTC."""
     return datetime.now(UTC)
-
-
-class LoggedEvent(msgspec.Struct, frozen=True):
-    """One stored event with its position in the log."""
-
-    position: int
-    """Notification id: the event's place in the log, gapless per writer."""
-    topic: str
-    """Stable explicit topic, e.g. "trueup:Order.FillBooked"."""
-    event: Any
-    """The decoded domain event."""
-
-    @property
-    def timestamp(self) -> datetime:
-        """When the event was recorded."""
-        return self.event.timestamp  # type: ignore[no-any-return]
 
 
 class _Batch:
@@ -883,8 +867,6 @@ class Ledger(GateKeeping):
         Returns:
             The running subscription (a context manager; `stop()` ends it).
         """
-        from trueup.subscriptions import subscribe  # noqa: PLC0415 - subscriptions build on Ledger
-
         return subscribe(self, handler, from_position)
 
     def as_of(self, until: datetime | int) -> AsOf:
@@ -902,22 +884,7 @@ class Ledger(GateKeeping):
         Yields:
             Each stored event with its position and topic.
         """
-        stop = until if isinstance(until, int) else None
-        position = after
-        recorder = self.store.app.recorder
-        mapper = self.store.app.mapper
-        while True:
-            page = recorder.select_notifications(
-                start=position, limit=1000, stop=stop, inclusive_of_start=False
-            )
-            if not page:
-                return
-            for notification in page:
-                event: Any = mapper.to_domain_event(notification)
-                if isinstance(until, datetime) and event.timestamp > until:
-                    return
-                yield LoggedEvent(position=notification.id, topic=notification.topic, event=event)
-            position = page[-1].id
+        yield from read_log(self.store, after, until)
 
 
 _ORDER_STATE = msgspec.json.Decoder(OrderState)
