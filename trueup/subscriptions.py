@@ -18,14 +18,10 @@ Three layers, each built on the one before:
   is given commits (or not) together with the position. The position is a
   `TrackingRow`, as the projector's is.
 
-Everything here needs only a ledger's store (`StoreOwner`). Handler failures are
-retried with `trueup.retry`'s `Backoff` (re-exported here) and `Retrier`.
-
-Both backends give the same guarantee readers rely on: an event becomes visible only
-after every event before it is visible (SQLite has one writer at a time; PostgreSQL
-inserts take an EXCLUSIVE table lock, gotcha 5), so "position > last seen" never skips
-an event that commits late. PostgreSQL positions may have permanent holes (a rolled-back
-insert burns sequence numbers); nothing here assumes positions are consecutive.
+Everything here needs only a ledger's store (`StoreOwner`), so this module does not
+import `trueup.ledger`. Handler failures are retried with `trueup.retry`'s `Backoff`
+(re-exported here) and `Retrier`. Why "position > last seen" never skips an event that
+commits late, on either backend, is explained in `trueup.adapters.eventstore.log`.
 """
 
 from __future__ import annotations
@@ -89,7 +85,7 @@ def follow(ledger: StoreOwner, after: int = 0, *, stop_event: threading.Event | 
                 print(logged.position, logged.topic)
 
     Args:
-        ledger: the open ledger whose log to follow.
+        ledger: the open ledger (anything with a `store`) whose log to follow.
         after: yield events with a position greater than this (0: from the start).
         stop_event: ends the iteration when set (`Follower.stop()` sets it).
 
@@ -260,7 +256,7 @@ def subscribe(
             subscription.wait(ledger_position)
 
     Args:
-        ledger: the open ledger whose log to follow.
+        ledger: the open ledger (anything with a `store`) whose log to follow.
         handler: called with each `LoggedEvent`; runs in the subscription's thread.
         from_position: deliver events with a position greater than this.
         backoff: retry delays after failures (default 0.05 s doubling to 2 s).
@@ -336,7 +332,7 @@ class SavedPositionConsumer:
         """Create the consumer (and its position row, at `from_position`, if it has none).
 
         Args:
-            ledger: the open ledger whose log to consume.
+            ledger: the open ledger (anything with a `store`) whose log to consume.
             name: the consumer's name: its saved position is shared by every process
                 running a consumer of this name on this store.
             handler: ``handler(event)``, or ``handler(event, cursor)`` when `exactly_once`.
