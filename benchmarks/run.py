@@ -376,7 +376,7 @@ def _source_fingerprint() -> str:
     """Hash of the code that decides what gets stored: a changed domain rebuilds the cache."""
     root = Path(__file__).resolve().parents[1] / "trueup"
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("domain/*.py"), root / "ledger.py", root / "adapters" / "codec.py"]):
+    for path in sorted([*root.glob("domain/*.py"), root / "ledger.py", root / "adapters" / "eventstore" / "codec.py"]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 

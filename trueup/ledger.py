@@ -14,7 +14,7 @@ from typing import Self
 
 from trueup.adapters.base import BrokerClient, OrderRequest
 from trueup.adapters.eventstore.log import LoggedEvent
-from trueup.adapters.store import open_store, redact, resolve_store_url
+from trueup.adapters.eventstore.store import open_store, redact, resolve_store_url
 from trueup.application.books import Books
 from trueup.application.unit_of_work import Clock, utc_now
 from trueup.domain.reconcile import PositionPolicy

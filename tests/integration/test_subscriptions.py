@@ -21,7 +21,7 @@ import pytest
 
 from tests.builders import ACCOUNT, D, fill_report, order_report, unique_cid
 from trueup import Ledger, LoggedEvent
-from trueup.adapters.store import Cursor, Store
+from trueup.adapters.eventstore.store import Cursor, Store
 from trueup.subscriptions import Backoff, SavedPositionConsumer, follow, subscribe
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,7 +28,7 @@ from trueup import Ledger
 from trueup.application.unit_of_work import UnitOfWork, load
 from trueup.domain.ids import broker_link_id, order_id
 from trueup.domain.reports import PositionReport
-from trueup.projections.runner import Projector
+from trueup.projections.projector import Projector
 
 TABLES = ("trueup_orders", "trueup_positions", "trueup_discrepancies", "trueup_fills")
 

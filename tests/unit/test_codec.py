@@ -20,7 +20,7 @@ from eventsourcing.utils import get_topic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trueup.adapters.codec import MsgspecMapper, register_msgspec_mapper
+from trueup.adapters.eventstore.codec import MsgspecMapper, register_msgspec_mapper
 
 # Re-importing this module (e.g. under another name) must not trip the redefinition check.
 os.environ.setdefault("EVENTSOURCING_DISABLE_REDEFINITION_CHECK", "y")
@@ -441,7 +441,7 @@ def test_register_msgspec_mapper_sets_mapper_topic_and_honours_the_compressor(tm
         "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor",
     }
     register_msgspec_mapper(env)
-    assert env["MAPPER_TOPIC"] == "trueup.adapters.codec:MsgspecMapper"
+    assert env["MAPPER_TOPIC"] == "trueup.adapters.eventstore.codec:MsgspecMapper"
     basket = make_basket()
     with Application[UUID](env=env) as app:
         assert isinstance(app.mapper, MsgspecMapper)

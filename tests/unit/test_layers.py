@@ -55,7 +55,7 @@ def test_domain_imports_only_stdlib_msgspec_and_eventsourcing_domain() -> None:
         allowed(n)
         for n in (
             "sqlite3",
-            "trueup.adapters.store",
+            "trueup.adapters.eventstore.store",
             "trueup.ledger",
             "eventsourcing.application",
             "ib_async",

@@ -16,7 +16,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 
 from trueup.adapters.eventstore.log import LoggedEvent, read_log
-from trueup.adapters.store import Store
+from trueup.adapters.eventstore.store import Store
 from trueup.application import booking, orders
 from trueup.application.gatekeeping import GateKeeping
 from trueup.application.reconciler import Reconciler, ReconcileResult
@@ -25,9 +25,9 @@ from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.reports import BrokerSnapshot, Report
 from trueup.domain.status import Side
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
+from trueup.projections.projector import Projector
 from trueup.projections.queries import Queries
 from trueup.projections.replay import AsOf, replay
-from trueup.projections.runner import Projector
 
 
 class Books(GateKeeping):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from uuid import UUID
 
-from trueup.adapters.store import Store
+from trueup.adapters.eventstore.store import Store
 from trueup.application.unit_of_work import Clock, UnitOfWork, Writer, load, order_id
 from trueup.domain.discrepancy import DiscrepancyKind
 from trueup.domain.gate import Gate, GateState, check_new_order, gate_id

@@ -23,7 +23,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
-from trueup.adapters.store import Store, project_events
+from trueup.adapters.eventstore.store import Store, project_events
 from trueup.domain import ids
 from trueup.domain.errors import ConflictError, StoreError
 from trueup.domain.messages import BrokerMessage

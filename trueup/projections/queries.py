@@ -13,16 +13,14 @@ from uuid import UUID
 
 import msgspec
 
+from trueup.adapters.eventstore.store import IN_IDS, select_in
 from trueup.domain.order import OrderState
 from trueup.domain.position import PositionState
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
-from trueup.projections.runner import Projector
+from trueup.projections.projector import Projector
 
 _ORDER_STATE = msgspec.json.Decoder(OrderState)
 _POSITION_STATE = msgspec.json.Decoder(PositionState)
-
-IN_CHUNK = 500
-"""Ids per IN (...) query (SQLite allows 999 parameters by default)."""
 
 
 class Queries:
@@ -144,17 +142,15 @@ class Queries:
 
     def _states_by_id(self, account: str, client_order_ids: set[str]) -> Iterator[tuple[OrderState, int]]:
         """Read-model states (with their row's log position) of the named orders."""
-        wanted = sorted(client_order_ids)
-        for start in range(0, len(wanted), IN_CHUNK):
-            chunk = wanted[start : start + IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            rows = self.projector.tuples(
-                f"SELECT state, position FROM {{trueup_orders}} "  # noqa: S608
-                f"WHERE account = ? AND client_order_id IN ({marks})",
-                [account, *chunk],
-            )
-            for state, position in rows:
-                yield _ORDER_STATE.decode(state), int(position)
+        rows = select_in(
+            self.projector.tuples,
+            f"SELECT state, position FROM {{trueup_orders}} "  # noqa: S608 - table names and marks only
+            f"WHERE account = ? AND client_order_id IN {IN_IDS}",
+            sorted(client_order_ids),
+            [account],
+        )
+        for state, position in rows:
+            yield _ORDER_STATE.decode(state), int(position)
 
 
 def _discrepancy_view(row: dict[str, Any]) -> DiscrepancyView:

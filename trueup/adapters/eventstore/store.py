@@ -1,5 +1,9 @@
 """Event store wiring: store URLs -> an eventsourcing Application and SQL access to its database.
 
+Also the helpers every reader of that database shares: `PAGE_SIZE`, `select_in` (a
+chunked ``IN (...)`` query), `first` and `as_dict` (one row from either driver) and
+`StoreOwner` (what followers and subscriptions need of a ledger: its store).
+
 Supported URLs:
 - ``sqlite:///path/to/file.db`` (or a bare path): one SQLite file holds the events and
   the projection tables. WAL with ``synchronous=FULL`` (the library's default): an
@@ -11,28 +15,37 @@ Supported URLs:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper, PersistenceError, StoredEvent
 
-from trueup.adapters.codec import MsgspecMapper
+from trueup.adapters.eventstore.codec import MsgspecMapper
 from trueup.domain.errors import ConfigError, StoreError
+
+T = TypeVar("T")
 
 DEFAULT_STORE = "sqlite:///trueup.db"
 """Store used when neither an argument nor TRUEUP_STORE names one."""
 
-_IN_CHUNK = 500
+PAGE_SIZE = 1000
+"""Notifications read per query (the library's default section of 10 is 3x slower, gotcha 9)."""
+
+IN_CHUNK = 500
 """Ids per IN (...) query (SQLite allows 999 parameters by default)."""
+
+IN_IDS = "(?...)"
+"""Where `select_in` puts a chunk's placeholders: ``... WHERE key IN (?...)``."""
 
 POSTGRES_LOCK_TIMEOUT_SECONDS = "5"
 """A stuck writer must not block every writer forever (EVENTSOURCING.md gotcha 5)."""
@@ -44,7 +57,7 @@ class LedgerApplication(Application[UUID]):
     name = "trueup"
     # Replay and catch-up read the log in pages of 1000 (the default of 10 made
     # PostgreSQL replay 3x slower, EVENTSOURCING.md gotcha 9).
-    log_section_size = 1000
+    log_section_size = PAGE_SIZE
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Use msgspec: smaller rows and faster decoding than the library's JSON."""
@@ -133,6 +146,44 @@ class Cursor(Protocol):
         """Rows touched by the last statement."""
 
 
+def first(row: Any) -> Any:  # noqa: ANN401 - a sqlite3.Row or a psycopg dict row
+    """The first column of a row, from either driver."""
+    if isinstance(row, dict):
+        return next(iter(row.values()))
+    return row[0]
+
+
+def as_dict(row: Any) -> dict[str, Any]:  # noqa: ANN401 - a sqlite3.Row or a psycopg dict row
+    """A row as a dict of its columns, from either driver."""
+    if isinstance(row, dict):
+        return row
+    return {key: row[key] for key in row.keys()}  # noqa: SIM118 - sqlite3.Row has no items()
+
+
+def select_in(
+    run: Callable[[str, Sequence[object]], Iterable[T]],
+    statement: str,
+    ids: Sequence[object],
+    params: Sequence[object] = (),
+    *,
+    chunk: int = IN_CHUNK,
+) -> Iterator[T]:
+    """Run `statement` once per chunk of `ids` and yield every row, chunk after chunk.
+
+    `statement` is written with ``?`` placeholders and holds `IN_IDS` where the list goes,
+    e.g. ``"SELECT state FROM t WHERE account = ? AND client_order_id IN (?...)"``; each
+    chunk runs as ``run(statement_with_that_many_marks, [*params, *chunk])``. `run` adapts
+    the placeholders to the dialect (`Store.fetchall` on a cursor does), so the marks are
+    added before that. Row order is per chunk: an ORDER BY orders each chunk, not all.
+    """
+    if IN_IDS not in statement:
+        msg = f"select_in needs {IN_IDS} in its statement, got {statement!r}"
+        raise ValueError(msg)
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        yield from run(statement.replace(IN_IDS, f"({', '.join('?' * len(part))})"), [*params, *part])
+
+
 def project_events(aggregate: Any, events: Iterable[Any]) -> Any:  # noqa: ANN401 - any aggregate
     """Apply stored events to an aggregate (None before its created event), in order.
 
@@ -209,23 +260,23 @@ class Store:
         found: dict[UUID, list[StoredEvent]] = {}
         sqlite = self.dialect == "sqlite"
         by_column = {ident.hex: ident for ident in idents} if sqlite else {}
-        table = self.table(self.events_table)
+        statement = (
+            "SELECT originator_id, originator_version, topic, state "  # noqa: S608
+            f"FROM {self.table(self.events_table)} "
+            f"WHERE originator_id IN {IN_IDS} ORDER BY originator_id, originator_version"
+        )
+        columns = [ident.hex for ident in idents] if sqlite else list(idents)
         with self.reading() as cursor:
-            for first in range(0, len(idents), _IN_CHUNK):
-                chunk = idents[first : first + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                cursor.execute(
-                    self.sql(
-                        f"SELECT originator_id, originator_version, topic, state FROM {table} "  # noqa: S608
-                        f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version"
-                    ),
-                    [ident.hex for ident in chunk] if sqlite else list(chunk),
-                )
-                for row in cursor.fetchall():
-                    column, version, topic, state = tuple(row.values()) if isinstance(row, dict) else row
-                    ident = by_column[column] if sqlite else column
-                    found.setdefault(ident, []).append(StoredEvent(ident, version, topic, bytes(state)))
+            for row in select_in(functools.partial(self.fetchall, cursor), statement, columns):
+                column, version, topic, state = tuple(row.values()) if isinstance(row, dict) else row
+                ident = by_column[column] if sqlite else column
+                found.setdefault(ident, []).append(StoredEvent(ident, version, topic, bytes(state)))
         return found
+
+    def fetchall(self, cursor: Cursor, statement: str, params: Sequence[object] = ()) -> Sequence[Any]:
+        """Run a statement written with ? placeholders on `cursor` and return all its rows."""
+        cursor.execute(self.sql(statement), params)
+        return cursor.fetchall()
 
     def sql(self, statement: str) -> str:
         """Adapt a statement written with ? placeholders to the store's dialect."""
@@ -300,3 +351,15 @@ def redact(url: str) -> str:
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@")
     return url
+
+
+class StoreOwner(Protocol):
+    """Anything holding an open store: a `Ledger`, or whatever else wraps one.
+
+    Followers, subscriptions and consumers need nothing else of a ledger, so they are
+    typed on this and the store layer never imports the ledger.
+    """
+
+    @property
+    def store(self) -> Store:
+        """The open store."""

@@ -1,4 +1,4 @@
-"""Keeps the read-model tables up to date from the log, exactly once, resumably.
+"""`Projector`: keeps the read-model tables up to date from the log, exactly once, resumably.
 
 The projector reads notifications after its tracking position in pages of 1000,
 applies each page in one transaction and moves the tracking position in that same
@@ -8,7 +8,8 @@ process that raced us updates no row and retries). Rebuild empties the tables an
 replays from position 0.
 
 Where the time goes, and why it is spent this way (see docs/benchmarks.md):
-- Rows are read straight from the events table and dispatched on their topic string:
+- Rows are read straight from the events table (not through `read_log`, which decodes
+  every event into a `LoggedEvent`) and dispatched on their topic string:
   raw broker messages need only their position (no decode), links and gate events
   nothing; the rest is decoded by the msgspec mapper without building StoredEvents or
   UUIDs (ids stay in their column form, which is what the tables store).
@@ -17,11 +18,14 @@ Where the time goes, and why it is spent this way (see docs/benchmarks.md):
   else wrote in between (the tables are a function of the log up to that position).
 - Row writes are queued in log order and flushed with one executemany per run of the
   same statement, at the end of the page, inside its transaction.
+
+The page machinery is in `pages`, the DDL and every statement in `tables`, the tracking
+row in `tracking`, the service's counters table in `service_status`.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -33,26 +37,24 @@ import msgspec
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from trueup.adapters.codec import MsgspecMapper
-from trueup.adapters.store import Cursor, Store
+from trueup.adapters.eventstore.codec import MsgspecMapper
+from trueup.adapters.eventstore.store import IN_IDS, PAGE_SIZE, Cursor, Store, as_dict, first, select_in
 from trueup.domain.discrepancy import Discrepancy
 from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import Order, OrderState
 from trueup.domain.position import Position, PositionState
-from trueup.projections import tables
+from trueup.projections import service_status, tables
+from trueup.projections.pages import Page, Row, StateCache
+from trueup.projections.tracking import TrackingRow
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S = TypeVar("S", OrderState, PositionState)
-PAGE_SIZE = 1000
 REBUILD_PAGE_SIZE = 5000
 """A rebuild reads bigger pages: fewer commits (one fsync each) and fewer state loads."""
-STATE_CACHE_SIZE = 20_000
-"""Order (and position) states kept between pages, least recently touched dropped first."""
-LOAD_CHUNK = 500
-"""Ids per IN (...) query when loading states (SQLite allows 999 parameters by default)."""
 TRACKING_NAME = "projections"
+"""The projector's row in the tracking table."""
 
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 _ORDER_DECODER = msgspec.json.Decoder(OrderState)
@@ -92,112 +94,6 @@ def _kind_of(cls: type[Any]) -> int:
     return next((kind for types, kind in kinds if issubclass(cls, types)), _SKIP)
 
 
-class _Row(msgspec.Struct, array_like=True):
-    """One stored event as read for projection: its columns, undecoded."""
-
-    position: int
-    originator_id: str
-    originator_version: int
-    topic: str
-    state: bytes
-
-
-class _StateCache:
-    """Order and position states as of one log position, carried from page to page.
-
-    Valid only for a page that starts exactly there: the tables are a function of the
-    log up to the tracking position, so if the tracking row still holds the position we
-    left it at, these are the states the tables hold. The states are mutable and a page
-    mutates them, so a page takes them (emptying the cache) and gives them back only
-    after it committed.
-    """
-
-    def __init__(self) -> None:
-        self.position = -1
-        self.orders: OrderedDict[str, OrderState] = OrderedDict()
-        self.positions: OrderedDict[str, PositionState] = OrderedDict()
-
-    def take(self, start: int) -> tuple[OrderedDict[str, OrderState], OrderedDict[str, PositionState]]:
-        """The cached states for a page starting at `start` (empty if they are not as of it)."""
-        valid = self.position == start
-        orders, positions = self.orders, self.positions
-        self.position, self.orders, self.positions = -1, OrderedDict(), OrderedDict()
-        return (orders, positions) if valid else (OrderedDict(), OrderedDict())
-
-    def keep(self, end: int, page: _Page) -> None:
-        """The states as of `end`, after the page ending there committed."""
-        for states in (page.orders, page.positions):
-            while len(states) > STATE_CACHE_SIZE:
-                states.popitem(last=False)
-        self.position, self.orders, self.positions = end, page.orders, page.positions
-
-    def clear(self) -> None:
-        """Forget every state (the tables were emptied)."""
-        self.take(-2)
-
-
-class _Page:
-    """One page being applied: the states it knows, which it changed, the writes it queued."""
-
-    def __init__(
-        self,
-        cursor: Cursor,
-        orders: OrderedDict[str, OrderState],
-        positions: OrderedDict[str, PositionState],
-    ) -> None:
-        self.cursor = cursor
-        self.orders = orders
-        """Known order states (cached, loaded or created), least recently touched first."""
-        self.positions = positions
-        self.changed_orders: dict[str, int] = {}
-        """Orders this page changed, with the log position of the last event applied."""
-        self.changed_positions: dict[str, int] = {}
-        self.message_positions: dict[str, int] = {}
-        self.writes: list[tuple[str, tuple[object, ...]]] = []
-        """(statement, parameters) queued in log order, flushed by runs of one statement."""
-
-    def order(self, oid: str) -> Order:
-        state = self.orders.get(oid)
-        if state is None:
-            msg = f"order {oid} has events but no created event in the log"
-            raise LookupError(msg)
-        self.orders.move_to_end(oid)
-        shell = Order.__new__(Order)
-        shell.state = state
-        return shell
-
-    def position(self, pid: str) -> Position:
-        state = self.positions.get(pid)
-        if state is None:
-            msg = f"position {pid} has events but no created event in the log"
-            raise LookupError(msg)
-        self.positions.move_to_end(pid)
-        shell = Position.__new__(Position)
-        shell.state = state
-        return shell
-
-    def write(self, statement: str, params: tuple[object, ...]) -> None:
-        self.writes.append((statement, params))
-
-    def flush(self) -> None:
-        """Run the queued writes in order, one executemany per run of the same statement."""
-        writes = self.writes
-        executemany = getattr(self.cursor, "executemany", None)
-        start = 0
-        while start < len(writes):
-            statement = writes[start][0]
-            end = start + 1
-            while end < len(writes) and writes[end][0] is statement:
-                end += 1
-            if executemany is None or end - start == 1:
-                for k in range(start, end):
-                    self.cursor.execute(statement, writes[k][1])
-            else:
-                executemany(statement, [params for _, params in writes[start:end]])
-            start = end
-        self.writes = []
-
-
 class Projector:
     """Applies the log to the read-model tables of one store."""
 
@@ -205,108 +101,18 @@ class Projector:
         """Create the tables if needed."""
         self.store = store
         tables.create_tables(store)
-        self._t = {name: store.table(name) for name in (tables.TRACKING, tables.SERVICE, *tables.ALL_TABLES)}
+        self._t = tables.names(store)
+        self._tracking = TrackingRow(store, tables.TRACKING, TRACKING_NAME)
         with store.transaction() as cursor:
-            cursor.execute(
-                store.sql(
-                    f"INSERT INTO {self._t[tables.TRACKING]} (name, position) VALUES (?, 0) "  # noqa: S608
-                    "ON CONFLICT (name) DO NOTHING"
-                ),
-                (TRACKING_NAME,),
-            )
+            self._tracking.insert(cursor, 0)
         self._kinds: dict[str, tuple[int, type[Any]]] = {}
-        self._cache = _StateCache()
-        self._sql = self._statements()
-
-    def _statements(self) -> dict[str, str]:
-        """Every statement a page runs, built once (flush groups runs by identity)."""
-        t, sql = self._t, self.store.sql
-        position_column = "rowid" if self.store.dialect == "sqlite" else "notification_id"
-        events = self.store.table(self.store.events_table)
-        return {
-            "read": sql(
-                f"SELECT {position_column}, originator_id, originator_version, topic, state "  # noqa: S608
-                f"FROM {events} WHERE {position_column} > ? ORDER BY {position_column} LIMIT ?"
-            ),
-            "read_until": sql(
-                f"SELECT {position_column}, originator_id, originator_version, topic, state "  # noqa: S608
-                f"FROM {events} WHERE {position_column} > ? AND {position_column} <= ? "
-                f"ORDER BY {position_column} LIMIT ?"
-            ),
-            "message_position": sql(
-                f"SELECT {position_column} FROM {events} "  # noqa: S608
-                "WHERE originator_id = ? AND originator_version = 1"
-            ),
-            "order": sql(
-                f"INSERT INTO {t[tables.ORDERS]} "  # noqa: S608
-                "(order_id, account, client_order_id, symbol, strategy, status, is_open, "
-                "position, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
-                "is_open = excluded.is_open, position = excluded.position, "
-                "state = excluded.state"
-            ),
-            "position": sql(
-                f"INSERT INTO {t[tables.POSITIONS]} "  # noqa: S608
-                "(position_id, account, symbol, qty, position, state) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (position_id) DO UPDATE SET qty = excluded.qty, "
-                "position = excluded.position, state = excluded.state"
-            ),
-            "fill": sql(
-                f"INSERT INTO {t[tables.FILLS]} "  # noqa: S608
-                "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, ts_event, "
-                "commission, inferred, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) "
-                "ON CONFLICT (account, client_order_id, exec_key) DO UPDATE SET "
-                "exec_id = excluded.exec_id, qty = excluded.qty, price = excluded.price, "
-                "ts_event = excluded.ts_event, commission = excluded.commission, "
-                "position = excluded.position"
-            ),
-            "synthetic_fill": sql(
-                f"INSERT INTO {t[tables.FILLS]} "  # noqa: S608
-                "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, ts_event, "
-                "commission, inferred, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?) "
-                "ON CONFLICT (account, client_order_id, exec_key) DO NOTHING"
-            ),
-            "inferred": sql(
-                f"INSERT INTO {t[tables.FILLS]} "  # noqa: S608
-                "(account, client_order_id, exec_key, exec_id, symbol, side, qty, price, "
-                "ts_event, commission, inferred, position) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1, ?) "
-                "ON CONFLICT (account, client_order_id, exec_key) DO UPDATE SET "
-                "qty = excluded.qty, price = excluded.price, ts_event = excluded.ts_event, "
-                "position = excluded.position"
-            ),
-            "no_inferred": sql(
-                f"DELETE FROM {t[tables.FILLS]} "  # noqa: S608
-                "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
-            ),
-            "commission": sql(
-                f"UPDATE {t[tables.FILLS]} SET commission = ? "  # noqa: S608
-                "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
-            ),
-            "discrepancy": sql(
-                f"INSERT INTO {t[tables.DISCREPANCIES]} "  # noqa: S608
-                "(id, kind, severity, account, subject, expected, actual, detail, evidence_id, "
-                "evidence_position, position, ts_detected, scope) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-            ),
-            "resolved": sql(
-                f"UPDATE {t[tables.DISCREPANCIES]} SET resolution = ?, resolved_by = ? "  # noqa: S608
-                "WHERE id = ?"
-            ),
-        }
+        self._cache = StateCache()
+        self._sql = tables.statements(store)
 
     def position(self) -> int:
         """Log position the tables reflect."""
         with self.store.reading() as cursor:
-            return self._tracking(cursor)
-
-    def _tracking(self, cursor: Cursor) -> int:
-        cursor.execute(
-            self.store.sql(f"SELECT position FROM {self._t[tables.TRACKING]} WHERE name = ?"),  # noqa: S608
-            (TRACKING_NAME,),
-        )
-        rows = cursor.fetchall()
-        return int(_first(rows[0])) if rows else 0
+            return self._tracking.read(cursor) or 0
 
     def catch_up(
         self,
@@ -328,7 +134,7 @@ class Projector:
                 if progress is not None:
                     progress(rows[-1].position)
 
-    def _read(self, start: int, limit: int, stop: int | None) -> list[_Row]:
+    def _read(self, start: int, limit: int, stop: int | None) -> list[Row]:
         """The next page of stored events after `start`, undecoded."""
         with self.store.reading() as cursor:
             if stop is None:
@@ -337,10 +143,10 @@ class Projector:
                 cursor.execute(self._sql["read_until"], (start, stop, limit))
             rows = cursor.fetchall()
         if self.store.dialect == "sqlite":
-            return [_Row(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+            return [Row(r[0], r[1], r[2], r[3], r[4]) for r in rows]
         # psycopg gives dict rows, UUIDs and (for bytea) bytes or memoryviews.
         return [
-            _Row(
+            Row(
                 r["notification_id"],
                 str(r["originator_id"]),
                 r["originator_version"],
@@ -358,45 +164,26 @@ class Projector:
         with self.store.transaction() as cursor:
             for name in tables.ALL_TABLES:
                 cursor.execute(f"DELETE FROM {self._t[name]}")  # noqa: S608
-            cursor.execute(
-                self.store.sql(f"UPDATE {self._t[tables.TRACKING]} SET position = 0 WHERE name = ?"),  # noqa: S608
-                (TRACKING_NAME,),
-            )
+            self._tracking.reset(cursor, 0)
             self._cache.clear()
         return self.catch_up(progress=progress, page_size=REBUILD_PAGE_SIZE)
 
     def service_status(self) -> dict[str, Any]:
         """The reconciliation service's last saved counters, by service name."""
-        with self.store.reading() as cursor:
-            cursor.execute(f"SELECT name, counters FROM {self._t[tables.SERVICE]}")  # noqa: S608
-            return {str(_as_dict(r)["name"]): json.loads(_as_dict(r)["counters"]) for r in cursor.fetchall()}
+        return service_status.read(self.store)
 
     def save_service_status(self, name: str, counters: dict[str, Any]) -> None:
         """Save the service's counters so `trueup status` can show them from another process."""
-        with self.store.transaction() as cursor:
-            cursor.execute(
-                self.store.sql(
-                    f"INSERT INTO {self._t[tables.SERVICE]} (name, counters) VALUES (?, ?) "  # noqa: S608
-                    "ON CONFLICT (name) DO UPDATE SET counters = excluded.counters"
-                ),
-                (name, json.dumps(counters, default=str)),
-            )
+        service_status.save(self.store, name, counters)
 
-    def _apply_page(self, start: int, rows: Sequence[_Row]) -> bool:
+    def _apply_page(self, start: int, rows: Sequence[Row]) -> bool:
         """Apply one page atomically; False if another process applied it first."""
         end = rows[-1].position
         with self.store.transaction() as cursor:
-            cursor.execute(
-                self.store.sql(
-                    f"UPDATE {self._t[tables.TRACKING]} SET position = ? "  # noqa: S608
-                    "WHERE name = ? AND position = ?"
-                ),
-                (end, TRACKING_NAME, start),
-            )
-            if cursor.rowcount != 1:
+            if not self._tracking.move(cursor, end, expected=start):
                 self._cache.clear()
                 return False  # raced: someone else moved the position; re-read and go on
-            page = _Page(cursor, *self._cache.take(start))
+            page = Page(cursor, *self._cache.take(start))
             kinds = [self._kind(row.topic) for row in rows]
             self._load_states(page, rows, kinds)
             for row, (kind, cls) in zip(rows, kinds, strict=True):
@@ -417,14 +204,14 @@ class Projector:
             entry = self._kinds[topic] = (_kind_of(cls), cls)
         return entry
 
-    def _decode(self, cls: type[Any], row: _Row) -> Any:  # noqa: ANN401 - any event
+    def _decode(self, cls: type[Any], row: Row) -> Any:  # noqa: ANN401 - any event
         mapper = self.store.app.mapper
         if isinstance(mapper, MsgspecMapper):
             return mapper.decode_event(cls, row.originator_id, row.originator_version, row.state, row.topic)
         stored = StoredEvent(row.originator_id, row.originator_version, row.topic, row.state)
         return mapper.to_domain_event(stored)
 
-    def _load_states(self, page: _Page, rows: Sequence[_Row], kinds: Sequence[tuple[int, type[Any]]]) -> None:
+    def _load_states(self, page: Page, rows: Sequence[Row], kinds: Sequence[tuple[int, type[Any]]]) -> None:
         """Load, in one query per table and chunk, the states the page needs and lacks.
 
         Also puts the ids of the rows to apply in canonical form (SQLite stores 32 hex digits).
@@ -456,18 +243,12 @@ class Projector:
         known: OrderedDict[str, S],
     ) -> None:
         missing = sorted(wanted - known.keys())
-        for first in range(0, len(missing), LOAD_CHUNK):
-            chunk = missing[first : first + LOAD_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            cursor.execute(
-                self.store.sql(f"SELECT {key}, state FROM {self._t[table]} WHERE {key} IN ({marks})"),  # noqa: S608
-                tuple(chunk),
-            )
-            for loaded in cursor.fetchall():
-                ident, state = tuple(loaded.values()) if isinstance(loaded, dict) else loaded
-                known[str(ident)] = decoder.decode(state)
+        statement = f"SELECT {key}, state FROM {self._t[table]} WHERE {key} IN {IN_IDS}"  # noqa: S608
+        for loaded in select_in(functools.partial(self.store.fetchall, cursor), statement, missing):
+            ident, state = tuple(loaded.values()) if isinstance(loaded, dict) else loaded
+            known[str(ident)] = decoder.decode(state)
 
-    def _apply(self, page: _Page, row: _Row, kind: int, event: Any) -> None:  # noqa: ANN401 - any event
+    def _apply(self, page: Page, row: Row, kind: int, event: Any) -> None:  # noqa: ANN401 - any event
         oid, position = row.originator_id, row.position
         if kind in (_ORDER, _ORDER_CREATED):
             self._apply_order(page, row, kind, event)
@@ -486,7 +267,7 @@ class Projector:
         elif kind == _RESOLVED:
             page.write(self._sql["resolved"], (event.resolution, event.by, oid))
 
-    def _apply_order(self, page: _Page, row: _Row, kind: int, event: Order.Event) -> None:
+    def _apply_order(self, page: Page, row: Row, kind: int, event: Order.Event) -> None:
         oid = row.originator_id
         if kind == _ORDER_CREATED:
             order: Order = _created(event.mutate(None))
@@ -513,7 +294,7 @@ class Projector:
                 (str(event.commission), order.state.account, order.state.client_order_id, event.key),
             )
 
-    def _write(self, page: _Page) -> None:
+    def _write(self, page: Page) -> None:
         """Queue the rows of the orders and positions the page changed."""
         order_sql, position_sql = self._sql["order"], self._sql["position"]
         for oid, position in page.changed_orders.items():
@@ -548,7 +329,7 @@ class Projector:
 
     def _write_fill(
         self,
-        page: _Page,
+        page: Page,
         state: OrderState,
         event: Order.FillBooked | Order.FillCorrected,
         position: int,
@@ -571,7 +352,7 @@ class Projector:
         )
 
     def _write_synthetic_fills(
-        self, page: _Page, state: PositionState, event: Position.Synced, position: int
+        self, page: Page, state: PositionState, event: Position.Synced, position: int
     ) -> None:
         """Reconciliation fills belong to no order: listed under RECONCILE_ORDER_ID."""
         for fill in event.fills:
@@ -591,7 +372,7 @@ class Projector:
                 ),
             )
 
-    def _write_inferred(self, page: _Page, state: OrderState, position: int) -> None:
+    def _write_inferred(self, page: Page, state: OrderState, position: int) -> None:
         if state.inferred_qty > 0 and state.inferred_price is not None:
             page.write(
                 self._sql["inferred"],
@@ -611,7 +392,7 @@ class Projector:
         else:
             page.write(self._sql["no_inferred"], (state.account, state.client_order_id, INFERRED_KEY))
 
-    def _write_discrepancy(self, page: _Page, event: Any, position: int) -> None:  # noqa: ANN401
+    def _write_discrepancy(self, page: Page, event: Any, position: int) -> None:  # noqa: ANN401
         evidence_position, evidence = None, None
         evidence_id: UUID | None = event.evidence_id
         if evidence_id is not None:
@@ -645,13 +426,13 @@ class Projector:
         ident: object = message_id.hex if self.store.dialect == "sqlite" else message_id
         cursor.execute(self._sql["message_position"], (ident,))
         rows = cursor.fetchall()
-        return int(_first(rows[0])) if rows else None
+        return int(first(rows[0])) if rows else None
 
     def rows(self, statement: str, params: Sequence[object] = ()) -> Iterator[dict[str, Any]]:
         """Run a read query on the tables and yield rows as dicts."""
         with self.store.reading() as cursor:
             cursor.execute(self.store.sql(statement.format(**self._t)), tuple(params))
-            yield from (_as_dict(row) for row in cursor.fetchall())
+            yield from (as_dict(row) for row in cursor.fetchall())
 
     def tuples(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run a read query on the tables; rows as tuples in column order (hot read paths)."""
@@ -674,14 +455,3 @@ def _created(aggregate: T | None) -> T:
         raise TypeError(msg)
     return aggregate
 
-
-def _first(row: Any) -> Any:  # noqa: ANN401 - a sqlite3.Row or a psycopg dict row
-    if isinstance(row, dict):
-        return next(iter(row.values()))
-    return row[0]
-
-
-def _as_dict(row: Any) -> dict[str, Any]:  # noqa: ANN401 - a sqlite3.Row or a psycopg dict row
-    if isinstance(row, dict):
-        return row
-    return {key: row[key] for key in row.keys()}  # noqa: SIM118 - sqlite3.Row has no items()
