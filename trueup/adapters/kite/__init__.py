@@ -2,7 +2,9 @@
 
 Pure translation in `translate.py` (payloads -> reports), `groups.py` (slices of one tag
 as one logical order) and `ids.py` / `wire.py`; the postback receiver in `postback.py`
-(stdlib only); the I/O in `client.py` (`KiteClient`), the only module that imports
-kiteconnect. Nothing here imports it on package import, so `import trueup` (and this
-package) works without the `kite` extra; `client.py` needs `pip install 'trueup[kite]'`.
+(stdlib only); the I/O in `client.py` (`KiteClient`), which composes `transport.py`
+(kiteconnect's calls, the only module that imports kiteconnect), `reads.py`, `params.py`,
+`inbox.py` and `updates.py`. Nothing here imports the SDK on package import, so `import
+trueup` (and this package) works without the `kite` extra; `client.py`, `transport.py` and
+`reads.py` need `pip install 'trueup[kite]'`.
 """

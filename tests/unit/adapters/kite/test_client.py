@@ -18,7 +18,7 @@ import pytest
 
 from tests.unit.adapters.kite.test_translate import order_json
 from trueup.adapters.base import BrokerClient, RawMessage, RefreshNeeded, StreamItem
-from trueup.adapters.kite import client as kite_client
+from trueup.adapters.kite import transport
 from trueup.adapters.kite.client import InboxFull, KiteClient
 from trueup.adapters.kite.postback import serve
 from trueup.domain.errors import ConfigError, InvalidReport
@@ -270,6 +270,6 @@ def test_sdk_answers_are_encoded_back_in_kites_formats() -> None:
     # Used only if the requests hook did not capture the raw body.
     naive_ist = datetime(2024, 5, 1, 9, 15)  # noqa: DTZ001 - kiteconnect gives naive IST
     payload = [{"order_timestamp": naive_ist, "price": 101.5, "quantity": 6, "p": Decimal("1.10")}]
-    assert json.loads(kite_client._encode(payload)) == [
+    assert json.loads(transport.encode(payload)) == [
         {"order_timestamp": "2024-05-01 09:15:00", "price": 101.5, "quantity": 6, "p": 1.1}
     ]
