@@ -54,7 +54,8 @@ from typing import Final
 import msgspec
 
 from trueup.adapters.kite.ids import TagPredicate, is_slice
-from trueup.adapters.kite.translate import _body, _decode, _invalid, _order_report
+from trueup.adapters.kite.readers import ORDERS, decode, invalid, read_body
+from trueup.adapters.kite.translate import order_report
 from trueup.adapters.kite.wire import KiteAutoslice, KiteIceberg, KiteOrder
 from trueup.domain.money import derived_price, money_context
 from trueup.domain.reports import FillReport, OrderReport
@@ -71,7 +72,6 @@ __all__ = [
     "with_client_order_ids",
 ]
 
-_ORDERS: Final = msgspec.json.Decoder(list[KiteOrder])
 _AUTOSLICE: Final = msgspec.json.Decoder(KiteAutoslice)
 
 
@@ -142,10 +142,10 @@ def to_order_book(
         InvalidReport: the payload is malformed or an error envelope; `field` is the JSON path.
     """
     what = "orders answer"
-    body, prefix = _body(raw, what=what, account=account)
-    orders = _decode(_ORDERS, body, what=what, account=account, prefix=prefix)
+    body, prefix = read_body(raw, what=what, account=account)
+    orders = decode(ORDERS, body, what=what, account=account, prefix=prefix)
     entries = [
-        (order, _order_report(order, account=account, path=f"{prefix}[{i}]", is_ours=is_ours))
+        (order, order_report(order, account=account, path=f"{prefix}[{i}]", is_ours=is_ours))
         for i, order in enumerate(orders)
     ]
     groups: dict[str, list[tuple[KiteOrder, OrderReport]]] = {}
@@ -300,8 +300,8 @@ def to_autoslice_placement(raw: bytes | str, *, account: str) -> AutoslicePlacem
             `order_id` nor `error`; `field` is the JSON path (`$.data.children[2]`).
     """
     what = "autoslice answer"
-    body, prefix = _body(raw, what=what, account=account)
-    answer = _decode(_AUTOSLICE, body, what=what, account=account, prefix=prefix)
+    body, prefix = read_body(raw, what=what, account=account)
+    answer = decode(_AUTOSLICE, body, what=what, account=account, prefix=prefix)
     placed: list[str] = []
     refused: list[str] = []
     for i, child in enumerate(answer.children):
@@ -311,5 +311,5 @@ def to_autoslice_placement(raw: bytes | str, *, account: str) -> AutoslicePlacem
             refused.append(f"{child.error.error_type or 'error'}: {child.error.message or 'no message'}")
         else:
             path = f"{prefix}.children[{i}]"
-            raise _invalid(what=what, account=account, path=path, detail="neither order_id nor error")
+            raise invalid(what=what, account=account, path=path, detail="neither order_id nor error")
     return AutoslicePlacement(parent_order_id=answer.order_id, placed=placed, refused=refused)

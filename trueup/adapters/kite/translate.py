@@ -5,8 +5,10 @@ reports out: no clock, no I/O, no kiteconnect. A malformed payload raises `Inval
 whose `field` is the JSON path of the bad field (`$.data[3].quantity`, `$[0].product`);
 a list is translated whole or not at all, never partially. REST answers are accepted
 with or without Kite's `{"status": "success", "data": ...}` envelope; an `error` envelope
-is refused at `$.status`. The wire structs are in `wire.py`; `our_tag`, `is_our_tag`,
-`group_by_tag`, `instrument_symbol`, `split_symbol` (from `ids.py`) are re-exported here.
+is refused at `$.status`. The wire structs are in `wire.py`, the decoders and field
+readers shared with `groups.py` in `readers.py`; `our_tag`, `is_our_tag`, `group_by_tag`,
+`instrument_symbol`, `split_symbol` (from `ids.py`) and `verify_postback` (from
+`readers.py`) are re-exported here.
 
 Payloads (BROKERS.md section 3, all day-scoped):
 
@@ -55,14 +57,10 @@ Decisions:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Container
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Literal
-
-import msgspec
 
 from trueup.adapters.kite.ids import (
     TagPredicate,
@@ -72,20 +70,28 @@ from trueup.adapters.kite.ids import (
     is_slice,
     our_tag,
     split_symbol,
-    symbol_part_problem,
 )
-from trueup.adapters.kite.wire import (
-    KiteEnvelope,
-    KiteHolding,
-    KiteOrder,
-    KitePosition,
-    KitePositions,
-    KitePostbackChecksum,
-    KiteTrade,
-    KiteUpdateEnvelope,
-    ist_to_utc,
+from trueup.adapters.kite.readers import (
+    FILL_FIELDS,
+    HOLDINGS,
+    ORDER_FIELDS,
+    ORDERS,
+    POSITION_FIELDS,
+    POSITIONS,
+    TRADES,
+    decode,
+    finite,
+    invalid,
+    located,
+    read_body,
+    read_non_empty,
+    read_symbol,
+    read_time,
+    read_update,
+    require_verified,
+    verify_postback,
 )
-from trueup.adapters.payloads import PayloadReader
+from trueup.adapters.kite.wire import KiteOrder, KitePosition, KiteTrade
 from trueup.domain.errors import InvalidReport
 from trueup.domain.money import derived_price, money_context
 from trueup.domain.reports import FillReport, OrderReport, PositionReport
@@ -160,79 +166,7 @@ KITE_SIDE: Final[dict[str, Side]] = {"BUY": Side.BUY, "SELL": Side.SELL}
 KITE_LIMIT_ORDER_TYPES: Final = frozenset({"LIMIT", "SL"})
 """Order types whose `price` is a limit price (`MARKET` and `SL-M` carry `price: 0`)."""
 
-_ORDER_FIELDS: Final[dict[str, str]] = {
-    "client_order_id": "order_id",
-    "symbol": "tradingsymbol",
-    "quantity": "quantity",
-    "filled_qty": "filled_quantity",
-    "avg_price": "average_price",
-    "limit_price": "price",
-    "ts_event": "order_timestamp",
-}
-"""OrderReport field -> Kite order field, to name the JSON path of a refused value."""
-
-_FILL_FIELDS: Final[dict[str, str]] = {
-    "client_order_id": "order_id",
-    "exec_id": "trade_id",
-    "symbol": "tradingsymbol",
-    "qty": "quantity",
-    "price": "average_price",
-    "ts_event": "fill_timestamp",
-}
-_POSITION_FIELDS: Final[dict[str, str]] = {
-    "symbol": "tradingsymbol",
-    "qty": "quantity",
-    "avg_cost": "average_price",
-}
-
-
-# Decoders are built once and reused (msgspec perf tips).
-_BODY = msgspec.json.Decoder(list[msgspec.Raw] | KiteEnvelope)
-_ORDERS = msgspec.json.Decoder(list[KiteOrder])
-_ORDER = msgspec.json.Decoder(KiteOrder)
-_TRADES = msgspec.json.Decoder(list[KiteTrade])
-_POSITIONS = msgspec.json.Decoder(KitePositions)
-_HOLDINGS = msgspec.json.Decoder(list[KiteHolding])
-_UPDATE = msgspec.json.Decoder(KiteUpdateEnvelope)
-_CHECKSUM = msgspec.json.Decoder(KitePostbackChecksum)
-
-
-# --- errors with JSON paths ---------------------------------------------------------------
-
-# Errors name the JSON path of the bad field (see trueup.adapters.payloads).
-_READER: Final = PayloadReader("kite")
-_invalid = _READER.invalid
-_decode = _READER.decode
-_located = _READER.located
-_finite = _READER.finite
-
-
-def _time(value: str, *, what: str, account: str, path: str) -> datetime:
-    """A Kite time (`"2021-05-31 09:18:57"`, IST) in UTC; the format was checked at decode."""
-    try:
-        return ist_to_utc(value)
-    except ValueError as e:  # the right shape but no such date or time: "2021-02-30 25:00:00"
-        detail = f"not a date and time 'YYYY-MM-DD HH:MM:SS' (IST), got {value!r} ({e})"
-        raise _invalid(what=what, account=account, path=path, detail=detail) from e
-
-
-def _body(raw: bytes | str, *, what: str, account: str) -> tuple[bytes | str | msgspec.Raw, str]:
-    """The body of a REST answer and its JSON path: `$.data` inside the envelope, `$` when bare."""
-    decoded = _decode(_BODY, raw, what=what, account=account)
-    if isinstance(decoded, list) or decoded.status is None:
-        return raw, "$"
-    if decoded.status != "success":
-        detail = (
-            f"expected status 'success', got {decoded.status!r}"
-            f" ({decoded.error_type or 'no error_type'}: {decoded.message or 'no message'})"
-        )
-        raise _invalid(what=what, account=account, path="$.status", detail=detail)
-    if not bytes(memoryview(decoded.data)):
-        raise _invalid(what=what, account=account, path="$.data", detail="a success envelope without data")
-    return decoded.data, "$.data"
-
-
-# --- statuses, symbols, sides -------------------------------------------------------------
+# --- statuses, sides ----------------------------------------------------------------------
 
 
 def to_order_status(raw_status: str, *, filled_qty: Decimal) -> tuple[OrderStatus, frozenset[OrderFlag]]:
@@ -255,28 +189,12 @@ def to_order_status(raw_status: str, *, filled_qty: Decimal) -> tuple[OrderStatu
     return base, flags
 
 
-def _symbol(item: KiteOrder | KiteTrade | KitePosition, *, what: str, account: str, path: str) -> str:
-    """`instrument_symbol` of a payload object; a bad part is refused at its own JSON path."""
-    parts = (("exchange", item.exchange), ("tradingsymbol", item.tradingsymbol), ("product", item.product))
-    for name, value in parts:
-        problem = symbol_part_problem(value)
-        if problem is not None:
-            raise _invalid(what=what, account=account, path=f"{path}.{name}", detail=problem)
-    return instrument_symbol(item.exchange, item.tradingsymbol, item.product)
-
-
 def _side(value: str, *, what: str, account: str, path: str) -> Side:
     side = KITE_SIDE.get(value)
     if side is None:
         detail = f"transaction_type must be one of {sorted(KITE_SIDE)}, got {value!r}"
-        raise _invalid(what=what, account=account, path=path, detail=detail)
+        raise invalid(what=what, account=account, path=path, detail=detail)
     return side
-
-
-def _non_empty(value: str, *, what: str, account: str, path: str) -> str:
-    if not value.strip():
-        raise _invalid(what=what, account=account, path=path, detail=f"must be non-empty, got {value!r}")
-    return value
 
 
 # --- orders -------------------------------------------------------------------------------
@@ -284,14 +202,14 @@ def _non_empty(value: str, *, what: str, account: str, path: str) -> str:
 
 def _order_time(order: KiteOrder, *, what: str, account: str, path: str) -> datetime:
     """The later of `order_timestamp` and `exchange_update_timestamp`: since when this state held."""
-    ts = _time(order.order_timestamp, what=what, account=account, path=f"{path}.order_timestamp")
+    ts = read_time(order.order_timestamp, what=what, account=account, path=f"{path}.order_timestamp")
     update = order.exchange_update_timestamp
     if update is None:  # the order has not reached the exchange (REJECTED by RMS, OPEN PENDING)
         return ts
-    return max(ts, _time(update, what=what, account=account, path=f"{path}.exchange_update_timestamp"))
+    return max(ts, read_time(update, what=what, account=account, path=f"{path}.exchange_update_timestamp"))
 
 
-def _order_report(
+def order_report(
     order: KiteOrder,
     *,
     account: str,
@@ -299,15 +217,19 @@ def _order_report(
     is_ours: TagPredicate | None,
     what: str = "order",
 ) -> OrderReport:
-    """One Kite order as an OrderReport; `path` is the order object's JSON path."""
-    _non_empty(order.order_id, what=what, account=account, path=f"{path}.order_id")
-    symbol = _symbol(order, what=what, account=account, path=path)
+    """One Kite order as an OrderReport; `path` is the order object's JSON path.
+
+    Public for `groups.to_order_book`, which reports each order of the book this way
+    before grouping; not in `__all__`, the surface the client and ledger wiring use.
+    """
+    read_non_empty(order.order_id, what=what, account=account, path=f"{path}.order_id")
+    symbol = read_symbol(order, what=what, account=account, path=path)
     side = _side(order.transaction_type, what=what, account=account, path=f"{path}.transaction_type")
-    filled = _finite(order.filled_quantity, what=what, account=account, path=f"{path}.filled_quantity")
+    filled = finite(order.filled_quantity, what=what, account=account, path=f"{path}.filled_quantity")
     status, flags = to_order_status(order.status, filled_qty=filled)
     limit_price = order.price if order.order_type in KITE_LIMIT_ORDER_TYPES else None
     ts_event = _order_time(order, what=what, account=account, path=path)
-    with _located(what, account, path, _ORDER_FIELDS):
+    with located(what, account, path, ORDER_FIELDS):
         return OrderReport(
             account=account,
             client_order_id=our_tag(order, is_ours=is_ours),
@@ -340,10 +262,10 @@ def to_order_reports(
             path (`$.data[2].quantity`, `$[2].quantity` without the envelope, `$.status`).
     """
     what = "orders answer"
-    body, prefix = _body(raw, what=what, account=account)
-    orders = _decode(_ORDERS, body, what=what, account=account, prefix=prefix)
+    body, prefix = read_body(raw, what=what, account=account)
+    orders = decode(ORDERS, body, what=what, account=account, prefix=prefix)
     return [
-        _order_report(order, account=account, path=f"{prefix}[{i}]", is_ours=is_ours)
+        order_report(order, account=account, path=f"{prefix}[{i}]", is_ours=is_ours)
         for i, order in enumerate(orders)
     ]
 
@@ -363,15 +285,15 @@ def to_order_reports_from_history(
             orders; `field` is the JSON path (`$.data[4].order_id`).
     """
     what = "order history"
-    body, prefix = _body(raw, what=what, account=account)
-    rows = _decode(_ORDERS, body, what=what, account=account, prefix=prefix)
+    body, prefix = read_body(raw, what=what, account=account)
+    rows = decode(ORDERS, body, what=what, account=account, prefix=prefix)
     reports: list[OrderReport] = []
     for i, row in enumerate(rows):
         path = f"{prefix}[{i}]"
         if row.order_id != rows[0].order_id:
             detail = f"the history of {rows[0].order_id!r} has a row of order {row.order_id!r}"
-            raise _invalid(what=what, account=account, path=f"{path}.order_id", detail=detail)
-        reports.append(_order_report(row, account=account, path=path, is_ours=is_ours, what=what))
+            raise invalid(what=what, account=account, path=f"{path}.order_id", detail=detail)
+        reports.append(order_report(row, account=account, path=path, is_ours=is_ours, what=what))
     return reports
 
 
@@ -380,18 +302,20 @@ def to_order_reports_from_history(
 
 def _fill_report(trade: KiteTrade, *, account: str, path: str) -> FillReport:
     what = "trade"
-    _non_empty(trade.trade_id, what=what, account=account, path=f"{path}.trade_id")
-    symbol = _symbol(trade, what=what, account=account, path=path)
+    read_non_empty(trade.trade_id, what=what, account=account, path=f"{path}.trade_id")
+    symbol = read_symbol(trade, what=what, account=account, path=path)
     side = _side(trade.transaction_type, what=what, account=account, path=f"{path}.transaction_type")
     # fill_timestamp, else exchange_timestamp; order_timestamp is a time of day ("09:16:39").
     if trade.fill_timestamp is not None:
-        ts = _time(trade.fill_timestamp, what=what, account=account, path=f"{path}.fill_timestamp")
+        ts = read_time(trade.fill_timestamp, what=what, account=account, path=f"{path}.fill_timestamp")
     elif trade.exchange_timestamp is not None:
-        ts = _time(trade.exchange_timestamp, what=what, account=account, path=f"{path}.exchange_timestamp")
+        ts = read_time(
+            trade.exchange_timestamp, what=what, account=account, path=f"{path}.exchange_timestamp"
+        )
     else:
         detail = "a trade needs fill_timestamp or exchange_timestamp (order_timestamp has no date)"
-        raise _invalid(what=what, account=account, path=f"{path}.fill_timestamp", detail=detail)
-    with _located(what, account, path, _FILL_FIELDS):
+        raise invalid(what=what, account=account, path=f"{path}.fill_timestamp", detail=detail)
+    with located(what, account, path, FILL_FIELDS):
         return FillReport(
             account=account,
             client_order_id=None,  # trades carry no tag; the ledger links them by order_id
@@ -419,8 +343,8 @@ def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
             path (`$.data[1].average_price`).
     """
     what = "trades answer"
-    body, prefix = _body(raw, what=what, account=account)
-    trades = _decode(_TRADES, body, what=what, account=account, prefix=prefix)
+    body, prefix = read_body(raw, what=what, account=account)
+    trades = decode(TRADES, body, what=what, account=account, prefix=prefix)
     return [_fill_report(trade, account=account, path=f"{prefix}[{i}]") for i, trade in enumerate(trades)]
 
 
@@ -458,21 +382,21 @@ def to_position_reports(
         msg = f"as_of must be timezone-aware, got naive {as_of.isoformat()}"
         raise InvalidReport(msg, field="as_of")
     what = "positions answer"
-    body, prefix = _body(raw, what=what, account=account)
-    positions = _decode(_POSITIONS, body, what=what, account=account, prefix=prefix)
+    body, prefix = read_body(raw, what=what, account=account)
+    positions = decode(POSITIONS, body, what=what, account=account, prefix=prefix)
     rows = positions.net if book == "net" else positions.day
     if rows is None:
-        raise _invalid(what=what, account=account, path=f"{prefix}.day", detail="no `day` list")
+        raise invalid(what=what, account=account, path=f"{prefix}.day", detail="no `day` list")
     reports: list[PositionReport] = []
     first_seen: dict[str, str] = {}
     for i, position in enumerate(rows):
         path = f"{prefix}.{book}[{i}]"
-        symbol = _symbol(position, what="position", account=account, path=path)
+        symbol = read_symbol(position, what="position", account=account, path=path)
         if symbol in first_seen:
             detail = f"{symbol} is listed twice (first at `{first_seen[symbol]}`)"
-            raise _invalid(what="position", account=account, path=f"{path}.tradingsymbol", detail=detail)
+            raise invalid(what="position", account=account, path=f"{path}.tradingsymbol", detail=detail)
         first_seen[symbol] = path
-        with _located("position", account, path, _POSITION_FIELDS):
+        with located("position", account, path, POSITION_FIELDS):
             reports.append(
                 PositionReport(
                     account=account,
@@ -515,8 +439,8 @@ def to_account_positions(
     """
     today = {p.symbol: p for p in to_position_reports(positions_raw, account=account, as_of=as_of)}
     what = "holdings answer"
-    body, prefix = _body(holdings_raw, what=what, account=account)
-    holdings = _decode(_HOLDINGS, body, what=what, account=account, prefix=prefix)
+    body, prefix = read_body(holdings_raw, what=what, account=account)
+    holdings = decode(HOLDINGS, body, what=what, account=account, prefix=prefix)
     carried: dict[str, tuple[Decimal, Decimal, str]] = {}
     for i, holding in enumerate(holdings):
         path = f"{prefix}[{i}]"
@@ -524,7 +448,7 @@ def to_account_positions(
         if holding.mtf is not None and holding.mtf.quantity:
             parts.append(("MTF", holding.mtf.quantity, holding.mtf.average_price))
         for product, qty, avg in parts:
-            symbol = _symbol(
+            symbol = read_symbol(
                 KitePosition(
                     exchange=holding.exchange,
                     tradingsymbol=holding.tradingsymbol,
@@ -538,7 +462,7 @@ def to_account_positions(
             )
             if symbol in carried:
                 detail = f"{symbol} is held twice (first at `{carried[symbol][2]}`)"
-                raise _invalid(what="holding", account=account, path=f"{path}.tradingsymbol", detail=detail)
+                raise invalid(what="holding", account=account, path=f"{path}.tradingsymbol", detail=detail)
             carried[symbol] = (qty, avg, path)
     merged = [report for symbol, report in today.items() if symbol not in carried]
     ts = as_of.astimezone(UTC)
@@ -566,18 +490,6 @@ def _carried_average(held: Decimal, held_avg: Decimal, day: Decimal, day_avg: De
 
 
 # --- postbacks and WebSocket order updates ------------------------------------------------
-
-
-def _update(raw: bytes | str, *, account: str) -> tuple[KiteOrder, str]:
-    """The order of an update and its JSON path: `$.data` in a WebSocket frame, `$` for a postback."""
-    what = "order update"
-    envelope = _decode(_UPDATE, raw, what=what, account=account)
-    if envelope.kind is None:
-        return _decode(_ORDER, raw, what=what, account=account), "$"
-    if envelope.kind != "order":
-        detail = f"expected 'order', got {envelope.kind!r}"
-        raise _invalid(what=what, account=account, path="$.type", detail=detail)
-    return _decode(_ORDER, envelope.data, what=what, account=account, prefix="$.data"), "$.data"
 
 
 def to_reports_from_update(
@@ -617,8 +529,8 @@ def to_reports_from_update(
         InvalidReport: the payload is malformed or a frame of another type (`$.type`);
             `field` is the JSON path (`$.data.filled_quantity`, `$.filled_quantity`).
     """
-    order, path = _update(raw, account=account)
-    report = _order_report(order, account=account, path=path, is_ours=is_ours, what="order update")
+    order, path = read_update(raw, account=account)
+    report = order_report(order, account=account, path=path, is_ours=is_ours, what="order update")
     if report.client_order_id is not None and (is_slice(order) or order.order_id in slices):
         return []
     return [report]
@@ -642,12 +554,7 @@ def to_reports_from_postback(
             body is malformed (`field` its JSON path).
         ValueError: `api_secret` is empty.
     """
-    if not verify_postback(raw, api_secret):
-        detail = (
-            "checksum missing or not sha256(order_id + order_timestamp + api_secret): "
-            "not verified, not applied"
-        )
-        raise _invalid(what="postback", account=account, path="$.checksum", detail=detail)
+    require_verified(raw, api_secret, account=account)
     return to_reports_from_update(raw, account=account, is_ours=is_ours, slices=slices)
 
 
@@ -667,35 +574,8 @@ def update_as_trigger(raw: bytes | str, *, account: str, api_secret: str | None 
             payload is not a Kite order update (`field` its JSON path): stored and reported
             as INVALID_REPORT, and no refresh is triggered by it.
     """
-    if api_secret is not None and not verify_postback(raw, api_secret):
-        detail = (
-            "checksum missing or not sha256(order_id + order_timestamp + api_secret): "
-            "not verified, not applied"
-        )
-        raise _invalid(what="postback", account=account, path="$.checksum", detail=detail)
-    order, path = _update(raw, account=account)
-    _order_report(order, account=account, path=path, is_ours=None, what="order update")
+    if api_secret is not None:
+        require_verified(raw, api_secret, account=account)
+    order, path = read_update(raw, account=account)
+    order_report(order, account=account, path=path, is_ours=None, what="order update")
     return []
-
-
-def verify_postback(raw: bytes | str, api_secret: str) -> bool:
-    """Whether a postback body's `checksum` is `sha256(order_id + order_timestamp + api_secret)` hex.
-
-    Computed on the raw `order_timestamp` string exactly as the body has it
-    (`"2022-03-03 09:24:25"`), never on a parsed datetime, and compared in constant time
-    (`hmac.compare_digest`). A missing or blank checksum (WebSocket updates have one)
-    is False: such an update cannot be authenticated this way.
-
-    Raises:
-        ValueError: `api_secret` is empty (anyone could compute the checksum).
-        InvalidReport: the body is not JSON or lacks a string `order_id` /
-            `order_timestamp`; `field` is the JSON path (`$.order_timestamp`).
-    """
-    if not api_secret:
-        msg = "api_secret must be non-empty"
-        raise ValueError(msg)
-    body = _decode(_CHECKSUM, raw, what="postback", account=None)
-    if not body.checksum:
-        return False
-    expected = hashlib.sha256(f"{body.order_id}{body.order_timestamp}{api_secret}".encode()).hexdigest()
-    return hmac.compare_digest(expected.encode(), body.checksum.encode())

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from trueup.adapters.base import RawMessage, RefreshNeeded, StreamItem
 from trueup.adapters.kite.inbox import Inbox
-from trueup.adapters.kite.translate import update_as_trigger, verify_postback
+from trueup.adapters.kite.readers import verify_postback
+from trueup.adapters.kite.translate import update_as_trigger
 from trueup.domain.errors import TrueupError
 from trueup.domain.reports import Report
 
