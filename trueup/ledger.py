@@ -19,6 +19,7 @@ from trueup.application.books import Books
 from trueup.application.unit_of_work import Clock, utc_now
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.views import OrderView
+from trueup.settings import LedgerSettings, validate
 from trueup.submission import Submitter
 from trueup.subscriptions import Subscription, subscribe
 
@@ -57,15 +58,19 @@ class Ledger(Books):
             The ledger, with its read models caught up.
 
         Raises:
-            ConfigError: the URL is malformed.
+            ConfigError: the URL is malformed, or `lost_after` or `max_snapshot_age` is out of
+                range (``lost_after: must be >= 1, got -5``), before the store is opened.
             StoreError: the store cannot be opened.
         """
+        settings = validate(
+            {"lost_after": lost_after, "max_snapshot_age": max_snapshot_age}, LedgerSettings
+        )
         ledger = cls(
             open_store(resolve_store_url(store)),
             clock=clock,
             policies=policies,
-            lost_after=lost_after,
-            max_snapshot_age=max_snapshot_age,
+            lost_after=settings.lost_after,
+            max_snapshot_age=settings.max_snapshot_age,
         )
         ledger.projector.catch_up()
         return ledger

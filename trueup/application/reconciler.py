@@ -327,7 +327,10 @@ class Reconciler:
         for aggregate in unit.positions(account):
             local[aggregate.state.symbol] = aggregate.state
         gate = unit.get(gate_id(account))
-        for symbol in sorted(set(broker) | set(local)):
+        # A symbol flat on both sides now may still have a position discrepancy open from
+        # before (the broker's position went away): it is judged too, so that it resolves.
+        disputed = {v.key for v in run.open.views if v.kind in _POSITION_KINDS}
+        for symbol in sorted(set(broker) | set(local) | disputed):
             state = local.get(symbol)
             local_qty = state.qty if state is not None else Decimal(0)
             local_avg = state.avg_cost if state is not None else Decimal(0)
