@@ -62,9 +62,7 @@ class Ledger(Books):
                 range (``lost_after: must be >= 1, got -5``), before the store is opened.
             StoreError: the store cannot be opened.
         """
-        settings = validate(
-            {"lost_after": lost_after, "max_snapshot_age": max_snapshot_age}, LedgerSettings
-        )
+        settings = validate({"lost_after": lost_after, "max_snapshot_age": max_snapshot_age}, LedgerSettings)
         ledger = cls(
             open_store(resolve_store_url(store)),
             clock=clock,

@@ -100,6 +100,7 @@ class Endpoint:
 
     async def readyz(self, _: web.Request) -> web.Response:
         """200 once every account started up with its gate READY."""
+
         def judge() -> dict[str, Any]:
             out = {}
             for account in self.accounts.values():

@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        disable_created_metrics,
+        generate_latest,
+    )
 except ImportError as e:  # pragma: no cover - the ops extra is not installed
     msg = "trueup's metrics need the ops extra: pip install 'trueup[ops]'"
     raise ImportError(msg) from e
@@ -42,6 +49,7 @@ class Metrics:
     def __init__(self, accounts: Sequence[str], periods: dict[str, float] | None = None) -> None:
         """Create the metrics; every per-account series exists from the start (0 or now)."""
         self.accounts = tuple(accounts)
+        disable_created_metrics()  # type: ignore[no-untyped-call] - `_created` series double the scrape and no query here reads them
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.mismatches = Counter(
@@ -126,11 +134,16 @@ class Metrics:
                 self.period.labels(account).set(periods[account])
             for state in GateState:
                 self.gate.labels(account, state.value).set(1 if state is GateState.RECONCILING else 0)
+            for outcome in ("applied", "invalid", "error"):
+                self.stream_messages.labels(account, outcome)
+        self._open_labels: set[tuple[str, str, str]] = set()
+        for account in self.accounts:
             for kind in DiscrepancyKind:
                 for severity in Severity:
-                    # Every series exists at 0, so a rate and an alert see the first one.
+                    # Every series exists at 0 from the start, so a rate and an alert see the first one.
                     self.mismatches.labels(account, kind.value, severity.value)
-        self._open_labels: set[tuple[str, str, str]] = set()
+                    self.open_discrepancies.labels(account, kind.value, severity.value).set(0)
+                    self._open_labels.add((account, kind.value, severity.value))
 
     # -- ServiceObserver --------------------------------------------------------------------
 

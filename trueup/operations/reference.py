@@ -42,9 +42,8 @@ def _constraint(t: msgspec.inspect.Type) -> tuple[str, str]:
         return _constraint(t.type)
     if isinstance(t, msgspec.inspect.UnionType):
         inner = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
-        kind, bounds = _constraint(inner[0]) if len(inner) == 1 else ("any", "")
-        return kind, bounds
-    bounds = []
+        return _constraint(inner[0]) if len(inner) == 1 else ("any", "")
+    bounds: list[str] = []
     for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         value = getattr(t, attr, None)
         if value is not None:
@@ -78,8 +77,15 @@ def _default(field: msgspec.inspect.Field) -> str:
     return f"`{msgspec.json.encode(value).decode()}`"
 
 
-_TIMINGS = {"startup_delay", "period", "inflight_interval", "inflight_after", "inflight_retries", "lost_after",
-            "max_snapshot_age"}
+_TIMINGS = {
+    "startup_delay",
+    "period",
+    "inflight_interval",
+    "inflight_after",
+    "inflight_retries",
+    "lost_after",
+    "max_snapshot_age",
+}
 
 
 def config_reference() -> str:
@@ -88,7 +94,12 @@ def config_reference() -> str:
     for title, cls in REFERENCE_TABLES:
         info = msgspec.inspect.type_info(cls)
         assert isinstance(info, msgspec.inspect.StructType)  # noqa: S101 - REFERENCE_TABLES holds Structs
-        lines += [f"#### {title}", "", "| key | type | bounds | default | meaning |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"#### {title}",
+            "",
+            "| key | type | bounds | default | meaning |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         if info.tag_field is not None:
             lines.append(f"| `{info.tag_field}` | string | `{info.tag}` | required | The broker adapter. |")
         for field in info.fields:
@@ -96,9 +107,16 @@ def config_reference() -> str:
             description = _description(field.type)
             lines.append(f"| `{field.name}` | {kind} | {bounds} | {_default(field)} | {description} |")
         lines.append("")
-    lines += ["#### presets", "", "| setting | " + " | ".join(PRESETS) + " |", "| --- |" + " --- |" * len(PRESETS)]
+    lines += [
+        "#### presets",
+        "",
+        "| setting | " + " | ".join(PRESETS) + " |",
+        "| --- |" + " --- |" * len(PRESETS),
+    ]
     for name in ("startup_delay", "period", "inflight_interval", "inflight_after", "inflight_retries"):
-        lines.append(f"| `{name}` | " + " | ".join(f"{getattr(p.timings, name):g}" for p in PRESETS.values()) + " |")
+        lines.append(
+            f"| `{name}` | " + " | ".join(f"{getattr(p.timings, name):g}" for p in PRESETS.values()) + " |"
+        )
     for name in ("lost_after", "max_snapshot_age"):
         lines.append(f"| `{name}` | " + " | ".join(f"{getattr(p, name):g}" for p in PRESETS.values()) + " |")
     return "\n".join(lines) + "\n"
@@ -121,7 +139,7 @@ def starting_file(preset: str) -> str:
     """A commented config file for `preset`: one paper account, the real brokers commented out."""
     p = PRESETS[preset]
     t = p.timings
-    return f'''# trueup run --config trueup.toml        (check it: trueup config check trueup.toml)
+    return f"""# trueup run --config trueup.toml        (check it: trueup config check trueup.toml)
 # Every timing below is the "{preset}" preset's; delete a line to keep the preset's value.
 preset = "{preset}"
 store = "sqlite:///trueup.db"          # or store_env = "TRUEUP_STORE" (a URL with a password)
@@ -157,11 +175,12 @@ position_policy = "alert"             # repair | alert | lock
 # [accounts.kite1]
 # broker = "kite"
 # account_id = "AB1234"
-# credentials = {{ api_key = "KITE_API_KEY", access_token = "KITE_ACCESS_TOKEN", api_secret = "KITE_API_SECRET" }}
+# credentials = {{ api_key = "KITE_API_KEY", access_token = "KITE_ACCESS_TOKEN",
+#                 api_secret = "KITE_API_SECRET" }}
 #
 # [accounts.ib1]
 # broker = "ib"
 # account_id = "DU1234567"
 # credentials = {{ host = "IB_HOST", port = "IB_PORT", client_id = "IB_CLIENT_ID" }}
 # inflight_retries = 5
-'''
+"""
