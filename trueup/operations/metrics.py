@@ -49,7 +49,8 @@ class Metrics:
     def __init__(self, accounts: Sequence[str], periods: dict[str, float] | None = None) -> None:
         """Create the metrics; every per-account series exists from the start (0 or now)."""
         self.accounts = tuple(accounts)
-        disable_created_metrics()  # type: ignore[no-untyped-call] - `_created` series double the scrape and no query here reads them
+        # `_created` series double the scrape and no query here reads them
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.mismatches = Counter(
