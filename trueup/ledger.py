@@ -7,23 +7,29 @@ broker or a thread: `submit`, `submit_async` and `subscribe`.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping
+import sqlite3
+import threading
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 from trueup.adapters.base import BrokerClient, OrderRequest
 from trueup.adapters.eventstore.log import LoggedEvent
 from trueup.adapters.eventstore.store import open_store, redact, resolve_store_url
 from trueup.application.books import Books
 from trueup.application.unit_of_work import Clock, utc_now
+from trueup.domain.errors import StoreError
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.views import OrderView
+from trueup.loop_thread import LoopThread
 from trueup.settings import LedgerSettings, validate
 from trueup.submission import Submitter
 from trueup.subscriptions import Subscription, subscribe
 
 __all__ = ["Clock", "Ledger", "LoggedEvent", "utc_now"]
+
+T = TypeVar("T")
+_SYNC_LOOP_LOCK = threading.Lock()
 
 
 class Ledger(Books):
@@ -33,6 +39,9 @@ class Ledger(Books):
     Methods are thread-safe in the sense of the event store: concurrent writers to the
     same order are serialized by optimistic concurrency with reload-and-retry.
     """
+
+    _sync_loop: LoopThread | None = None
+    """The event loop of the synchronous broker calls (`run`), started on first use."""
 
     @classmethod
     def open(
@@ -63,19 +72,47 @@ class Ledger(Books):
             StoreError: the store cannot be opened.
         """
         settings = validate({"lost_after": lost_after, "max_snapshot_age": max_snapshot_age}, LedgerSettings)
-        ledger = cls(
-            open_store(resolve_store_url(store)),
-            clock=clock,
-            policies=policies,
-            lost_after=settings.lost_after,
-            max_snapshot_age=settings.max_snapshot_age,
-        )
-        ledger.projector.catch_up()
+        opened = open_store(resolve_store_url(store))
+        try:
+            ledger = cls(
+                opened,
+                clock=clock,
+                policies=policies,
+                lost_after=settings.lost_after,
+                max_snapshot_age=settings.max_snapshot_age,
+            )
+            ledger.projector.catch_up()
+        except sqlite3.DatabaseError as e:
+            # A truncated or corrupt file passes the header check and fails on first read.
+            opened.close()
+            msg = f"store {redact(opened.config.url)} is not a readable SQLite database: {e}"
+            raise StoreError(msg) from e
         return ledger
 
     def close(self) -> None:
-        """Close the store's connections."""
+        """Stop the loop of the synchronous calls (if one ran), then close the store's connections."""
+        with _SYNC_LOOP_LOCK:
+            loop, self._sync_loop = self._sync_loop, None
+        if loop is not None:
+            loop.close()
         self.store.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this ledger's own event loop, from synchronous code, and wait.
+
+        The loop `submit` uses: a broker client first used there stays bound to it, so
+        synchronous code closes it with ``ledger.run(client.close())`` (or awaits anything
+        else of it) on the same loop. One loop thread per ledger, started on first use,
+        stopped by `close`.
+
+        Raises:
+            RuntimeError: called from that loop itself (await instead).
+        """
+        with _SYNC_LOOP_LOCK:
+            if self._sync_loop is None:
+                self._sync_loop = LoopThread(f"trueup-ledger-{id(self):x}")
+            loop = self._sync_loop
+        return loop.run(coroutine)
 
     def __enter__(self) -> Self:
         """Use as a context manager."""
@@ -103,11 +140,15 @@ class Ledger(Books):
         the acknowledgement and broker id. An existing client id returns the existing
         order and sends nothing. From async code use `submit_async`.
 
+        Runs on the ledger's own event loop (a thread started on first use, see `run`),
+        never a new loop per call: a broker client such as `IbClient`, bound to the loop
+        it first connects on, is then on the same loop for every submit.
+
         Raises:
             InvalidReport: the client id does not fit every broker's field.
             NotReadyError: the gate refuses new orders (state, lock or quarantine).
         """
-        return asyncio.run(self.submit_async(request, broker))
+        return self.run(self.submit_async(request, broker))
 
     async def submit_async(self, request: OrderRequest, broker: BrokerClient) -> OrderView:
         """The async equivalent of `submit`, for event loops (the service, async brokers)."""

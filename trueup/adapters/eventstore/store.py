@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -46,6 +47,9 @@ IN_CHUNK = 500
 
 IN_IDS = "(?...)"
 """Where `select_in` puts a chunk's placeholders: ``... WHERE key IN (?...)``."""
+
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+"""An unreachable server is named within seconds, not after the pool's 30 s."""
 
 POSTGRES_LOCK_TIMEOUT_SECONDS = "5"
 """A stuck writer must not block every writer forever (EVENTSOURCING.md gotcha 5)."""
@@ -111,6 +115,7 @@ def parse_store_url(url: str) -> StoreConfig:
             "POSTGRES_USER": conninfo["user"],
             "POSTGRES_PASSWORD": conninfo["password"],
             "POSTGRES_LOCK_TIMEOUT": POSTGRES_LOCK_TIMEOUT_SECONDS,
+            "POSTGRES_CONNECT_TIMEOUT": str(POSTGRES_CONNECT_TIMEOUT_SECONDS),
             # The stored-function insert path skips the table lock and tracking (gotcha 6).
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
@@ -124,6 +129,14 @@ def parse_store_url(url: str) -> StoreConfig:
         msg = (
             f"store URL {url!r} is not supported: use sqlite:///path.db, "
             "postgresql://user@host:port/db or memory://"
+        )
+        raise ConfigError(msg)
+    if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+        # sqlite://rel.db would be a file under a directory named "sqlite:".
+        rest = url.removeprefix("sqlite://")
+        msg = (
+            f"store URL {url!r} has two slashes: use sqlite:///{rest} (relative to the current "
+            "directory) or sqlite:////absolute/path.db"
         )
         raise ConfigError(msg)
     # sqlite:///trueup.db is relative, sqlite:////var/lib/trueup.db absolute.
@@ -205,13 +218,17 @@ class Store:
         """Open (and create if needed) the store described by `config`."""
         self.config = config
         self.dialect = config.dialect
+        if config.dialect == "postgres":
+            probe_postgres(config)
+        if config.path is not None:
+            check_sqlite_file(config.path, config.url)
         if config.dialect == "postgres" and config.schema:
             _ensure_postgres_schema(config)
         if config.path is not None:
             config.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.app = LedgerApplication(env=dict(config.env))
-        except PersistenceError as e:
+        except (PersistenceError, sqlite3.DatabaseError) as e:
             msg = f"cannot open store {redact(config.url)}: {e}"
             raise StoreError(msg) from e
         self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
@@ -322,6 +339,65 @@ def _unwrap(cursor: Any) -> Cursor:  # noqa: ANN401 - the library's cursor wrapp
     return getattr(cursor, "sqlite_cursor", cursor)  # type: ignore[no-any-return]
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def check_sqlite_file(path: Path, url: str) -> None:
+    """Refuse a file that is not a SQLite database, before SQLite half-reads it.
+
+    Raises:
+        StoreError: naming the file and what it starts with.
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return  # a new store
+    except OSError as e:
+        msg = f"cannot open store {redact(url)}: {e.strerror or e}"
+        raise StoreError(msg) from e
+    if header and header != SQLITE_HEADER:
+        msg = f"store {redact(url)}: {path} is not a SQLite database (it starts with {header[:8]!r})"
+        raise StoreError(msg)
+
+
+def probe_postgres(config: StoreConfig) -> None:
+    """Connect once, with a short timeout, to say what is wrong before the pool waits 30 s.
+
+    Raises:
+        StoreError: the server is unreachable, the database does not exist, or the login
+            is refused, each said so, with the host and port.
+    """
+    import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
+
+    info = config.postgres_conninfo
+    where = f"{info['host']}:{info['port']}"
+    try:
+        psycopg.connect(
+            dbname=info["dbname"],
+            host=info["host"],
+            port=info["port"],
+            user=info["user"],
+            password=info["password"],
+            connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS,
+        ).close()
+    except psycopg.Error as e:
+        text = str(e)
+        if f'database "{info["dbname"]}" does not exist' in text:
+            msg = (
+                f"store {redact(config.url)}: the PostgreSQL server at {where} is up but database "
+                f"{info['dbname']!r} does not exist (create it: createdb -h {info['host']} "
+                f"-p {info['port']} -U {info['user']} {info['dbname']})"
+            )
+        elif "authentication failed" in text or ("role" in text and "does not exist" in text):
+            msg = f"store {redact(config.url)}: the PostgreSQL server at {where} refused the login: {text}"
+        else:
+            first = " ".join(text.split())
+            msg = f"store {redact(config.url)}: PostgreSQL server at {where} is unreachable: {first}"
+        raise StoreError(msg) from e
+
+
 def _ensure_postgres_schema(config: StoreConfig) -> None:
     import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
     from psycopg import sql  # noqa: PLC0415
@@ -335,7 +411,7 @@ def _ensure_postgres_schema(config: StoreConfig) -> None:
             user=info["user"],
             password=info["password"],
             autocommit=True,
-            connect_timeout=10,
+            connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS,
         ) as conn:
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(config.schema or ""))
