@@ -18,9 +18,13 @@ from uuid import UUID
 import msgspec
 
 from trueup.cli_support import plain
+from trueup.domain.audit import operator_log_id
+from trueup.domain.gate import gate_id
 from trueup.ledger import Ledger, LoggedEvent
 
-_HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "payload", "raw", "state"})
+_HIDDEN = frozenset(
+    {"originator_id", "originator_version", "originator_topic", "timestamp", "payload", "raw", "state"}
+)
 
 
 @dataclass
@@ -51,6 +55,9 @@ class EventFilter:
                     continue
                 subject = f"{label} {row['subject']}" if label else str(row["subject"])
                 self.names[ident] = (str(row["account"]), subject)
+        for account in self.ledger.accounts():
+            self.names[gate_id(account)] = (account, "gate")
+            self.names[operator_log_id(account)] = (account, "operator")
 
     def subject(self, logged: LoggedEvent) -> tuple[str, str]:
         """(account, what the event is about) for one event."""

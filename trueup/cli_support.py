@@ -183,4 +183,5 @@ def describe(error: BaseException) -> str:
         return f"refused: {error}"
     text = str(error).strip() or type(error).__name__
     first = text.splitlines()[0]
-    return first if isinstance(error, TrueupError) else f"{type(error).__name__}: {first}"
+    known = isinstance(error, (TrueupError, LookupError, ValueError, PermissionError))
+    return first if known else f"{type(error).__name__}: {first}"

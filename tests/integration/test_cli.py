@@ -114,8 +114,6 @@ def test_demo_runs_and_reports_equal_books(tmp_path: Path) -> None:
         str(tmp_path / "demo"),
         "--orders",
         "15",
-        "--store",
-        f"sqlite:///{tmp_path / 'd.db'}",
     )
     assert code == 0, out
     assert "books equal the broker" in out

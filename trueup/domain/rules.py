@@ -235,6 +235,18 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
                 "broker quantity is below the executions booked; quantity kept",
             )
         else:
+            if quantity is not None and report.quantity != quantity:
+                # The broker is the truth of what works there, but a quantity we did not
+                # send is never taken silently: the operator learns of it.
+                outcome.find(
+                    DiscrepancyKind.INVALID_REPORT,
+                    cid,
+                    f"quantity {quantity}",
+                    f"quantity {report.quantity}",
+                    f"broker reports quantity {report.quantity} for an order of {quantity}; "
+                    "the broker's quantity is taken (modified at the broker?)",
+                    Severity.WARNING,
+                )
             quantity = report.quantity
             outcome.change(
                 Order.Amended,
@@ -335,7 +347,7 @@ def _infer(order: OrderState, report: OrderReport, outcome: Outcome) -> bool:
 
 
 @money_context
-def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
+def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901, PLR0912
     """Decide what an execution changes (dedupe, correction, supersession, overfill).
 
     Steps: 1. refuse a fill naming another symbol/side; 2. link the broker id; 3. dedupe
@@ -404,6 +416,15 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
         outcome.change(Order.FillBooked, **common)
     else:
         outcome.change(Order.FillCorrected, previous_exec_id=existing.exec_id, **common)
+    if fill.price == 0:
+        outcome.find(
+            DiscrepancyKind.FILL_MISMATCH,
+            cid,
+            "a fill price",
+            f"execution {fill.exec_id} at price 0",
+            f"execution {fill.exec_id} of {fill.qty} booked at price 0: check it at the broker "
+            "(the average and P&L include it)",
+        )
     # 6.
     filled_after = real_after + remaining
     if order.status is OrderStatus.REJECTED:
