@@ -235,18 +235,6 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
                 "broker quantity is below the executions booked; quantity kept",
             )
         else:
-            if quantity is not None and report.quantity != quantity:
-                # The broker is the truth of what works there, but a quantity we did not
-                # send is never taken silently: the operator learns of it.
-                outcome.find(
-                    DiscrepancyKind.INVALID_REPORT,
-                    cid,
-                    f"quantity {quantity}",
-                    f"quantity {report.quantity}",
-                    f"broker reports quantity {report.quantity} for an order of {quantity}; "
-                    "the broker's quantity is taken (modified at the broker?)",
-                    Severity.WARNING,
-                )
             quantity = report.quantity
             outcome.change(
                 Order.Amended,

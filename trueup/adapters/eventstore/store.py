@@ -229,7 +229,8 @@ class Store:
         try:
             self.app = LedgerApplication(env=dict(config.env))
         except (PersistenceError, sqlite3.DatabaseError) as e:
-            msg = f"cannot open store {redact(config.url)}: {e}"
+            what = " (not a readable SQLite database)" if isinstance(e, sqlite3.DatabaseError) else ""
+            msg = f"cannot open store {redact(config.url)}{what}: {e}"
             raise StoreError(msg) from e
         self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
         self._get_lock = threading.Lock()
