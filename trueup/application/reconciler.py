@@ -29,10 +29,13 @@ from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import Order, OrderState, exec_key
 from trueup.domain.position import Position, repair_fills
 from trueup.domain.reconcile import (
+    NOT_REPAIRED,
     PositionPolicy,
+    broker_cost,
     position_finding,
     proves_accepted,
     repair_prefix,
+    repair_safe,
     stale_findings,
     stale_reasons,
     too_old,
@@ -338,9 +341,13 @@ class Reconciler:
                     gate.unlock(symbol, by="reconciler")  # only the position policy's own lock
                     unit.collect(gate)
                 continue
-            if run.policy is PositionPolicy.REPAIR:
-                self._repair(unit, run, symbol, local_qty, broker.get(symbol), finding)
+            if run.policy is PositionPolicy.REPAIR and repair_safe(run.snapshot):
+                self._repair(unit, run, symbol, (local_qty, local_avg), broker.get(symbol), finding)
                 continue
+            if run.policy is PositionPolicy.REPAIR:
+                # Executions the snapshot could not show may be what the broker's position
+                # holds: a repair would stand for them and they would count twice on arrival.
+                finding = msgspec.structs.replace(finding, detail=f"{finding.detail}; {NOT_REPAIRED}")
             if run.policy is PositionPolicy.LOCK:
                 finding = msgspec.structs.replace(finding, scope=f"*:{symbol}")
                 gate = gate or gate_in(unit, account)
@@ -355,16 +362,15 @@ class Reconciler:
         unit: UnitOfWork,
         run: _Run,
         symbol: str,
-        local_qty: Decimal,
+        local: tuple[Decimal, Decimal | None],
         broker: PositionReport | None,
         finding: Finding,
     ) -> None:
         account = run.snapshot.account
+        local_qty = local[0]
         broker_qty = broker.qty if broker is not None else Decimal(0)
-        broker_avg = broker.avg_cost if broker is not None else Decimal(0)
-        fills = repair_fills(
-            repair_prefix(account, symbol, local_qty, broker), local_qty, broker_qty, broker_avg
-        )
+        broker_avg = broker_cost(broker)
+        fills = repair_fills(repair_prefix(account, symbol, local_qty, broker), local, broker_qty, broker_avg)
         position = unit.get(position_id(account, symbol))
         if position is None:
             position = Position.open(account, symbol)
@@ -376,9 +382,17 @@ class Reconciler:
             avg_cost=broker_avg,
             evidence_id=run.evidence,
             ts_event=run.snapshot.as_of,
+            at_cost=True,
         )
         unit.collect(position)
         detail = f"{finding.detail}; repaired: synced to the broker with {len(fills)} reconciliation fill(s)"
+        if local_qty and fills and (fills[0].qty > 0) != (local_qty > 0):
+            detail += "; closed at our own average cost: no P&L realized"
+        if position.state.avg_cost is None:
+            detail += (
+                f"; cost unknown: the broker's average ({broker.avg_cost if broker else 0}) is not"
+                " a cost basis comparable with ours, none booked"
+            )
         raised = run.open.record_new(unit, [msgspec.structs.replace(finding, detail=detail)], run.evidence)
         resolve_all(unit, raised, "repaired: POSITION_SYNCED", "reconciler")
         run.open.resolve(unit, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")

@@ -13,7 +13,7 @@ from decimal import Decimal
 import msgspec
 
 from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
-from trueup.domain.money import derived_price, money_context
+from trueup.domain.money import derived_price, exceeds, money_context
 from trueup.domain.order import Change, Order, OrderState, exec_key
 from trueup.domain.reports import FillReport, OrderReport
 from trueup.domain.status import OrderFlag, OrderStatus, ReportSource, Side
@@ -69,7 +69,7 @@ def working_status(reported: OrderStatus, filled: Decimal, quantity: Decimal | N
     """The status a working order has given its fills (FILLED once they reach the quantity)."""
     # PARTIALLY_FILLED is derived from the fills, never trusted from the status string:
     # IB says "Submitted" with filled > 0, Kite says "OPEN" with filled_quantity > 0.
-    if quantity is not None and filled >= quantity:
+    if quantity is not None and not exceeds(quantity, filled):
         return OrderStatus.FILLED
     if filled > 0 and reported.rank < OrderStatus.PARTIALLY_FILLED.rank:
         return OrderStatus.PARTIALLY_FILLED
@@ -164,14 +164,23 @@ def _transition(  # noqa: C901, PLR0911, PLR0913 - one decision table, one exit 
     )
 
 
+def plausible_price(price: Decimal, *references: Decimal) -> bool:
+    """Whether a derived price can be real: one <= 0 only if a reference price is <= 0 too.
+
+    Instruments that trade below zero (oil futures in 2020, calendar spreads) show it in
+    their own prices; a non-positive price derived from positive ones is an inconsistency.
+    """
+    return price > 0 or any(reference <= 0 for reference in references)
+
+
 @money_context
 def _reprice_inferred(order: OrderState, remaining: Decimal, real_cost: Decimal) -> Decimal | None:
     """Price the inferred quantity still outstanding so the average matches the report."""
     if remaining <= 0:
         return None
-    if order.reported_avg:
+    if order.reported_avg:  # 0 is how brokers say "no average" (Kite, IB), never a price
         price = derived_price(order.reported_avg * order.reported_filled - real_cost, remaining)
-        if price > 0:
+        if plausible_price(price, order.reported_avg, *(f.price for f in order.fills.values())):
             return price
     return order.inferred_price
 
@@ -244,7 +253,7 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
             )
     # 6.
     cumulative = report.filled_qty
-    if quantity is not None and cumulative > quantity:
+    if quantity is not None and exceeds(cumulative, quantity):
         outcome.find(
             DiscrepancyKind.OVERFILL,
             cid,
@@ -261,7 +270,7 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
             filled = cumulative
     # 8.
     target: OrderStatus = report.status
-    if target is OrderStatus.FILLED and quantity is not None and filled < quantity:
+    if target is OrderStatus.FILLED and quantity is not None and exceeds(quantity, filled):
         outcome.find(
             DiscrepancyKind.FILL_MISMATCH,
             cid,
@@ -291,9 +300,9 @@ def _infer(order: OrderState, report: OrderReport, outcome: Outcome) -> bool:
     cumulative = report.filled_qty
     outstanding = cumulative - order.real_filled
     price: Decimal | None = None
-    if report.avg_price:
+    if report.avg_price:  # 0 is how brokers say "no average" (Kite, IB), never a price
         price = derived_price(report.avg_price * cumulative - order.real_cost, outstanding)
-        if price <= 0:
+        if not plausible_price(price, report.avg_price, *(f.price for f in order.fills.values())):
             outcome.find(
                 DiscrepancyKind.FILL_MISMATCH,
                 cid,
@@ -371,7 +380,7 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
         previous_qty = existing.qty
     # 4.
     real_after = order.real_filled - previous_qty + fill.qty
-    if order.quantity is not None and real_after > order.quantity:
+    if order.quantity is not None and exceeds(real_after, order.quantity):
         outcome.find(
             DiscrepancyKind.OVERFILL,
             cid,

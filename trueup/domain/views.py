@@ -69,8 +69,10 @@ class PositionView(msgspec.Struct, frozen=True):
     symbol: str
     qty: Decimal
     """Signed: > 0 long, < 0 short."""
-    avg_cost: Decimal
-    """Average cost per unit of the open quantity (0 when flat)."""
+    avg_cost: Decimal | None
+    """Average cost per unit of the open quantity (0 when flat). None when unknown: part of
+    the quantity was booked by a repair without a broker cost comparable with ours (never
+    a made-up 0); closing those units realizes no P&L."""
     realized_pnl: Decimal
 
 

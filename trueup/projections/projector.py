@@ -366,7 +366,7 @@ class Projector:
                     state.symbol,
                     "BUY" if fill.qty > 0 else "SELL",
                     str(abs(fill.qty)),
-                    str(fill.price),
+                    "unknown" if fill.price is None else str(fill.price),
                     _iso(event.ts_event),
                     position,
                 ),
