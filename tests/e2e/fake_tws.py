@@ -413,7 +413,7 @@ class FakeTws:
 
         return self._run(go)  # type: ignore[no-any-return]
 
-    def _execute(  # noqa: PLR0913 - fill()'s arguments, run in the fake's loop
+    def _execute(
         self, order_ref: str, qty: str, price: str, *, commission: str, send_status: bool, perm_id: int | None
     ) -> str:
         order = self.orders[perm_id] if perm_id is not None else self._find(order_ref)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builders import D, at, unique_cid
+from tests.builders import at, unique_cid
 from trueup import BrokerSnapshot, Ledger, OrderReport, PositionReport
 from trueup.domain.position import PositionState
 from trueup.domain.reports import FillReport, Report

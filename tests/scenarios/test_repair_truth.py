@@ -142,8 +142,10 @@ def test_no_repair_while_the_orders_or_fills_are_unknown_so_the_real_execution_c
     assert result.position_syncs == []
     mismatch = [d for d in ledger.discrepancies(ACCOUNT) if d.kind == "MISSING_LOCAL_POSITION"]
     assert [d.detail for d in mismatch] == [
-        "the broker holds a position we have no record of; not repaired: the broker's orders "
-        "or fills are unknown (a repair could count them twice)"
+        (
+            "the broker holds a position we have no record of; not repaired: the broker's orders "
+            "or fills are unknown (a repair could count them twice)"
+        )
     ]
     ledger.ingest(fill_report("E1", 100, "10", cid="C1", broker_id="B1", ts=3))
     assert position(ledger) == (D(100), D(10), D(0))  # before: 200 against the broker's 100

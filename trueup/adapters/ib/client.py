@@ -391,10 +391,10 @@ class IbClient:
                     break
                 if _exec_ids(again) == _exec_ids(fills):
                     break
-                log.info("%s: IB executions arrived during snapshot %d of %d", account, attempt, SNAPSHOT_ATTEMPTS)
+                log.info("%s: executions arrived in snapshot %d of %d", account, attempt, SNAPSHOT_ATTEMPTS)
             else:
                 positions = None
-                failures["positions"] = "executions kept arriving while the snapshot was taken; compared next cycle"
+                failures["positions"] = "executions kept arriving during the snapshot; compared next cycle"
         return BrokerSnapshot(
             account=account,
             as_of=as_of,

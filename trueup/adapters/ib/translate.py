@@ -545,12 +545,13 @@ def _multiplier(r: _Reader) -> Decimal:
     text = "" if raw is None else str(raw).strip()
     if not text or text in {"0", "0.0"}:  # ib_async's "no multiplier"
         return Decimal(1)
+    path = "contract.multiplier"
     try:
         value = Decimal(text)
     except ArithmeticError:
-        raise r.fail("contract.multiplier", f"must be a number, got {text!r}") from None
+        raise r.fail(path, f"must be a number, got {text!r}") from None
     if not value.is_finite() or value <= 0:
-        raise r.fail("contract.multiplier", f"must be > 0, got {text!r}")
+        raise r.fail(path, f"must be > 0, got {text!r}")
     return value
 
 
