@@ -376,6 +376,37 @@ class Order(Aggregate):
             aggregate.state.flags = frozenset()
             aggregate.state.raw_status = f"abandoned: {self.reason}"
 
+    class DeclaredGone(Event):
+        """An operator settled a LOST order as gone: closed here as CANCELED, never re-sent.
+
+        CANCELED, not REJECTED: the order may have worked at the broker, and fills that
+        still arrive are booked (reaching the quantity makes it FILLED, the one terminal
+        correction).
+        """
+
+        TOPIC = "trueup:Order.DeclaredGone"
+        by: str
+        reason: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Close the order; it is no longer missing."""
+            state = aggregate.state
+            state.status = OrderStatus.CANCELED
+            state.flags = frozenset()
+            state.raw_status = f"declared gone by {self.by}: {self.reason}"
+            state.missing_cycles = 0
+
+    class Found(Event):
+        """An operator settled a LOST order as found at the broker: it stays open, counted afresh."""
+
+        TOPIC = "trueup:Order.Found"
+        by: str
+        reason: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Reset the missing count: the next snapshot that omits it starts from one."""
+            aggregate.state.missing_cycles = 0
+
     class Updated(Event):
         """ORDER_UPDATED: reconciliation brought the order in line with a broker snapshot.
 

@@ -39,7 +39,7 @@ from eventsourcing.utils import resolve_topic
 
 from trueup.adapters.eventstore.codec import MsgspecMapper
 from trueup.adapters.eventstore.store import IN_IDS, PAGE_SIZE, Cursor, Store, as_dict, first, select_in
-from trueup.domain.discrepancy import Discrepancy
+from trueup.domain.discrepancy import Discrepancy, problem_topic
 from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import Order, OrderState
 from trueup.domain.position import Position, PositionState
@@ -65,7 +65,18 @@ INFERRED_KEY = "~inferred"
 """exec_key of the fills-ledger row holding an order's inferred quantity."""
 
 # What the projector does with an event, decided once per topic (`_Kind`).
-_SKIP, _MESSAGE, _ORDER, _ORDER_CREATED, _POSITION, _POSITION_CREATED, _RAISED, _RESOLVED = range(8)
+(
+    _SKIP,
+    _MESSAGE,
+    _ORDER,
+    _ORDER_CREATED,
+    _POSITION,
+    _POSITION_CREATED,
+    _RAISED,
+    _SEEN,
+    _RESOLVED,
+    _CLEARED,
+) = range(10)
 _CREATES = frozenset({_ORDER_CREATED, _POSITION_CREATED})
 
 
@@ -89,7 +100,9 @@ def _kind_of(cls: type[Any]) -> int:
         (Position.Opened, _POSITION_CREATED),
         (Position.Event, _POSITION),
         (Discrepancy.Raised, _RAISED),
+        (Discrepancy.Seen, _SEEN),
         (Discrepancy.Resolved, _RESOLVED),
+        (Discrepancy.Cleared, _CLEARED),
     )
     return next((kind for types, kind in kinds if issubclass(cls, types)), _SKIP)
 
@@ -264,8 +277,25 @@ class Projector:
                 self._write_synthetic_fills(page, pos.state, event, position)
         elif kind == _RAISED:
             self._write_discrepancy(page, event, position)
+        elif kind == _SEEN:
+            evidence, evidence_position = self._evidence(page, event.evidence_id)
+            page.write(
+                self._sql["seen"],
+                (
+                    event.severity,
+                    event.actual,
+                    event.detail,
+                    evidence,
+                    evidence_position,
+                    _iso(event.ts_seen),
+                    event.count,
+                    oid,
+                ),
+            )
         elif kind == _RESOLVED:
-            page.write(self._sql["resolved"], (event.resolution, event.by, oid))
+            page.write(self._sql["resolved"], (event.resolution, event.by, int(event.acknowledged), oid))
+        elif kind == _CLEARED:
+            page.write(self._sql["cleared"], (oid,))
 
     def _apply_order(self, page: Page, row: Row, kind: int, event: Order.Event) -> None:
         oid = row.originator_id
@@ -392,16 +422,20 @@ class Projector:
         else:
             page.write(self._sql["no_inferred"], (state.account, state.client_order_id, INFERRED_KEY))
 
+    def _evidence(self, page: Page, evidence_id: UUID | None) -> tuple[str | None, int | None]:
+        """The evidence's id as the table stores it, and its log position if it is logged."""
+        if evidence_id is None:
+            return None, None
+        evidence = str(evidence_id)
+        # Messages are keyed as their events table stores ids (SQLite: 32 hex digits).
+        stored_id = evidence_id.hex if self.store.dialect == "sqlite" else evidence
+        evidence_position = page.message_positions.get(stored_id)
+        if evidence_position is None:
+            evidence_position = self._message_position(page.cursor, evidence_id)
+        return evidence, evidence_position
+
     def _write_discrepancy(self, page: Page, event: Any, position: int) -> None:  # noqa: ANN401
-        evidence_position, evidence = None, None
-        evidence_id: UUID | None = event.evidence_id
-        if evidence_id is not None:
-            evidence = str(evidence_id)
-            # Messages are keyed as their events table stores ids (SQLite: 32 hex digits).
-            stored_id = evidence_id.hex if self.store.dialect == "sqlite" else evidence
-            evidence_position = page.message_positions.get(stored_id)
-            if evidence_position is None:
-                evidence_position = self._message_position(page.cursor, evidence_id)
+        evidence, evidence_position = self._evidence(page, event.evidence_id)
         page.write(
             self._sql["discrepancy"],
             (
@@ -418,6 +452,8 @@ class Projector:
                 position,
                 _iso(event.ts_detected),
                 event.scope,
+                problem_topic(event.kind, event.expected, event.topic),
+                _iso(event.ts_detected),
             ),
         )
 

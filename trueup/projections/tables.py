@@ -8,7 +8,7 @@ re-implementing the rules in SQL.
 
 from __future__ import annotations
 
-from trueup.adapters.eventstore.store import Store
+from trueup.adapters.eventstore.store import Cursor, Store
 from trueup.projections.tracking import TrackingRow
 
 TRACKING = "trueup_tracking"
@@ -56,7 +56,11 @@ _DDL = [
         ts_detected TEXT NOT NULL,
         resolution TEXT,
         resolved_by TEXT,
-        scope TEXT
+        scope TEXT,
+        topic TEXT,
+        last_seen TEXT,
+        sightings INTEGER NOT NULL DEFAULT 1,
+        acknowledged INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS {trueup_service_status} (
         name TEXT PRIMARY KEY,
@@ -80,6 +84,20 @@ _DDL = [
     )""",
 ]
 
+_ADDED_COLUMNS = {
+    DISCREPANCIES: (
+        ("topic", "TEXT"),
+        ("last_seen", "TEXT"),
+        ("sightings", "INTEGER NOT NULL DEFAULT 1"),
+        ("acknowledged", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+}
+"""Columns added since a table was first released: added to an existing store when it opens.
+
+The defaults are what the rows of older events mean (raised once, never acknowledged; a
+missing topic is derived from kind and expected, as `problem_topic` does for old events).
+"""
+
 ALL_TABLES = (ORDERS, POSITIONS, DISCREPANCIES, FILLS)
 """Tables a rebuild empties (tracking is reset, not dropped)."""
 
@@ -95,6 +113,21 @@ def create_tables(store: Store) -> None:
     with store.transaction() as cursor:
         for statement in _DDL:
             cursor.execute(statement.format(**qualified))
+        for table, columns in _ADDED_COLUMNS.items():
+            present = _sqlite_columns(store, cursor, table) if store.dialect == "sqlite" else set()
+            for column, declaration in columns:
+                if store.dialect != "sqlite":
+                    cursor.execute(
+                        f"ALTER TABLE {qualified[table]} ADD COLUMN IF NOT EXISTS {column} {declaration}"
+                    )
+                elif column not in present:  # SQLite has no ADD COLUMN IF NOT EXISTS
+                    cursor.execute(f"ALTER TABLE {qualified[table]} ADD COLUMN {column} {declaration}")
+
+
+def _sqlite_columns(store: Store, cursor: Cursor, table: str) -> set[str]:
+    """Names of the columns `table` has in this SQLite store."""
+    rows = store.fetchall(cursor, f"PRAGMA table_info({store.table(table)})")
+    return {str(row[1]) for row in rows}  # (cid, name, type, ...) from either row factory
 
 
 def statements(store: Store) -> dict[str, str]:
@@ -169,11 +202,18 @@ def statements(store: Store) -> dict[str, str]:
         "discrepancy": sql(
             f"INSERT INTO {t[DISCREPANCIES]} "  # noqa: S608
             "(id, kind, severity, account, subject, expected, actual, detail, evidence_id, "
-            "evidence_position, position, ts_detected, scope) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+            "evidence_position, position, ts_detected, scope, topic, last_seen, sightings) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING"
+        ),
+        "seen": sql(
+            f"UPDATE {t[DISCREPANCIES]} SET severity = ?, actual = ?, detail = ?, "  # noqa: S608
+            "evidence_id = ?, evidence_position = ?, last_seen = ?, sightings = ? WHERE id = ?"
         ),
         "resolved": sql(
-            f"UPDATE {t[DISCREPANCIES]} SET resolution = ?, resolved_by = ? "  # noqa: S608
-            "WHERE id = ?"
+            f"UPDATE {t[DISCREPANCIES]} SET resolution = ?, resolved_by = ?, "  # noqa: S608
+            "acknowledged = ? WHERE id = ?"
+        ),
+        "cleared": sql(
+            f"UPDATE {t[DISCREPANCIES]} SET acknowledged = 0 WHERE id = ?"  # noqa: S608
         ),
     }
