@@ -83,6 +83,11 @@ class OpenDiscrepancies:
         """Whether a discrepancy of `kind` about `key` is open (or was recorded in this unit)."""
         return any(problem[0] == kind.value and problem[1] == key for problem in self.open)
 
+    def subjects(self, kinds: Iterable[DiscrepancyKind]) -> set[str]:
+        """Subjects of the discrepancies of these kinds in force (open or acknowledged)."""
+        wanted = set(kinds)
+        return {view.key for view in self.views if view.kind in wanted}
+
     def record_new(
         self, unit: UnitOfWork, findings: Iterable[Finding], evidence: UUID | None
     ) -> list[Discrepancy]:

@@ -339,7 +339,9 @@ class Reconciler:
         for aggregate in unit.positions(account):
             local[aggregate.state.symbol] = aggregate.state
         gate = unit.get(gate_id(account))
-        for symbol in sorted(set(broker) | set(local)):
+        # Symbols with a position discrepancy in force are compared too: one that went flat
+        # on both sides is seen gone (resolved, its acknowledgement ended), not left open.
+        for symbol in sorted(set(broker) | set(local) | run.open.subjects(_POSITION_KINDS)):
             state = local.get(symbol)
             local_qty = state.qty if state is not None else Decimal(0)
             local_avg = state.avg_cost if state is not None else Decimal(0)
