@@ -85,10 +85,12 @@ def test_a_lost_order_is_one_discrepancy_however_long_it_stays_lost(ledger: Ledg
     [lost] = of_kind(ledger, "LOST", include_resolved=True)
     [missing] = of_kind(ledger, "MISSING_AT_BROKER", include_resolved=True)
     assert (lost.count, missing.count) == (21, 23)  # lost from the 3rd cycle on
-    assert lost.last_seen == at(clock.now) and lost.ts_detected < lost.last_seen
+    assert lost.last_seen == at(clock.now)
+    assert lost.ts_detected < lost.last_seen
     state, reasons, locks = ledger.gate_details(ACCOUNT)
     assert state is GateState.BLOCKED
-    assert reasons == reasons_when_lost and len(reasons) == 1  # one reason, not growing
+    assert reasons == reasons_when_lost
+    assert len(reasons) == 1
     assert "AAPL" in locks  # a lost order locks its symbol (docs/rules.md)
 
 
@@ -101,7 +103,8 @@ def test_resolve_lost_gone_closes_the_order_lifts_the_lock_and_opens_the_gate(
     assert gate is GateState.READY
     assert ledger.gate_details(ACCOUNT)[2] == {}
     order = ledger.order(ACCOUNT, "C1")
-    assert order is not None and order.status is OrderStatus.CANCELED
+    assert order is not None
+    assert order.status is OrderStatus.CANCELED
     resolved = of_kind(ledger, "LOST", include_resolved=True) + of_kind(
         ledger, "MISSING_AT_BROKER", include_resolved=True
     )
@@ -124,10 +127,13 @@ def test_resolve_lost_found_books_the_broker_report_and_keeps_counting_if_it_is_
     )
     assert gate is GateState.READY
     order = ledger.order(ACCOUNT, "C1")
-    assert order is not None and (order.status, order.filled_qty) == (OrderStatus.PARTIALLY_FILLED, D(4))
+    assert order is not None
+    assert (order.status, order.filled_qty) == (OrderStatus.PARTIALLY_FILLED, D(4))
     # Listed by the broker from now on: booked normally, nothing raised.
     listed = order_report("ACCEPTED", cid="C1", broker_id="B-C1", filled=4, avg=101, ts=50)
-    cycles(ledger, clock, 3, orders=[listed], positions=[PositionReport(ACCOUNT, "AAPL", D(4), D(101), at(1))])
+    cycles(
+        ledger, clock, 3, orders=[listed], positions=[PositionReport(ACCOUNT, "AAPL", D(4), D(101), at(1))]
+    )
     assert ledger.discrepancies(ACCOUNT) == []
     # Omitted again: missing counted from one, a new LOST after lost_after cycles (it is the truth).
     cycles(ledger, clock, 3, positions=[PositionReport(ACCOUNT, "AAPL", D(4), D(101), at(1))])
@@ -153,7 +159,7 @@ def test_an_in_flight_lost_order_is_settled_by_the_same_call(ledger: Ledger) -> 
     assert len(of_kind(ledger, "LOST")) == 1
     with pytest.raises(NotReadyError):
         ledger.check_new_order(ACCOUNT, "TSLA", Side.BUY, D(1))
-    ledger.reconcile(snap(orders=None))  # noqa: ERA001 - blocked by the CRITICAL LOST
+    ledger.reconcile(snap(orders=None))
     ledger.resolve_lost(ACCOUNT, "C2", outcome="gone", by="carol", reason="rejected at the broker")
     assert ledger.gate_details(ACCOUNT)[2] == {}
     assert ledger.gate(ACCOUNT) is GateState.READY
@@ -191,7 +197,8 @@ def test_an_acknowledged_problem_is_not_raised_again_while_unchanged_and_is_once
     assert ledger.discrepancies(ACCOUNT) == []  # stands while unchanged
     seen(8)
     [changed] = ledger.discrepancies(ACCOUNT)
-    assert changed.id != first.id and changed.actual == "8 @ 10"
+    assert changed.id != first.id
+    assert changed.actual == "8 @ 10"
     ledger.resolve_discrepancy(changed.id, resolution="known", by="dave")
     seen(0)  # seen gone: the acknowledgement ends
     seen(8)
@@ -267,8 +274,12 @@ def test_an_old_store_with_one_lost_per_cycle_merges_them_at_the_next_sighting(
 
     def old_style(unit):  # type: ignore[no-untyped-def]
         for cycle in (3, 4):
-            finding = Finding(DiscrepancyKind.LOST, "C1", "PENDING_NEW at the broker", f"absent {cycle} cycles", "lost")
-            OpenDiscrepancies(ACCOUNT, []).record_new(unit, [msgspec.structs.replace(finding, topic=str(cycle))], None)
+            finding = Finding(
+                DiscrepancyKind.LOST, "C1", "PENDING_NEW at the broker", f"absent {cycle} cycles", "lost"
+            )
+            OpenDiscrepancies(ACCOUNT, []).record_new(
+                unit, [msgspec.structs.replace(finding, topic=str(cycle))], None
+            )
 
     ledger.writer.commit(old_style)
     assert len(of_kind(ledger, "LOST")) == 2

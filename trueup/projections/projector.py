@@ -41,7 +41,7 @@ from trueup.adapters.eventstore.codec import MsgspecMapper
 from trueup.adapters.eventstore.store import IN_IDS, PAGE_SIZE, Cursor, Store, as_dict, first, select_in
 from trueup.domain.discrepancy import Discrepancy, problem_topic
 from trueup.domain.messages import BrokerMessage
-from trueup.domain.order import Order, OrderState
+from trueup.domain.order import BookedFill, Order, OrderState, exec_key
 from trueup.domain.position import Position, PositionState
 from trueup.projections import service_status, tables
 from trueup.projections.pages import Page, Row, StateCache
@@ -311,6 +311,11 @@ class Projector:
         page.changed_orders[oid] = row.position
         if isinstance(event, Order.FillBooked | Order.FillCorrected):
             self._write_fill(page, order.state, event, row.position)
+        elif isinstance(event, Order.Attached):
+            for fill in event.fills:  # an orphan's fills, moved to our order
+                self._write_fill_row(page, order.state, exec_key(fill.exec_id)[0], fill, row.position)
+        elif isinstance(event, Order.AttachedTo):
+            page.write(self._sql["order_fills_gone"], (order.state.account, order.state.client_order_id))
         if inferred_before is not None and inferred_before != (
             order.state.inferred_qty,
             order.state.inferred_price,
@@ -377,6 +382,26 @@ class Projector:
                 str(event.price),
                 _iso(event.ts_event),
                 None if event.commission is None else str(event.commission),
+                position,
+            ),
+        )
+
+    def _write_fill_row(
+        self, page: Page, state: OrderState, key: str, fill: BookedFill, position: int
+    ) -> None:
+        page.write(
+            self._sql["fill"],
+            (
+                state.account,
+                state.client_order_id,
+                key,
+                fill.exec_id,
+                state.symbol,
+                state.side.value,
+                str(fill.qty),
+                str(fill.price),
+                _iso(fill.ts_event),
+                None if fill.commission is None else str(fill.commission),
                 position,
             ),
         )
@@ -490,4 +515,3 @@ def _created(aggregate: T | None) -> T:
         msg = "a created event did not construct its aggregate"
         raise TypeError(msg)
     return aggregate
-

@@ -195,6 +195,9 @@ def statements(store: Store) -> dict[str, str]:
             f"DELETE FROM {t[FILLS]} "  # noqa: S608
             "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
         ),
+        "order_fills_gone": sql(
+            f"DELETE FROM {t[FILLS]} WHERE account = ? AND client_order_id = ?"  # noqa: S608
+        ),
         "commission": sql(
             f"UPDATE {t[FILLS]} SET commission = ? "  # noqa: S608
             "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
