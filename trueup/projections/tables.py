@@ -114,20 +114,28 @@ def create_tables(store: Store) -> None:
         for statement in _DDL:
             cursor.execute(statement.format(**qualified))
         for table, columns in _ADDED_COLUMNS.items():
-            present = _sqlite_columns(store, cursor, table) if store.dialect == "sqlite" else set()
+            # Looked up first: a no-op ALTER TABLE still takes PostgreSQL's exclusive lock.
+            present = _columns(store, cursor, table)
             for column, declaration in columns:
-                if store.dialect != "sqlite":
+                if column not in present:
+                    if_missing = "" if store.dialect == "sqlite" else "IF NOT EXISTS "  # a racing opener
                     cursor.execute(
-                        f"ALTER TABLE {qualified[table]} ADD COLUMN IF NOT EXISTS {column} {declaration}"
+                        f"ALTER TABLE {qualified[table]} ADD COLUMN {if_missing}{column} {declaration}"
                     )
-                elif column not in present:  # SQLite has no ADD COLUMN IF NOT EXISTS
-                    cursor.execute(f"ALTER TABLE {qualified[table]} ADD COLUMN {column} {declaration}")
 
 
-def _sqlite_columns(store: Store, cursor: Cursor, table: str) -> set[str]:
-    """Names of the columns `table` has in this SQLite store."""
-    rows = store.fetchall(cursor, f"PRAGMA table_info({store.table(table)})")
-    return {str(row[1]) for row in rows}  # (cid, name, type, ...) from either row factory
+def _columns(store: Store, cursor: Cursor, table: str) -> set[str]:
+    """Names of the columns `table` has in this store."""
+    if store.dialect == "sqlite":
+        rows = store.fetchall(cursor, f"PRAGMA table_info({store.table(table)})")
+        return {str(row[1]) for row in rows}  # (cid, name, type, ...) from either row factory
+    rows = store.fetchall(
+        cursor,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = COALESCE(?, current_schema()) AND table_name = ?",
+        (store.config.schema, table),
+    )
+    return {str(row["column_name"] if isinstance(row, dict) else row[0]) for row in rows}
 
 
 def statements(store: Store) -> dict[str, str]:
