@@ -19,11 +19,12 @@ from uuid import UUID, uuid5
 import msgspec
 
 from trueup.application.booking import apply_report, client_order_id_for
-from trueup.application.findings import OpenDiscrepancies, resolve_all
+from trueup.application.findings import OpenDiscrepancies, open_in, resolve_all
 from trueup.application.gatekeeping import gate_in, judge_gate
+from trueup.application.resolutions import lift_lost_lock
 from trueup.application.unit_of_work import UnitOfWork, Writer
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
-from trueup.domain.gate import POSITION_LOCK, GateState, gate_id
+from trueup.domain.gate import LOST_ORDER_LOCK, POSITION_LOCK, GateState, gate_id
 from trueup.domain.ids import NAMESPACE, order_id, position_id
 from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import Order, OrderState, exec_key
@@ -42,7 +43,7 @@ from trueup.domain.reconcile import (
 )
 from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.rules import working_status
-from trueup.domain.status import OrderStatus, ReportSource
+from trueup.domain.status import OrderFlag, OrderStatus, ReportSource
 from trueup.projections.queries import Queries
 
 _POSITION_KINDS = frozenset(
@@ -131,7 +132,7 @@ class Reconciler:
                 snapshot=snapshot,
                 policy=policy,
                 lost_after=lost_after,
-                open=OpenDiscrepancies(account, self.queries.discrepancies(account)),
+                open=open_in(unit, account),
             )
             run_state[:] = [run]
             age = (unit.clock() - snapshot.as_of).total_seconds()
@@ -209,6 +210,7 @@ class Reconciler:
             unit.collect(order)
             kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
             run.open.resolve(unit, kinds, key, "listed by the broker again")
+            lift_lost_lock(unit, run.open, report.account, order.state.symbol, by="reconciler")
         if order is not None and self._agrees(order.state, report, order_fills):
             return
         before = (order.state.status, order.state.filled_qty) if order is not None else None
@@ -237,6 +239,7 @@ class Reconciler:
                 f"broker cumulative >= {state.real_filled} (our executions)",
                 f"broker cumulative {report.filled_qty}",
                 "we hold executions the broker's cumulative does not count",
+                topic="executions the broker's cumulative does not count",
             )
             run.open.record_new(unit, [finding], run.evidence)
         after = (state.status, state.filled_qty)
@@ -265,12 +268,15 @@ class Reconciler:
         target = report.status
         if not target.is_terminal:
             target = working_status(target, report.filled_qty, report.quantity)
+        # While a replace is pending the report may carry the requested terms: the order
+        # keeps the terms in force (see `decide_order_report`), so they are not compared.
+        pending = OrderFlag.REPLACE_PENDING in report.flags
         return (
             state.status is target
             and state.flags == report.flags
             and state.filled_qty == report.filled_qty
-            and state.quantity == report.quantity
-            and (report.limit_price is None or report.limit_price == state.limit_price)
+            and (pending or state.quantity == report.quantity)
+            and (pending or report.limit_price is None or report.limit_price == state.limit_price)
             and (report.broker_order_id is None or report.broker_order_id in state.broker_order_ids)
             and (not fills or all(_booked(state, fill) for fill in fills))
         )
@@ -309,16 +315,22 @@ class Reconciler:
                 )
             ]
             if cycles >= run.lost_after:
+                # The texts stay the same from cycle to cycle: the count of sightings and
+                # the order's missing cycles say how long it has been lost.
                 findings.append(
                     Finding(
                         DiscrepancyKind.LOST,
                         state.client_order_id,
                         f"{state.status} at the broker",
-                        f"absent {cycles} cycles in a row",
-                        "order lost: the broker has not listed it for "
-                        f"{cycles} complete snapshots; nothing is re-sent",
+                        f"absent from {run.lost_after} or more snapshots in a row",
+                        f"order lost: the broker no longer lists it; {state.symbol} locked; "
+                        "nothing is re-sent: settle it with Ledger.resolve_lost",
+                        scope=f"*:{state.symbol}",
                     )
                 )
+                gate = gate_in(unit, account)
+                gate.lock(state.symbol, f"LOST order {state.client_order_id}", LOST_ORDER_LOCK)
+                unit.collect(gate)
             run.open.record_new(unit, findings, run.evidence)
 
     # -- positions -------------------------------------------------------------------------
@@ -330,7 +342,9 @@ class Reconciler:
         for aggregate in unit.positions(account):
             local[aggregate.state.symbol] = aggregate.state
         gate = unit.get(gate_id(account))
-        for symbol in sorted(set(broker) | set(local)):
+        # Symbols with a position discrepancy in force are compared too: one that went flat
+        # on both sides is seen gone (resolved, its acknowledgement ended), not left open.
+        for symbol in sorted(set(broker) | set(local) | run.open.subjects(_POSITION_KINDS)):
             state = local.get(symbol)
             local_qty = state.qty if state is not None else Decimal(0)
             local_avg = state.avg_cost if state is not None else Decimal(0)

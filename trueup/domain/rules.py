@@ -233,6 +233,10 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
     # 5.
     quantity = order.quantity
     newer_terms = order.amend_ts is None or report.ts_event >= order.amend_ts
+    # A report flagged REPLACE_PENDING may carry the requested terms (Kite's MODIFY PENDING):
+    # the old terms stay in force, and fills at them are no overfill, until the broker
+    # confirms the replace with a report without the flag.
+    newer_terms = newer_terms and OrderFlag.REPLACE_PENDING not in report.flags
     limit_changed = report.limit_price is not None and report.limit_price != order.limit_price
     if not order.status.is_terminal and newer_terms and (report.quantity != quantity or limit_changed):
         if report.quantity < order.real_filled:
@@ -331,6 +335,18 @@ def _infer(order: OrderState, report: OrderReport, outcome: Outcome) -> bool:
             f"inferred fill priced at {price} until the executions arrive",
             Severity.INFO,
         )
+    far = far_outside(price, order, report)
+    if far is not None:
+        outcome.findings.append(
+            Finding(
+                DiscrepancyKind.FILL_MISMATCH,
+                cid,
+                f"an inferred price within {far}",
+                f"inferred {outstanding} @ {price}",
+                f"inferred fill priced at {price}, far outside {far}: booked, check the broker's average",
+                topic="inferred price far outside",
+            )
+        )
     outcome.change(
         Order.FillInferred,
         qty=outstanding - order.inferred_qty,
@@ -341,6 +357,30 @@ def _infer(order: OrderState, report: OrderReport, outcome: Outcome) -> bool:
         ts_event=report.ts_event,
     )
     return True
+
+
+FAR_OUTSIDE = Decimal("0.05")
+"""How far beyond its reference band an inferred price is "far outside" (see `far_outside`)."""
+
+
+def far_outside(price: Decimal, order: OrderState, report: OrderReport) -> str | None:
+    """The reference band an inferred `price` lies far outside, or None if it is near it.
+
+    The band runs from the lowest to the highest of the order's real fill prices, the
+    reported average and the limit price (those known). "Far outside" is beyond the band by
+    more than its width and more than `FAR_OUTSIDE` (5%) of its largest magnitude: an
+    average of fills spread over the band never is, a price derived from a rounded average
+    over a tiny remainder (or from a wrong one) is.
+    """
+    references = [fill.price for fill in order.fills.values()]
+    references += [p for p in (report.avg_price, report.limit_price or order.limit_price) if p is not None]
+    if not order.fills or not references:
+        return None  # without real fills the inferred price is the average itself
+    low, high = min(references), max(references)
+    margin = max(high - low, FAR_OUTSIDE * max(abs(low), abs(high)))
+    if low - margin <= price <= high + margin:
+        return None
+    return f"{low}..{high} (+/- {margin})"
 
 
 @money_context

@@ -96,3 +96,17 @@ class DiscrepancyView(msgspec.Struct, frozen=True):
     resolution: str | None = None
     scope: str | None = None
     """Quarantine scope of an orphan order or a symbol lock."""
+    last_seen: datetime | None = None
+    """When the problem was last seen (the latest `Discrepancy.Seen`, else when detected)."""
+    count: int = 1
+    """Sightings of the problem: 1 when raised, one more for each reconcile or report that saw it again."""
+    topic: str = ""
+    """With kind and key, which problem this is (`trueup.domain.discrepancy.problem_topic`)."""
+    resolved_by: str | None = None
+    acknowledged: bool = False
+    """Resolved by an operator: the same problem seen again unchanged is not raised again."""
+
+    @property
+    def problem(self) -> tuple[str, str, str]:
+        """The problem this discrepancy records: (kind, subject, topic)."""
+        return (self.kind, self.key, self.topic)
