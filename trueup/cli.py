@@ -337,6 +337,11 @@ def replay(
             ptable.add_row(p.account, p.symbol, str(p.qty), str(p.avg_cost))
         console.print(ptable)
         console.print(f"open discrepancies then: {len(state.open_discrepancies)}")
+        for m in state.matched:
+            console.print(
+                f"{m['account']}: books last matched the broker as of {m['as_of'].isoformat()} "
+                f"(log #{m['position']}, evidence {m['evidence_id']})"
+            )
 
 
 @app.command()

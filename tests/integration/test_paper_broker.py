@@ -823,7 +823,8 @@ def test_a_file_that_accepts_duplicates_places_a_reused_client_id_twice(tmp_path
         assert first.broker_order_id != second.broker_order_id
         assert [o.client_order_id for o in broker.orders()] == ["DUP1", "DUP1"]
         looked_up = asyncio.run(broker.lookup("PAPER", "DUP1"))
-        assert looked_up is not None and looked_up.broker_order_id == first.broker_order_id
+        assert looked_up is not None
+        assert looked_up.broker_order_id == first.broker_order_id
     with PaperBroker(tmp_path / "p.db") as reopened:
         assert reopened.accepts_duplicates  # the file's choice stays
     with pytest.raises(ConfigError, match="accept_duplicates"):

@@ -423,13 +423,17 @@ class PaperFile:
         self._conn: sqlite3.Connection | None = conn
         try:
             self._init(
-                account=account, seed=seed, symbols=symbols, faults=faults, accept_duplicates=accept_duplicates
+                account=account,
+                seed=seed,
+                symbols=symbols,
+                faults=faults,
+                accept_duplicates=accept_duplicates,
             )
         except BaseException:
             self.close()
             raise
 
-    def _init(  # noqa: PLR0913 - the terms of a paper file
+    def _init(
         self,
         *,
         account: str,
