@@ -62,7 +62,7 @@ from trueup.adapters.paper.translate import (
 )
 from trueup.adapters.paper.wire import WIRE_ENCODER, PaperOrder, PaperPosition
 from trueup.domain.errors import BrokerQueryError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
 from trueup.domain.status import Side
 
 __all__ = ["EPOCH", "Fault", "FaultKind", "FaultPlan", "PaperBroker"]
@@ -208,7 +208,12 @@ class PaperBroker:
             if tx.in_outage:
                 return BrokerSnapshot(account=account, as_of=as_of, orders=None, fills=None, positions=None)
             orders_raw, fills_raw, positions_raw = tx.answers()
-        # The answers are translated exactly as a client translates a broker's REST bodies.
+        # The answers are translated exactly as a client translates a broker's REST bodies,
+        # and travel with the snapshot verbatim, as a client's do.
+        raw = tuple(
+            RawAnswer(source=self.name, kind=kind, payload=body.decode())
+            for kind, body in (("orders", orders_raw), ("fills", fills_raw), ("positions", positions_raw))
+        )
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -216,6 +221,7 @@ class PaperBroker:
             fills=to_fill_reports(fills_raw, account=account),
             positions=to_position_reports(positions_raw, account=account),
             complete_history=True,
+            raw=raw,
         )
 
     async def lookup(self, account: str, client_order_id: str) -> OrderReport | None:
