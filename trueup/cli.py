@@ -1,7 +1,10 @@
 """The `trueup` command: run the demo, reconcile, and read the books.
 
-Every read command takes `--json`. Every command exits with status 2 when a CRITICAL
-discrepancy is open, so a cron job or a deploy gate notices without parsing output.
+Every read command takes `--json`. The commands that show the books now (status, orders,
+positions, discrepancies, reconcile) exit with status 2 when a CRITICAL discrepancy is
+open, so a cron job or a deploy gate notices without parsing output; events, replay and
+rebuild exit 0: they show the log or the past, and a pipe into alerting must not take an
+open alarm for its own failure.
 The store is `--store` or TRUEUP_STORE (default sqlite:///trueup.db).
 """
 

@@ -1,7 +1,7 @@
 """A small, real HTTP server speaking the Kite Connect v3 routes kiteconnect's KiteConnect calls.
 
 Orders, order histories, trades and positions live in memory, in Kite's shapes
-(orders.json, trades.json, positions.json) and envelope (BROKERS.md 3.6): form-encoded
+(orders.json, trades.json, positions.json) and envelope: form-encoded
 writes, `{"status": "success", "data": ...}`, errors `{"status": "error", "error_type": ...}`
 with Kite's HTTP codes. Times are IST strings from a clock that moves one second per
 change, so every change has a later time than the one before.

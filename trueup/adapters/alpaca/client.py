@@ -8,7 +8,7 @@ for as raw JSON (`raw_data=True`), encoded back to JSON and translated by the pu
 quantities and prices travel as exact decimal strings (alpaca-py's request models hold
 floats). `stream()` is the `trade_updates` websocket (`stream.py`), a fresh one per call.
 
-Outcomes (BROKERS.md 2.3, 2.4):
+Outcomes:
 
 * submit and replace: HTTP 422 code 40010001 ("client_order_id must be unique") means the
   order is already placed (alpaca-py retries a POST on 429/504, so a 504 whose order landed

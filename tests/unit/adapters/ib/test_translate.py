@@ -1,4 +1,4 @@
-"""IB translation: real ib_async objects shaped like BROKERS.md 1.2/1.6 -> expected reports."""
+"""IB translation: real ib_async objects shaped like the ones TWS sends -> expected reports."""
 
 from __future__ import annotations
 
@@ -327,7 +327,7 @@ ORDER_CASES: list[tuple[str, dict[str, Any], ReportSource, OrderReport]] = [
         expect(client_order_id=None),
     ),
     (
-        "foreign-orderRef-is-not-ours",  # the fake-TWS ref of BROKERS.md 1.2 has a '-'
+        "foreign-orderRef-is-not-ours",  # a fake-TWS ref has a '-'
         {"status": "Submitted", "order_ref": "ENG-ref-1"},
         BROKER,
         expect(client_order_id=None),
