@@ -208,9 +208,15 @@ class Position(Aggregate):
         TOPIC = "trueup:Position.Synced"
         fills: tuple[SyntheticFill, ...]
         qty: Decimal
+        """The quantity after the sync: the broker's."""
         avg_cost: Decimal
         evidence_id: UUID
         ts_event: datetime
+        account: str = ""
+        """Empty in events stored before the field existed (docs/events.md)."""
+        symbol: str = ""
+        qty_before: Decimal | None = None
+        """Our quantity before the sync (None in events stored before the field existed)."""
 
         @money_context
         def apply(self, aggregate: Position) -> None:
