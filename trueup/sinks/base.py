@@ -35,6 +35,7 @@ from trueup.adapters.eventstore.store import StoreOwner
 from trueup.application.findings import record_findings
 from trueup.application.unit_of_work import Clock, UnitOfWork, Writer, utc_now
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
+from trueup.faults import crash_point
 from trueup.retry import Backoff, PoisonPolicy
 from trueup.sinks.events import SinkEvent, sink_event
 from trueup.subscriptions import SavedPositionConsumer
@@ -179,6 +180,7 @@ class SinkRunner:
         self.sink.deliver(event)
         self.delivered += 1
         METRICS.inc("delivered", self.name)
+        crash_point("sink.after_deliver")  # the worst moment: sent, position not yet saved
 
     def _dead_letter(self, logged: LoggedEvent, error: Exception, attempts: int) -> None:
         METRICS.inc("dead_letters", self.name)
