@@ -16,7 +16,7 @@ from trueup import Ledger, LoggedEvent
 from trueup.subscriptions import PoisonPolicy, SavedPositionConsumer, subscribe
 
 
-class Unavailable(Exception):
+class UnavailableError(Exception):
     pass
 
 
@@ -92,7 +92,7 @@ def test_transient_failures_never_count_towards_the_bound(store_url: str) -> Non
             if outage["left"]:
                 outage["left"] -= 1
                 msg = "destination down"
-                raise Unavailable(msg)
+                raise UnavailableError(msg)
             seen.append(event.position)
 
         consumer = SavedPositionConsumer(
@@ -100,7 +100,7 @@ def test_transient_failures_never_count_towards_the_bound(store_url: str) -> Non
             "outage",
             handle,
             backoff=FAST_RETRY,
-            poison=PoisonPolicy(2, lambda e, _err, _n: dead.append(e.position), (Unavailable,)),
+            poison=PoisonPolicy(2, lambda e, _err, _n: dead.append(e.position), (UnavailableError,)),
         )
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run_forever, args=(stop,))
@@ -120,12 +120,16 @@ def test_run_once_raises_a_transient_failure_and_keeps_the_event(store_url: str)
 
         def handle(_event: LoggedEvent) -> None:
             msg = "destination down"
-            raise Unavailable(msg)
+            raise UnavailableError(msg)
 
         consumer = SavedPositionConsumer(
-            ledger, "down", handle, backoff=FAST_RETRY, poison=PoisonPolicy(2, lambda *_: None, (Unavailable,))
+            ledger,
+            "down",
+            handle,
+            backoff=FAST_RETRY,
+            poison=PoisonPolicy(2, lambda *_: None, (UnavailableError,)),
         )
-        with pytest.raises(Unavailable):
+        with pytest.raises(UnavailableError):
             consumer.run_once()
         assert consumer.position() == 0
 

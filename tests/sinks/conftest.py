@@ -93,10 +93,10 @@ def started_nats_server(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def stream_names() -> Iterator[tuple[str, str]]:
+def stream_names() -> tuple[str, str]:
     """A stream and subject prefix of this test's own."""
     tag = uuid.uuid4().hex[:10]
-    yield f"T{tag}".upper(), f"t{tag}"
+    return f"T{tag}".upper(), f"t{tag}"
 
 
 # -- a local HTTP receiver -----------------------------------------------------------------
@@ -159,7 +159,7 @@ def ledger() -> Iterator[Ledger]:
         yield opened
 
 
-def snapshot(orders=None, positions=None, fills=None) -> BrokerSnapshot:  # noqa: ANN001
+def snapshot(orders=None, positions=None, fills=None) -> BrokerSnapshot:
     return BrokerSnapshot(
         account=ACCOUNT,
         as_of=at(NOW - 1),

@@ -58,7 +58,9 @@ def _as_old_format(ledger: Ledger, logged: LoggedEvent, *drop: str) -> LoggedEve
     state = msgspec.json.decode(stored.state)
     for name in drop:
         del state[name]
-    old = type(stored)(stored.originator_id, stored.originator_version, stored.topic, msgspec.json.encode(state))
+    old = type(stored)(
+        stored.originator_id, stored.originator_version, stored.topic, msgspec.json.encode(state)
+    )
     return LoggedEvent(logged.position, logged.topic, mapper.to_domain_event(old))
 
 

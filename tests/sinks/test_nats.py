@@ -54,7 +54,7 @@ def expected_ids(ledger: Ledger) -> list[str]:
 
 
 @pytest.fixture
-def stream(nats_url: str, stream_names: tuple[str, str]):  # noqa: ANN201
+def stream(nats_url: str, stream_names: tuple[str, str]):
     yield stream_names
     asyncio.run(_delete_stream(nats_url, stream_names[0]))
 
