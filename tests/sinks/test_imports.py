@@ -29,4 +29,6 @@ def test_trueup_and_its_sinks_import_without_the_sinks_extra() -> None:
     result = subprocess.run(  # noqa: S603 - our interpreter, our code
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO
     )
-    assert result.stdout.startswith("ok the NATS sink needs its extra: pip install 'trueup[sinks]'"), result.stderr
+    assert result.stdout.startswith("ok the NATS sink needs its extra: pip install 'trueup[sinks]'"), (
+        result.stderr
+    )

@@ -199,3 +199,19 @@ def test_dead_letters_are_alerted_whatever_the_minimum_severity(ledger: Ledger, 
     assert len(dead) == 1
     assert "sink-webhook" in dead[0]["message"]
     assert "To resolve: fix the sink's destination" in dead[0]["message"]
+
+
+def test_a_discrepancy_seen_again_with_new_figures_each_cycle_alerts_once(
+    ledger: Ledger, receiver: Receiver
+) -> None:
+    ledger.intend(ACCOUNT, "C1", "AAPL", "BUY", D(10))
+    ledger.reconcile(
+        snapshot(orders=[order_report("FILLED", filled=10, avg=100, ts=5)], positions=[]), policy="alert"
+    )
+    for n in range(3):  # the broker's figure differs each cycle: the open discrepancy is updated (Seen)
+        ledger.reconcile(snapshot(orders=[], positions=[position("AAPL", n + 1, 100)]), policy="alert")
+    assert sum(e.topic == "trueup:Discrepancy.Seen" for e in ledger.events()) >= 1
+    alerts(ledger, receiver, gate=False).run_once()
+    assert [t for t in titles(receiver) if "POSITION_MISMATCH" in t] == [
+        f"[trueup] {ACCOUNT} AAPL: ERROR POSITION_MISMATCH raised"
+    ]
