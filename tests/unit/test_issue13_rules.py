@@ -70,7 +70,7 @@ def test_an_inferred_fill_below_zero_is_booked_when_the_order_trades_below_zero(
     )
     # 5 inferred at -38: below zero and near the real fills and the average (not far outside).
     assert kinds(outcomes) == []  # before: FILL_MISMATCH "average cannot be matched"
-    assert order.state.inferred_price == Decimal("-38")
+    assert order.state.inferred_price == Decimal(-38)
     assert order.state.avg_fill_price == D("-35")
 
 
