@@ -215,3 +215,16 @@ def test_a_discrepancy_seen_again_with_new_figures_each_cycle_alerts_once(
     assert [t for t in titles(receiver) if "POSITION_MISMATCH" in t] == [
         f"[trueup] {ACCOUNT} AAPL: ERROR POSITION_MISMATCH raised"
     ]
+
+
+def test_dead_letters_are_counted_in_the_prometheus_metric(ledger: Ledger, receiver: Receiver) -> None:
+    from prometheus_client import REGISTRY
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("trueup_sink_dead_letters_total", {"sink": "metric-hook"}) or 0.0
+
+    before = count()
+    busy_day(ledger, orders=1)
+    receiver.statuses = [400]
+    SinkRunner(ledger, webhook(receiver, consumer="metric-hook"), max_attempts=1, backoff=FAST).run_once()
+    assert count() == before + 1
