@@ -475,6 +475,15 @@ def demo(
     raise typer.Exit(code)
 
 
+def _add_sink_commands() -> None:
+    from trueup.sinks.cli import sink_app  # noqa: PLC0415 - the sinks' options, kept in their package
+
+    app.add_typer(sink_app, name="sink")
+
+
+_add_sink_commands()
+
+
 def main() -> None:
     """Entry point of the `trueup` console script."""
     app()
