@@ -43,6 +43,7 @@ from trueup.cli_support import (
     StoreOption,
     WideOption,
     console,
+    cost,
     describe,
     emit_json,
     exit_for,
@@ -338,9 +339,14 @@ def replay(
             out.print(table)
             ptable = make_table("positions", ["account", "symbol", "qty", "avg cost"], wide=wide)
             for p in state.positions:
-                ptable.add_row(p.account, p.symbol, qty(p.qty), price(p.avg_cost))
+                ptable.add_row(p.account, p.symbol, qty(p.qty), cost(p.avg_cost))
             out.print(ptable)
             out.print(f"open discrepancies then: {len(state.open_discrepancies)}")
+            for m in state.matched:
+                out.print(
+                    f"{m['account']}: books last matched the broker as of {m['as_of'].isoformat()} "
+                    f"(log #{m['position']}, evidence {m['evidence_id']})"
+                )
         exit_for(ledger, None)
 
 
@@ -573,6 +579,15 @@ def run(
 
 
 register_operator_commands(app)
+
+
+def _add_sink_commands() -> None:
+    from trueup.sinks.cli import sink_app  # noqa: PLC0415 - the sinks' options, kept in their package
+
+    app.add_typer(sink_app, name="sink")
+
+
+_add_sink_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,6 +118,11 @@ def price(value: Decimal | None) -> str:
     return "" if value is None else _trimmed(value, 4)
 
 
+def cost(value: Decimal | None) -> str:
+    """An average cost: quantized like a price, "unknown" when the broker's basis is unknown."""
+    return "unknown" if value is None else price(value)
+
+
 def money(value: Decimal | None) -> str:
     """Money (P&L): 2 decimals."""
     if value is None:

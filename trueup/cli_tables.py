@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from trueup.cli_support import console, money, notes, plain, price, qty, wide_console
+from trueup.cli_support import console, cost, money, notes, plain, price, qty, wide_console
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
 
 
@@ -109,5 +109,5 @@ def print_positions(views: list[PositionView], *, wide: bool) -> None:
     """Positions: quantity, average cost, realized P&L (money to the cent)."""
     table = make_table("positions", ["account", "symbol", "qty", "avg cost", "realized P&L"], wide=wide)
     for p in views:
-        table.add_row(p.account, p.symbol, qty(p.qty), price(p.avg_cost), money(p.realized_pnl))
+        table.add_row(p.account, p.symbol, qty(p.qty), cost(p.avg_cost), money(p.realized_pnl))
     out_console(wide).print(table)

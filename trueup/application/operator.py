@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from trueup.application.gatekeeping import gate_in
+from trueup.application.gatekeeping import gate_in, rejudge_gate
 from trueup.application.unit_of_work import UnitOfWork, Writer, order_id
 from trueup.domain.audit import MANAGE_RECONCILIATION, OperatorCommand, OperatorLog, operator_log_id
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind
@@ -119,6 +119,9 @@ def resolve_discrepancy(
 ) -> DiscrepancyView:
     """Mark a discrepancy resolved by an operator, with the reason (lifts an orphan's quarantine).
 
+    An acknowledgement (see `Discrepancy`): the same problem seen again unchanged is not
+    raised again. The gate is judged again (stale-data reasons stand until a fresh snapshot).
+
     Raises:
         PermissionError: see `authorize`.
         LookupError: no such discrepancy, or it is resolved already.
@@ -137,7 +140,7 @@ def resolve_discrepancy(
                 f"({discrepancy.resolution!r} by {discrepancy.resolved_by})"
             )
             raise LookupError(msg)
-        discrepancy.resolve(reason, operator.name, unit.clock())
+        discrepancy.resolve(reason, operator.name, unit.clock(), acknowledged=True)
         unit.collect(discrepancy)
         _record(
             unit,
@@ -150,6 +153,7 @@ def resolve_discrepancy(
         )
 
     writer.commit(apply, what=f"resolve of {view.id}")
+    rejudge_gate(writer, queries, view.account)  # a settled CRITICAL no longer blocks
     return find_discrepancy(queries, str(view.id))
 
 
@@ -220,6 +224,7 @@ def abandon_order(  # noqa: PLR0913 - who, why, and the order
         )
 
     writer.commit(apply, what=f"abandon of {client_order_id}")
+    rejudge_gate(writer, queries, account)
     return list(settled)
 
 
