@@ -18,7 +18,7 @@ from uuid import UUID
 import msgspec
 
 from trueup.cli_support import plain
-from trueup.domain.audit import operator_log_id
+from trueup.domain.audit import OperatorLog, operator_log_id
 from trueup.domain.gate import gate_id
 from trueup.ledger import Ledger, LoggedEvent
 
@@ -62,6 +62,8 @@ class EventFilter:
     def subject(self, logged: LoggedEvent) -> tuple[str, str]:
         """(account, what the event is about) for one event."""
         event = logged.event
+        if isinstance(event, OperatorLog.Acted):
+            return event.account, event.subject  # what the operator acted on
         known = self.names.get(event.originator_id)
         if known is not None:
             return known
@@ -102,18 +104,19 @@ def print_event(logged: LoggedEvent, subject: tuple[str, str], *, as_json: bool)
     """One line: position, time, topic, account, subject, then the event's fields in plain words."""
     account, about = subject
     if as_json:
-        fields: dict[str, Any] = {
-            k: v for k, v in vars(logged.event).items() if k not in {"originator_id", "originator_version"}
-        }
-        record = {
+        record: dict[str, Any] = {
             "position": logged.position,
             "topic": logged.topic,
             "id": str(logged.event.originator_id),
-            "timestamp": logged.timestamp.isoformat(),
             "account": account,
             "subject": about,
-            **msgspec.to_builtins(fields),
         }
+        for key, value in msgspec.to_builtins(vars(logged.event)).items():
+            if key in {"originator_id", "originator_version"}:
+                continue
+            # An event field named like a line's own key (a discrepancy's problem `topic`)
+            # keeps its value under event_<name>; the line's keys mean the same for all.
+            record[f"event_{key}" if key in record and record[key] != value else key] = value
         sys.stdout.write(json.dumps(record, default=str) + "\n")
     else:
         fields = {k: v for k, v in vars(logged.event).items() if k not in _HIDDEN}
