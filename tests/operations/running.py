@@ -166,7 +166,7 @@ class Prometheus:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files:
-  - {rules}
+  - {rules.resolve()}
 scrape_configs:
   - job_name: trueup
     static_configs:
