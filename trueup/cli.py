@@ -1,7 +1,10 @@
 """The `trueup` command: run the demo, reconcile, and read the books.
 
-Every read command takes `--json`. Every command exits with status 2 when a CRITICAL
-discrepancy is open, so a cron job or a deploy gate notices without parsing output.
+Every read command takes `--json`. The commands that show the books now (status, orders,
+positions, discrepancies, reconcile) exit with status 2 when a CRITICAL discrepancy is
+open, so a cron job or a deploy gate notices without parsing output; events, replay and
+rebuild exit 0: they show the log or the past, and a pipe into alerting must not take an
+open alarm for its own failure.
 The store is `--store` or TRUEUP_STORE (default sqlite:///trueup.db).
 """
 
@@ -60,6 +63,11 @@ def _ledger(store: str | None) -> Iterator[Ledger]:
 
 def _to_builtins(value: object) -> Any:  # noqa: ANN401 - JSON-ready data
     return msgspec.to_builtins(value)  # Decimals become exact strings
+
+
+def _cost(avg_cost: object) -> str:
+    """An average cost for a table: "unknown" rather than None (JSON keeps null)."""
+    return "unknown" if avg_cost is None else str(avg_cost)
 
 
 def _emit_json(value: object) -> None:
@@ -129,7 +137,7 @@ def positions(store: StoreOption = None, account: AccountOption = None, as_json:
             for column in ("account", "symbol", "qty", "avg cost", "realized P&L"):
                 table.add_column(column)
             for p in views:
-                table.add_row(p.account, p.symbol, str(p.qty), str(p.avg_cost), str(p.realized_pnl))
+                table.add_row(p.account, p.symbol, str(p.qty), _cost(p.avg_cost), str(p.realized_pnl))
             console.print(table)
         _exit_for(ledger, account)
 
@@ -315,9 +323,14 @@ def replay(
         for column in ("account", "symbol", "qty", "avg cost"):
             ptable.add_column(column)
         for p in state.positions:
-            ptable.add_row(p.account, p.symbol, str(p.qty), str(p.avg_cost))
+            ptable.add_row(p.account, p.symbol, str(p.qty), _cost(p.avg_cost))
         console.print(ptable)
         console.print(f"open discrepancies then: {len(state.open_discrepancies)}")
+        for m in state.matched:
+            console.print(
+                f"{m['account']}: books last matched the broker as of {m['as_of'].isoformat()} "
+                f"(log #{m['position']}, evidence {m['evidence_id']})"
+            )
 
 
 @app.command()
@@ -528,6 +541,15 @@ def run(
     chosen = log_format or config.file.log_format
     setup_logging(config.file.log_level, as_json=chosen == "json", secrets=secret_values(config.env_names()))
     raise typer.Exit(run_daemon(config))
+
+
+def _add_sink_commands() -> None:
+    from trueup.sinks.cli import sink_app  # noqa: PLC0415 - the sinks' options, kept in their package
+
+    app.add_typer(sink_app, name="sink")
+
+
+_add_sink_commands()
 
 
 def main() -> None:

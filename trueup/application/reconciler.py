@@ -2,44 +2,59 @@
 
 Shell, core, shell: the ledger's state and the snapshot go in; the pure rules of
 `trueup.domain.rules` and `trueup.domain.reconcile` decide; the decisions are stored in
-one transaction, after the snapshot that proves them. Reconciling the same snapshot
-twice, or again after a restart, stores nothing new: decisions are idempotent, and a
-discrepancy that is still open is not raised again.
+one transaction, after the evidence that proves them (`trueup.application.evidence`: the
+broker's answers verbatim, then the snapshot). Reconciling the same snapshot twice, or
+again after a restart, stores nothing new: decisions are idempotent, and a discrepancy
+that is still open is not raised again. A clean run leaves a BooksMatched record when
+one is due (`evidence.Matches`).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import msgspec
 
 from trueup.application.booking import apply_report, client_order_id_for
-from trueup.application.findings import OpenDiscrepancies, resolve_all
+from trueup.application.evidence import (
+    MATCH_EVERY_SECONDS,
+    Answers,
+    Matches,
+    answers_of,
+    prepend_evidence,
+    snapshot_id,
+    stored_form,
+    untranslatable,
+)
+from trueup.application.findings import OpenDiscrepancies, open_in, resolve_all
 from trueup.application.gatekeeping import gate_in, judge_gate
+from trueup.application.resolutions import lift_lost_lock
 from trueup.application.unit_of_work import UnitOfWork, Writer
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
-from trueup.domain.gate import POSITION_LOCK, GateState, gate_id
-from trueup.domain.ids import NAMESPACE, order_id, position_id
-from trueup.domain.messages import BrokerMessage
+from trueup.domain.gate import LOST_ORDER_LOCK, POSITION_LOCK, GateState, gate_id
+from trueup.domain.ids import order_id, position_id
+from trueup.domain.messages import BooksMatched
 from trueup.domain.order import Order, OrderState, exec_key
 from trueup.domain.position import Position, repair_fills
 from trueup.domain.reconcile import (
+    NOT_REPAIRED,
     PositionPolicy,
+    broker_cost,
     position_finding,
     proves_accepted,
     repair_prefix,
+    repair_safe,
     stale_findings,
     stale_reasons,
     too_old,
 )
-from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.rules import working_status
-from trueup.domain.status import OrderStatus, ReportSource
+from trueup.domain.status import OrderFlag, OrderStatus, ReportSource
 from trueup.projections.queries import Queries
 
 _POSITION_KINDS = frozenset(
@@ -67,6 +82,10 @@ class ReconcileResult(msgspec.Struct):
     """Part or all of the snapshot could not be used (STALE_DATA)."""
     gate: GateState | None = None
     """The account's gate after this reconciliation."""
+    matched: Any = None
+    """The BooksMatched record (`BooksMatched.Recorded`) a clean run stored, when one was due.
+
+    Not in `events`: it changes nothing in the books, it proves they matched."""
 
 
 @dataclass
@@ -87,6 +106,13 @@ class _Run:
     stale: bool = False
     stale_reasons: list[str] = field(default_factory=list)
     """The gate's reasons for stale data: which parts, and the broker's words for why."""
+    clean: bool = False
+    """Fresh, every part known, nothing open and nothing concluded: the books matched."""
+
+    @functools.cached_property
+    def answers(self) -> Answers:
+        """The broker's raw answers with their content addresses, hashed only when needed."""
+        return answers_of(self.snapshot)
 
     @functools.cached_property
     def evidence(self) -> UUID:
@@ -94,22 +120,21 @@ class _Run:
 
         Hashing the encoded snapshot is a tenth of a periodic run that finds nothing.
         """
-        return snapshot_id(self.snapshot)
-
-
-def snapshot_id(snapshot: BrokerSnapshot) -> UUID:
-    """Content address of a snapshot: the same snapshot is the same evidence."""
-    digest = hashlib.sha256(REPORT_ENCODER.encode(snapshot)).hexdigest()
-    return uuid5(NAMESPACE, f"snapshot|{snapshot.account}|{digest}")
+        return snapshot_id(stored_form(self.snapshot, self.answers))
 
 
 class Reconciler:
     """Runs reconciliations on one store."""
 
-    def __init__(self, writer: Writer, queries: Queries) -> None:
-        """Store decisions through `writer`; read the books through `queries`."""
+    def __init__(self, writer: Writer, queries: Queries, *, match_every: float = MATCH_EVERY_SECONDS) -> None:
+        """Store decisions through `writer`; read the books through `queries`.
+
+        `match_every`: seconds of snapshot time between two BooksMatched records while the
+        books keep matching (0: every clean run).
+        """
         self.writer = writer
         self.queries = queries
+        self.matches = Matches(match_every)
 
     def reconcile(
         self,
@@ -128,7 +153,7 @@ class Reconciler:
                 snapshot=snapshot,
                 policy=policy,
                 lost_after=lost_after,
-                open=OpenDiscrepancies(account, self.queries.discrepancies(account)),
+                open=open_in(unit, account),
             )
             run_state[:] = [run]
             age = (unit.clock() - snapshot.as_of).total_seconds()
@@ -140,6 +165,7 @@ class Reconciler:
                 else stale_reasons(snapshot)
             )
             run.open.record_new(unit, stale, run.evidence)
+            untranslatable(unit, run.open, run.answers, lambda: run.evidence)
             if too_old(age, max_age_seconds):
                 self._prepend_evidence(unit, run)
                 return  # too old: nothing else is concluded from it
@@ -149,11 +175,15 @@ class Reconciler:
                 self._orders(unit, run, snapshot.orders, snapshot.fills or [])
             if snapshot.positions is not None:
                 self._positions(unit, run, snapshot.positions)
+            self._match(unit, run)
             self._prepend_evidence(unit, run)
 
-        events = self.writer.commit(apply)
+        stored = self.writer.commit(apply)
         run = run_state[0]
+        events = [e for e in stored if not isinstance(e, BooksMatched.Recorded)]
         result = ReconcileResult(account=account, events=events, stale=run.stale)
+        result.matched = next((e for e in stored if isinstance(e, BooksMatched.Recorded)), None)
+        self.matches.settle(account, snapshot.as_of, clean=run.clean, recorded=result.matched is not None)
         for event in events:
             if isinstance(event, Order.Updated):
                 result.order_updates.append(event)
@@ -206,6 +236,7 @@ class Reconciler:
             unit.collect(order)
             kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
             run.open.resolve(unit, kinds, key, "listed by the broker again")
+            lift_lost_lock(unit, run.open, report.account, order.state.symbol, by="reconciler")
         if order is not None and self._agrees(order.state, report, order_fills):
             return
         before = (order.state.status, order.state.filled_qty) if order is not None else None
@@ -234,17 +265,22 @@ class Reconciler:
                 f"broker cumulative >= {state.real_filled} (our executions)",
                 f"broker cumulative {report.filled_qty}",
                 "we hold executions the broker's cumulative does not count",
+                topic="executions the broker's cumulative does not count",
             )
             run.open.record_new(unit, [finding], run.evidence)
         after = (state.status, state.filled_qty)
         if after != before:
             order.trigger_event(
                 Order.Updated,
-                status_before=before[0] if before else OrderStatus.INTENDED,
+                # An order first seen in this snapshot had no status here: never "INTENDED".
+                status_before=before[0] if before else None,
                 status_after=state.status,
                 filled_before=before[1] if before else Decimal(0),
                 filled_after=state.filled_qty,
                 evidence_id=run.evidence,
+                account=state.account,
+                client_order_id=state.client_order_id,
+                symbol=state.symbol,
             )
             unit.collect(order)
 
@@ -262,12 +298,15 @@ class Reconciler:
         target = report.status
         if not target.is_terminal:
             target = working_status(target, report.filled_qty, report.quantity)
+        # While a replace is pending the report may carry the requested terms: the order
+        # keeps the terms in force (see `decide_order_report`), so they are not compared.
+        pending = OrderFlag.REPLACE_PENDING in report.flags
         return (
             state.status is target
             and state.flags == report.flags
             and state.filled_qty == report.filled_qty
-            and state.quantity == report.quantity
-            and (report.limit_price is None or report.limit_price == state.limit_price)
+            and (pending or state.quantity == report.quantity)
+            and (pending or report.limit_price is None or report.limit_price == state.limit_price)
             and (report.broker_order_id is None or report.broker_order_id in state.broker_order_ids)
             and (not fills or all(_booked(state, fill) for fill in fills))
         )
@@ -306,16 +345,22 @@ class Reconciler:
                 )
             ]
             if cycles >= run.lost_after:
+                # The texts stay the same from cycle to cycle: the count of sightings and
+                # the order's missing cycles say how long it has been lost.
                 findings.append(
                     Finding(
                         DiscrepancyKind.LOST,
                         state.client_order_id,
                         f"{state.status} at the broker",
-                        f"absent {cycles} cycles in a row",
-                        "order lost: the broker has not listed it for "
-                        f"{cycles} complete snapshots; nothing is re-sent",
+                        f"absent from {run.lost_after} or more snapshots in a row",
+                        f"order lost: the broker no longer lists it; {state.symbol} locked; "
+                        "nothing is re-sent: settle it with Ledger.resolve_lost",
+                        scope=f"*:{state.symbol}",
                     )
                 )
+                gate = gate_in(unit, account)
+                gate.lock(state.symbol, f"LOST order {state.client_order_id}", LOST_ORDER_LOCK)
+                unit.collect(gate)
             run.open.record_new(unit, findings, run.evidence)
 
     # -- positions -------------------------------------------------------------------------
@@ -327,10 +372,9 @@ class Reconciler:
         for aggregate in unit.positions(account):
             local[aggregate.state.symbol] = aggregate.state
         gate = unit.get(gate_id(account))
-        # A symbol flat on both sides now may still have a position discrepancy open from
-        # before (the broker's position went away): it is judged too, so that it resolves.
-        disputed = {v.key for v in run.open.views if v.kind in _POSITION_KINDS}
-        for symbol in sorted(set(broker) | set(local) | disputed):
+        # Symbols with a position discrepancy in force are compared too: one that went flat
+        # on both sides is seen gone (resolved, its acknowledgement ended), not left open.
+        for symbol in sorted(set(broker) | set(local) | run.open.subjects(_POSITION_KINDS)):
             state = local.get(symbol)
             local_qty = state.qty if state is not None else Decimal(0)
             local_avg = state.avg_cost if state is not None else Decimal(0)
@@ -341,9 +385,13 @@ class Reconciler:
                     gate.unlock(symbol, by="reconciler")  # only the position policy's own lock
                     unit.collect(gate)
                 continue
-            if run.policy is PositionPolicy.REPAIR:
-                self._repair(unit, run, symbol, local_qty, broker.get(symbol), finding)
+            if run.policy is PositionPolicy.REPAIR and repair_safe(run.snapshot):
+                self._repair(unit, run, symbol, (local_qty, local_avg), broker.get(symbol), finding)
                 continue
+            if run.policy is PositionPolicy.REPAIR:
+                # Executions the snapshot could not show may be what the broker's position
+                # holds: a repair would stand for them and they would count twice on arrival.
+                finding = msgspec.structs.replace(finding, detail=f"{finding.detail}; {NOT_REPAIRED}")
             if run.policy is PositionPolicy.LOCK:
                 finding = msgspec.structs.replace(finding, scope=f"*:{symbol}")
                 gate = gate or gate_in(unit, account)
@@ -358,16 +406,15 @@ class Reconciler:
         unit: UnitOfWork,
         run: _Run,
         symbol: str,
-        local_qty: Decimal,
+        local: tuple[Decimal, Decimal | None],
         broker: PositionReport | None,
         finding: Finding,
     ) -> None:
         account = run.snapshot.account
+        local_qty = local[0]
         broker_qty = broker.qty if broker is not None else Decimal(0)
-        broker_avg = broker.avg_cost if broker is not None else Decimal(0)
-        fills = repair_fills(
-            repair_prefix(account, symbol, local_qty, broker), local_qty, broker_qty, broker_avg
-        )
+        broker_avg = broker_cost(broker)
+        fills = repair_fills(repair_prefix(account, symbol, local_qty, broker), local, broker_qty, broker_avg)
         position = unit.get(position_id(account, symbol))
         if position is None:
             position = Position.open(account, symbol)
@@ -379,28 +426,40 @@ class Reconciler:
             avg_cost=broker_avg,
             evidence_id=run.evidence,
             ts_event=run.snapshot.as_of,
+            at_cost=True,
+            account=account,
+            symbol=symbol,
+            qty_before=local_qty,
         )
         unit.collect(position)
         detail = f"{finding.detail}; repaired: synced to the broker with {len(fills)} reconciliation fill(s)"
+        if local_qty and fills and (fills[0].qty > 0) != (local_qty > 0):
+            detail += "; closed at our own average cost: no P&L realized"
+        if position.state.avg_cost is None:
+            detail += (
+                f"; cost unknown: the broker's average ({broker.avg_cost if broker else 0}) is not"
+                " a cost basis comparable with ours, none booked"
+            )
         raised = run.open.record_new(unit, [msgspec.structs.replace(finding, detail=detail)], run.evidence)
         resolve_all(unit, raised, "repaired: POSITION_SYNCED", "reconciler")
         run.open.resolve(unit, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")
 
-    def _prepend_evidence(self, unit: UnitOfWork, run: _Run) -> None:
-        """Store the snapshot first, if anything was concluded from it and it is not stored yet."""
-        if not unit.events or unit.get(run.evidence) is not None:
-            return
-        snapshot, evidence = run.snapshot, run.evidence
-        message = BrokerMessage._create(
-            BrokerMessage.Received,
-            id=evidence,
-            account=snapshot.account,
-            source="snapshot",
-            kind="snapshot",
-            payload=REPORT_ENCODER.encode(snapshot).decode(),
-            ts_received=unit.clock(),
-        )
-        unit.events[:0] = message.collect_events()
+    def _match(self, unit: UnitOfWork, run: _Run) -> None:
+        """Record that the books matched, if this run is clean and a record is due."""
+        snapshot = run.snapshot
+        run.clean = not unit.events and not run.stale and not run.open.views and _complete(snapshot)
+        if run.clean and self.matches.due(snapshot.account, snapshot.as_of):
+            self.matches.record(unit, snapshot, run.evidence)
+
+    @staticmethod
+    def _prepend_evidence(unit: UnitOfWork, run: _Run) -> None:
+        """Store the evidence first: the broker's answers, then the snapshot (`evidence`)."""
+        if unit.events or any(a.error is not None for a in run.snapshot.raw):
+            prepend_evidence(unit, run.snapshot, run.answers, run.evidence)
+
+
+def _complete(snapshot: BrokerSnapshot) -> bool:
+    return snapshot.orders is not None and snapshot.fills is not None and snapshot.positions is not None
 
 
 def _fill_order(fill: FillReport) -> tuple[object, str]:

@@ -48,7 +48,7 @@ IN_IDS = "(?...)"
 """Where `select_in` puts a chunk's placeholders: ``... WHERE key IN (?...)``."""
 
 POSTGRES_LOCK_TIMEOUT_SECONDS = "5"
-"""A stuck writer must not block every writer forever (EVENTSOURCING.md gotcha 5)."""
+"""A stuck writer must not block every writer forever."""
 
 
 class LedgerApplication(Application[UUID]):
@@ -56,7 +56,7 @@ class LedgerApplication(Application[UUID]):
 
     name = "trueup"
     # Replay and catch-up read the log in pages of 1000 (the default of 10 made
-    # PostgreSQL replay 3x slower, EVENTSOURCING.md gotcha 9).
+    # PostgreSQL replay 3x slower).
     log_section_size = PAGE_SIZE
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -217,8 +217,8 @@ class Store:
         self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
         self._get_lock = threading.Lock()
 
-    def aggregate(self, ident: UUID) -> Any:  # noqa: ANN401 - any aggregate
-        """A private copy of the aggregate `ident` as stored now.
+    def aggregate(self, ident: UUID, version: int | None = None) -> Any:  # noqa: ANN401 - any aggregate
+        """A private copy of the aggregate `ident` as stored now (or as it was at `version`).
 
         eventsourcing 9.5's repository fast-forwards a cached aggregate in place under a
         per-aggregate lock, then deep-copies it after releasing that lock: a get racing
@@ -229,7 +229,7 @@ class Store:
             AggregateNotFoundError: nothing is stored under `ident`.
         """
         with self._get_lock:
-            return self.app.repository.get(ident, projector_func=project_events)
+            return self.app.repository.get(ident, version=version, projector_func=project_events)
 
     def table(self, name: str) -> str:
         """Qualified name of one of our own tables."""

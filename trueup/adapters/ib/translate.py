@@ -7,7 +7,7 @@ out: no clock, no I/O, no ib_async import at run time (its types are named under
 attribute path of the bad value (`trade.orderStatus.filled`, `fill.execution.side`,
 `trade.log[-1].errorCode`).
 
-Objects (BROKERS.md 1.2):
+Objects:
 
 * `Trade(contract, order, orderStatus, fills, log, advancedError)` -> `to_order_report`;
 * `Fill(contract, execution, commissionReport, time)` -> `to_fill_report`;
@@ -22,7 +22,7 @@ Decisions:
   means unknown: it becomes None, or a refusal where a number is required, never a
   number. NaN, infinities and bools are refused.
 * Our id: `orderRef` (order and execution) is our `client_order_id` only if it has the
-  shape we send, 1-20 characters `[A-Za-z0-9]` (BROKERS.md 5.6); anything else (a manual
+  shape we send, 1-20 characters `[A-Za-z0-9]`; anything else (a manual
   order's `""`, another tool's `"ENG-ref-1"`) is None, so a foreign ref can never be
   taken for one of ours. `broker_order_id` is `str(permId)`, None while `permId` is 0.
 * Symbols: `contract.localSymbol` when set, else `contract.symbol`, in every translator.
@@ -40,7 +40,7 @@ Decisions:
   makes up locally (`PendingSubmit`, `PendingCancel`, `ValidationError`, and a
   `Cancelled` it set on an error) come out with source CLIENT whatever the caller passed,
   so the ledger records only their flags (UNCONFIRMED_TERMINAL for a terminal) until TWS
-  or `reqCompletedOrders` confirms (BROKERS.md 5.1.3).
+  or `reqCompletedOrders` confirms.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ IB_STATUS: Final[dict[str, OrderStatus]] = {
     "Filled": OrderStatus.FILLED,
     "Inactive": OrderStatus.REJECTED,  # provisional; ACCEPTED (+HELD) when whyHeld == "locate"
 }
-"""ib_async `OrderStatus.status` -> normalized status (BROKERS.md 5.4); anything else is UNKNOWN.
+"""ib_async `OrderStatus.status` -> normalized status; anything else is UNKNOWN.
 
 ACCEPTED entries are refined by fill progress in `to_order_status`.
 """
@@ -505,10 +505,12 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
     """The position report of an ib_async `Position` row (`reqPositions`, `positionEvent`).
 
     `qty` is `position` with its sign (short < 0). Size-0 rows (which `reqPositions`
-    lists) are kept as qty 0: they say the broker is flat. `avg_cost` is `avgCost` as IB
-    gives it, which includes commissions and, for derivatives, the multiplier (cost per
-    contract), so it is marked not comparable with trueup's price-only average; an unset
-    `avgCost` is accepted only on a flat row (as 0). `ts_event` is `as_of`.
+    lists) are kept as qty 0: they say the broker is flat. `avg_cost` is `avgCost` per
+    unit of price: IB gives it per contract, the multiplier included (ES: 250,012.5 for
+    a 5,000.25 price at 50), so it is divided by `contract.multiplier` when one is set.
+    It still includes commissions, so it is marked not comparable with trueup's
+    price-only average (never booked as a price or cost basis); an unset `avgCost` is
+    accepted only on a flat row (as 0). `ts_event` is `as_of`.
 
     Raises:
         InvalidReport: an attribute is missing or malformed, or the row is another
@@ -523,6 +525,9 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
             error = r.fail("avgCost", f"is unset on a non-flat position of {qty}")
             raise error
         avg_cost = Decimal(0)
+    multiplier = _multiplier(r)
+    if multiplier != 1:
+        avg_cost = derived_price(avg_cost, multiplier)
     with r.located(_POSITION_FIELDS):
         return PositionReport(
             account=account,
@@ -532,6 +537,22 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
             ts_event=_utc(as_of),
             avg_cost_comparable=False,
         )
+
+
+def _multiplier(r: _Reader) -> Decimal:
+    """`contract.multiplier` ("50" for ES, "" for stocks) as a Decimal; 1 when unset."""
+    raw = getattr(getattr(r.root, "contract", None), "multiplier", "")  # absent on older objects
+    text = "" if raw is None else str(raw).strip()
+    if not text or text in {"0", "0.0"}:  # ib_async's "no multiplier"
+        return Decimal(1)
+    path = "contract.multiplier"
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise r.fail(path, f"must be a number, got {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise r.fail(path, f"must be > 0, got {text!r}")
+    return value
 
 
 def to_position_reports(

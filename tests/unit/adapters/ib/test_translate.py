@@ -1,4 +1,4 @@
-"""IB translation: real ib_async objects shaped like BROKERS.md 1.2/1.6 -> expected reports."""
+"""IB translation: real ib_async objects shaped like the ones TWS sends -> expected reports."""
 
 from __future__ import annotations
 
@@ -327,7 +327,7 @@ ORDER_CASES: list[tuple[str, dict[str, Any], ReportSource, OrderReport]] = [
         expect(client_order_id=None),
     ),
     (
-        "foreign-orderRef-is-not-ours",  # the fake-TWS ref of BROKERS.md 1.2 has a '-'
+        "foreign-orderRef-is-not-ours",  # a fake-TWS ref has a '-'
         {"status": "Submitted", "order_ref": "ENG-ref-1"},
         BROKER,
         expect(client_order_id=None),
@@ -447,7 +447,6 @@ MALFORMED_ORDERS = [
     ("orderStatus.filled", -5.0, "trade.orderStatus.filled"),
     ("orderStatus.filled", "40", "trade.orderStatus.filled"),
     ("orderStatus.filled", True, "trade.orderStatus.filled"),
-    ("orderStatus.avgFillPrice", -1.0, "trade.orderStatus.avgFillPrice"),
     ("order.lmtPrice", math.inf, "trade.order.lmtPrice"),
     ("order.account", "DU999", "trade.order.account"),
     ("contract.localSymbol", None, "trade.contract.localSymbol"),
@@ -650,28 +649,48 @@ POSITION_CASES: list[tuple[str, ib_async.Position, PositionReport]] = [
         "long",
         ib_async.Position(ACCOUNT, aapl(), 100.0, 187.41),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("100.0"), avg_cost=D("187.41"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("100.0"),
+            avg_cost=D("187.41"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
         "short",
         ib_async.Position(ACCOUNT, aapl(), -50.0, 190.02),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("-50.0"), avg_cost=D("190.02"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("-50.0"),
+            avg_cost=D("190.02"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
         "flat-row-kept",  # reqPositions lists size-0 rows
         ib_async.Position(ACCOUNT, aapl(), 0.0, 0.0),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("0.0"), avg_cost=D("0.0"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("0.0"),
+            avg_cost=D("0.0"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
         "flat-row-unset-cost",
         ib_async.Position(ACCOUNT, aapl(), 0.0, IB_UNSET_DOUBLE),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("0.0"), avg_cost=D("0"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("0.0"),
+            avg_cost=D("0"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
@@ -680,7 +699,12 @@ POSITION_CASES: list[tuple[str, ib_async.Position, PositionReport]] = [
             ACCOUNT, ib_async.Contract(conId=1, symbol="ES", secType="FUT", localSymbol="ESM4"), 2.0, 262512.5
         ),
         PositionReport(
-            account=ACCOUNT, symbol="ESM4", qty=D("2.0"), avg_cost=D("262512.5"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="ESM4",
+            qty=D("2.0"),
+            avg_cost=D("262512.5"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
 ]
@@ -698,7 +722,6 @@ MALFORMED_POSITIONS: list[tuple[str, ib_async.Position, str]] = [
     ("nan-size", ib_async.Position(ACCOUNT, aapl(), math.nan, 1.0), "position.position"),
     ("unset-size", ib_async.Position(ACCOUNT, aapl(), IB_UNSET_DOUBLE, 1.0), "position.position"),
     ("unset-cost-not-flat", ib_async.Position(ACCOUNT, aapl(), 10.0, IB_UNSET_DOUBLE), "position.avgCost"),
-    ("negative-cost", ib_async.Position(ACCOUNT, aapl(), 10.0, -1.0), "position.avgCost"),
     (
         "no-symbol",
         ib_async.Position(ACCOUNT, ib_async.Contract(conId=1), 10.0, 1.0),
@@ -713,6 +736,27 @@ def test_malformed_position_names_the_attribute(position: ib_async.Position, fie
         to_position_report(position, account=ACCOUNT, as_of=AS_OF)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_negative_prices_translate_as_prices() -> None:
+    # WTI futures settled at -37.63 on 2020-04-20: one such execution is a fill, not a bad answer.
+    fill = to_fill_report(make_fill(price=-37.63), account=ACCOUNT)
+    assert fill.price == D("-37.63")
+    trade = _set(make_trade("Submitted", **FILLS_40), "orderStatus.avgFillPrice", -1.5)
+    assert to_order_report(trade, account=ACCOUNT, ts_event=TS, source=BROKER).avg_price == D("-1.5")
+    spread = to_position_report(ib_async.Position(ACCOUNT, aapl(), 10.0, -1.0), account=ACCOUNT, as_of=AS_OF)
+    assert spread.avg_cost == D("-1.0")
+
+
+def test_a_futures_average_cost_is_per_unit_of_price_not_per_contract() -> None:
+    # ES at 5,000.25 with multiplier 50: IB's avgCost is 250,012.5 (plus commissions).
+    es = ib_async.Contract(conId=1, symbol="ES", secType="FUT", localSymbol="ESM4", multiplier="50")
+    report = to_position_report(ib_async.Position(ACCOUNT, es, 1.0, 250012.5), account=ACCOUNT, as_of=AS_OF)
+    assert (report.avg_cost, report.avg_cost_comparable) == (D("5000.25"), False)
+    bad = ib_async.Contract(conId=1, symbol="ES", secType="FUT", localSymbol="ESM4", multiplier="x")
+    with pytest.raises(InvalidReport) as info:
+        to_position_report(ib_async.Position(ACCOUNT, bad, 1.0, 250012.5), account=ACCOUNT, as_of=AS_OF)
+    assert info.value.field == "position.contract.multiplier"
 
 
 # --- no SDK needed ------------------------------------------------------------------------------
