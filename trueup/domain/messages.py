@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from eventsourcing.domain import Aggregate
+
+VERBATIM = ""
+"""`payload_encoding` of a payload stored as received."""
+JSON_STRING = "json-string"
+"""`payload_encoding` of a payload stored as a JSON string literal (ASCII, every character escaped
+that UTF-8 cannot carry): `json.loads` gives back the exact text, lone surrogates included."""
+
+
+def storable_payload(payload: str) -> tuple[str, str]:
+    """`payload` in a form every store holds, and the encoding that gives it back exactly.
+
+    Text that UTF-8 can encode is stored verbatim (NUL included: events are stored as
+    bytes, escaped in their JSON). Text that it cannot (a lone UTF-16 surrogate, as a
+    `\\ud800` escape in a broker's JSON decodes to) is stored as a JSON string literal.
+    """
+    try:
+        payload.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(payload, ensure_ascii=True), JSON_STRING
+    return payload, VERBATIM
+
+
+def original_payload(stored: str, encoding: str) -> str:
+    """The payload as received, from its stored form (`storable_payload`'s inverse)."""
+    if encoding == VERBATIM:
+        return stored
+    if encoding == JSON_STRING:
+        text = json.loads(stored)
+        if isinstance(text, str):
+            return text
+    msg = f"unknown payload encoding {encoding!r}"
+    raise ValueError(msg)
 
 
 class BrokerMessage(Aggregate):
@@ -32,16 +65,31 @@ class BrokerMessage(Aggregate):
         kind: str
         """What it is: "order", "fill", "position", "snapshot", or the adapter's channel."""
         payload: str
-        """The payload, verbatim (JSON text for reports)."""
+        """The payload in its stored form (`payload_encoding`); `original` gives it as received."""
         ts_received: datetime
         """When we received it."""
+        payload_encoding: str = VERBATIM
+        """How `payload` is stored: `VERBATIM`, or `JSON_STRING` for text UTF-8 cannot encode."""
 
-    def __init__(self, account: str, source: str, kind: str, payload: str, ts_received: datetime) -> None:
-        """Initialise from the Received event."""
+        @property
+        def original(self) -> str:
+            """The payload exactly as received."""
+            return original_payload(self.payload, self.payload_encoding)
+
+    def __init__(  # noqa: PLR0913 - the Received event's fields
+        self,
+        account: str,
+        source: str,
+        kind: str,
+        payload: str,
+        ts_received: datetime,
+        payload_encoding: str = VERBATIM,
+    ) -> None:
+        """Initialise from the Received event; `payload` is the payload as received."""
         self.account = account
         self.source = source
         self.kind = kind
-        self.payload = payload
+        self.payload = original_payload(payload, payload_encoding)
         self.ts_received = ts_received
 
 

@@ -239,17 +239,35 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        """A write transaction on the store's database (commits on success)."""
+        """A write transaction on the store's database (commits on success).
+
+        Raises:
+            StoreError: the database failed (the library's error is its `__cause__`).
+        """
         datastore = self.app.recorder.datastore  # type: ignore[attr-defined]
-        with datastore.transaction(commit=True) as cursor:
-            yield _unwrap(cursor)
+        try:
+            with datastore.transaction(commit=True) as cursor:
+                yield _unwrap(cursor)
+        except PersistenceError as e:
+            raise self.error("write", e) from e
 
     @contextmanager
     def reading(self) -> Iterator[Cursor]:
-        """A read-only transaction on the store's database."""
+        """A read-only transaction on the store's database.
+
+        Raises:
+            StoreError: the database failed (the library's error is its `__cause__`).
+        """
         datastore = self.app.recorder.datastore  # type: ignore[attr-defined]
-        with datastore.transaction(commit=False) as cursor:
-            yield _unwrap(cursor)
+        try:
+            with datastore.transaction(commit=False) as cursor:
+                yield _unwrap(cursor)
+        except PersistenceError as e:
+            raise self.error("read", e) from e
+
+    def error(self, what: str, error: BaseException) -> StoreError:
+        """`error` of the database as trueup's `StoreError`, naming the store (never its password)."""
+        return StoreError(f"{what} on store {redact(self.config.url)} failed: {type(error).__name__}: {error}")
 
     def stored_events(self, idents: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         """Every stored event of the given aggregates, in version order, in one read.
