@@ -38,7 +38,16 @@ from eventsourcing.persistence import InterfaceError, InternalError, Operational
 from eventsourcing.utils import resolve_topic
 
 from trueup.adapters.eventstore.codec import MsgspecMapper
-from trueup.adapters.eventstore.store import IN_IDS, PAGE_SIZE, Cursor, Store, as_dict, first, select_in
+from trueup.adapters.eventstore.store import (
+    IN_IDS,
+    PAGE_SIZE,
+    Cursor,
+    Store,
+    as_dict,
+    first,
+    redact,
+    select_in,
+)
 from trueup.domain.discrepancy import Discrepancy
 from trueup.domain.errors import StoreError
 from trueup.domain.messages import BrokerMessage
@@ -99,13 +108,21 @@ class Projector:
     """Applies the log to the read-model tables of one store."""
 
     def __init__(self, store: Store) -> None:
-        """Create the tables if needed."""
+        """Create the tables if needed (not on a read-only store: it holds them or reads fail)."""
         self.store = store
-        tables.create_tables(store)
         self._t = tables.names(store)
         self._tracking = TrackingRow(store, tables.TRACKING, TRACKING_NAME)
-        with store.transaction() as cursor:
-            self._tracking.insert(cursor, 0)
+        if not store.read_only:
+            try:
+                tables.create_tables(store)
+                with store.transaction() as cursor:
+                    self._tracking.insert(cursor, 0)
+            except StoreError as e:
+                if _event_error(e):
+                    raise
+                # A full disk: the tables exist unless this is a new store, and reads that
+                # need nothing written still work; a read that needs them says why.
+                log.warning("cannot prepare the read-model tables: %s", e)
         self._kinds: dict[str, tuple[int, type[Any]]] = {}
         self._cache = StateCache()
         self._sql = tables.statements(store)
@@ -141,6 +158,13 @@ class Projector:
             rows = self._read(start, 1 if start < one_by_one_until else page_size, stop)
             if not rows:
                 return applied
+            if self.store.read_only:
+                msg = (
+                    f"store {redact(self.store.config.url)} is open read-only and its read models "
+                    f"are behind the log (at {start}, events after it): they cannot catch up, and "
+                    "a read of them would be stale; open it where it can be written"
+                )
+                raise StoreError(msg)
             try:
                 done = self._apply_page(start, rows)
             except Exception as e:
