@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sqlite3
 import threading
 import uuid
@@ -103,7 +104,8 @@ def parse_store_url(url: str) -> StoreConfig:
             "host": parts.hostname or "127.0.0.1",
             "port": str(parts.port or 5432),
             "user": unquote(parts.username or "postgres"),
-            "password": unquote(parts.password or ""),
+            "password": unquote(parts.password or "")
+            or parse_qs(parts.query).get("password", [""])[0],
         }
         env = {
             **base_env,
@@ -450,12 +452,16 @@ def _ensure_postgres_schema(config: StoreConfig) -> None:
         raise StoreError(msg) from e
 
 
+_QUERY_PASSWORD = re.compile(r"([?&;]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced by ***, for messages and logs."""
     parts = urlsplit(url)
     if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+        url = url.replace(f":{parts.password}@", ":***@")
+    # libpq also takes the password as a query parameter (`?password=...`).
+    return _QUERY_PASSWORD.sub(r"\g<1>***", url)
 
 
 class StoreOwner(Protocol):
