@@ -31,6 +31,11 @@ def _fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
+def _no_reports(_key: object) -> Sequence[Report]:
+    """A translator that answers a dedupe key, not reports: read, then nothing to book."""
+    return []
+
+
 def _kite_holdings(raw: str) -> Sequence[Report]:
     return kite.to_account_positions(_fixture("kite/positions.json"), raw, account=ACCOUNT, as_of=AS_OF)
 
@@ -49,7 +54,7 @@ TRANSLATORS: list[tuple[str, str, Translator]] = [
     (
         "alpaca/streaming.md__trade_updates_fill_example.json",
         "alpaca.trade_update_fill_key",
-        lambda r: [alpaca.trade_update_fill_key(r, account=ACCOUNT)],
+        lambda r: _no_reports(alpaca.trade_update_fill_key(r, account=ACCOUNT)),
     ),
     ("alpaca/test_order_routes.py__test_get_orders.json", "alpaca.orders", lambda r: alpaca.to_order_reports(r, account=ACCOUNT)),
     (
@@ -75,7 +80,7 @@ TRANSLATORS: list[tuple[str, str, Translator]] = [
     (
         "alpaca/account-trade-activity-v2.yaml__example.json",
         "alpaca.activity_keys",
-        lambda r: list(alpaca.activity_fill_keys(r, account=ACCOUNT).items()),
+        lambda r: _no_reports(alpaca.activity_fill_keys(r, account=ACCOUNT)),
     ),
     ("kite/orders.json", "kite.orders", lambda r: kite.to_order_reports(r, account=ACCOUNT)),
     ("kite/order_info.json", "kite.history", lambda r: kite.to_order_reports_from_history(r, account=ACCOUNT)),

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from eventsourcing.domain import Aggregate
 
 VERBATIM = ""
 """`payload_encoding` of a payload stored as received."""
-JSON_STRING = "json-string"
-"""`payload_encoding` of a payload stored as a JSON string literal (ASCII, every character escaped
-that UTF-8 cannot carry): `json.loads` gives back the exact text, lone surrogates included."""
+ESCAPED = "unicode-escape"
+"""`payload_encoding` of a payload stored with Python's ``unicode_escape`` codec (ASCII; every
+backslash and non-ASCII character escaped): decoding gives back the exact text, lone
+surrogates included."""
 
 
 def storable_payload(payload: str) -> tuple[str, str]:
@@ -19,12 +19,12 @@ def storable_payload(payload: str) -> tuple[str, str]:
 
     Text that UTF-8 can encode is stored verbatim (NUL included: events are stored as
     bytes, escaped in their JSON). Text that it cannot (a lone UTF-16 surrogate, as a
-    `\\ud800` escape in a broker's JSON decodes to) is stored as a JSON string literal.
+    `\\ud800` escape in a broker's JSON decodes to) is stored escaped (`ESCAPED`).
     """
     try:
         payload.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(payload, ensure_ascii=True), JSON_STRING
+        return payload.encode("unicode_escape").decode("ascii"), ESCAPED
     return payload, VERBATIM
 
 
@@ -32,10 +32,8 @@ def original_payload(stored: str, encoding: str) -> str:
     """The payload as received, from its stored form (`storable_payload`'s inverse)."""
     if encoding == VERBATIM:
         return stored
-    if encoding == JSON_STRING:
-        text = json.loads(stored)
-        if isinstance(text, str):
-            return text
+    if encoding == ESCAPED:
+        return stored.encode("ascii").decode("unicode_escape")
     msg = f"unknown payload encoding {encoding!r}"
     raise ValueError(msg)
 
@@ -69,7 +67,7 @@ class BrokerMessage(Aggregate):
         ts_received: datetime
         """When we received it."""
         payload_encoding: str = VERBATIM
-        """How `payload` is stored: `VERBATIM`, or `JSON_STRING` for text UTF-8 cannot encode."""
+        """How `payload` is stored: `VERBATIM`, or `ESCAPED` for text UTF-8 cannot encode."""
 
         @property
         def original(self) -> str:
