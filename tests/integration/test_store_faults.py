@@ -8,8 +8,8 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -136,4 +136,4 @@ def test_a_password_in_the_query_is_redacted_and_used() -> None:
     assert "hunter2" not in redact(url)
     assert redact(url).endswith("password=***")
     assert "hunter2" not in redact("postgresql://trader:hunter2@db.example/books?password=hunter2")
-    assert parse_store_url(url).postgres_conninfo["password"] == "hunter2"
+    assert parse_store_url(url).postgres_conninfo["password"] == "hunter2"  # noqa: S105 - a test value

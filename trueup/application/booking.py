@@ -83,8 +83,11 @@ def ingest_raw(  # noqa: PLR0913 - the payload, its translator and where it came
 
 
 def readable_text(text: str) -> str:
-    """`text` (an error naming broker data) with NUL and lone surrogates escaped, so every store
-    can hold it as text: a discrepancy must be stored and read back, whatever the broker sent."""
+    """`text` (an error naming broker data) with NUL and lone surrogates escaped.
+
+    Every store can then hold it as text: a discrepancy must be stored and read back,
+    whatever the broker sent.
+    """
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
 
 

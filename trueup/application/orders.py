@@ -14,9 +14,9 @@ from trueup.application.gatekeeping import gate_in
 from trueup.application.unit_of_work import Events, UnitOfWork, Writer, load, order_id
 from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
 from trueup.domain.errors import InvalidReport
-from trueup.domain.reports import check_storable
 from trueup.domain.gate import LOST_ORDER_LOCK
 from trueup.domain.order import Order
+from trueup.domain.reports import check_storable
 from trueup.domain.status import IN_FLIGHT_STATUSES, OrderStatus, Side
 from trueup.domain.views import OrderView
 from trueup.projections.queries import Queries
@@ -36,17 +36,16 @@ def intend(  # noqa: PLR0913, PLR0917 - the terms of an order, positional as in 
 ) -> OrderView:
     """Record the intent to place an order before anything is sent (see `Ledger.intend`)."""
     side = Side(side)
-    for name, text in (("account", account), ("client_order_id", client_order_id), ("symbol", symbol)):
-        if not isinstance(text, str) or not text.strip():
-            msg = f"{name} must be a non-empty string, got {text!r}"
-            raise InvalidReport(msg, field=name)
-    for name, text in (
+    terms: tuple[tuple[str, str | None], ...] = (
         ("account", account),
         ("client_order_id", client_order_id),
         ("symbol", symbol),
-        ("strategy", strategy),
-        ("replaces", replaces),
-    ):
+    )
+    for name, text in terms:
+        if not isinstance(text, str) or not text.strip():
+            msg = f"{name} must be a non-empty string, got {text!r}"
+            raise InvalidReport(msg, field=name)
+    for name, text in (*terms, ("strategy", strategy), ("replaces", replaces)):
         check_storable(name, text)
     _require_decimal("quantity", quantity, positive=True)
     if limit_price is not None:

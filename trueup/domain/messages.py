@@ -15,11 +15,11 @@ surrogates included."""
 
 
 def storable_payload(payload: str) -> tuple[str, str]:
-    """`payload` in a form every store holds, and the encoding that gives it back exactly.
+    r"""`payload` in a form every store holds, and the encoding that gives it back exactly.
 
     Text that UTF-8 can encode is stored verbatim (NUL included: events are stored as
     bytes, escaped in their JSON). Text that it cannot (a lone UTF-16 surrogate, as a
-    `\\ud800` escape in a broker's JSON decodes to) is stored escaped (`ESCAPED`).
+    `\ud800` escape in a broker's JSON decodes to) is stored escaped (`ESCAPED`).
     """
     try:
         payload.encode("utf-8")
@@ -74,7 +74,7 @@ class BrokerMessage(Aggregate):
             """The payload exactly as received."""
             return original_payload(self.payload, self.payload_encoding)
 
-    def __init__(  # noqa: PLR0913 - the Received event's fields
+    def __init__(  # noqa: PLR0913, PLR0917 - the Received event's fields
         self,
         account: str,
         source: str,

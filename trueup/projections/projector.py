@@ -25,6 +25,7 @@ row in `tracking`, the service's counters table in `service_status`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections import OrderedDict
@@ -184,12 +185,10 @@ class Projector:
     def _skip(self, start: int, row: Row, error: Exception) -> bool:
         """Move past one event the tables cannot take, recording it; False if raced."""
         what = f"{type(error).__name__}: {error}"
-        log.error("read models cannot apply the event at log position %d (%s): %s", row.position, row.topic, what)
+        log.error("read models cannot apply the event at position %d (%s): %s", row.position, row.topic, what)
         account = ""
-        try:
+        with contextlib.suppress(Exception):  # the account is a courtesy; the row is written anyway
             account = str(getattr(self._decode(self._kind(row.topic)[1], row), "account", "") or "")
-        except Exception:  # noqa: BLE001, S110 - the account is a courtesy; the row is written anyway
-            pass
         detail = (
             f"event {row.topic} at log position {row.position} is stored in the log, but the read "
             f"models could not apply it ({what}); positions, orders and fills are shown without it. "

@@ -92,7 +92,7 @@ def read_log(
                 start=position, limit=page_size, stop=stop, inclusive_of_start=False
             )
         except PersistenceError as e:
-            raise store.error("read of the log", e) from e
+            raise store.error(what="read of the log", error=e) from e
         if not page:
             return
         for notification in page:

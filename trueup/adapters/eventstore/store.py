@@ -285,7 +285,7 @@ class Store:
         try:
             return self.app.recorder.max_notification_id() or 0
         except PersistenceError as e:
-            raise self.error("read of the log position", e) from e
+            raise self.error(what="read of the log position", error=e) from e
 
     def table(self, name: str) -> str:
         """Qualified name of one of our own tables."""
@@ -305,7 +305,7 @@ class Store:
             with datastore.transaction(commit=True) as cursor:
                 yield _unwrap(cursor)
         except PersistenceError as e:
-            raise self.error("write", e) from e
+            raise self.error(what="write", error=e) from e
 
     @contextmanager
     def reading(self) -> Iterator[Cursor]:
@@ -319,11 +319,12 @@ class Store:
             with datastore.transaction(commit=False) as cursor:
                 yield _unwrap(cursor)
         except PersistenceError as e:
-            raise self.error("read", e) from e
+            raise self.error(what="read", error=e) from e
 
     def error(self, what: str, error: BaseException) -> StoreError:
         """`error` of the database as trueup's `StoreError`, naming the store (never its password)."""
-        return StoreError(f"{what} on store {redact(self.config.url)} failed: {type(error).__name__}: {error}")
+        url = redact(self.config.url)
+        return StoreError(f"{what} on store {url} failed: {type(error).__name__}: {error}")
 
     def stored_events(self, idents: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         """Every stored event of the given aggregates, in version order, in one read.
