@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from trueup.application.findings import OpenDiscrepancies, record_findings, resolve_all
+from trueup.application.findings import open_in, record_findings, resolve_all
 from trueup.application.gatekeeping import gate_in
 from trueup.application.unit_of_work import Events, UnitOfWork, Writer, load, order_id
 from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
@@ -19,7 +19,6 @@ from trueup.domain.order import Order
 from trueup.domain.reports import check_storable
 from trueup.domain.status import IN_FLIGHT_STATUSES, OrderStatus, Side
 from trueup.domain.views import OrderView
-from trueup.projections.queries import Queries
 
 
 def intend(  # noqa: PLR0913, PLR0917 - the terms of an order, positional as in `Ledger.intend`
@@ -91,10 +90,8 @@ def mark_submitted(writer: Writer, account: str, client_order_id: str) -> OrderV
     return order_view(writer, account, client_order_id)
 
 
-def abandon(writer: Writer, queries: Queries, account: str, client_order_id: str, reason: str) -> OrderView:
+def abandon(writer: Writer, account: str, client_order_id: str, reason: str) -> OrderView:
     """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
-    open_ones = OpenDiscrepancies(account, queries.discrepancies(account))
-
     def apply(unit: UnitOfWork) -> None:
         order = existing_order(unit, account, client_order_id)
         status = order.state.status
@@ -114,7 +111,7 @@ def abandon(writer: Writer, queries: Queries, account: str, client_order_id: str
         resolve_all(unit, recorded, "closed as never placed", "recovery")
         # Closed for a known reason: it is no longer missing or lost.
         kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
-        open_ones.resolve(unit, kinds, client_order_id, f"closed: {reason}", by="recovery")
+        open_in(unit, account).resolve(unit, kinds, client_order_id, f"closed: {reason}", by="recovery")
 
     writer.commit(apply)
     return order_view(writer, account, client_order_id)
@@ -122,7 +119,6 @@ def abandon(writer: Writer, queries: Queries, account: str, client_order_id: str
 
 def declare_lost(  # noqa: PLR0913 - the order and the lookups that failed to confirm it
     writer: Writer,
-    queries: Queries,
     account: str,
     client_order_id: str,
     *,
@@ -146,9 +142,7 @@ def declare_lost(  # noqa: PLR0913 - the order and the lookups that failed to co
         if order is None or order.state.status not in IN_FLIGHT_STATUSES:
             return  # a report moved it on since the lookup: the broker has it
         state = order.state
-        if not OpenDiscrepancies(account, queries.discrepancies(account)).is_open(
-            DiscrepancyKind.LOST, client_order_id
-        ):
+        if not open_in(unit, account).is_open(DiscrepancyKind.LOST, client_order_id):
             finding = Finding(
                 DiscrepancyKind.LOST,
                 client_order_id,
