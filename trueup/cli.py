@@ -1,7 +1,10 @@
 """The `trueup` command: run the demo, reconcile, and read the books.
 
-Every read command takes `--json`. Every command exits with status 2 when a CRITICAL
-discrepancy is open, so a cron job or a deploy gate notices without parsing output.
+Every read command takes `--json`. The commands that show the books now (status, orders,
+positions, discrepancies, reconcile) exit with status 2 when a CRITICAL discrepancy is
+open, so a cron job or a deploy gate notices without parsing output; events, replay and
+rebuild exit 0: they show the log or the past, and a pipe into alerting must not take an
+open alarm for its own failure.
 The store is `--store` or TRUEUP_STORE (default sqlite:///trueup.db).
 """
 
@@ -342,6 +345,11 @@ def replay(
             ptable.add_row(p.account, p.symbol, str(p.qty), _cost(p.avg_cost))
         console.print(ptable)
         console.print(f"open discrepancies then: {len(state.open_discrepancies)}")
+        for m in state.matched:
+            console.print(
+                f"{m['account']}: books last matched the broker as of {m['as_of'].isoformat()} "
+                f"(log #{m['position']}, evidence {m['evidence_id']})"
+            )
 
 
 @app.command()

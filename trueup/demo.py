@@ -8,6 +8,10 @@ call whose acknowledgement it never stored. Phase 2 restarts in this process: re
 looks the unacknowledged order up (never re-sends), reconciliation brings the books in
 line, and the report names every injected fault and how it was resolved. The books are
 then compared with the broker's truth: orders, executions and positions.
+
+The paper broker accepts a reused client id here (`accept_duplicates`, as IB accepts a
+reused orderRef), so "none sent twice" is checked against the broker's own order list,
+where a re-sent order would show as a second order with the same id.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ async def trade(ledger: Ledger, broker: PaperBroker, *, seed: int, orders: int) 
 def engine(store: str, paper_path: Path, seed: int, orders: int) -> None:
     """Phase 1 in the child process (killed by its crash point)."""
     faults = FaultPlan(drop=0.15, duplicate=0.15, delay=0.1, reorder=0.1)
-    broker = PaperBroker(paper_path, account=ACCOUNT, seed=seed, faults=faults)
+    broker = PaperBroker(paper_path, account=ACCOUNT, seed=seed, faults=faults, accept_duplicates=True)
     with Ledger.open(store) as ledger:
         asyncio.run(trade(ledger, broker, seed=seed, orders=orders))
 
@@ -199,7 +203,7 @@ def run_demo(*, store: str | None, seed: int, orders: int, workdir: Path | None,
         f"engine exited with {child.returncode} ({'SIGKILL: crashed mid-submit' if killed else 'no crash'})"
     )
     console.print("phase 2: restart, recover, reconcile")
-    broker = PaperBroker(paper_path, account=ACCOUNT, seed=seed)
+    broker = PaperBroker(paper_path, account=ACCOUNT, seed=seed, accept_duplicates=True)
     with Ledger.open(store) as ledger:
         recovery, (startup, final) = asyncio.run(restart(ledger, broker))
         table = Table(title="injected faults and how they were resolved")

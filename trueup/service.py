@@ -14,7 +14,7 @@ blocking database call, so it runs in a worker thread through `asyncio.to_thread
    before it is translated); every `Reconnected` reconciles that account at once, because
    messages may have been missed while the connection was down.
 4. **In-flight checks**: an open order still SUBMITTED or PENDING_NEW `inflight_after`
-   seconds after its last status change (``updated_at``, else ``created_at``) is looked
+   seconds after it was sent (``submitted_at``, else ``created_at``) is looked
    up at the broker by our client order id. A report found is ingested like any other
    broker payload. "Not found" and a failed lookup each count one retry for that order.
 

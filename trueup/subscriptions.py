@@ -5,7 +5,7 @@ Three layers, each built on the one before:
 - `follow(ledger, after)` returns a `Follower`: an iterator of `LoggedEvent`s after a
   position, in log order, that blocks for new events until stopped. On PostgreSQL it is
   woken by LISTEN/NOTIFY (eventsourcing's recorder subscription); on SQLite, which has
-  no subscriptions in eventsourcing 9.5 (EVENTSOURCING.md gotcha 1), it polls with a
+  no subscriptions in eventsourcing 9.5, it polls with a
   short adaptive sleep. The followers live in `trueup.adapters.eventstore.log` and are
   re-exported here.
 - `subscribe(ledger, handler, from_position)` runs a handler on every event in a

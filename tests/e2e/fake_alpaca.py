@@ -43,6 +43,8 @@ class FakeAlpaca:
         """Every POST/PATCH body, verbatim JSON (to check what the client sent)."""
         self.on_positions: list[Any] = []
         """Callables run (once each, in order) when positions are next read, before answering."""
+        self.garbled_positions: list[Any] = []
+        """Bodies served (once each, in order) instead of the positions: answers that do not translate."""
         self.hang_for = 0.0
         """Seconds each request waits before being answered (a server that stalls)."""
         self.submit_faults: list[str] = []
@@ -307,7 +309,8 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
             elif method == "GET" and path == "/v2/positions":
                 if fake.on_positions:
                     fake.on_positions.pop(0)()  # e.g. a fill lands between two reads
-                self._send(200, fake._positions_json())
+                garbled = fake.garbled_positions.pop(0) if fake.garbled_positions else None
+                self._send(200, garbled if garbled is not None else fake._positions_json())
             elif method == "GET" and path == "/v2/account/activities/FILL":
                 self._send(200, fake._list_activities(query))
             else:

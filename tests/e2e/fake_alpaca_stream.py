@@ -1,6 +1,6 @@
 """A small, real websocket server speaking Alpaca's trading stream (`trade_updates`) for alpaca-py.
 
-Protocol (BROKERS.md 2.2): client sends `authenticate` -> server answers `authorization`
+Protocol: client sends `authenticate` -> server answers `authorization`
 `authorized`; client sends `listen` `trade_updates` -> server acks `listening`; then the
 server pushes `{"stream":"trade_updates","data":{...}}`. Frames are JSON in binary frames
 (as Alpaca paper sends them), text frames when `binary=False`, or msgpack when the client

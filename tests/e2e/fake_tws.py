@@ -1,6 +1,6 @@
 """A wire-level fake TWS: an asyncio socket server on 127.0.0.1 speaking the TWS API protocol.
 
-Enough of the protocol for the real ib_async client (BROKERS.md 1.6), at server version
+Enough of the protocol for the real ib_async client, at server version
 176: the handshake, the startup answers (nextValidId, managedAccounts and the end markers
 of ib_async's startup requests), placeOrder (msg 3), cancelOrder (4), reqOpenOrders (5),
 reqExecutions (7), reqPositions (61), reqCompletedOrders (99); and pushes openOrder (5),
@@ -195,7 +195,7 @@ def open_order_fields(order: FakeOrder, version: int = SERVER_VERSION) -> list[s
 
 
 def completed_order_fields(order: FakeOrder, version: int = SERVER_VERSION) -> list[str]:
-    """`completedOrder` (msg 101): no orderId, no clientId (BROKERS.md 1.3)."""
+    """`completedOrder` (msg 101): no orderId, no clientId."""
     f = [
         "101",
         *contract_fields(order),

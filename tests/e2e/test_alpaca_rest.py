@@ -204,6 +204,27 @@ def test_positions_500_is_stale_and_positions_untouched(
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(10))]
 
 
+def test_an_untranslatable_positions_answer_is_kept_verbatim_and_reported(
+    fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger
+) -> None:
+    run_session(ledger, client, request("P1"))
+    fake.fill("P1", "10", "50")
+    reconcile(ledger, client)
+    garbled = [{"symbol": "AAPL", "qty": "ten", "avg_entry_price": "50", "side": "long"}]
+    fake.garbled_positions.append(garbled)
+    snapshot = asyncio.run(client.snapshot(ACCOUNT))
+    assert snapshot.positions is None
+    assert "untranslatable" in snapshot.failures["positions"]
+    result = ledger.reconcile(snapshot)
+    assert result.stale
+    invalid = [d for d in ledger.discrepancies(ACCOUNT) if d.kind == "INVALID_REPORT"]
+    assert [d.key for d in invalid] == ["answer:positions"]
+    kept = [e.event for e in ledger.events() if getattr(e.event, "kind", None) == "answer:positions"]
+    assert any('"qty":"ten"' in m.payload for m in kept)
+    assert str(next(e.originator_id for e in kept if '"ten"' in e.payload)) in invalid[0].detail
+    assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(10))]
+
+
 def test_orders_page_forward_with_overlap_and_dedupe(fake: FakeAlpaca) -> None:
     client = AlpacaClient(KEY, SECRET, account=ACCOUNT, url_override=fake.url, order_page_size=2)
     with fake.lock:

@@ -669,7 +669,9 @@ def yesterday() -> datetime:
     return datetime.now(UTC) - timedelta(days=1)
 
 
-def test_after_midnight_recovery_never_closes_an_order_tws_no_longer_lists(fake: FakeTws, tmp_path: Path) -> None:
+def test_after_midnight_recovery_never_closes_an_order_tws_no_longer_lists(
+    fake: FakeTws, tmp_path: Path
+) -> None:
     # Sent yesterday, filled, the process died before the answer was stored; today IB Gateway
     # lists neither the completed order nor its executions. Not finding it proves nothing:
     # it stays SUBMITTED and the gate stays BLOCKED naming it (before the fix recovery

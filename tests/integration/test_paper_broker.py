@@ -809,3 +809,23 @@ def test_end_to_end_recovery_looks_up_submits_lost_in_an_outage(tmp_path: Path) 
     assert set(recovery.found) == placed
     assert set(recovery.abandoned) == {f"O{i}" for i in range(6)} - placed
     assert_books_equal_broker(ledger, broker)
+
+
+def test_a_file_that_accepts_duplicates_places_a_reused_client_id_twice(tmp_path: Path) -> None:
+    # IB accepts a reused orderRef: in this mode the paper broker does too, so a test can
+    # see an order sent twice in the broker's own list.
+    request = OrderRequest(
+        account="PAPER", client_order_id="DUP1", symbol="AAPL", side=Side.BUY, quantity=Decimal(1)
+    )
+    with PaperBroker(tmp_path / "p.db", accept_duplicates=True) as broker:
+        first = asyncio.run(broker.submit(request))
+        second = asyncio.run(broker.submit(request))
+        assert first.broker_order_id != second.broker_order_id
+        assert [o.client_order_id for o in broker.orders()] == ["DUP1", "DUP1"]
+        looked_up = asyncio.run(broker.lookup("PAPER", "DUP1"))
+        assert looked_up is not None
+        assert looked_up.broker_order_id == first.broker_order_id
+    with PaperBroker(tmp_path / "p.db") as reopened:
+        assert reopened.accepts_duplicates  # the file's choice stays
+    with pytest.raises(ConfigError, match="accept_duplicates"):
+        PaperBroker(tmp_path / "p.db", accept_duplicates=False)

@@ -1,4 +1,4 @@
-"""The layering DESIGN.md asks for: the domain imports no I/O and no broker SDK; trueup needs no extra."""
+"""The layering: the domain imports no I/O and no broker SDK; trueup needs no extra."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The status-rank rule (DESIGN.md table), one test per row and per transition kind."""
+"""The status-rank rule, one test per row and per transition kind."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ RANKS = [
 
 @pytest.mark.parametrize(("status", "rank", "terminal"), RANKS, ids=[r[0].value for r in RANKS])
 def test_rank_table(status: OrderStatus, rank: int, terminal: bool) -> None:
-    # Check each row of the DESIGN.md table.
+    # Check each row of the rank table (docs/rules.md).
     assert status.rank == rank
     assert status.is_terminal is terminal
 
@@ -34,7 +34,7 @@ def test_unknown_has_no_rank_and_is_not_terminal() -> None:
     assert not OrderStatus.UNKNOWN.is_terminal
 
 
-# Raw broker statuses and what the adapters map them to (BROKERS.md 5.4); each moves a
+# Raw broker statuses and what the adapters map them to; each moves a
 # fresh order forward to its normalized status.
 BROKER_STATUS_SAMPLES = [
     ("alpaca", "pending_new", OrderStatus.PENDING_NEW, frozenset()),
@@ -203,7 +203,7 @@ def test_unknown_status_changes_nothing_and_raises() -> None:
 
 
 def test_client_side_terminal_is_only_a_flag() -> None:
-    # ib_async marks a live order Cancelled on any non-warning error (BROKERS.md 1.1).
+    # ib_async marks a live order Cancelled on any non-warning error.
     order = new_order()
     apply(order, order_report("ACCEPTED", ts=1))
     apply(order, order_report("CANCELED", raw="Cancelled", source=ReportSource.CLIENT, ts=2))

@@ -2,31 +2,42 @@
 
 Shell, core, shell: the ledger's state and the snapshot go in; the pure rules of
 `trueup.domain.rules` and `trueup.domain.reconcile` decide; the decisions are stored in
-one transaction, after the snapshot that proves them. Reconciling the same snapshot
-twice, or again after a restart, stores nothing new: decisions are idempotent, and a
-discrepancy that is still open is not raised again.
+one transaction, after the evidence that proves them (`trueup.application.evidence`: the
+broker's answers verbatim, then the snapshot). Reconciling the same snapshot twice, or
+again after a restart, stores nothing new: decisions are idempotent, and a discrepancy
+that is still open is not raised again. A clean run leaves a BooksMatched record when
+one is due (`evidence.Matches`).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import msgspec
 
 from trueup.application.booking import apply_report, client_order_id_for
+from trueup.application.evidence import (
+    MATCH_EVERY_SECONDS,
+    Answers,
+    Matches,
+    answers_of,
+    prepend_evidence,
+    snapshot_id,
+    stored_form,
+    untranslatable,
+)
 from trueup.application.findings import OpenDiscrepancies, open_in, resolve_all
 from trueup.application.gatekeeping import gate_in, judge_gate
 from trueup.application.resolutions import lift_lost_lock
 from trueup.application.unit_of_work import UnitOfWork, Writer
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.gate import LOST_ORDER_LOCK, POSITION_LOCK, GateState, gate_id
-from trueup.domain.ids import NAMESPACE, order_id, position_id
-from trueup.domain.messages import BrokerMessage
+from trueup.domain.ids import order_id, position_id
+from trueup.domain.messages import BooksMatched
 from trueup.domain.order import Order, OrderState, exec_key
 from trueup.domain.position import Position, repair_fills
 from trueup.domain.reconcile import (
@@ -41,7 +52,7 @@ from trueup.domain.reconcile import (
     stale_reasons,
     too_old,
 )
-from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.rules import working_status
 from trueup.domain.status import OrderFlag, OrderStatus, ReportSource
 from trueup.projections.queries import Queries
@@ -71,6 +82,10 @@ class ReconcileResult(msgspec.Struct):
     """Part or all of the snapshot could not be used (STALE_DATA)."""
     gate: GateState | None = None
     """The account's gate after this reconciliation."""
+    matched: Any = None
+    """The BooksMatched record (`BooksMatched.Recorded`) a clean run stored, when one was due.
+
+    Not in `events`: it changes nothing in the books, it proves they matched."""
 
 
 @dataclass
@@ -91,6 +106,13 @@ class _Run:
     stale: bool = False
     stale_reasons: list[str] = field(default_factory=list)
     """The gate's reasons for stale data: which parts, and the broker's words for why."""
+    clean: bool = False
+    """Fresh, every part known, nothing open and nothing concluded: the books matched."""
+
+    @functools.cached_property
+    def answers(self) -> Answers:
+        """The broker's raw answers with their content addresses, hashed only when needed."""
+        return answers_of(self.snapshot)
 
     @functools.cached_property
     def evidence(self) -> UUID:
@@ -98,22 +120,21 @@ class _Run:
 
         Hashing the encoded snapshot is a tenth of a periodic run that finds nothing.
         """
-        return snapshot_id(self.snapshot)
-
-
-def snapshot_id(snapshot: BrokerSnapshot) -> UUID:
-    """Content address of a snapshot: the same snapshot is the same evidence."""
-    digest = hashlib.sha256(REPORT_ENCODER.encode(snapshot)).hexdigest()
-    return uuid5(NAMESPACE, f"snapshot|{snapshot.account}|{digest}")
+        return snapshot_id(stored_form(self.snapshot, self.answers))
 
 
 class Reconciler:
     """Runs reconciliations on one store."""
 
-    def __init__(self, writer: Writer, queries: Queries) -> None:
-        """Store decisions through `writer`; read the books through `queries`."""
+    def __init__(self, writer: Writer, queries: Queries, *, match_every: float = MATCH_EVERY_SECONDS) -> None:
+        """Store decisions through `writer`; read the books through `queries`.
+
+        `match_every`: seconds of snapshot time between two BooksMatched records while the
+        books keep matching (0: every clean run).
+        """
         self.writer = writer
         self.queries = queries
+        self.matches = Matches(match_every)
 
     def reconcile(
         self,
@@ -144,6 +165,7 @@ class Reconciler:
                 else stale_reasons(snapshot)
             )
             run.open.record_new(unit, stale, run.evidence)
+            untranslatable(unit, run.open, run.answers, lambda: run.evidence)
             if too_old(age, max_age_seconds):
                 self._prepend_evidence(unit, run)
                 return  # too old: nothing else is concluded from it
@@ -153,11 +175,15 @@ class Reconciler:
                 self._orders(unit, run, snapshot.orders, snapshot.fills or [])
             if snapshot.positions is not None:
                 self._positions(unit, run, snapshot.positions)
+            self._match(unit, run)
             self._prepend_evidence(unit, run)
 
-        events = self.writer.commit(apply)
+        stored = self.writer.commit(apply)
         run = run_state[0]
+        events = [e for e in stored if not isinstance(e, BooksMatched.Recorded)]
         result = ReconcileResult(account=account, events=events, stale=run.stale)
+        result.matched = next((e for e in stored if isinstance(e, BooksMatched.Recorded)), None)
+        self.matches.settle(account, snapshot.as_of, clean=run.clean, recorded=result.matched is not None)
         for event in events:
             if isinstance(event, Order.Updated):
                 result.order_updates.append(event)
@@ -411,21 +437,22 @@ class Reconciler:
         resolve_all(unit, raised, "repaired: POSITION_SYNCED", "reconciler")
         run.open.resolve(unit, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")
 
-    def _prepend_evidence(self, unit: UnitOfWork, run: _Run) -> None:
-        """Store the snapshot first, if anything was concluded from it and it is not stored yet."""
-        if not unit.events or unit.get(run.evidence) is not None:
-            return
-        snapshot, evidence = run.snapshot, run.evidence
-        message = BrokerMessage._create(
-            BrokerMessage.Received,
-            id=evidence,
-            account=snapshot.account,
-            source="snapshot",
-            kind="snapshot",
-            payload=REPORT_ENCODER.encode(snapshot).decode(),
-            ts_received=unit.clock(),
-        )
-        unit.events[:0] = message.collect_events()
+    def _match(self, unit: UnitOfWork, run: _Run) -> None:
+        """Record that the books matched, if this run is clean and a record is due."""
+        snapshot = run.snapshot
+        run.clean = not unit.events and not run.stale and not run.open.views and _complete(snapshot)
+        if run.clean and self.matches.due(snapshot.account, snapshot.as_of):
+            self.matches.record(unit, snapshot, run.evidence)
+
+    @staticmethod
+    def _prepend_evidence(unit: UnitOfWork, run: _Run) -> None:
+        """Store the evidence first: the broker's answers, then the snapshot (`evidence`)."""
+        if unit.events or any(a.error is not None for a in run.snapshot.raw):
+            prepend_evidence(unit, run.snapshot, run.answers, run.evidence)
+
+
+def _complete(snapshot: BrokerSnapshot) -> bool:
+    return snapshot.orders is not None and snapshot.fills is not None and snapshot.positions is not None
 
 
 def _fill_order(fill: FillReport) -> tuple[object, str]:

@@ -11,7 +11,7 @@ from eventsourcing.domain import Aggregate
 
 
 class DiscrepancyKind(StrEnum):
-    """What disagreed (DESIGN.md, "Reconciliation")."""
+    """What disagreed."""
 
     ORPHAN_ORDER = "ORPHAN_ORDER"
     """An order at the broker that we never sent or do not know."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
@@ -129,3 +130,46 @@ class BrokerOrderLink(Aggregate):
         self.account = account
         self.broker_order_id = broker_order_id
         self.client_order_id = client_order_id
+
+
+class BooksMatched(Aggregate):
+    """A reconciliation found the books equal to the broker's snapshot: the audit's proof.
+
+    One small record per change of the matched state, and at most one per
+    `Reconciler.match_every` seconds while it holds (see docs/rules.md); its evidence
+    (the snapshot and the broker's raw answers) is stored just before it.
+    """
+
+    TOPIC = "trueup:BooksMatched"
+
+    class Event(Aggregate.Event):
+        """Base of match events."""
+
+        TOPIC = "trueup:BooksMatched.Event"
+
+    class Recorded(Event, Aggregate.Created):
+        """The books matched the broker."""
+
+        TOPIC = "trueup:BooksMatched.Recorded"
+        account: str
+        as_of: datetime
+        """When the broker's snapshot was taken."""
+        evidence_id: UUID
+        """The stored snapshot (raw log) the books were compared with."""
+        orders: int
+        """Orders the broker listed."""
+        fills: int
+        """Executions the broker listed."""
+        positions: int
+        """Positions the broker listed."""
+
+    def __init__(  # noqa: PLR0913, PLR0917 - the fields of the Recorded event
+        self, account: str, as_of: datetime, evidence_id: UUID, orders: int, fills: int, positions: int
+    ) -> None:
+        """Initialise from the Recorded event."""
+        self.account = account
+        self.as_of = as_of
+        self.evidence_id = evidence_id
+        self.orders = orders
+        self.fills = fills
+        self.positions = positions

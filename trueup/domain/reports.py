@@ -216,6 +216,19 @@ Report = OrderReport | FillReport | PositionReport
 """Any single broker report `Ledger.ingest` accepts."""
 
 
+class RawAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """One broker answer a snapshot or a lookup was read from, verbatim, as the client got it."""
+
+    source: str
+    """Adapter name ("alpaca", "kite", "ib", "paper")."""
+    kind: str
+    """The query it answers: "orders", "fills", "positions", "holdings", "lookup", ..."""
+    payload: str
+    """The answer's text (JSON for REST brokers; IB's objects encoded by the adapter)."""
+    error: str | None = None
+    """Why it did not translate; None when it did. Such an answer is always stored."""
+
+
 class BrokerSnapshot(msgspec.Struct, frozen=True):
     """What the broker said at `as_of`; a part that could not be fetched is None, never empty.
 
@@ -245,6 +258,12 @@ class BrokerSnapshot(msgspec.Struct, frozen=True):
 
     It reaches the STALE_DATA discrepancy and the gate's reasons, so an operator reads
     "access token expired", not just "query failed"."""
+    raw: tuple[RawAnswer, ...] = ()
+    """The broker's answers the parts were translated from (the same strings the client
+    translated, not copies). Reconciliation stores each one verbatim (content-addressed)
+    before the snapshot and replaces them by `raw_ids` in the stored snapshot."""
+    raw_ids: tuple[str, ...] = ()
+    """In a stored snapshot: the ids of the raw-log messages holding its answers."""
 
     @classmethod
     def unknown(cls, account: str, as_of: datetime, reason: str = "") -> BrokerSnapshot:

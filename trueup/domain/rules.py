@@ -1,4 +1,4 @@
-"""The status-rank and fill rules (DESIGN.md) as pure functions.
+"""The status-rank and fill rules as pure functions.
 
 Each rule reads an `Order` and a report and returns an `Outcome`: the events to
 trigger and the findings (discrepancies) to record. Nothing here raises on bad input;
@@ -86,7 +86,7 @@ def _transition(  # noqa: C901, PLR0911, PLR0913 - one decision table, one exit 
     reason: str,
     outcome: Outcome,
 ) -> None:
-    """Apply the rank rule for moving `order` to `target` (DESIGN.md table).
+    """Apply the rank rule for moving `order` to `target`.
 
     `filled` is the order's filled quantity once this input's fills are counted;
     `reported` is the report asking for the move, or None when the fills imply it.

@@ -1,6 +1,6 @@
 """Normalized order statuses, their ranks, order flags and sides.
 
-The rank rule (DESIGN.md, "Normalized statuses and the rank rule"): a report moves an
+The rank rule: a report moves an
 order only forward in rank; equal rank updates flags and times; lower rank changes
 nothing. Terminal statuses share the top rank so that one terminal never overrides
 another; the only terminal-to-terminal move is the CANCELED -> FILLED correction.

@@ -14,6 +14,7 @@ from uuid import UUID
 import msgspec
 
 from trueup.domain.discrepancy import Discrepancy
+from trueup.domain.messages import BooksMatched
 from trueup.domain.order import Order, OrderState
 from trueup.domain.position import Position, PositionState
 from trueup.domain.views import OrderView, PositionView
@@ -29,6 +30,9 @@ class AsOf(msgspec.Struct):
     orders: list[OrderView]
     positions: list[PositionView]
     open_discrepancies: list[dict[str, Any]]
+    matched: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Per account, the last BooksMatched record up to here: when the books were last proven
+    equal to the broker (`as_of`), on which evidence, at which log position."""
 
 
 def replay(events: Iterable[Any]) -> AsOf:
@@ -36,6 +40,7 @@ def replay(events: Iterable[Any]) -> AsOf:
     orders: dict[UUID, OrderState] = {}
     positions: dict[UUID, PositionState] = {}
     discrepancies: dict[UUID, dict[str, Any]] = {}
+    matched: dict[str, dict[str, Any]] = {}
     last_position, last_time = 0, None
     for logged in events:
         event = logged.event
@@ -68,12 +73,20 @@ def replay(events: Iterable[Any]) -> AsOf:
                 )
         elif isinstance(event, Discrepancy.Resolved):
             discrepancies.pop(oid, None)
+        elif isinstance(event, BooksMatched.Recorded):
+            matched[event.account] = {
+                "account": event.account,
+                "as_of": event.as_of,
+                "evidence_id": event.evidence_id,
+                "position": logged.position,
+            }
     return AsOf(
         position=last_position,
         timestamp=last_time,
         orders=[state.view() for state in orders.values()],
         positions=[state.view() for state in positions.values() if state.qty],
         open_discrepancies=sorted(discrepancies.values(), key=lambda d: d["position"]),
+        matched=[matched[account] for account in sorted(matched)],
     )
 
 

@@ -8,7 +8,7 @@ for as raw JSON (`raw_data=True`), encoded back to JSON and translated by the pu
 quantities and prices travel as exact decimal strings (alpaca-py's request models hold
 floats). `stream()` is the `trade_updates` websocket (`stream.py`), a fresh one per call.
 
-Outcomes (BROKERS.md 2.3, 2.4):
+Outcomes:
 
 * submit and replace: HTTP 422 code 40010001 ("client_order_id must be unique") means the
   order is already placed (alpaca-py retries a POST on 429/504, so a 504 whose order landed
@@ -58,7 +58,7 @@ from trueup.adapters.base import (
     SubmitUncertain,
 )
 from trueup.domain.errors import BrokerQueryError, TrueupError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
 from trueup.domain.status import Side
 
 try:
@@ -105,6 +105,7 @@ _UNCERTAIN_STATUS: Final = frozenset({408, 429})
 _ORDER_SIDE: Final = {Side.BUY: "buy", Side.SELL: "sell"}
 _ENCODER: Final = msgspec.json.Encoder()
 _T = TypeVar("_T")
+_H = TypeVar("_H")
 
 
 class AlpacaCredentialsMissing(TrueupError):  # noqa: N818 - names the condition
@@ -370,9 +371,11 @@ class AlpacaClient:
         failures: dict[str, str] = {}
         for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
             as_of = datetime.now(UTC)
-            orders, complete = await self._orders(account)
-            fills, seen = await self._fills(account)
-            positions = await self._positions(account, as_of)
+            # The answers as read (the text each part was translated from), kept verbatim.
+            answers: list[RawAnswer] = []
+            orders, complete = await self._orders(account, answers, failures)
+            fills, seen = await self._fills(account, answers, failures)
+            positions = await self._positions(account, as_of, answers, failures)
             if fills is None or positions is None:
                 break  # nothing to hold the positions against
             try:
@@ -396,12 +399,24 @@ class AlpacaClient:
             fills=fills,
             positions=positions,
             complete_history=complete and orders is not None,
-            failures=failures,
+            # A reason stays only for a part still unknown (an earlier attempt may have failed).
+            failures={
+                part: why
+                for part, why, value in (
+                    ("orders", failures.get("orders"), orders),
+                    ("fills", failures.get("fills"), fills),
+                    ("positions", failures.get("positions"), positions),
+                )
+                if value is None and why is not None
+            },
+            raw=tuple(answers),
         )
 
     # -- snapshot parts ------------------------------------------------------------------
 
-    async def _orders(self, account: str) -> tuple[list[OrderReport] | None, bool]:
+    async def _orders(
+        self, account: str, answers: list[RawAnswer], failures: dict[str, str]
+    ) -> tuple[list[OrderReport] | None, bool]:
         """Every order, paging forward by `submitted_at` with overlap, deduped by id."""
         seen: dict[str, object] = {}
         after: datetime | None = None
@@ -415,24 +430,30 @@ class AlpacaClient:
             )
             try:
                 page = await self._call("list orders", self._trading.get_orders, query)
-                heads = _ORDER_HEADS.decode(_encode(page))
-            except (BrokerQueryError, msgspec.ValidationError, msgspec.DecodeError) as e:
+            except BrokerQueryError as e:
                 log.warning("%s: orders unavailable: %s", account, e)
+                return None, False
+            heads = self._heads(_ORDER_HEADS, page, "orders", answers, failures)
+            if heads is None:
                 return None, False
             assert isinstance(page, list)  # noqa: S101 - the decode above proved it
             for head, item in zip(heads, page, strict=True):
                 seen.setdefault(head.id, item)
             if len(heads) < self.order_page_size:
-                return self._translate("orders", account, list(seen.values()), to_order_reports), True
+                orders = list(seen.values())
+                return self._translate("orders", account, orders, to_order_reports, answers, failures), True
             last = heads[-1].submitted_at or heads[-1].created_at
             next_after = None if last is None else last - PAGE_OVERLAP
             if next_after is None or (after is not None and next_after <= after):
                 log.warning("%s: order paging cannot advance past %s; history incomplete", account, after)
                 break
             after = next_after
-        return self._translate("orders", account, list(seen.values()), to_order_reports), False
+        orders = list(seen.values())
+        return self._translate("orders", account, orders, to_order_reports, answers, failures), False
 
-    async def _fills(self, account: str) -> tuple[list[FillReport] | None, frozenset[str]]:
+    async def _fills(
+        self, account: str, answers: list[RawAnswer], failures: dict[str, str]
+    ) -> tuple[list[FillReport] | None, frozenset[str]]:
         """Every FILL activity (paging forward by `page_token`, deduped by id), and their ids."""
         seen: dict[str, object] = {}
         token: str | None = None
@@ -442,16 +463,19 @@ class AlpacaClient:
                 params["page_token"] = token
             try:
                 page = await self._call("list fills", self._trading.get, "/account/activities/FILL", params)
-                heads = _ACTIVITY_HEADS.decode(_encode(page))
-            except (BrokerQueryError, msgspec.ValidationError, msgspec.DecodeError) as e:
+            except BrokerQueryError as e:
                 log.warning("%s: fills unavailable: %s", account, e)
+                return None, frozenset()
+            heads = self._heads(_ACTIVITY_HEADS, page, "fills", answers, failures)
+            if heads is None:
                 return None, frozenset()
             assert isinstance(page, list)  # noqa: S101 - the decode above proved it
             for head, item in zip(heads, page, strict=True):
                 seen.setdefault(head.id, item)
             if len(heads) < ACTIVITY_PAGE_SIZE:
                 translate = to_fill_reports_from_activities
-                return self._translate("fills", account, list(seen.values()), translate), frozenset(seen)
+                fills = self._translate("fills", account, list(seen.values()), translate, answers, failures)
+                return fills, frozenset(seen)
             if heads[-1].id == token:
                 break
             token = heads[-1].id
@@ -473,7 +497,9 @@ class AlpacaClient:
             raise BrokerQueryError(msg) from e
         return heads[0].id if heads else None
 
-    async def _positions(self, account: str, as_of: datetime) -> list[PositionReport] | None:
+    async def _positions(
+        self, account: str, as_of: datetime, answers: list[RawAnswer], failures: dict[str, str]
+    ) -> list[PositionReport] | None:
         try:
             payload = await self._call("list positions", self._trading.get_all_positions)
         except BrokerQueryError as e:
@@ -483,18 +509,48 @@ class AlpacaClient:
         def translate(raw: str, *, account: str) -> list[PositionReport]:
             return to_position_reports(raw, account=account, as_of=as_of)
 
-        return self._translate("positions", account, payload, translate)
+        return self._translate("positions", account, payload, translate, answers, failures)
 
     @staticmethod
-    def _translate(
-        what: str, account: str, payload: object, translate: Callable[..., Sequence[_T]]
-    ) -> list[_T] | None:
-        """Translate one part; a payload that does not translate makes the part unknown."""
+    def _heads(
+        decoder: msgspec.json.Decoder[list[_H]],
+        page: object,
+        what: str,
+        answers: list[RawAnswer],
+        failures: dict[str, str],
+    ) -> list[_H] | None:
+        """The paging heads of one page; a page that does not decode is kept and makes the part unknown."""
+        text = _encode(page)
         try:
-            return list(translate(_encode(payload), account=account))
-        except TrueupError as e:
-            log.warning("%s: %s answer untranslatable, part unknown: %s", account, what, e)
+            return decoder.decode(text)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            why = f"alpaca {what} page unreadable: {e}"
+            log.warning("%s; part unknown", why)
+            answers.append(RawAnswer(source="alpaca", kind=what, payload=text, error=why))
+            failures[what] = why
             return None
+
+    @staticmethod
+    def _translate(  # noqa: PLR0913, PLR0917 - one part and where its answer and failure go
+        what: str,
+        account: str,
+        payload: object,
+        translate: Callable[..., Sequence[_T]],
+        answers: list[RawAnswer],
+        failures: dict[str, str],
+    ) -> list[_T] | None:
+        """Translate one part, keeping its answer; one that does not translate makes the part unknown."""
+        text = _encode(payload)
+        try:
+            translated = list(translate(text, account=account))
+        except TrueupError as e:
+            why = f"alpaca {what} answer untranslatable: {e}"
+            log.warning("%s: %s; part unknown", account, why)
+            answers.append(RawAnswer(source="alpaca", kind=what, payload=text, error=why))
+            failures[what] = why
+            return None
+        answers.append(RawAnswer(source="alpaca", kind=what, payload=text))
+        return translated
 
     # -- helpers -------------------------------------------------------------------------
 

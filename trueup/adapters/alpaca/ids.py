@@ -1,4 +1,4 @@
-"""Alpaca client order ids for replace chains (BROKERS.md 2.3 and 5.6). Pure: no clock, no I/O.
+"""Alpaca client order ids for replace chains. Pure: no clock, no I/O.
 
 Re-exported by `translate.py`, whose order reports carry these ids unchanged.
 """
@@ -11,7 +11,7 @@ from typing import Final
 __all__ = ["MAX_CLIENT_ORDER_ID", "replace_client_order_id"]
 
 MAX_CLIENT_ORDER_ID: Final = 20
-"""Longest id trueup sends: Kite's `tag` limit, the common alphabet of every broker (BROKERS.md 5.6)."""
+"""Longest id trueup sends: Kite's `tag` limit, the common alphabet of every broker."""
 
 _BASE: Final = re.compile(r"[A-Za-z0-9]{1,20}")
 
@@ -21,9 +21,9 @@ def replace_client_order_id(base: str, n: int) -> str:
 
     Alpaca gives the replacement a new order id and refuses to reuse a `client_order_id`,
     even a cancelled one (HTTP 422, code 40010001); a PATCH without one gets an id Alpaca
-    makes up, and our id is lost on the new leg (BROKERS.md 2.3). So every replace sends
+    makes up, and our id is lost on the new leg. So every replace sends
     `base + "R" + str(n)`, with `base` cut from the right to keep the result within 20
-    characters [A-Za-z0-9], the id alphabet every broker accepts (BROKERS.md 5.6).
+    characters [A-Za-z0-9], the id alphabet every broker accepts.
 
     * Always derive from the root `base` with a growing `n` (`R1`, `R2`, ...), never from
       the previous leg's id, so ids never grow and every leg is a pure function of

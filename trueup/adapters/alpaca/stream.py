@@ -2,7 +2,7 @@
 
 Needs the `alpaca` extra. alpaca-py's `TradingStream` (with `raw_data=True`) runs in a
 background thread (its `run()` blocks); its handler only enqueues, never raises
-(BROKERS.md 2.2: a raising handler silently stops the SDK's consumer), so every message
+(a raising handler silently stops the SDK's consumer), so every message
 reaches the consumer as a `RawMessage` before any translation. The payload is the SDK's
 decoded message (`{"stream": "trade_updates", "data": {...}}`) encoded back to JSON text;
 JSON numbers pass through Python floats on the way, as in the SDK itself.
@@ -223,7 +223,7 @@ class AlpacaStream:
 
     def _handler_for(self, generation: int) -> Callable[[Any], Any]:
         async def handler(data: Any) -> None:  # noqa: ANN401 - the SDK's raw message
-            # Never raises (BROKERS.md 2.2): a raising handler stops the SDK's consumer.
+            # Never raises: a raising handler stops the SDK's consumer.
             try:
                 payload = _payload(data)
             except Exception:

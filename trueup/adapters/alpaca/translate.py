@@ -6,7 +6,7 @@ whose `field` is the JSON path of the bad field (`$[1].qty`, `$.data.order.fille
 a list is translated whole or not at all, never partially. The wire structs are in
 `wire.py`; `replace_client_order_id` (from `ids.py`) is re-exported here.
 
-Payloads (BROKERS.md section 2):
+Payloads:
 
 * orders: `GET /v2/orders`, `GET /v2/orders/{id}`, `GET /v2/orders:by_client_order_id`,
   `POST /v2/orders`, `PATCH /v2/orders/{id}` -> `to_order_reports`; the per-item
@@ -88,7 +88,7 @@ __all__ = [
 ]
 
 FillKey = tuple[str, Decimal]
-"""Cross-source fill identity `(order_id, cum_qty)` (BROKERS.md 2.5)."""
+"""Cross-source fill identity `(order_id, cum_qty)`."""
 
 
 # --- tables -------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ ALPACA_STATUS: Final[dict[str, OrderStatus]] = {
     "done_for_day": OrderStatus.ACCEPTED,  # not terminal: GTC orders trade again tomorrow
     "calculated": OrderStatus.ACCEPTED,  # FILLED when filled_qty reaches qty, see to_order_status
 }
-"""Alpaca `order.status` -> normalized status (BROKERS.md 5.4); anything else is UNKNOWN."""
+"""Alpaca `order.status` -> normalized status; anything else is UNKNOWN."""
 
 ALPACA_STATUS_FLAGS: Final[dict[str, frozenset[OrderFlag]]] = {
     "held": frozenset({OrderFlag.HELD}),
@@ -483,7 +483,7 @@ def fill_exec_id(order_id: str, cum_qty: Decimal) -> str:
     """The exec_id of an Alpaca fill, the same from the stream and from activities.
 
     The stream names an execution by `execution_id`, activities by their own `id`, and
-    whether the two match is unverified (BROKERS.md section 7). Keyed by their shared
+    whether the two match is unverified. Keyed by their shared
     identity `(order_id, cum_qty)` instead, a fill seen on both is booked once by the
     ledger's exec-id dedupe. Example: "904837e3-...@10".
     """

@@ -5,7 +5,7 @@
 - `follow_store(store, after)` returns a `Follower`: the events after a position, in log
   order, blocking for new ones until stopped. On PostgreSQL it is woken by LISTEN/NOTIFY
   (eventsourcing's recorder subscription); on SQLite, which has no subscriptions in
-  eventsourcing 9.5 (EVENTSOURCING.md gotcha 1), it polls with a short adaptive sleep.
+  eventsourcing 9.5, it polls with a short adaptive sleep.
 
 Both backends give the same guarantee readers rely on: an event becomes visible only
 after every event before it is visible (SQLite has one writer at a time; PostgreSQL

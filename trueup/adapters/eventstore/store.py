@@ -52,7 +52,7 @@ IN_IDS = "(?...)"
 """Where `select_in` puts a chunk's placeholders: ``... WHERE key IN (?...)``."""
 
 POSTGRES_LOCK_TIMEOUT_SECONDS = "5"
-"""A stuck writer must not block every writer forever (EVENTSOURCING.md gotcha 5)."""
+"""A stuck writer must not block every writer forever."""
 
 
 class LedgerApplication(Application[UUID]):
@@ -60,7 +60,7 @@ class LedgerApplication(Application[UUID]):
 
     name = "trueup"
     # Replay and catch-up read the log in pages of 1000 (the default of 10 made
-    # PostgreSQL replay 3x slower, EVENTSOURCING.md gotcha 9).
+    # PostgreSQL replay 3x slower).
     log_section_size = PAGE_SIZE
 
     def construct_mapper(self) -> Mapper[UUID]:

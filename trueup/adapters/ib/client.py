@@ -5,7 +5,7 @@ this module, so `import trueup` works without it. Everything runs in the asyncio
 that calls it (ib_async is asyncio-native); one `IbClient` serves one account on one
 API connection (one `clientId`).
 
-Identifiers (BROKERS.md 1.3): our `client_order_id` travels in `Order.orderRef`; the
+Identifiers: our `client_order_id` travels in `Order.orderRef`; the
 broker id is `permId` (stable across sessions; completed orders carry no orderId). The
 ledger stores the `orderRef -> permId` link as a `BrokerOrderLink` event the first time
 a report carries both. Each new order takes a fresh orderId from ib_async's id sequence

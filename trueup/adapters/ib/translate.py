@@ -7,7 +7,7 @@ out: no clock, no I/O, no ib_async import at run time (its types are named under
 attribute path of the bad value (`trade.orderStatus.filled`, `fill.execution.side`,
 `trade.log[-1].errorCode`).
 
-Objects (BROKERS.md 1.2):
+Objects:
 
 * `Trade(contract, order, orderStatus, fills, log, advancedError)` -> `to_order_report`;
 * `Fill(contract, execution, commissionReport, time)` -> `to_fill_report`;
@@ -22,7 +22,7 @@ Decisions:
   means unknown: it becomes None, or a refusal where a number is required, never a
   number. NaN, infinities and bools are refused.
 * Our id: `orderRef` (order and execution) is our `client_order_id` only if it has the
-  shape we send, 1-20 characters `[A-Za-z0-9]` (BROKERS.md 5.6); anything else (a manual
+  shape we send, 1-20 characters `[A-Za-z0-9]`; anything else (a manual
   order's `""`, another tool's `"ENG-ref-1"`) is None, so a foreign ref can never be
   taken for one of ours. `broker_order_id` is `str(permId)`, None while `permId` is 0.
 * Symbols: `contract.localSymbol` when set, else `contract.symbol`, in every translator.
@@ -40,7 +40,7 @@ Decisions:
   makes up locally (`PendingSubmit`, `PendingCancel`, `ValidationError`, and a
   `Cancelled` it set on an error) come out with source CLIENT whatever the caller passed,
   so the ledger records only their flags (UNCONFIRMED_TERMINAL for a terminal) until TWS
-  or `reqCompletedOrders` confirms (BROKERS.md 5.1.3).
+  or `reqCompletedOrders` confirms.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ IB_STATUS: Final[dict[str, OrderStatus]] = {
     "Filled": OrderStatus.FILLED,
     "Inactive": OrderStatus.REJECTED,  # provisional; ACCEPTED (+HELD) when whyHeld == "locate"
 }
-"""ib_async `OrderStatus.status` -> normalized status (BROKERS.md 5.4); anything else is UNKNOWN.
+"""ib_async `OrderStatus.status` -> normalized status; anything else is UNKNOWN.
 
 ACCEPTED entries are refined by fill progress in `to_order_status`.
 """

@@ -10,7 +10,7 @@ consistent cut), `params.py` (an order request as kiteconnect's arguments), `inb
 translated by the pure `translate.py` / `groups.py`, so prices and quantities are exact
 Decimals and every payload can be stored verbatim.
 
-Outcomes (BROKERS.md 3):
+Outcomes:
 
 * submit: our `client_order_id` travels as the order's `tag`. `InputException`,
   `OrderException`, `PermissionException` are `SubmitRejected`; a `TokenException` is

@@ -1,6 +1,6 @@
 """The logical order book: Kite orders that share our tag aggregated into one order. Pure.
 
-One tag may name several Kite orders (BROKERS.md 3.3): the children of an autoslice
+One tag may name several Kite orders: the children of an autoslice
 placement (each a separate `order_id`, tagged `autoslice` and `autoslice:<parent id>`)
 and the legs of an iceberg order (`meta.iceberg`). The ledger keeps one order per
 client id, so the snapshot must describe each logical order once; reporting every slice

@@ -50,7 +50,7 @@ def is_our_tag(tag: str, *, is_ours: TagPredicate | None = None) -> bool:
     """Whether `tag` is one of our ids: 1-20 [A-Za-z0-9] and `is_ours(tag)`.
 
     The default `is_ours` accepts any tag of that format except `KITE_SYSTEM_TAGS`. Pass
-    a stricter one (e.g. the engine's prefix, BROKERS.md 5.6) to tell our orders from
+    a stricter one (e.g. the engine's prefix) to tell our orders from
     tags a person typed in Kite's web or mobile app.
     """
     if not CLIENT_ORDER_ID.fullmatch(tag):  # fullmatch: "$" alone would let "AB1\n" through

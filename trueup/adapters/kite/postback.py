@@ -1,7 +1,7 @@
 """Kite postback receiver: a WSGI app a user mounts, or a small stdlib HTTP server (`serve`).
 
 Kite POSTs a JSON body to the app's `postback_url` for each update of an order placed
-with that app's api_key (BROKERS.md 3.2). The receiver does no verification and no
+with that app's api_key. The receiver does no verification and no
 translation: it hands every body, verbatim, to a sink (`KiteClient.accept_postback`),
 which queues it for `KiteClient.stream()`; there the payload is stored raw before its
 checksum is verified, so a postback that fails verification is kept and reported, never
@@ -107,8 +107,11 @@ def _drain(sock: socket.socket) -> None:
         head, sep, body = data.partition(b"\r\n\r\n")
         if sep:
             length = next(
-                (int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
-                 if k.strip().lower() == b"content-length" and v.strip().isdigit()),
+                (
+                    int(v)
+                    for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                    if k.strip().lower() == b"content-length" and v.strip().isdigit()
+                ),
                 0,
             )
             if len(body) >= min(length, _DRAIN_LIMIT):

@@ -36,7 +36,7 @@ from trueup.adapters.kite.translate import (
 from trueup.adapters.kite.transport import KiteTokenExpired, KiteTransport
 from trueup.adapters.kite.wire import trading_day_start
 from trueup.domain.errors import BrokerQueryError, TrueupError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
 
 __all__ = ["KiteReads", "ReadOptions"]
 
@@ -270,12 +270,21 @@ class KiteReads:
         holdings_raw: str | None,
         failures: dict[str, str],
     ) -> BrokerSnapshot:
-        """Translate one consistent read into a snapshot; a part missing or untranslatable is None."""
+        """Translate one consistent read into a snapshot; a part missing or untranslatable is None.
+
+        Every answer read is kept verbatim in `raw` (an untranslatable one marked so).
+        """
+        answers: list[RawAnswer] = []
         book: OrderBook | None = _translate(
-            account, "orders", orders_raw, self._order_book_of(account), failures
+            account, "orders", orders_raw, self._order_book_of(account), failures, answers
         )
         fills: list[FillReport] | None = _translate(
-            account, "trades", trades_raw, lambda raw: to_fill_reports(raw, account=account), failures
+            account,
+            "trades",
+            trades_raw,
+            lambda raw: to_fill_reports(raw, account=account),
+            failures,
+            answers,
         )
         if fills is not None and book is None:
             # Trades carry no tag: without the order book a fill of a slice never reported
@@ -296,7 +305,10 @@ class KiteReads:
                 positions_raw,
                 lambda raw: to_account_positions(raw, held, account=account, as_of=as_of),
                 failures,
+                answers,
             )
+            error = answers[-1].error
+            answers.append(RawAnswer(source="kite", kind="holdings", payload=held, error=error))
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -314,25 +326,33 @@ class KiteReads:
                 )
                 if value is None and why is not None
             },
+            raw=tuple(answers),
         )
 
 
-def _translate(
+def _translate(  # noqa: PLR0913, PLR0917 - one part and where its answer and failure go
     account: str,
     what: str,
     raw: str | None,
     translate: Callable[[str], Any],
     failures: dict[str, str],
+    answers: list[RawAnswer],
 ) -> Any:  # noqa: ANN401 - the translator's result
-    """`translate(raw)`, or None (logged, in `failures`) if the part is missing or untranslatable."""
+    """`translate(raw)`, or None (logged, in `failures`) if the part is missing or untranslatable.
+
+    The answer is appended to `answers` verbatim, with the error when it did not translate.
+    """
     if raw is None:
         return None
     try:
-        return translate(raw)
+        translated = translate(raw)
     except TrueupError as e:
         log.warning("%s: kite %s untranslatable: %s", account, what, e)
         failures[what] = f"kite {what} untranslatable: {e}"
+        answers.append(RawAnswer(source="kite", kind=what, payload=raw, error=failures[what]))
         return None
+    answers.append(RawAnswer(source="kite", kind=what, payload=raw))
+    return translated
 
 
 def _trade_keys(account: str, raw: str | None) -> frozenset[tuple[str, str]] | None:

@@ -10,7 +10,7 @@ readers shared with `groups.py` in `readers.py`; `our_tag`, `is_our_tag`, `group
 `instrument_symbol`, `split_symbol` (from `ids.py`) and `verify_postback` (from
 `readers.py`) are re-exported here.
 
-Payloads (BROKERS.md section 3, all day-scoped):
+Payloads (all day-scoped):
 
 * `GET /orders` (`orders()`): the latest state of each of today's orders ->
   `to_order_reports`;
@@ -125,7 +125,7 @@ __all__ = [
 ]
 
 FillKey = tuple[str, str]
-"""Fill identity `(exchange, trade_id)`: trade ids are unique per exchange only (BROKERS.md 3.5)."""
+"""Fill identity `(exchange, trade_id)`: trade ids are unique per exchange only."""
 
 
 # --- tables -------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ KITE_STATUS: Final[dict[str, OrderStatus]] = {
     "CANCEL PENDING": OrderStatus.ACCEPTED,  # cancel sent to the exchange; still fillable
     "UPDATE": OrderStatus.ACCEPTED,  # postback/WebSocket only: a modify or a partial fill happened
 }
-"""Kite `status` -> normalized status (BROKERS.md 5.4); exact strings only, anything else is UNKNOWN."""
+"""Kite `status` -> normalized status; exact strings only, anything else is UNKNOWN."""
 
 KITE_STATUS_FLAGS: Final[dict[str, frozenset[OrderFlag]]] = {
     "TRIGGER PENDING": frozenset({OrderFlag.HELD}),
@@ -423,7 +423,7 @@ def to_account_positions(
     """The account's positions: `positions()` `net` plus the shares carried in `holdings()`.
 
     A CNC buy is in `positions()` on its day only; from the next day it is in
-    `holdings()` (BROKERS.md 3.4). Read alone, `positions()` says a delivery position
+    `holdings()`. Read alone, `positions()` says a delivery position
     bought yesterday is flat. Each share is counted once:
 
     * carried shares: `realised_quantity` (delivered) + `t1_quantity` (bought on an

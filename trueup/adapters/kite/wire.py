@@ -222,7 +222,7 @@ class KiteHolding(msgspec.Struct, frozen=True, kw_only=True):
 
     Delivery (CNC) shares carried from earlier days. A CNC buy shows in `positions()` on
     its day and moves here the next day: in `t1_quantity` until delivered to the demat
-    account, then in `realised_quantity` (BROKERS.md 3.4). Today's trading stays in
+    account, then in `realised_quantity`. Today's trading stays in
     `positions()` (a sale of held shares is a negative CNC position there, and counts in
     `used_quantity` here).
     """

@@ -62,7 +62,7 @@ from trueup.adapters.paper.translate import (
 )
 from trueup.adapters.paper.wire import WIRE_ENCODER, PaperOrder, PaperPosition
 from trueup.domain.errors import BrokerQueryError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
 from trueup.domain.status import Side
 
 __all__ = ["EPOCH", "Fault", "FaultKind", "FaultPlan", "PaperBroker"]
@@ -90,9 +90,13 @@ class PaperBroker:
         faults: callback fault probabilities; None keeps the file's plan (none for a new
             file), a plan replaces it from now on.
         clock: wall clock for `BrokerSnapshot.as_of` only; the market has its own.
+        accept_duplicates: place a second order with a client id already used instead of
+            refusing it, as IB accepts a reused orderRef (so a test can see a re-send);
+            fixed when the file is created, None keeps the file's choice (False for a new file).
 
     Raises:
-        ConfigError: the file belongs to another account or another schema version.
+        ConfigError: the file belongs to another account or another schema version, or
+            was created with the other `accept_duplicates`.
         StoreError: the file cannot be opened.
     """
 
@@ -108,11 +112,19 @@ class PaperBroker:
         symbols: Sequence[str] = ("AAPL", "MSFT", "TSLA"),
         faults: FaultPlan | None = None,
         clock: Callable[[], datetime] = utc_now,
+        accept_duplicates: bool | None = None,
     ) -> None:
         self.path = Path(path)
         self.account = account
         self.clock = clock
-        self._file = PaperFile(self.path, account=account, seed=seed, symbols=tuple(symbols), faults=faults)
+        self._file = PaperFile(
+            self.path,
+            account=account,
+            seed=seed,
+            symbols=tuple(symbols),
+            faults=faults,
+            accept_duplicates=accept_duplicates,
+        )
 
     # -- BrokerClient ------------------------------------------------------------------------
     # The coroutines do their SQLite work inline: a local transaction takes well under a
@@ -127,7 +139,8 @@ class PaperBroker:
 
         Raises:
             SubmitRejected: the request is invalid (account, client id, quantity, order
-                type) or the client id is already at the broker; nothing is created.
+                type) or the client id is already at the broker (unless the file accepts
+                duplicates: then a second order is placed); nothing is created.
             SubmitUncertain: an outage is active; the order may or may not have been
                 placed (decided by the market generator, logged as an `outage` fault).
         """
@@ -138,7 +151,7 @@ class PaperBroker:
             if tx.in_outage:
                 outcome = self._submit_in_outage(tx, request)
             else:
-                if tx.order_row(client_order_id=cid) is not None:
+                if not tx.state.accept_duplicates and tx.order_row(client_order_id=cid) is not None:
                     msg = f"duplicate client_order_id {cid!r}: already at the paper broker; nothing placed"
                     raise SubmitRejected(msg)
                 outcome = self._place(tx, request, client_order_id=cid)
@@ -195,7 +208,12 @@ class PaperBroker:
             if tx.in_outage:
                 return BrokerSnapshot(account=account, as_of=as_of, orders=None, fills=None, positions=None)
             orders_raw, fills_raw, positions_raw = tx.answers()
-        # The answers are translated exactly as a client translates a broker's REST bodies.
+        # The answers are translated exactly as a client translates a broker's REST bodies,
+        # and travel with the snapshot verbatim, as a client's do.
+        raw = tuple(
+            RawAnswer(source=self.name, kind=kind, payload=body.decode())
+            for kind, body in (("orders", orders_raw), ("fills", fills_raw), ("positions", positions_raw))
+        )
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -203,6 +221,7 @@ class PaperBroker:
             fills=to_fill_reports(fills_raw, account=account),
             positions=to_position_reports(positions_raw, account=account),
             complete_history=True,
+            raw=raw,
         )
 
     async def lookup(self, account: str, client_order_id: str) -> OrderReport | None:
@@ -427,6 +446,12 @@ class PaperBroker:
             _check_symbol(tx, symbol)
             return tick_price(tx.state.prices[symbol])
 
+    @property
+    def accepts_duplicates(self) -> bool:
+        """Whether a second order with a client id already used is placed (not refused)."""
+        with self._file.read() as tx:
+            return tx.state.accept_duplicates
+
     def orders(self) -> list[OrderReport]:
         """Every order at the broker, in the order placed, whatever the faults hid."""
         with self._file.read() as tx:
@@ -513,7 +538,7 @@ class PaperBroker:
         order_id: str | None = None
         if not reached:
             detail = f"submit {cid} during the outage: request lost, nothing placed"
-        elif tx.order_row(client_order_id=cid) is not None:
+        elif not tx.state.accept_duplicates and tx.order_row(client_order_id=cid) is not None:
             detail = f"submit {cid} during the outage: refused as a duplicate, nothing placed"
         else:
             order_id = self._place(tx, request, client_order_id=cid).id

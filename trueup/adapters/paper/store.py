@@ -35,7 +35,14 @@ log = logging.getLogger(__name__)
 EPOCH: Final = datetime(2025, 1, 6, 14, 30, tzinfo=UTC)
 """Market time of step 0 (a Monday's open); step n is n seconds later."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""2: client_order_id is unique by an index, absent in a file that accepts duplicates."""
+
+# A second order with one of our ids cannot exist in a file with this index, whatever the
+# code above it does. NULLs (manual orders) do not collide.
+_UNIQUE_CLIENT_ID: Final = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS orders_client_order_id ON orders (client_order_id)"
+)
 """Version of the file layout; a file of another version is refused, never guessed at."""
 
 WORKING: Final = ("new", "partially_filled")
@@ -44,12 +51,12 @@ WORKING: Final = ("new", "partially_filled")
 # One statement per entry: `executescript` would COMMIT the transaction it runs in.
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    # client_order_id is UNIQUE: a second order with one of our ids cannot exist in this
-    # file, whatever the code above it does. NULLs (manual orders) do not collide.
+    # client_order_id is UNIQUE by an index (`_UNIQUE_CLIENT_ID`) unless the file accepts
+    # duplicates (`SessionState.accept_duplicates`), as IB accepts a reused orderRef.
     """CREATE TABLE IF NOT EXISTS orders (
         no INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
-        client_order_id TEXT UNIQUE,
+        client_order_id TEXT,
         symbol TEXT NOT NULL,
         side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
         qty TEXT NOT NULL,
@@ -145,6 +152,9 @@ class SessionState(msgspec.Struct, kw_only=True):
     """Queries fail while `step < outage_until`."""
     disconnected: bool = False
     """The stream dropped; the next stream item is `Reconnected`."""
+    accept_duplicates: bool = False
+    """A second order with a client id already used is placed, not refused (IB accepts a
+    reused orderRef). Fixed when the file is created: it decides the unique index."""
 
 
 _STATE_DECODER: Final = msgspec.json.Decoder(SessionState)
@@ -196,7 +206,8 @@ class Transaction:
         if broker_order_id:
             query, key = "SELECT * FROM orders WHERE id = ?", broker_order_id
         elif client_order_id:
-            query, key = "SELECT * FROM orders WHERE client_order_id = ?", client_order_id
+            # The first placed, when a file that accepts duplicates holds several.
+            query, key = "SELECT * FROM orders WHERE client_order_id = ? ORDER BY no", client_order_id
         else:
             return None
         row: sqlite3.Row | None = self.conn.execute(query, (key,)).fetchone()
@@ -382,8 +393,15 @@ class PaperFile:
         StoreError: the file cannot be opened.
     """
 
-    def __init__(
-        self, path: Path, *, account: str, seed: int, symbols: tuple[str, ...], faults: FaultPlan | None
+    def __init__(  # noqa: PLR0913 - the terms of a paper file
+        self,
+        path: Path,
+        *,
+        account: str,
+        seed: int,
+        symbols: tuple[str, ...],
+        faults: FaultPlan | None,
+        accept_duplicates: bool | None = None,
     ) -> None:
         """Open (or create) the file at `path`; see `PaperBroker` for the arguments."""
         self.path = path
@@ -404,12 +422,26 @@ class PaperFile:
             raise StoreError(msg) from e
         self._conn: sqlite3.Connection | None = conn
         try:
-            self._init(account=account, seed=seed, symbols=symbols, faults=faults)
+            self._init(
+                account=account,
+                seed=seed,
+                symbols=symbols,
+                faults=faults,
+                accept_duplicates=accept_duplicates,
+            )
         except BaseException:
             self.close()
             raise
 
-    def _init(self, *, account: str, seed: int, symbols: tuple[str, ...], faults: FaultPlan | None) -> None:
+    def _init(
+        self,
+        *,
+        account: str,
+        seed: int,
+        symbols: tuple[str, ...],
+        faults: FaultPlan | None,
+        accept_duplicates: bool | None,
+    ) -> None:
         """Create the schema and state of a new file, or check and continue an existing one."""
         with self._transaction(write=True, error=StoreError) as conn:
             for statement in _SCHEMA:
@@ -424,7 +456,10 @@ class PaperFile:
                     market_rng=derive_seed(seed, "market"),
                     fault_rng=derive_seed(seed, "faults"),
                     plan=faults or FaultPlan(),
+                    accept_duplicates=bool(accept_duplicates),
                 )
+                if not state.accept_duplicates:
+                    conn.execute(_UNIQUE_CLIENT_ID)
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 conn.execute("INSERT INTO meta VALUES ('state', ?)", (_STATE_ENCODER.encode(state).decode(),))
                 return
@@ -434,6 +469,12 @@ class PaperFile:
             state = _STATE_DECODER.decode(rows["state"])
             if state.account != account:
                 msg = f"paper broker file {self.path} serves account {state.account!r}, not {account!r}"
+                raise ConfigError(msg)
+            if accept_duplicates is not None and accept_duplicates != state.accept_duplicates:
+                msg = (
+                    f"paper broker file {self.path} was created with accept_duplicates="
+                    f"{state.accept_duplicates}, not {accept_duplicates}"
+                )
                 raise ConfigError(msg)
             if (state.seed, state.symbols) != (seed, symbols):
                 # The stored session wins: its generators have moved on from the seed anyway.

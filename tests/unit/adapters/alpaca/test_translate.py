@@ -420,7 +420,7 @@ ALPACA_ORDER_STATUSES = {
     "calculated",
     "held",
 }
-"""The 18 values of alpaca-py's OrderStatus enum (BROKERS.md 2.1)."""
+"""The 18 values of alpaca-py's OrderStatus enum."""
 
 NONE: frozenset[OrderFlag] = frozenset()
 HELD = frozenset({OrderFlag.HELD})
@@ -428,7 +428,7 @@ CXL = frozenset({OrderFlag.CANCEL_PENDING})
 RPL = frozenset({OrderFlag.REPLACE_PENDING})
 DFD = frozenset({OrderFlag.DONE_FOR_DAY})
 
-# raw status, filled_qty of a qty-10 order -> status, flags (BROKERS.md 5.4)
+# raw status, filled_qty of a qty-10 order -> status, flags
 STATUS_TABLE = [
     ("accepted", "0", OrderStatus.PENDING_NEW, NONE),
     ("pending_new", "0", OrderStatus.PENDING_NEW, NONE),
@@ -488,7 +488,7 @@ def test_status_table_matches_alpaca_py_enum() -> None:
 
 
 def test_unknown_status_does_not_fail_the_list() -> None:
-    # Regression (BROKERS.md 2.2): alpaca-py's models refuse a status missing from their enum,
+    # Regression: alpaca-py's models refuse a status missing from their enum,
     # and its stream then stops consuming silently. Here the unknown one is UNKNOWN, raw kept,
     # and the rest of the answer still translates.
     raw = dumps([order_json(id="a", status="new"), order_json(id="b", status="queued_for_auction")])
@@ -947,7 +947,7 @@ def test_trade_update_events_of_alpaca_py_enum_all_translate() -> None:
 
 
 def test_stream_and_activity_name_the_same_fill_by_order_and_cum_qty() -> None:
-    # BROKERS.md 2.5: activity ids and execution_ids may differ; (order_id, cum_qty) does not.
+    # Alpaca activity ids and execution_ids may differ; (order_id, cum_qty) does not.
     order = order_json(id="ord-9", status="partially_filled", filled_qty="4.0")
     message = trade_update("partial_fill", order, qty="4")
     activity = fill_activity(id="20240501143000123::other-uuid", order_id="ord-9", cum_qty="4")
@@ -1120,7 +1120,7 @@ def test_translation_imports_without_alpaca_py() -> None:
 
 
 def test_a_fill_seen_on_the_stream_and_in_activities_has_one_exec_id() -> None:
-    # BROKERS.md section 7: activity ids and stream execution_ids may differ; both sources
+    # Activity ids and stream execution_ids may differ; both sources
     # must still name the same execution, or the ledger would book it twice.
     message = trade_update(
         "partial_fill",

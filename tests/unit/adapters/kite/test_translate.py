@@ -49,7 +49,7 @@ CXL = frozenset({OrderFlag.CANCEL_PENDING})
 RPL = frozenset({OrderFlag.REPLACE_PENDING})
 
 OUR_ID = "TU7K2M9Q4X8Z1B3N5P0R"
-"""A 20-character id in the BROKERS.md 5.6 format."""
+"""A 20-character id in the format every broker accepts (1-20 [A-Za-z0-9])."""
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
@@ -535,9 +535,9 @@ DOCUMENTED_STATUSES = {
     "CANCEL",
     "REJECTED",
 }
-"""BROKERS.md 3.1: the status table, both spellings of PUT ORDER REQ(UEST), postback `UPDATE` and `CANCEL`."""
+"""Kite's status table, both spellings of PUT ORDER REQ(UEST), postback `UPDATE` and `CANCEL`."""
 
-# raw status, filled_quantity of a quantity-10 order -> status, flags (BROKERS.md 5.4)
+# raw status, filled_quantity of a quantity-10 order -> status, flags
 STATUS_TABLE = [
     ("PUT ORDER REQ RECEIVED", "0", OrderStatus.PENDING_NEW, NONE),  # the API's spelling
     ("PUT ORDER REQUEST RECEIVED", "0", OrderStatus.PENDING_NEW, NONE),  # the docs' spelling
@@ -607,7 +607,7 @@ def test_status_table_covers_exactly_the_documented_statuses() -> None:
 
 
 def test_partial_fill_is_open_with_filled_quantity() -> None:
-    # Zerodha staff (BROKERS.md 3.1): Kite has no PARTIALLY FILLED status; the book says OPEN.
+    # Zerodha staff: Kite has no PARTIALLY FILLED status; the book says OPEN.
     row = order_json(status="OPEN", filled_quantity=4, pending_quantity=6, average_price=1500.25)
     (report,) = to_order_reports(dumps([row]), account=ACCOUNT)
     assert report == order(
@@ -1026,7 +1026,7 @@ def test_a_predicate_cannot_widen_our_id_format() -> None:
 def test_group_by_tag_gathers_autoslice_children() -> None:
     # place_autoslice_order answers the parent id and one entry per child; a child that
     # failed (MarginException) has no order. Each child then appears in orders() as its own
-    # order carrying our tag (assumed: BROKERS.md 7 lists this as unverified) and Kite's
+    # order carrying our tag (assumed, not verified against the live API) and Kite's
     # autoslice tags.
     answer = json.loads(fixture("autoslice_response.json"))["data"]
     parent = answer["order_id"]
