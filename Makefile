@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,postgres,cli,alpaca,ib,kite,ops,sinks
+EXTRAS ?= dev,postgres,cli,alpaca,ib,kite,sinks,ops
 
 .PHONY: venv test unit soak demo bench bench-quick lint clean prometheus
 

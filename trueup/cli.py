@@ -16,7 +16,6 @@ import sqlite3
 import sys
 import threading
 import time
-from collections import Counter
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -198,28 +197,10 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Gate per account, locks, open orders, discrepancies by kind, and log positions."""
+    from trueup.operations.status import status_report  # noqa: PLC0415 - shared with `trueup run`
+
     with reading(store) as ledger:
-        accounts = [account] if account else ledger.accounts()
-        open_views = ledger.discrepancies(account)
-        report: dict[str, Any] = {
-            "store": repr(ledger),
-            "log_position": ledger.last_position(),
-            "projection_position": ledger.projector.position(),
-            "accounts": {},
-            "open_discrepancies_by_kind": dict(Counter(d.kind for d in open_views)),
-            "critical_open": sum(1 for d in open_views if d.severity == "CRITICAL"),
-            "service": ledger.service_status(),
-        }
-        for name in accounts:
-            state, reasons, locks = ledger.gate_details(name)
-            report["accounts"][name] = {
-                "gate": state,
-                "reasons": list(reasons),
-                "locked_symbols": locks,
-                "quarantined": sorted(ledger.quarantined_scopes(name)),
-                "open_orders": len(ledger.open_orders(name)),
-                "positions": len(ledger.positions(name)),
-            }
+        report = status_report(ledger, account)
         if as_json:
             emit_json(report)
         else:
@@ -507,7 +488,7 @@ def _config_or_exit(path: Path) -> Any:  # noqa: ANN401 - a trueup.operations.co
 
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument(help="The config file (TOML).")]) -> None:
-    """Validate a config file and print it resolved (preset applied, secrets as ***); exit 2 if wrong."""
+    """Validate a config file and print it resolved (preset applied, secrets as ***); exit 1 if wrong."""
     config = _config_or_exit(path)
     emit_json(config.describe())
 

@@ -7,6 +7,7 @@ broker or a thread: `submit`, `submit_async` and `subscribe`.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Mapping
@@ -28,6 +29,7 @@ from trueup.subscriptions import Subscription, subscribe
 
 __all__ = ["Clock", "Ledger", "LoggedEvent", "utc_now"]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SYNC_LOOP_LOCK = threading.Lock()
 
@@ -81,12 +83,23 @@ class Ledger(Books):
                 lost_after=settings.lost_after,
                 max_snapshot_age=settings.max_snapshot_age,
             )
-            ledger.projector.catch_up()
-        except sqlite3.DatabaseError as e:
-            # A truncated or corrupt file passes the header check and fails on first read.
-            opened.close()
-            msg = f"store {redact(opened.config.url)} is not a readable SQLite database: {e}"
-            raise StoreError(msg) from e
+            try:
+                ledger.projector.catch_up()
+            except StoreError as e:
+                corrupt = _corruption(e)
+                if corrupt is not None:
+                    msg = f"store {redact(opened.config.url)} is not a readable SQLite database: {corrupt}"
+                    raise StoreError(msg) from e
+                # A read-only store or a full disk: open anyway. What needs nothing written
+                # (an order, the log) reads; a read of models that could not catch up raises.
+                log.warning("%r opened, but its read models cannot catch up: %s", ledger, e)
+            except sqlite3.DatabaseError as e:
+                # A truncated or corrupt file passes the header check and fails on first read.
+                msg = f"store {redact(opened.config.url)} is not a readable SQLite database: {e}"
+                raise StoreError(msg) from e
+        except BaseException:
+            opened.close()  # a failed open holds no connection (or SQLite file) open
+            raise
         return ledger
 
     def close(self) -> None:
@@ -165,3 +178,13 @@ class Ledger(Books):
             The running subscription (a context manager; `stop()` ends it).
         """
         return subscribe(self, handler, from_position)
+
+
+def _corruption(error: BaseException) -> sqlite3.DatabaseError | None:
+    """The SQLite error saying the file is corrupt, in an error's causes (not "read-only", "busy")."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlite3.DatabaseError) and not isinstance(seen, sqlite3.OperationalError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
