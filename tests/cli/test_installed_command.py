@@ -378,3 +378,12 @@ def test_sqlite_header_check_leaves_new_and_empty_files_alone(tmp_path: Path) ->
     with Ledger.open(f"sqlite:///{tmp_path / 'empty.db'}") as ledger:
         assert ledger.last_position() == 0
     assert sqlite3.connect(tmp_path / "empty.db").execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_postgres_says_unreachable_or_database_missing(tmp_path: Path) -> None:
+    missing = one_line_error(
+        trueup("status", "--store", "postgresql://postgres@127.0.0.1:5432/trueup_no_such_db", cwd=tmp_path)
+    )
+    assert "is up but database 'trueup_no_such_db' does not exist" in missing
+    refused = one_line_error(trueup("status", "--store", "postgresql://postgres@127.0.0.1:9/x", cwd=tmp_path))
+    assert "127.0.0.1:9 is unreachable" in refused
