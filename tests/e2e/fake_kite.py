@@ -39,7 +39,9 @@ from urllib.parse import parse_qs, urlparse
 from zoneinfo import ZoneInfo
 
 IST = ZoneInfo("Asia/Kolkata")
-WORKING = frozenset({"OPEN", "TRIGGER PENDING", "OPEN PENDING", "VALIDATION PENDING", "PUT ORDER REQ RECEIVED"})
+WORKING = frozenset(
+    {"OPEN", "TRIGGER PENDING", "OPEN PENDING", "VALIDATION PENDING", "PUT ORDER REQ RECEIVED"}
+)
 REQUIRED = ("exchange", "tradingsymbol", "transaction_type", "quantity", "product", "order_type")
 
 
@@ -213,12 +215,16 @@ class FakeKite:
             self.orders.clear()
             self.history.clear()
             self.day_offset -= timedelta(days=1)
-            self._now = max(self._now, (datetime.now(IST) - self.day_offset).replace(microsecond=0, tzinfo=None))
+            self._now = max(
+                self._now, (datetime.now(IST) - self.day_offset).replace(microsecond=0, tzinfo=None)
+            )
 
     def holdings(self) -> list[dict[str, Any]]:
         """`GET /portfolio/holdings`: CNC shares of earlier days, in holdings.json's shape."""
         held = _fold([t for t in self.past_trades if t["product"] == "CNC"])
-        sold_today = _fold([t for t in self.trades if t["product"] == "CNC" and t["transaction_type"] == "SELL"])
+        sold_today = _fold(
+            [t for t in self.trades if t["product"] == "CNC" and t["transaction_type"] == "SELL"]
+        )
         rows = []
         for (exchange, tradingsymbol, product), row in held.items():
             quantity = int(row["held"])
@@ -252,12 +258,20 @@ class FakeKite:
                     "pnl": 0,
                     "day_change": 0,
                     "day_change_percentage": 0,
-                    "mtf": {"quantity": 0, "used_quantity": 0, "average_price": 0, "value": 0, "initial_margin": 0},
+                    "mtf": {
+                        "quantity": 0,
+                        "used_quantity": 0,
+                        "average_price": 0,
+                        "value": 0,
+                        "initial_margin": 0,
+                    },
                 }
             )
         return rows
 
-    def deliver(self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None) -> list[int]:
+    def deliver(
+        self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None
+    ) -> list[int]:
         """POST the postbacks at `indexes` (of `postbacks`) to the receiver; their HTTP statuses.
 
         `checksum="bad"` signs them with another secret (what a forger would do).
@@ -311,8 +325,19 @@ class FakeKite:
                 finally:
                     self.lock.acquire()
             if index in self.refuse_slices:
-                message = "Insufficient funds. Required margin is 228365.92 but available margin is 228358.50."
-                children.append({"error": {"code": 400, "error_type": "MarginException", "message": message, "data": None}})
+                message = (
+                    "Insufficient funds. Required margin is 228365.92 but available margin is 228358.50."
+                )
+                children.append(
+                    {
+                        "error": {
+                            "code": 400,
+                            "error_type": "MarginException",
+                            "message": message,
+                            "data": None,
+                        }
+                    }
+                )
                 continue
             tags = ["autoslice", f"autoslice:{parent}"]
             child = self._new_order(variety, form, size, extra_tags=tags)
@@ -372,7 +397,10 @@ class FakeKite:
     def positions(self) -> dict[str, Any]:
         """`net`: CNC from today's trades only (earlier days' are holdings), others carried + today."""
         carried = [t for t in self.past_trades if t["product"] != "CNC"]
-        return {"net": _rows(_fold(carried + self.trades), _fold(carried)), "day": _rows(_fold(self.trades), {})}
+        return {
+            "net": _rows(_fold(carried + self.trades), _fold(carried)),
+            "day": _rows(_fold(self.trades), {}),
+        }
 
     # -- state (called with the lock held) -------------------------------------------------------
 
@@ -381,7 +409,9 @@ class FakeKite:
         self._now = max(now, self._now + timedelta(seconds=1))
         return self._now.strftime("%Y-%m-%d %H:%M:%S")
 
-    def _new_order(self, variety: str, form: dict[str, str], quantity: int, extra_tags: list[str] | None = None) -> dict[str, Any]:
+    def _new_order(
+        self, variety: str, form: dict[str, str], quantity: int, extra_tags: list[str] | None = None
+    ) -> dict[str, Any]:
         order_id = str(next(self._ids))
         now = self._tick()
         tag = form.get("tag")
@@ -444,7 +474,9 @@ class FakeKite:
         """A change: history row, and the postback Kite would send for it."""
         self.history[order["order_id"]].append(copy.deepcopy(order))
         # A postback has the order's fields but no `tags` (postback.json), and a few more.
-        fields = {k: v for k, v in order.items() if k not in {"tags", "modified", "validity_ttl", "account_id"}}
+        fields = {
+            k: v for k, v in order.items() if k not in {"tags", "modified", "validity_ttl", "account_id"}
+        }
         body = {
             **copy.deepcopy(fields),
             "status": postback_status,
@@ -454,7 +486,6 @@ class FakeKite:
         }
         body["checksum"] = _checksum(body, self.api_secret)
         self.postbacks.append(body)
-
 
 
 def _fold(trades: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -478,7 +509,9 @@ def _fold(trades: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, 
     return book
 
 
-def _rows(book: dict[tuple[str, str, str], dict[str, Any]], overnight: dict[tuple[str, str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+def _rows(
+    book: dict[tuple[str, str, str], dict[str, Any]], overnight: dict[tuple[str, str, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Rows of `positions()` in positions.json's shape."""
     return [
         {
@@ -538,13 +571,19 @@ def _handler(fake: FakeKite) -> type[BaseHTTPRequestHandler]:
                         delay, fake.place_delay = fake.place_delay, 0.0
                     answer = (200, {"status": "success", "data": data})
                 except KiteError as e:
-                    answer = (e.status, {"status": "error", "message": e.message, "data": None, "error_type": e.error_type})
+                    answer = (
+                        e.status,
+                        {"status": "error", "message": e.message, "data": None, "error_type": e.error_type},
+                    )
             if delay:
                 time.sleep(delay)  # placed already; the client has timed out by now
             self._answer(*answer)
 
         def _check_headers(self) -> None:
-            if fake.token is None or self.headers.get("Authorization") != f"token {fake.api_key}:{fake.token}":
+            if (
+                fake.token is None
+                or self.headers.get("Authorization") != f"token {fake.api_key}:{fake.token}"
+            ):
                 raise KiteError("TokenException", "Incorrect `api_key` or `access_token`.", 403)
             if self.headers.get("X-Kite-Version") != "3":
                 raise KiteError("InputException", "X-Kite-Version 3 expected", 400)

@@ -90,7 +90,12 @@ def test_service_books_stream_fills_recovers_a_drop_and_follows_a_replace(
             limit = {"order_type": OrderType.LIMIT, "limit_price": Decimal(100)}
             await service.submit(
                 OrderRequest(
-                    account=ACCOUNT, client_order_id="S1", symbol="AAPL", side="BUY", quantity=Decimal(10), **limit
+                    account=ACCOUNT,
+                    client_order_id="S1",
+                    symbol="AAPL",
+                    side="BUY",
+                    quantity=Decimal(10),
+                    **limit,
                 )  # type: ignore[arg-type]
             )
             push_fill(rest, ws, "S1", "3", "100")

@@ -59,7 +59,14 @@ def test_reconcile_alpaca_with_credentials_from_the_environment(fake: FakeAlpaca
     books = tmp_path / "books.db"
 
     done = trueup(
-        "reconcile", "--broker", "alpaca", "--account", "ALP", "--store", f"sqlite:///{books}", "--json",
+        "reconcile",
+        "--broker",
+        "alpaca",
+        "--account",
+        "ALP",
+        "--store",
+        f"sqlite:///{books}",
+        "--json",
         env=alpaca_env(fake),
     )
 
@@ -84,8 +91,14 @@ def test_reconcile_alpaca_with_credentials_from_the_environment(fake: FakeAlpaca
 def test_reconcile_alpaca_failure_is_stale_not_flat(fake: FakeAlpaca, tmp_path: Path) -> None:
     fake.fail("GET", "/v2/positions", status=500, times=5)
     done = trueup(
-        "reconcile", "--broker", "alpaca", "--account", "ALP",
-        "--store", f"sqlite:///{tmp_path / 'b.db'}", "--json",
+        "reconcile",
+        "--broker",
+        "alpaca",
+        "--account",
+        "ALP",
+        "--store",
+        f"sqlite:///{tmp_path / 'b.db'}",
+        "--json",
         env=alpaca_env(fake),
     )
     result = json.loads(done.stdout)
@@ -112,7 +125,9 @@ def kite() -> Iterator[FakeKite]:
 
 def kite_env(fake: FakeKite) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KITE_")}
-    env.update(KITE_API_KEY=KITE_KEY, KITE_ACCESS_TOKEN=KITE_TOKEN, KITE_API_SECRET=KITE_SECRET, KITE_ROOT=fake.url)
+    env.update(
+        KITE_API_KEY=KITE_KEY, KITE_ACCESS_TOKEN=KITE_TOKEN, KITE_API_SECRET=KITE_SECRET, KITE_ROOT=fake.url
+    )
     return env
 
 
@@ -131,14 +146,23 @@ def test_reconcile_kite_books_an_order_placed_by_hand(kite: FakeKite, tmp_path: 
     books = tmp_path / "books.db"
 
     done = trueup(
-        "reconcile", "--broker", "kite", "--account", "ZK", "--store", f"sqlite:///{books}", "--json",
+        "reconcile",
+        "--broker",
+        "kite",
+        "--account",
+        "ZK",
+        "--store",
+        f"sqlite:///{books}",
+        "--json",
         env=kite_env(kite),
     )
 
     result = json.loads(done.stdout)
     assert not result["stale"]
     assert "ORPHAN_ORDER" in {d["kind"] for d in result["discrepancies"]}
-    positions = json.loads(trueup("positions", "--store", f"sqlite:///{books}", "--json", env=kite_env(kite)).stdout)
+    positions = json.loads(
+        trueup("positions", "--store", f"sqlite:///{books}", "--json", env=kite_env(kite)).stdout
+    )
     assert [(p["symbol"], p["qty"]) for p in positions] == [("NSE:INFY:CNC", "5")]
     for secret in (KITE_TOKEN, KITE_SECRET):
         assert secret not in done.stdout + done.stderr
@@ -148,8 +172,14 @@ def test_reconcile_kite_books_an_order_placed_by_hand(kite: FakeKite, tmp_path: 
 def test_reconcile_kite_with_an_expired_token_blocks_and_says_why(kite: FakeKite, tmp_path: Path) -> None:
     kite.expire_token()
     done = trueup(
-        "reconcile", "--broker", "kite", "--account", "ZK",
-        "--store", f"sqlite:///{tmp_path / 'b.db'}", "--json",
+        "reconcile",
+        "--broker",
+        "kite",
+        "--account",
+        "ZK",
+        "--store",
+        f"sqlite:///{tmp_path / 'b.db'}",
+        "--json",
         env=kite_env(kite),
     )
     result = json.loads(done.stdout)
@@ -174,7 +204,9 @@ def test_reconcile_ib_books_an_order_entered_in_tws(tws: FakeTws, tmp_path: Path
     tws.place_external("MSFT", "3", "410.25")
     books = f"sqlite:///{tmp_path / 'books.db'}"
 
-    done = trueup("reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws))
+    done = trueup(
+        "reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws)
+    )
 
     result = json.loads(done.stdout)
     assert not result["stale"], done.stderr
@@ -187,13 +219,17 @@ def test_reconcile_ib_books_an_order_entered_in_tws(tws: FakeTws, tmp_path: Path
 def test_reconcile_ib_with_tws_down_is_stale_never_flat(tws: FakeTws, tmp_path: Path) -> None:
     tws.drop(down=True)
     books = f"sqlite:///{tmp_path / 'books.db'}"
-    done = trueup("reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws))
+    done = trueup(
+        "reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws)
+    )
     result = json.loads(done.stdout)
     assert (result["stale"], result["gate"]) == (True, "BLOCKED")
     assert result["position_syncs"] == 0
 
 
-def test_reconcile_ib_with_another_client_id_sees_the_engines_working_orders(tws: FakeTws, tmp_path: Path) -> None:
+def test_reconcile_ib_with_another_client_id_sees_the_engines_working_orders(
+    tws: FakeTws, tmp_path: Path
+) -> None:
     # The engine (clientId 7) has a working order; a one-off reconcile runs as clientId 9.
     # TWS's reqOpenOrders would list only clientId 9's orders: read as complete, the engine's
     # order would be "missing". The client asks for every client's open orders.
@@ -217,7 +253,9 @@ def test_reconcile_ib_with_another_client_id_sees_the_engines_working_orders(tws
             await client.close()
 
     asyncio.run(engine())
-    done = trueup("reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws))
+    done = trueup(
+        "reconcile", "--broker", "ib", "--account", "DU777", "--store", books, "--json", env=ib_env(tws)
+    )
     result = json.loads(done.stdout)
     assert not result["stale"], done.stderr
     assert "MISSING_AT_BROKER" not in {d["kind"] for d in result["discrepancies"]}

@@ -43,7 +43,11 @@ DEADLINE = 20.0
 D = Decimal
 
 # The fake's statuses -> the ledger's, for one (not sliced) order.
-KITE_TO_LEDGER = {"COMPLETE": OrderStatus.FILLED, "CANCELLED": OrderStatus.CANCELED, "REJECTED": OrderStatus.REJECTED}
+KITE_TO_LEDGER = {
+    "COMPLETE": OrderStatus.FILLED,
+    "CANCELLED": OrderStatus.CANCELED,
+    "REJECTED": OrderStatus.REJECTED,
+}
 
 
 @dataclass
@@ -70,7 +74,9 @@ class Session:
         self.fake.roll_day()
         self.clock.days_ago -= 1
 
-    async def submit(self, cid: str, qty: int, *, limit: str | None = None, symbol: str = SYMBOL) -> OrderView:
+    async def submit(
+        self, cid: str, qty: int, *, limit: str | None = None, symbol: str = SYMBOL
+    ) -> OrderView:
         request = OrderRequest(
             account=ACCOUNT,
             client_order_id=cid,
@@ -90,7 +96,9 @@ class Session:
     def kite_ids(self, cid: str) -> list[str]:
         return [o["order_id"] for o in self.fake.tagged(cid)]
 
-    async def deliver(self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None) -> None:
+    async def deliver(
+        self, *indexes: int, checksum: str = "good", tamper: dict[str, Any] | None = None
+    ) -> None:
         statuses = await asyncio.to_thread(self.fake.deliver, *indexes, checksum=checksum, tamper=tamper)
         assert statuses == [200] * len(indexes)
 
@@ -143,7 +151,15 @@ class Session:
 
 def make_client(fake: FakeKite, clock: DayClock, **options: Any) -> KiteClient:
     return KiteClient(
-        API_KEY, TOKEN, SECRET, account=ACCOUNT, root=fake.url, timeout=2.0, lookup_backoff=0.2, clock=clock, **options
+        API_KEY,
+        TOKEN,
+        SECRET,
+        account=ACCOUNT,
+        root=fake.url,
+        timeout=2.0,
+        lookup_backoff=0.2,
+        clock=clock,
+        **options,
     )
 
 
@@ -219,7 +235,10 @@ def test_modify_quantity_and_price_then_fill() -> None:
 
             await s.client.modify(ACCOUNT, cid, quantity=D(6), limit_price=D("101.5"))
             await s.deliver(1)  # UPDATE: the modification
-            await s.until("quantity 6 at 101.5", lambda: (s.order(cid).quantity, s.order(cid).limit_price) == (D(6), D("101.5")))
+            await s.until(
+                "quantity 6 at 101.5",
+                lambda: (s.order(cid).quantity, s.order(cid).limit_price) == (D(6), D("101.5")),
+            )
             assert s.kite_ids(cid) == [order_id]  # Kite keeps the order id on modify
             assert [row["status"] for row in s.fake.history[order_id]][-4:] == [
                 "MODIFY VALIDATION PENDING",
@@ -344,7 +363,11 @@ def test_cancel_of_an_autoslice_order_cancels_every_working_slice() -> None:
             with pytest.raises(BrokerQueryError, match="not one working Kite order"):
                 await s.client.modify(ACCOUNT, cid, quantity=D(8))  # a sliced order is not one order
             await Submitter(s.ledger, s.client).cancel(ACCOUNT, cid)
-            assert [s.fake.orders[i]["status"] for i in (first, second, third)] == ["COMPLETE", "CANCELLED", "CANCELLED"]
+            assert [s.fake.orders[i]["status"] for i in (first, second, third)] == [
+                "COMPLETE",
+                "CANCELLED",
+                "CANCELLED",
+            ]
             await s.deliver(*range(len(s.fake.postbacks)))
             await s.settled(cid, OrderStatus.CANCELED)
             s.assert_matches_fake({cid: OrderStatus.CANCELED})
@@ -391,7 +414,11 @@ def test_postback_with_a_bad_checksum_is_stored_reported_and_not_applied() -> No
             (bad,) = s.ledger.discrepancies(ACCOUNT)
             assert "checksum" in bad.detail
             assert "$.checksum" in bad.actual
-            kept = [e for e in s.ledger.events() if e.topic == "trueup:BrokerMessage.Received" and e.event.kind == "postback"]
+            kept = [
+                e
+                for e in s.ledger.events()
+                if e.topic == "trueup:BrokerMessage.Received" and e.event.kind == "postback"
+            ]
             assert len(kept) == 1
             assert f'"order_id": "{order_id}"' in kept[0].event.payload
             assert s.order(cid).status is OrderStatus.PENDING_NEW  # not applied
@@ -420,12 +447,18 @@ def test_token_expiry_mid_session_blocks_until_a_new_token_is_set(caplog: pytest
             s.fake.fill(order_id, 5, "100")
             await s.deliver(1)  # the refresh it triggers finds the token expired
             await s.until("gate BLOCKED", lambda: s.ledger.gate(ACCOUNT) is GateState.BLOCKED)
-            assert open_discrepancies(s) == ["STALE_DATA", "STALE_DATA", "STALE_DATA"]  # orders, fills, positions
+            assert open_discrepancies(s) == [
+                "STALE_DATA",
+                "STALE_DATA",
+                "STALE_DATA",
+            ]  # orders, fills, positions
             assert s.client.token_expired
             assert "access token expired" in (s.service.counters.last_error or "")
             # The gate says why, in words an operator acts on.
             _, reasons, _ = s.ledger.gate_details(ACCOUNT)
-            assert any("orders, fills, positions unknown" in r and "access token expired" in r for r in reasons)
+            assert any(
+                "orders, fills, positions unknown" in r and "access token expired" in r for r in reasons
+            )
             with pytest.raises(KiteTokenExpired, match="access token expired"):
                 await s.client.snapshot(ACCOUNT)
             with pytest.raises(NotReadyError):
@@ -477,7 +510,11 @@ def test_a_part_that_fails_is_unknown_never_empty() -> None:
             assert result.gate is GateState.BLOCKED
             assert open_discrepancies(s) == ["STALE_DATA"]
             view = s.order(cid)
-            assert (view.status, view.filled_qty, view.inferred_qty) == (OrderStatus.PARTIALLY_FILLED, D(4), D(4))
+            assert (view.status, view.filled_qty, view.inferred_qty) == (
+                OrderStatus.PARTIALLY_FILLED,
+                D(4),
+                D(4),
+            )
 
             # No holdings: the account's positions are unknown, not today's positions alone.
             s.fake.fail("GET /portfolio/holdings")
@@ -525,7 +562,9 @@ def test_refused_order_is_rejected_and_unknown_orders_are_errors() -> None:
             assert view.status is OrderStatus.REJECTED
             rejected = [e.event for e in s.ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
             assert [m.kind for m in rejected] == ["submit_rejected"]
-            assert rejected[0].payload == "RMS:Blocked for SBIN NSE:CNC:Margin Exceeds"  # Kite's answer, verbatim
+            assert (
+                rejected[0].payload == "RMS:Blocked for SBIN NSE:CNC:Margin Exceeds"
+            )  # Kite's answer, verbatim
             assert s.fake.orders == {}
             assert await s.client.lookup(ACCOUNT, cid) is None
             with pytest.raises(BrokerQueryError, match="no order"):
@@ -563,7 +602,9 @@ def test_the_fake_speaks_the_official_shapes() -> None:
         assert keys("orders.json", "data") - set(fake.orders[order_id]) == {"auction_number", "terminal_id"}
         assert keys("trades.json", "data") == set(trade)
         assert keys("postback.json") == set(fake.postbacks[0])
-        assert {"exchange", "tradingsymbol", "product", "quantity", "average_price"} <= set(fake.positions()["net"][0])
+        assert {"exchange", "tradingsymbol", "product", "quantity", "average_price"} <= set(
+            fake.positions()["net"][0]
+        )
 
 
 def positions_of(session: Session) -> dict[str, tuple[Decimal, Decimal]]:
@@ -729,7 +770,9 @@ def test_trades_that_never_hold_still_leave_positions_unknown_for_the_cycle() ->
             result = await asyncio.to_thread(s.ledger.reconcile, snapshot)
             assert result.stale
             assert open_discrepancies(s) == ["STALE_DATA"]
-            assert s.ledger.positions(ACCOUNT) == [] or all(p.qty == s.order(cid).filled_qty for p in s.ledger.positions(ACCOUNT))
+            assert s.ledger.positions(ACCOUNT) == [] or all(
+                p.qty == s.order(cid).filled_qty for p in s.ledger.positions(ACCOUNT)
+            )
 
             await asyncio.to_thread(s.ledger.reconcile, await s.client.snapshot(ACCOUNT))
             s.assert_matches_fake({cid: OrderStatus.PARTIALLY_FILLED})
@@ -789,7 +832,9 @@ def test_an_authentic_checksum_on_a_forged_body_changes_nothing_by_itself() -> N
             s.assert_matches_fake({cid: OrderStatus.PARTIALLY_FILLED})
             assert open_discrepancies(s) == []
             kept = [e.event for e in s.ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
-            assert any('"status": "REJECTED"' in m.payload for m in kept if m.kind == "postback")  # stored raw
+            assert any(
+                '"status": "REJECTED"' in m.payload for m in kept if m.kind == "postback"
+            )  # stored raw
 
     asyncio.run(scenario())
 

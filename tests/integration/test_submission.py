@@ -158,8 +158,12 @@ class DayScopedBroker(FakeBroker):
         return self.window_start
 
 
-@pytest.mark.parametrize(("window", "outcome"), [("after the send", "unresolved"), ("before it", "abandoned")])
-def test_recovery_never_closes_an_order_a_day_scoped_broker_can_no_longer_see(window: str, outcome: str) -> None:
+@pytest.mark.parametrize(
+    ("window", "outcome"), [("after the send", "unresolved"), ("before it", "abandoned")]
+)
+def test_recovery_never_closes_an_order_a_day_scoped_broker_can_no_longer_see(
+    window: str, outcome: str
+) -> None:
     # Sent yesterday, crashed before the answer, restarted today: the broker's lists start
     # today, so not finding the order proves nothing (it may have filled). Only an order sent
     # inside the window may be closed as never placed.

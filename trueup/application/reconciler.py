@@ -17,11 +17,12 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import msgspec
+from eventsourcing.persistence import PersistenceError
 
 from trueup.application.booking import apply_report, client_order_id_for
 from trueup.application.findings import OpenDiscrepancies, resolve_all
 from trueup.application.gatekeeping import gate_in, judge_gate
-from trueup.application.unit_of_work import UnitOfWork, Writer
+from trueup.application.unit_of_work import UnitOfWork, Writer, store_error
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.gate import POSITION_LOCK, GateState, gate_id
 from trueup.domain.ids import NAMESPACE, order_id, position_id
@@ -30,6 +31,7 @@ from trueup.domain.order import Order, OrderState, exec_key
 from trueup.domain.position import Position, repair_fills
 from trueup.domain.reconcile import (
     PositionPolicy,
+    no_stream_finding,
     position_finding,
     proves_accepted,
     repair_prefix,
@@ -67,6 +69,10 @@ class ReconcileResult(msgspec.Struct):
     """Part or all of the snapshot could not be used (STALE_DATA)."""
     gate: GateState | None = None
     """The account's gate after this reconciliation."""
+    retake: bool = False
+    """Nothing was concluded about orders or positions: the books moved after the
+    snapshot's cut (a fill another writer booked meanwhile, say), so the snapshot may
+    predate it. Take a new snapshot and reconcile again."""
 
 
 @dataclass
@@ -87,6 +93,8 @@ class _Run:
     stale: bool = False
     stale_reasons: list[str] = field(default_factory=list)
     """The gate's reasons for stale data: which parts, and the broker's words for why."""
+    retake: bool = False
+    """The books moved after the snapshot's cut: nothing was concluded about them."""
 
     @functools.cached_property
     def evidence(self) -> UUID:
@@ -111,15 +119,24 @@ class Reconciler:
         self.writer = writer
         self.queries = queries
 
-    def reconcile(
+    def reconcile(  # noqa: PLR0913 - the snapshot and the knobs of one run
         self,
         snapshot: BrokerSnapshot,
         *,
         policy: PositionPolicy,
         max_age_seconds: float,
         lost_after: int,
+        cut: int | None = None,
+        no_stream_seconds: float | None = None,
     ) -> ReconcileResult:
-        """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile."""
+        """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile.
+
+        `cut` is the log position read before the broker was asked: an event of one of
+        the account's orders or positions stored after it (a fill booked by another
+        writer, another process included) is one the snapshot may not show, so orders
+        and positions are then not compared (`retake`).
+        `no_stream_seconds`: how long the caller has had no live broker stream (STALE_DATA).
+        """
         account = snapshot.account
         run_state: list[_Run] = []
 
@@ -131,29 +148,15 @@ class Reconciler:
                 open=OpenDiscrepancies(account, self.queries.discrepancies(account)),
             )
             run_state[:] = [run]
-            age = (unit.clock() - snapshot.as_of).total_seconds()
-            stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
-            run.stale = bool(stale)
-            run.stale_reasons = (
-                [f"broker data stale: snapshot {age:.1f}s old (see STALE_DATA)"]
-                if too_old(age, max_age_seconds)
-                else stale_reasons(snapshot)
-            )
-            run.open.record_new(unit, stale, run.evidence)
-            if too_old(age, max_age_seconds):
+            if not self._freshness(unit, run, max_age_seconds, no_stream_seconds):
                 self._prepend_evidence(unit, run)
                 return  # too old: nothing else is concluded from it
-            if not stale:
-                run.open.resolve(unit, {DiscrepancyKind.STALE_DATA}, None, "broker data fresh again")
-            if snapshot.orders is not None:
-                self._orders(unit, run, snapshot.orders, snapshot.fills or [])
-            if snapshot.positions is not None:
-                self._positions(unit, run, snapshot.positions)
+            self._conclude(unit, run, cut)
             self._prepend_evidence(unit, run)
 
         events = self.writer.commit(apply)
         run = run_state[0]
-        result = ReconcileResult(account=account, events=events, stale=run.stale)
+        result = ReconcileResult(account=account, events=events, stale=run.stale, retake=run.retake)
         for event in events:
             if isinstance(event, Order.Updated):
                 result.order_updates.append(event)
@@ -163,6 +166,28 @@ class Reconciler:
                 result.discrepancies.append(event)
         result.gate = judge_gate(self.writer, self.queries, account, stale=run.stale_reasons)
         return result
+
+    @staticmethod
+    def _freshness(
+        unit: UnitOfWork, run: _Run, max_age_seconds: float, no_stream_seconds: float | None
+    ) -> bool:
+        """Record what is stale (STALE_DATA, the gate's reasons); False if too old to use at all."""
+        snapshot = run.snapshot
+        age = (unit.clock() - snapshot.as_of).total_seconds()
+        stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
+        run.stale_reasons = (
+            [f"broker data stale: snapshot {age:.1f}s old (see STALE_DATA)"]
+            if too_old(age, max_age_seconds)
+            else stale_reasons(snapshot)
+        )
+        if no_stream_seconds is not None:
+            stale.append(no_stream_finding(snapshot.account, no_stream_seconds))
+            run.stale_reasons.append(
+                f"broker data stale: no live broker stream for {no_stream_seconds:.0f}s (see STALE_DATA)"
+            )
+        run.stale = bool(stale)
+        run.open.record_new(unit, stale, run.evidence)
+        return not too_old(age, max_age_seconds)
 
     # -- orders ----------------------------------------------------------------------------
 
@@ -319,6 +344,44 @@ class Reconciler:
             run.open.record_new(unit, findings, run.evidence)
 
     # -- positions -------------------------------------------------------------------------
+
+    def _conclude(self, unit: UnitOfWork, run: _Run, cut: int | None) -> None:
+        """Bring orders and positions in line, unless the books moved after the snapshot's cut."""
+        snapshot = run.snapshot
+        if not run.stale:
+            # The snapshot's own (about the account); a failing lookup of one order is
+            # settled by a lookup that answers.
+            run.open.resolve(unit, {DiscrepancyKind.STALE_DATA}, snapshot.account, "broker data fresh again")
+        # Checked in the transaction that would repair: a fill stored after this check
+        # touches an aggregate this run loads (its order, its position), so the store
+        # refuses our commit, and this runs again and sees it.
+        run.retake = cut is not None and self._moved_since(cut, snapshot)
+        if run.retake:
+            return
+        if snapshot.orders is not None:
+            self._orders(unit, run, snapshot.orders, snapshot.fills or [])
+        if snapshot.positions is not None:
+            self._positions(unit, run, snapshot.positions)
+
+    def _moved_since(self, cut: int, snapshot: BrokerSnapshot) -> bool:
+        """Whether an order or position of the snapshot's account changed after log position `cut`."""
+        account = snapshot.account
+        orders = {s.client_order_id for s in self.queries.open_order_states(account)}
+        orders |= {r.client_order_id for r in snapshot.orders or () if r.client_order_id}
+        orders |= {f.client_order_id for f in snapshot.fills or () if f.client_order_id}
+        symbols = {p.symbol for p in snapshot.positions or ()}
+        symbols |= {s.symbol for s in self.queries.position_states(account)}
+        ours = {order_id(account, cid) for cid in orders} | {position_id(account, sym) for sym in symbols}
+        recorder = self.writer.store.app.recorder
+        start = cut
+        try:
+            while page := recorder.select_notifications(start=start, limit=500, inclusive_of_start=False):
+                if any(n.originator_id in ours for n in page):
+                    return True
+                start = page[-1].id
+        except PersistenceError as e:
+            raise store_error(e) from e
+        return False
 
     def _positions(self, unit: UnitOfWork, run: _Run, positions: list[PositionReport]) -> None:
         account = run.snapshot.account

@@ -454,4 +454,3 @@ def _created(aggregate: T | None) -> T:
         msg = "a created event did not construct its aggregate"
         raise TypeError(msg)
     return aggregate
-

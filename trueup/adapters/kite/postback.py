@@ -107,8 +107,11 @@ def _drain(sock: socket.socket) -> None:
         head, sep, body = data.partition(b"\r\n\r\n")
         if sep:
             length = next(
-                (int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
-                 if k.strip().lower() == b"content-length" and v.strip().isdigit()),
+                (
+                    int(v)
+                    for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                    if k.strip().lower() == b"content-length" and v.strip().isdigit()
+                ),
                 0,
             )
             if len(body) >= min(length, _DRAIN_LIMIT):

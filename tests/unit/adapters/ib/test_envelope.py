@@ -157,11 +157,20 @@ def test_positions_are_netted_per_account_and_symbol() -> None:
     reports = to_position_reports(rows, account=ACCOUNT, as_of=RECEIVED)
     assert reports == [
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("150.0"), avg_cost=D("12.0000000000"), ts_event=RECEIVED,
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("150.0"),
+            avg_cost=D("12.0000000000"),
+            ts_event=RECEIVED,
             avg_cost_comparable=False,  # IB avgCost includes commissions (and the multiplier)
         ),
         PositionReport(
-            account=ACCOUNT, symbol="MSFT", qty=D("0.0"), avg_cost=D("0.0"), ts_event=RECEIVED, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="MSFT",
+            qty=D("0.0"),
+            avg_cost=D("0.0"),
+            ts_event=RECEIVED,
+            avg_cost_comparable=False,
         ),
     ]
 

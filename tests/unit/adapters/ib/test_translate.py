@@ -650,28 +650,48 @@ POSITION_CASES: list[tuple[str, ib_async.Position, PositionReport]] = [
         "long",
         ib_async.Position(ACCOUNT, aapl(), 100.0, 187.41),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("100.0"), avg_cost=D("187.41"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("100.0"),
+            avg_cost=D("187.41"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
         "short",
         ib_async.Position(ACCOUNT, aapl(), -50.0, 190.02),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("-50.0"), avg_cost=D("190.02"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("-50.0"),
+            avg_cost=D("190.02"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
         "flat-row-kept",  # reqPositions lists size-0 rows
         ib_async.Position(ACCOUNT, aapl(), 0.0, 0.0),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("0.0"), avg_cost=D("0.0"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("0.0"),
+            avg_cost=D("0.0"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
         "flat-row-unset-cost",
         ib_async.Position(ACCOUNT, aapl(), 0.0, IB_UNSET_DOUBLE),
         PositionReport(
-            account=ACCOUNT, symbol="AAPL", qty=D("0.0"), avg_cost=D("0"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="AAPL",
+            qty=D("0.0"),
+            avg_cost=D("0"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
     (
@@ -680,7 +700,12 @@ POSITION_CASES: list[tuple[str, ib_async.Position, PositionReport]] = [
             ACCOUNT, ib_async.Contract(conId=1, symbol="ES", secType="FUT", localSymbol="ESM4"), 2.0, 262512.5
         ),
         PositionReport(
-            account=ACCOUNT, symbol="ESM4", qty=D("2.0"), avg_cost=D("262512.5"), ts_event=AS_OF, avg_cost_comparable=False
+            account=ACCOUNT,
+            symbol="ESM4",
+            qty=D("2.0"),
+            avg_cost=D("262512.5"),
+            ts_event=AS_OF,
+            avg_cost_comparable=False,
         ),
     ),
 ]

@@ -60,7 +60,9 @@ def test_from_env_names_missing_variables_never_values() -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [{"timeout": 0}, {"lookup_attempts": 0}, {"lookup_backoff": -1}], ids=["timeout", "attempts", "backoff"]
+    "options",
+    [{"timeout": 0}, {"lookup_attempts": 0}, {"lookup_backoff": -1}],
+    ids=["timeout", "attempts", "backoff"],
 )
 def test_bad_options_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

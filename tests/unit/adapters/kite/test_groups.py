@@ -48,7 +48,9 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
-def child(order_id: str, status: str, *, quantity: int = 4, filled: int = 0, avg: float = 0, **more: Any) -> dict[str, Any]:
+def child(
+    order_id: str, status: str, *, quantity: int = 4, filled: int = 0, avg: float = 0, **more: Any
+) -> dict[str, Any]:
     """An autoslice child of our order OUR_ID, shaped like orders.json's autoslice row."""
     return order_json(
         order_id=order_id,
@@ -85,7 +87,9 @@ def test_official_autoslice_answer_names_placed_and_refused_children() -> None:
     assert placement == AutoslicePlacement(
         parent_order_id=PARENT,
         placed=["1914227164534824960", "1914227164580962304", "1914227164681625600"],
-        refused=["MarginException: Insufficient funds. Required margin is 228365.92 but available margin is 228358.50."],
+        refused=[
+            "MarginException: Insufficient funds. Required margin is 228365.92 but available margin is 228358.50."
+        ],
     )
 
 
@@ -99,8 +103,20 @@ def test_autoslice_child_with_neither_id_nor_error_is_refused() -> None:
 def test_official_day_positions() -> None:
     reports = to_position_reports(fixture("positions.json"), account=ACCOUNT, as_of=AS_OF, book="day")
     assert reports == [
-        PositionReport(account=ACCOUNT, symbol="MCX:GOLDGUINEA17DECFUT:NRML", qty=D(-3), avg_cost=D(23340), ts_event=AS_OF),
-        PositionReport(account=ACCOUNT, symbol="MCX:LEADMINI17DECFUT:NRML", qty=D(1), avg_cost=D("161.05"), ts_event=AS_OF),
+        PositionReport(
+            account=ACCOUNT,
+            symbol="MCX:GOLDGUINEA17DECFUT:NRML",
+            qty=D(-3),
+            avg_cost=D(23340),
+            ts_event=AS_OF,
+        ),
+        PositionReport(
+            account=ACCOUNT,
+            symbol="MCX:LEADMINI17DECFUT:NRML",
+            qty=D(1),
+            avg_cost=D("161.05"),
+            ts_event=AS_OF,
+        ),
         PositionReport(account=ACCOUNT, symbol="NSE:SBIN:CO", qty=D(0), avg_cost=D(0), ts_event=AS_OF),
     ]
 
@@ -117,15 +133,63 @@ def test_day_positions_without_a_day_list_are_refused() -> None:
 # (slices as (status, quantity, filled, avg), expected status, filled, avg, raw_status)
 SLICE_TABLE = [
     ([("OPEN", 4, 0, 0), ("OPEN", 2, 0, 0)], OrderStatus.ACCEPTED, 0, None, "2 slices: 2 OPEN"),
-    ([("COMPLETE", 4, 4, 100), ("OPEN", 2, 0, 0)], OrderStatus.PARTIALLY_FILLED, 4, "100", "2 slices: 1 COMPLETE, 1 OPEN"),
-    ([("COMPLETE", 4, 4, 100), ("OPEN", 2, 1, 103)], OrderStatus.PARTIALLY_FILLED, 5, "100.6", "2 slices: 1 COMPLETE, 1 OPEN"),
-    ([("COMPLETE", 4, 4, 100), ("COMPLETE", 2, 2, 103)], OrderStatus.FILLED, 6, "101", "2 slices: 2 COMPLETE"),
-    ([("COMPLETE", 4, 4, 100), ("REJECTED", 2, 0, 0)], OrderStatus.CANCELED, 4, "100", "2 slices: 1 COMPLETE, 1 REJECTED"),
+    (
+        [("COMPLETE", 4, 4, 100), ("OPEN", 2, 0, 0)],
+        OrderStatus.PARTIALLY_FILLED,
+        4,
+        "100",
+        "2 slices: 1 COMPLETE, 1 OPEN",
+    ),
+    (
+        [("COMPLETE", 4, 4, 100), ("OPEN", 2, 1, 103)],
+        OrderStatus.PARTIALLY_FILLED,
+        5,
+        "100.6",
+        "2 slices: 1 COMPLETE, 1 OPEN",
+    ),
+    (
+        [("COMPLETE", 4, 4, 100), ("COMPLETE", 2, 2, 103)],
+        OrderStatus.FILLED,
+        6,
+        "101",
+        "2 slices: 2 COMPLETE",
+    ),
+    (
+        [("COMPLETE", 4, 4, 100), ("REJECTED", 2, 0, 0)],
+        OrderStatus.CANCELED,
+        4,
+        "100",
+        "2 slices: 1 COMPLETE, 1 REJECTED",
+    ),
     ([("REJECTED", 4, 0, 0), ("REJECTED", 2, 0, 0)], OrderStatus.REJECTED, 0, None, "2 slices: 2 REJECTED"),
-    ([("CANCELLED", 4, 1, 100), ("COMPLETE", 2, 2, 100)], OrderStatus.CANCELED, 3, "100", "2 slices: 1 CANCELLED, 1 COMPLETE"),
-    ([("PUT ORDER REQ RECEIVED", 4, 0, 0), ("COMPLETE", 2, 2, 100)], OrderStatus.PARTIALLY_FILLED, 2, "100", "2 slices: 1 PUT ORDER REQ RECEIVED, 1 COMPLETE"),
-    ([("OPEN PENDING", 4, 0, 0), ("REJECTED", 2, 0, 0)], OrderStatus.PENDING_NEW, 0, None, "2 slices: 1 OPEN PENDING, 1 REJECTED"),
-    ([("COMPLETE", 4, 4, 100), ("SOMETHING NEW", 2, 0, 0)], OrderStatus.UNKNOWN, 4, "100", "2 slices: 1 COMPLETE, 1 SOMETHING NEW"),
+    (
+        [("CANCELLED", 4, 1, 100), ("COMPLETE", 2, 2, 100)],
+        OrderStatus.CANCELED,
+        3,
+        "100",
+        "2 slices: 1 CANCELLED, 1 COMPLETE",
+    ),
+    (
+        [("PUT ORDER REQ RECEIVED", 4, 0, 0), ("COMPLETE", 2, 2, 100)],
+        OrderStatus.PARTIALLY_FILLED,
+        2,
+        "100",
+        "2 slices: 1 PUT ORDER REQ RECEIVED, 1 COMPLETE",
+    ),
+    (
+        [("OPEN PENDING", 4, 0, 0), ("REJECTED", 2, 0, 0)],
+        OrderStatus.PENDING_NEW,
+        0,
+        None,
+        "2 slices: 1 OPEN PENDING, 1 REJECTED",
+    ),
+    (
+        [("COMPLETE", 4, 4, 100), ("SOMETHING NEW", 2, 0, 0)],
+        OrderStatus.UNKNOWN,
+        4,
+        "100",
+        "2 slices: 1 COMPLETE, 1 SOMETHING NEW",
+    ),
 ]
 
 
@@ -133,7 +197,11 @@ SLICE_TABLE = [
     ("slices", "status", "filled", "avg", "raw_status"), SLICE_TABLE, ids=[row[-1] for row in SLICE_TABLE]
 )
 def test_slices_of_one_tag_are_one_logical_order(
-    slices: list[tuple[str, int, int, float]], status: OrderStatus, filled: int, avg: str | None, raw_status: str
+    slices: list[tuple[str, int, int, float]],
+    status: OrderStatus,
+    filled: int,
+    avg: str | None,
+    raw_status: str,
 ) -> None:
     rows = [
         child(f"19142271645{i}", s, quantity=q, filled=f, avg=a, order_timestamp=f"2024-05-01 09:15:0{i}")
@@ -155,7 +223,11 @@ def test_slices_of_one_tag_are_one_logical_order(
 PLACING_TABLE = [
     # (children in the book, what this process knows of the placement) -> status, quantity
     pytest.param(
-        [("1", "COMPLETE", 4, 4)], Placing(quantity=D(10)), OrderStatus.PARTIALLY_FILLED, D(10), id="one child seen, no answer yet"
+        [("1", "COMPLETE", 4, 4)],
+        Placing(quantity=D(10)),
+        OrderStatus.PARTIALLY_FILLED,
+        D(10),
+        id="one child seen, no answer yet",
     ),
     pytest.param(
         [("1", "COMPLETE", 4, 4), ("2", "COMPLETE", 4, 4)],
@@ -182,7 +254,11 @@ PLACING_TABLE = [
         [("1", "OPEN", 4, 0)], Placing(quantity=D(10)), OrderStatus.ACCEPTED, D(10), id="a lone working child"
     ),
     pytest.param(
-        [("1", "COMPLETE", 4, 4)], None, OrderStatus.FILLED, D(4), id="not placed by this process: as the book says"
+        [("1", "COMPLETE", 4, 4)],
+        None,
+        OrderStatus.FILLED,
+        D(4),
+        id="not placed by this process: as the book says",
     ),
 ]
 
@@ -208,8 +284,12 @@ def test_flags_of_working_slices_are_kept() -> None:
 
 
 def test_an_iceberg_continues_while_legs_remain_after_a_filled_leg() -> None:
-    meta = {"iceberg": {"leg": 1, "legs": 3, "leg_quantity": 4, "total_quantity": 12, "remaining_quantity": 8}}
-    leg1 = order_json(order_id="1", status="COMPLETE", quantity=4, filled_quantity=4, average_price=100, meta=meta)
+    meta = {
+        "iceberg": {"leg": 1, "legs": 3, "leg_quantity": 4, "total_quantity": 12, "remaining_quantity": 8}
+    }
+    leg1 = order_json(
+        order_id="1", status="COMPLETE", quantity=4, filled_quantity=4, average_price=100, meta=meta
+    )
     (report,) = to_order_book(dumps([leg1]), account=ACCOUNT).orders
     assert (report.quantity, report.status, report.filled_qty) == (D(12), OrderStatus.PARTIALLY_FILLED, D(4))
     last = {"iceberg": {**meta["iceberg"], "leg": 3}}
@@ -230,7 +310,9 @@ def test_a_lone_order_and_external_orders_are_reported_as_they_are() -> None:
         ("2", None, "OPEN"),
         ("3", OUR_ID, "OPEN"),
     ]
-    assert book.members == {OUR_ID: [KiteOrderRef(order_id="3", variety="regular", working=True, is_slice=False)]}
+    assert book.members == {
+        OUR_ID: [KiteOrderRef(order_id="3", variety="regular", working=True, is_slice=False)]
+    }
 
 
 def test_a_tag_reused_for_another_instrument_is_not_aggregated() -> None:
@@ -283,7 +365,10 @@ def test_update_of_an_order_known_as_a_slice_gives_no_report() -> None:
     external = body | {"tag": None}
     assert len(to_reports_from_update(dumps(external), account=ACCOUNT, slices={body["order_id"]})) == 1
     verified = signed(body)
-    assert to_reports_from_postback(verified, account=ACCOUNT, api_secret=SECRET, slices={body["order_id"]}) == []
+    assert (
+        to_reports_from_postback(verified, account=ACCOUNT, api_secret=SECRET, slices={body["order_id"]})
+        == []
+    )
 
 
 def signed(body: dict[str, Any], secret: str = SECRET) -> bytes:
@@ -294,7 +379,11 @@ def signed(body: dict[str, Any], secret: str = SECRET) -> bytes:
 def test_verified_postback_translates() -> None:
     body = order_json(status="UPDATE", filled_quantity=4, average_price=1500)
     (report,) = to_reports_from_postback(signed(body), account=ACCOUNT, api_secret=SECRET)
-    assert (report.status, report.filled_qty, report.raw_status) == (OrderStatus.PARTIALLY_FILLED, D(4), "UPDATE")
+    assert (report.status, report.filled_qty, report.raw_status) == (
+        OrderStatus.PARTIALLY_FILLED,
+        D(4),
+        "UPDATE",
+    )
     assert to_reports_from_update(signed(body), account=ACCOUNT) == [report]
 
 

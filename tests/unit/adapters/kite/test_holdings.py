@@ -18,7 +18,9 @@ from trueup.domain.reports import PositionReport
 D = Decimal
 
 
-def position(symbol: str, quantity: int, average: str, *, exchange: str = "NSE", product: str = "CNC") -> dict[str, Any]:
+def position(
+    symbol: str, quantity: int, average: str, *, exchange: str = "NSE", product: str = "CNC"
+) -> dict[str, Any]:
     return {
         "exchange": exchange,
         "tradingsymbol": symbol,
@@ -28,7 +30,9 @@ def position(symbol: str, quantity: int, average: str, *, exchange: str = "NSE",
     }
 
 
-def holding(symbol: str, *, realised: int, t1: int = 0, used: int = 0, average: str, **more: Any) -> dict[str, Any]:
+def holding(
+    symbol: str, *, realised: int, t1: int = 0, used: int = 0, average: str, **more: Any
+) -> dict[str, Any]:
     return {
         "exchange": "NSE",
         "tradingsymbol": symbol,
@@ -53,12 +57,16 @@ def combined(net: list[dict[str, Any]], held: list[dict[str, Any]]) -> dict[str,
 
 
 def test_official_holdings_add_to_the_official_positions() -> None:
-    reports = to_account_positions(fixture("positions.json"), fixture("holdings.json"), account=ACCOUNT, as_of=AS_OF)
+    reports = to_account_positions(
+        fixture("positions.json"), fixture("holdings.json"), account=ACCOUNT, as_of=AS_OF
+    )
     today = to_position_reports(fixture("positions.json"), account=ACCOUNT, as_of=AS_OF)
     carried = [
         PositionReport(account=ACCOUNT, symbol="NSE:AARON:CNC", qty=D(1), avg_cost=D(161), ts_event=AS_OF),
         PositionReport(account=ACCOUNT, symbol="NSE:AARON:MTF", qty=D(1000), avg_cost=D(100), ts_event=AS_OF),
-        PositionReport(account=ACCOUNT, symbol="BSE:SBIN:CNC", qty=D(16), avg_cost=D("801.78125"), ts_event=AS_OF),
+        PositionReport(
+            account=ACCOUNT, symbol="BSE:SBIN:CNC", qty=D(16), avg_cost=D("801.78125"), ts_event=AS_OF
+        ),
     ]
     assert reports == today + carried
 
@@ -111,12 +119,20 @@ def test_mtf_shares_are_their_own_position() -> None:
     mtf = {"quantity": 50, "used_quantity": 0, "average_price": 480, "value": 24000, "initial_margin": 0}
     held = [holding("SBIN", realised=10, average="500", mtf=mtf)]
     net = [position("SBIN", 5, "490", product="MTF")]
-    assert combined(net, held) == {"NSE:SBIN:CNC": (D(10), D(500)), "NSE:SBIN:MTF": (D(55), D("480.9090909091"))}
+    assert combined(net, held) == {
+        "NSE:SBIN:CNC": (D(10), D(500)),
+        "NSE:SBIN:MTF": (D(55), D("480.9090909091")),
+    }
 
 
 def test_a_bad_holdings_answer_is_refused_whole_with_its_path() -> None:
     net = dumps({"net": [], "day": []})
-    bad = dumps([holding("SBIN", realised=10, average="500"), {**holding("INFY", realised=1, average="1"), "t1_quantity": "x"}])
+    bad = dumps(
+        [
+            holding("SBIN", realised=10, average="500"),
+            {**holding("INFY", realised=1, average="1"), "t1_quantity": "x"},
+        ]
+    )
     with pytest.raises(InvalidReport) as raised:
         to_account_positions(net, bad, account=ACCOUNT, as_of=AS_OF)
     assert raised.value.field == "$.data[1].t1_quantity"
@@ -131,8 +147,14 @@ def test_a_bad_holdings_answer_is_refused_whole_with_its_path() -> None:
 @pytest.mark.parametrize(
     ("now", "start"),
     [
-        (datetime(2024, 5, 1, 20, 0, tzinfo=UTC), datetime(2024, 5, 1, 18, 30, tzinfo=UTC)),  # 01:30 IST May 2
-        (datetime(2024, 5, 1, 18, 29, tzinfo=UTC), datetime(2024, 4, 30, 18, 30, tzinfo=UTC)),  # 23:59 IST May 1
+        (
+            datetime(2024, 5, 1, 20, 0, tzinfo=UTC),
+            datetime(2024, 5, 1, 18, 30, tzinfo=UTC),
+        ),  # 01:30 IST May 2
+        (
+            datetime(2024, 5, 1, 18, 29, tzinfo=UTC),
+            datetime(2024, 4, 30, 18, 30, tzinfo=UTC),
+        ),  # 23:59 IST May 1
         (datetime(2024, 5, 1, 18, 30, tzinfo=UTC), datetime(2024, 5, 1, 18, 30, tzinfo=UTC)),  # midnight IST
         (datetime(2024, 5, 1, 9, 0, tzinfo=UTC), datetime(2024, 4, 30, 18, 30, tzinfo=UTC)),
     ],
