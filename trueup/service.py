@@ -16,10 +16,16 @@ blocking database call, so it runs in a worker thread through `asyncio.to_thread
 4. **In-flight checks**: an open order still SUBMITTED or PENDING_NEW `inflight_after`
    seconds after its last status change (``updated_at``, else ``created_at``) is looked
    up at the broker by our client order id. A report found is ingested like any other
-   broker payload. "Not found" and a failed lookup each count one retry for that order.
+   broker payload. "Not found" counts one retry for that order; a lookup that fails,
+   hangs past `broker_timeout` or answers garbage is not "not found": it is counted
+   apart and raises STALE_DATA about the order (gate BLOCKED until a lookup answers).
+5. **Deadlines**: every broker query has one (`broker_timeout`); the broker is asked
+   before the account's lock is taken, so a hung broker never holds up the stream, and
+   the log position read before asking (the snapshot's cut) makes the ledger skip, and
+   the service retake, a snapshot older than a fill booked meanwhile.
 
-**Decision: an in-flight order the broker never confirms.** When an order has used up
-`inflight_retries` lookups without being found, the service
+**Decision: an in-flight order the broker never confirms.** When `inflight_retries`
+lookups of an order answered "not found", the service
 
 - raises a LOST discrepancy for it (CRITICAL: the reconciliation that follows at once,
   and every later one, keeps the account's gate BLOCKED until an operator resolves it);
@@ -39,8 +45,9 @@ The LOST discrepancy and the lock are one transaction (`Ledger.declare_lost`, a 
 of `trueup.application.orders`). Retry counts live in memory: a restarted service counts
 again from zero (and so waits longer, never less).
 
-The service never dies on an exception: each reconciliation, stream item and in-flight
-check is wrapped; the exception is logged and counted in `ServiceCounters`, which the
+The service never dies on an exception, nor on a `CancelledError` a broker call raises by
+itself (only `stop` or cancelling `run` ends it); a stream task that dies is restarted.
+Each reconciliation, stream item and in-flight check is wrapped; the exception is logged and counted in `ServiceCounters`, which the
 service also saves to the store after every cycle for ``trueup status``.
 """
 
