@@ -63,6 +63,11 @@ def _to_builtins(value: object) -> Any:  # noqa: ANN401 - JSON-ready data
     return msgspec.to_builtins(value)  # Decimals become exact strings
 
 
+def _cost(avg_cost: object) -> str:
+    """An average cost for a table: "unknown" rather than None (JSON keeps null)."""
+    return "unknown" if avg_cost is None else str(avg_cost)
+
+
 def _emit_json(value: object) -> None:
     sys.stdout.write(json.dumps(_to_builtins(value), indent=2, default=str) + "\n")
 
@@ -130,7 +135,7 @@ def positions(store: StoreOption = None, account: AccountOption = None, as_json:
             for column in ("account", "symbol", "qty", "avg cost", "realized P&L"):
                 table.add_column(column)
             for p in views:
-                table.add_row(p.account, p.symbol, str(p.qty), str(p.avg_cost), str(p.realized_pnl))
+                table.add_row(p.account, p.symbol, str(p.qty), _cost(p.avg_cost), str(p.realized_pnl))
             console.print(table)
         _exit_for(ledger, account)
 
@@ -334,7 +339,7 @@ def replay(
         for column in ("account", "symbol", "qty", "avg cost"):
             ptable.add_column(column)
         for p in state.positions:
-            ptable.add_row(p.account, p.symbol, str(p.qty), str(p.avg_cost))
+            ptable.add_row(p.account, p.symbol, str(p.qty), _cost(p.avg_cost))
         console.print(ptable)
         console.print(f"open discrepancies then: {len(state.open_discrepancies)}")
 

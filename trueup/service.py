@@ -47,8 +47,9 @@ again from zero (and so waits longer, never less).
 
 The service never dies on an exception, nor on a `CancelledError` a broker call raises by
 itself (only `stop` or cancelling `run` ends it); a stream task that dies is restarted.
-Each reconciliation, stream item and in-flight check is wrapped; the exception is logged and counted in `ServiceCounters`, which the
-service also saves to the store after every cycle for ``trueup status``.
+Each reconciliation, stream item and in-flight check is wrapped; the exception is logged
+and counted in `ServiceCounters`, which the service also saves to the store after every
+cycle for ``trueup status``.
 """
 
 from __future__ import annotations

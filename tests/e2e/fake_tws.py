@@ -314,6 +314,9 @@ class FakeTws:
         self.unanswered: set[str] = set()
         """Message ids (as received, e.g. "61") the fake ignores, so their requests time out."""
         self.down = False
+        self.fills_during_positions: list[tuple[str, str, str]] = []
+        """(orderRef, qty, price) executed, one per reqPositions, just before it is answered:
+        an execution landing between a snapshot's executions read and its positions read."""
         self._next_valid_id = next_order_id
         self._next_perm_id = 1_734_000_001
         self._exec_seq = 0
@@ -404,35 +407,42 @@ class FakeTws:
         """
 
         def go() -> str:
-            order = self.orders[perm_id] if perm_id is not None else self._find(order_ref)
-            self._exec_seq += 1
-            exec_id = f"0000e0d5.{self._exec_seq:08x}.01.01"
-            shares, px = Decimal(qty), Decimal(price)
-            assert order.filled + shares <= order.quantity, "the fake never overfills"
-            order.filled += shares
-            order.cost += shares * px
-            order.last_fill_price = px
-            order.status = "Filled" if order.remaining == 0 else "Submitted"
-            order.why_held = ""
-            execution = FakeExecution(
-                exec_id,
-                order,
-                shares,
-                px,
-                order.filled,
-                order.avg_price,
-                datetime.now(UTC),
-                Decimal(commission),
+            return self._execute(
+                order_ref, qty, price, commission=commission, send_status=send_status, perm_id=perm_id
             )
-            self.executions[execution.key] = execution
-            self._recompute_positions()
-            self._to_owner(order, exec_details_fields(execution))
-            if send_status:
-                self._to_owner(order, order_status_fields(order))
-            self._to_owner(order, commission_fields(execution))
-            return exec_id
 
         return self._run(go)  # type: ignore[no-any-return]
+
+    def _execute(
+        self, order_ref: str, qty: str, price: str, *, commission: str, send_status: bool, perm_id: int | None
+    ) -> str:
+        order = self.orders[perm_id] if perm_id is not None else self._find(order_ref)
+        self._exec_seq += 1
+        exec_id = f"0000e0d5.{self._exec_seq:08x}.01.01"
+        shares, px = Decimal(qty), Decimal(price)
+        assert order.filled + shares <= order.quantity, "the fake never overfills"
+        order.filled += shares
+        order.cost += shares * px
+        order.last_fill_price = px
+        order.status = "Filled" if order.remaining == 0 else "Submitted"
+        order.why_held = ""
+        execution = FakeExecution(
+            exec_id,
+            order,
+            shares,
+            px,
+            order.filled,
+            order.avg_price,
+            datetime.now(UTC),
+            Decimal(commission),
+        )
+        self.executions[execution.key] = execution
+        self._recompute_positions()
+        self._to_owner(order, exec_details_fields(execution))
+        if send_status:
+            self._to_owner(order, order_status_fields(order))
+        self._to_owner(order, commission_fields(execution))
+        return exec_id
 
     def place_external(self, symbol: str, qty: str, price: str, *, order_ref: str = "") -> int:
         """An order entered by hand in TWS (clientId 0, orderId 0), filled at once; returns its permId."""
@@ -646,6 +656,9 @@ class FakeTws:
                     self._send(session, commission_fields(execution))
             self._send(session, ["55", "1", str(req_id)])
         elif msg == "61":  # reqPositions: every account's rows, size-0 rows included
+            if self.fills_during_positions:
+                ref, qty, price = self.fills_during_positions.pop(0)
+                self._execute(ref, qty, price, commission="1.25", send_status=True, perm_id=None)
             for (account, symbol), (qty, avg, con_id) in self.positions.items():
                 self._send(
                     session,

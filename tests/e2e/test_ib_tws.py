@@ -601,6 +601,57 @@ def test_a_failed_query_is_stale_data_never_flat(fake: FakeTws, ledger: Ledger) 
     assert_books_equal(ledger, fake, "S1")
 
 
+def test_an_execution_landing_during_the_snapshot_is_taken_again_one_cut(
+    fake: FakeTws, ledger: Ledger
+) -> None:
+    # The execution lands after the executions read, before the positions read: taken as
+    # it came, the positions would hold it and the executions not, and a repair would
+    # book it, then the execution again when it arrives.
+    async def scenario() -> None:
+        client = new_client(fake)
+        await session(ledger, client)
+        await Submitter(ledger, client).submit(request("S1", qty=10))
+        fake.fills_during_positions = [("S1", "4", "100")]
+        snapshot = await client.snapshot(ACCOUNT)
+        assert snapshot.fills is not None
+        assert snapshot.positions is not None
+        assert [f.qty for f in snapshot.fills] == [Decimal(4)]
+        assert [p.qty for p in snapshot.positions if p.symbol == "AAPL"] == [Decimal(4)]
+        ledger.reconcile(snapshot)
+        # Executions that never hold still leave the positions unknown, with the reason.
+        fake.fills_during_positions = [("S1", "1", "100")] * 3
+        snapshot = await client.snapshot(ACCOUNT)
+        assert snapshot.positions is None
+        assert "executions kept arriving" in snapshot.failures["positions"]
+        ledger.reconcile(snapshot)
+        await client.close()
+
+    asyncio.run(scenario())
+    assert [
+        d.kind for d in ledger.discrepancies(ACCOUNT, include_resolved=True) if d.kind != "STALE_DATA"
+    ] == []
+    assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(7))]
+
+
+def test_an_execution_below_zero_is_a_fill_not_stale_executions(fake: FakeTws, ledger: Ledger) -> None:
+    async def scenario() -> None:
+        client = new_client(fake)
+        await session(ledger, client)
+        await Submitter(ledger, client).submit(request("S1", qty=10))
+        await drive(lambda: fake.fill("S1", "10", "-37.63"))
+        snapshot = await client.snapshot(ACCOUNT)
+        assert snapshot.fills is not None  # before: one such execution made the part STALE_DATA
+        assert [f.price for f in snapshot.fills] == [Decimal("-37.63")]
+        result = ledger.reconcile(snapshot)
+        assert not result.stale
+        await client.close()
+
+    asyncio.run(scenario())
+    order = ledger.order(ACCOUNT, "S1")
+    assert order is not None
+    assert (order.status, order.avg_fill_price) == (OrderStatus.FILLED, Decimal("-37.63"))
+
+
 def test_an_account_the_login_does_not_manage_is_never_reported_flat(fake: FakeTws) -> None:
     async def scenario() -> None:
         client = IbClient("127.0.0.1", fake.port, CLIENT_ID, account="DU999", connect_timeout=5.0)

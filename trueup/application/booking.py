@@ -167,6 +167,9 @@ def _resolve_order(unit: UnitOfWork, report: OrderReport | FillReport) -> tuple[
     findings: list[Finding] = []
     account = report.account
     client_order_id = client_order_id_for(unit, report)
+    attached = _attach_orphan(unit, report, client_order_id)
+    if attached is not None:
+        return attached, findings
     if report.client_order_id and report.client_order_id != client_order_id:
         findings.append(
             Finding(
@@ -207,6 +210,49 @@ def _resolve_order(unit: UnitOfWork, report: OrderReport | FillReport) -> tuple[
             )
         )
     return order, findings
+
+
+def _attach_orphan(unit: UnitOfWork, report: OrderReport | FillReport, linked: str) -> Order | None:
+    """Our order, when `report` names it for a broker id first seen untagged (an orphan).
+
+    The orphan's fills and inferred part move to our order (`Order.Attached`; they are
+    already in the position, so it does not move), the orphan record is closed
+    (`Order.AttachedTo`, REPLACED by our order), the broker id is relinked to our order,
+    and the orphan's quarantine is lifted. None when the report is not such a case.
+    """
+    broker_id = report.broker_order_id
+    ours_id = report.client_order_id
+    if not broker_id or not ours_id or ours_id == linked or linked != external_client_order_id(broker_id):
+        return None
+    orphan = unit.get(order_id(report.account, linked))
+    ours = unit.get(order_id(report.account, ours_id))
+    if orphan is None or ours is None or orphan.state.origin != "broker" or ours.state.origin == "broker":
+        return None
+    if (orphan.state.symbol, orphan.state.side) != (ours.state.symbol, ours.state.side):
+        return None  # not the same order: the rules refuse the report as usual
+    source = orphan.state
+    ours.trigger_event(
+        Order.Attached,
+        orphan=linked,
+        broker_order_id=broker_id,
+        fills=tuple(source.fills.values()),
+        inferred_qty=source.inferred_qty,
+        inferred_price=source.inferred_price,
+        reported_filled=source.reported_filled,
+        reported_avg=source.reported_avg,
+        status=source.status,
+    )
+    orphan.trigger_event(Order.AttachedTo, client_order_id=ours_id)
+    link = unit.get(broker_link_id(report.account, broker_id))
+    link.trigger_event(BrokerOrderLink.Relinked, client_order_id=ours_id)
+    unit.collect(orphan, ours, link)
+    quarantine = unit.get(discrepancy_id(DiscrepancyKind.ORPHAN_ORDER, report.account, linked, "orphan"))
+    if quarantine is not None and quarantine.resolution is None:
+        quarantine.resolve(
+            f"attached to our order {ours_id}: it named our client id", "reconciler", unit.clock()
+        )
+        unit.collect(quarantine)
+    return ours  # type: ignore[no-any-return]
 
 
 def _predecessor(unit: UnitOfWork, report: OrderReport | FillReport) -> Order | None:

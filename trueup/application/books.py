@@ -18,12 +18,14 @@ from eventsourcing.domain import DomainEventProtocol
 
 from trueup.adapters.eventstore.log import LoggedEvent, read_log
 from trueup.adapters.eventstore.store import Store
-from trueup.application import booking, orders
+from trueup.application import booking, orders, resolutions
 from trueup.application.gatekeeping import GateKeeping
 from trueup.application.reconciler import Reconciler, ReconcileResult
 from trueup.application.unit_of_work import Clock, Writer, load, order_id, utc_now
+from trueup.domain.discrepancy import LostOutcome
+from trueup.domain.gate import GateState
 from trueup.domain.reconcile import PositionPolicy
-from trueup.domain.reports import BrokerSnapshot, Report
+from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
 from trueup.domain.status import Side
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
 from trueup.projections.projector import Projector
@@ -55,7 +57,9 @@ class Books(GateKeeping):
         self.max_snapshot_age = max_snapshot_age
         self.projector = Projector(store)
         self.queries = Queries(self.projector)
-        self.writer = Writer(store, clock)
+        self.writer = Writer(
+            store, clock, lambda account: self.queries.discrepancies(account, acknowledged=True)
+        )
         self.reconciler = Reconciler(self.writer, self.queries)
         self.gate_lock = threading.Lock()
         """Held by the submitter from a gate check to the intent it allows (reduce-only capacity)."""
@@ -153,7 +157,7 @@ class Books(GateKeeping):
 
     def abandon(self, account: str, client_order_id: str, reason: str) -> OrderView:
         """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
-        return orders.abandon(self.writer, self.queries, account, client_order_id, reason)
+        return orders.abandon(self.writer, account, client_order_id, reason)
 
     def declare_lost(
         self, account: str, client_order_id: str, *, not_found: int, failed: int
@@ -174,12 +178,62 @@ class Books(GateKeeping):
         """
         return orders.declare_lost(
             self.writer,
-            self.queries,
             account,
             client_order_id,
             not_found=not_found,
             failed=failed,
             detected=self.clock(),
+        )
+
+    def resolve_lost(  # noqa: PLR0913 - the order, the outcome, who and why, and what was found
+        self,
+        account: str,
+        client_order_id: str,
+        *,
+        outcome: LostOutcome | str,
+        by: str,
+        reason: str,
+        report: OrderReport | None = None,
+    ) -> GateState:
+        """Settle a LOST order by hand: close it or keep it, lift its lock, judge the gate again.
+
+        One transaction: the order is closed as CANCELED (`gone`: the broker does not have
+        it; nothing is re-sent, and fills that still arrive are booked) or kept open with
+        its missing count reset (`found`: the broker has it; `report`, the broker's report
+        the operator found, is booked at once, else the broker's next reports are); its
+        LOST and MISSING_AT_BROKER discrepancies are resolved naming `by` and `reason`; the
+        symbol lock a lost order placed is lifted unless another LOST order holds it. Then
+        the gate is judged again (stale-data reasons stand until a fresh snapshot).
+
+        The next reconcile respects it: an order resolved as gone is closed, so it is never
+        missing again; a found order the broker lists is booked as usual, and one it still
+        omits is counted missing from one again.
+
+        Args:
+            account: broker account.
+            client_order_id: the LOST (or MISSING_AT_BROKER) order.
+            outcome: `gone` or `found` (`trueup.domain.discrepancy.LostOutcome`).
+            by: the operator.
+            reason: why (what they checked).
+            report: with `found`, the broker's report of the order, booked now.
+
+        Returns:
+            The account's gate afterwards.
+
+        Raises:
+            LookupError: no such order, or no open LOST or MISSING_AT_BROKER for it.
+            PermissionError: no operator or no reason.
+            ValueError: a report with outcome `gone`, or for another account.
+        """
+        return resolutions.resolve_lost(
+            self.writer,
+            self.queries,
+            account,
+            client_order_id,
+            outcome=outcome,
+            by=by,
+            reason=reason,
+            report=report,
         )
 
     # -- reconciliation ----------------------------------------------------------------------
@@ -192,15 +246,13 @@ class Books(GateKeeping):
         One open discrepancy per order however often it fails; the gate stays BLOCKED
         until `lookups_settled` resolves it (a lookup answered, or the order left flight).
         """
-        return orders.lookup_failed(
-            self.writer, self.queries, account, client_order_id, failed=failed, reason=reason
-        )
+        return orders.lookup_failed(self.writer, account, client_order_id, failed=failed, reason=reason)
 
     def lookups_settled(
         self, account: str, client_order_ids: set[str], resolution: str
     ) -> list[DomainEventProtocol[UUID]]:
         """Resolve the STALE_DATA of failing lookups of these orders."""
-        return orders.lookups_settled(self.writer, self.queries, account, client_order_ids, resolution)
+        return orders.lookups_settled(self.writer, account, client_order_ids, resolution)
 
     def failing_lookups(self, account: str) -> set[str]:
         """Orders of the account whose in-flight lookup is failing (an open STALE_DATA)."""

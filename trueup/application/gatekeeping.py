@@ -129,14 +129,20 @@ class GateKeeping:
         change_gate(self.writer, account, lambda g: g.claim(symbol, strategy))
 
     def resolve_discrepancy(self, discrepancy: UUID, *, resolution: str, by: str) -> None:
-        """Mark a discrepancy resolved by an operator (lifts an orphan's quarantine)."""
+        """Mark a discrepancy resolved by an operator (lifts an orphan's quarantine).
+
+        The resolution is an acknowledgement: while the problem is seen again unchanged
+        (same kind, subject and `actual`), no new discrepancy is raised; once it changes, or
+        the reconciler sees it gone and it comes back, it is raised anew. A LOST order is
+        settled with `resolve_lost`, which also closes or keeps the order and lifts its lock.
+        """
 
         def apply(unit: UnitOfWork) -> None:
             aggregate = unit.get(discrepancy)
             if aggregate is None:
                 msg = f"no discrepancy {discrepancy}"
                 raise LookupError(msg)
-            aggregate.resolve(resolution, by, unit.clock())
+            aggregate.resolve(resolution, by, unit.clock(), acknowledged=True)
             unit.collect(aggregate)
 
         self.writer.commit(apply)
@@ -179,18 +185,38 @@ def gate_state(store: Store, account: str) -> GateState:
     return GateState.RECONCILING if gate is None else GateState(gate.state)
 
 
+STALE_REASON = "broker data stale"
+"""How every reason the gate has from stale broker data begins."""
+
+
 def judge_gate(writer: Writer, queries: Queries, account: str, *, stale: Sequence[str]) -> GateState:
     """READY unless the data was stale (`stale` says how) or a critical discrepancy is open.
 
-    A STALE_DATA about one order (its in-flight lookup failing: the order may be working)
-    blocks too, until a lookup answers: a failed query is never "all is well".
+    One reason per open critical problem: a problem seen again updates its discrepancy, so
+    the reasons do not grow from cycle to cycle. A STALE_DATA about one order (its in-flight
+    lookup failing: the order may be working) blocks too, until a lookup answers: a failed
+    query is never "all is well".
     """
     reasons = list(stale)
     for d in queries.discrepancies(account):
         if d.severity == "CRITICAL":
             reasons.append(f"{d.kind} {d.key}: {d.detail}")
         elif d.kind == DiscrepancyKind.STALE_DATA and d.key != account:
-            reasons.append(f"broker data stale: lookup of {d.key} failing (see STALE_DATA)")
+            reasons.append(f"{STALE_REASON}: lookup of {d.key} failing (see STALE_DATA)")
+    reasons = list(dict.fromkeys(reasons))
     verdict = GateState.BLOCKED if reasons else GateState.READY
     change_gate(writer, account, lambda g: g.move(verdict, tuple(reasons), "reconciler", writer.clock()))
     return gate_state(writer.store, account)
+
+
+def rejudge_gate(writer: Writer, queries: Queries, account: str) -> GateState:
+    """Judge the gate again after an operator settled a discrepancy, between reconciliations.
+
+    The stale-data reasons of the last reconciliation stand (only a fresh snapshot lifts
+    them); a gate still RECONCILING waits for its first reconciliation.
+    """
+    gate = load(writer.store, gate_id(account))
+    if gate is None or GateState(gate.state) is GateState.RECONCILING:
+        return gate_state(writer.store, account)
+    stale = [reason for reason in gate.reasons if reason.startswith(STALE_REASON)]
+    return judge_gate(writer, queries, account, stale=stale)

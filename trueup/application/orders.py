@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from trueup.application.findings import OpenDiscrepancies, record_findings, resolve_all
+from trueup.application.findings import open_in, record_findings, resolve_all
 from trueup.application.gatekeeping import gate_in
 from trueup.application.unit_of_work import Events, UnitOfWork, Writer, load, order_id
 from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
@@ -79,9 +79,8 @@ def mark_submitted(writer: Writer, account: str, client_order_id: str) -> OrderV
     return order_view(writer, account, client_order_id)
 
 
-def abandon(writer: Writer, queries: Queries, account: str, client_order_id: str, reason: str) -> OrderView:
+def abandon(writer: Writer, account: str, client_order_id: str, reason: str) -> OrderView:
     """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
-    open_ones = OpenDiscrepancies(account, queries.discrepancies(account))
 
     def apply(unit: UnitOfWork) -> None:
         order = existing_order(unit, account, client_order_id)
@@ -102,7 +101,7 @@ def abandon(writer: Writer, queries: Queries, account: str, client_order_id: str
         resolve_all(unit, recorded, "closed as never placed", "recovery")
         # Closed for a known reason: it is no longer missing or lost.
         kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
-        open_ones.resolve(unit, kinds, client_order_id, f"closed: {reason}", by="recovery")
+        open_in(unit, account).resolve(unit, kinds, client_order_id, f"closed: {reason}", by="recovery")
 
     writer.commit(apply)
     return order_view(writer, account, client_order_id)
@@ -110,7 +109,6 @@ def abandon(writer: Writer, queries: Queries, account: str, client_order_id: str
 
 def declare_lost(  # noqa: PLR0913 - the order and the lookups that failed to confirm it
     writer: Writer,
-    queries: Queries,
     account: str,
     client_order_id: str,
     *,
@@ -143,9 +141,7 @@ def declare_lost(  # noqa: PLR0913 - the order and the lookups that failed to co
         if order is None or order.state.status not in IN_FLIGHT_STATUSES:
             return  # a report moved it on since the lookup: the broker has it
         state = order.state
-        if not OpenDiscrepancies(account, queries.discrepancies(account)).is_open(
-            DiscrepancyKind.LOST, client_order_id
-        ):
+        if not open_in(unit, account).is_open(DiscrepancyKind.LOST, client_order_id):
             finding = Finding(
                 DiscrepancyKind.LOST,
                 client_order_id,
@@ -167,9 +163,8 @@ LOOKUP_EXPECTED = "an answer to the lookup of this in-flight order"
 """`expected` of the STALE_DATA a failing in-flight lookup raises (one per order while open)."""
 
 
-def lookup_failed(  # noqa: PLR0913 - the order and how its lookups failed
+def lookup_failed(
     writer: Writer,
-    queries: Queries,
     account: str,
     client_order_id: str,
     *,
@@ -195,25 +190,14 @@ def lookup_failed(  # noqa: PLR0913 - the order and how its lookups failed
         f"{failed} lookup(s) failed ({reason}); the order may be working: not declared lost, "
         "nothing re-sent; new orders wait until the broker answers",
     )
-    open_ones = OpenDiscrepancies(account, queries.discrepancies(account))
-    return writer.commit(lambda unit: open_ones.record_new(unit, [finding], None))
+    return writer.commit(lambda unit: open_in(unit, account).record_new(unit, [finding], None))
 
 
-def lookups_settled(
-    writer: Writer, queries: Queries, account: str, client_order_ids: set[str], resolution: str
-) -> Events:
+def lookups_settled(writer: Writer, account: str, client_order_ids: set[str], resolution: str) -> Events:
     """Resolve the open STALE_DATA of failing lookups of these orders (answered, or out of flight)."""
-    views = [
-        v
-        for v in queries.discrepancies(account)
-        if v.key in client_order_ids and v.kind == DiscrepancyKind.STALE_DATA
-        if v.expected == LOOKUP_EXPECTED
-    ]
-    if not views:
-        return []
-    open_ones = OpenDiscrepancies(account, views)
 
     def apply(unit: UnitOfWork) -> None:
+        open_ones = open_in(unit, account)
         for cid in client_order_ids:
             open_ones.resolve(unit, {DiscrepancyKind.STALE_DATA}, cid, resolution, by="service")
 

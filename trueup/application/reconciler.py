@@ -20,28 +20,32 @@ import msgspec
 from eventsourcing.persistence import PersistenceError
 
 from trueup.application.booking import apply_report, client_order_id_for
-from trueup.application.findings import OpenDiscrepancies, resolve_all
+from trueup.application.findings import OpenDiscrepancies, open_in, resolve_all
 from trueup.application.gatekeeping import gate_in, judge_gate
+from trueup.application.resolutions import lift_lost_lock
 from trueup.application.unit_of_work import UnitOfWork, Writer, store_error
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
-from trueup.domain.gate import POSITION_LOCK, GateState, gate_id
+from trueup.domain.gate import LOST_ORDER_LOCK, POSITION_LOCK, GateState, gate_id
 from trueup.domain.ids import NAMESPACE, order_id, position_id
 from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import Order, OrderState, exec_key
 from trueup.domain.position import Position, repair_fills
 from trueup.domain.reconcile import (
+    NOT_REPAIRED,
     PositionPolicy,
+    broker_cost,
     no_stream_finding,
     position_finding,
     proves_accepted,
     repair_prefix,
+    repair_safe,
     stale_findings,
     stale_reasons,
     too_old,
 )
 from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, PositionReport
 from trueup.domain.rules import working_status
-from trueup.domain.status import OrderStatus, ReportSource
+from trueup.domain.status import OrderFlag, OrderStatus, ReportSource
 from trueup.projections.queries import Queries
 
 _POSITION_KINDS = frozenset(
@@ -145,7 +149,7 @@ class Reconciler:
                 snapshot=snapshot,
                 policy=policy,
                 lost_after=lost_after,
-                open=OpenDiscrepancies(account, self.queries.discrepancies(account)),
+                open=open_in(unit, account),
             )
             run_state[:] = [run]
             if not self._freshness(unit, run, max_age_seconds, no_stream_seconds):
@@ -231,6 +235,7 @@ class Reconciler:
             unit.collect(order)
             kinds = {DiscrepancyKind.MISSING_AT_BROKER, DiscrepancyKind.LOST}
             run.open.resolve(unit, kinds, key, "listed by the broker again")
+            lift_lost_lock(unit, run.open, report.account, order.state.symbol, by="reconciler")
         if order is not None and self._agrees(order.state, report, order_fills):
             return
         before = (order.state.status, order.state.filled_qty) if order is not None else None
@@ -259,6 +264,7 @@ class Reconciler:
                 f"broker cumulative >= {state.real_filled} (our executions)",
                 f"broker cumulative {report.filled_qty}",
                 "we hold executions the broker's cumulative does not count",
+                topic="executions the broker's cumulative does not count",
             )
             run.open.record_new(unit, [finding], run.evidence)
         after = (state.status, state.filled_qty)
@@ -287,12 +293,15 @@ class Reconciler:
         target = report.status
         if not target.is_terminal:
             target = working_status(target, report.filled_qty, report.quantity)
+        # While a replace is pending the report may carry the requested terms: the order
+        # keeps the terms in force (see `decide_order_report`), so they are not compared.
+        pending = OrderFlag.REPLACE_PENDING in report.flags
         return (
             state.status is target
             and state.flags == report.flags
             and state.filled_qty == report.filled_qty
-            and state.quantity == report.quantity
-            and (report.limit_price is None or report.limit_price == state.limit_price)
+            and (pending or state.quantity == report.quantity)
+            and (pending or report.limit_price is None or report.limit_price == state.limit_price)
             and (report.broker_order_id is None or report.broker_order_id in state.broker_order_ids)
             and (not fills or all(_booked(state, fill) for fill in fills))
         )
@@ -331,16 +340,22 @@ class Reconciler:
                 )
             ]
             if cycles >= run.lost_after:
+                # The texts stay the same from cycle to cycle: the count of sightings and
+                # the order's missing cycles say how long it has been lost.
                 findings.append(
                     Finding(
                         DiscrepancyKind.LOST,
                         state.client_order_id,
                         f"{state.status} at the broker",
-                        f"absent {cycles} cycles in a row",
-                        "order lost: the broker has not listed it for "
-                        f"{cycles} complete snapshots; nothing is re-sent",
+                        f"absent from {run.lost_after} or more snapshots in a row",
+                        f"order lost: the broker no longer lists it; {state.symbol} locked; "
+                        "nothing is re-sent: settle it with Ledger.resolve_lost",
+                        scope=f"*:{state.symbol}",
                     )
                 )
+                gate = gate_in(unit, account)
+                gate.lock(state.symbol, f"LOST order {state.client_order_id}", LOST_ORDER_LOCK)
+                unit.collect(gate)
             run.open.record_new(unit, findings, run.evidence)
 
     # -- positions -------------------------------------------------------------------------
@@ -390,7 +405,9 @@ class Reconciler:
         for aggregate in unit.positions(account):
             local[aggregate.state.symbol] = aggregate.state
         gate = unit.get(gate_id(account))
-        for symbol in sorted(set(broker) | set(local)):
+        # Symbols with a position discrepancy in force are compared too: one that went flat
+        # on both sides is seen gone (resolved, its acknowledgement ended), not left open.
+        for symbol in sorted(set(broker) | set(local) | run.open.subjects(_POSITION_KINDS)):
             state = local.get(symbol)
             local_qty = state.qty if state is not None else Decimal(0)
             local_avg = state.avg_cost if state is not None else Decimal(0)
@@ -401,9 +418,13 @@ class Reconciler:
                     gate.unlock(symbol, by="reconciler")  # only the position policy's own lock
                     unit.collect(gate)
                 continue
-            if run.policy is PositionPolicy.REPAIR:
-                self._repair(unit, run, symbol, local_qty, broker.get(symbol), finding)
+            if run.policy is PositionPolicy.REPAIR and repair_safe(run.snapshot):
+                self._repair(unit, run, symbol, (local_qty, local_avg), broker.get(symbol), finding)
                 continue
+            if run.policy is PositionPolicy.REPAIR:
+                # Executions the snapshot could not show may be what the broker's position
+                # holds: a repair would stand for them and they would count twice on arrival.
+                finding = msgspec.structs.replace(finding, detail=f"{finding.detail}; {NOT_REPAIRED}")
             if run.policy is PositionPolicy.LOCK:
                 finding = msgspec.structs.replace(finding, scope=f"*:{symbol}")
                 gate = gate or gate_in(unit, account)
@@ -418,16 +439,15 @@ class Reconciler:
         unit: UnitOfWork,
         run: _Run,
         symbol: str,
-        local_qty: Decimal,
+        local: tuple[Decimal, Decimal | None],
         broker: PositionReport | None,
         finding: Finding,
     ) -> None:
         account = run.snapshot.account
+        local_qty = local[0]
         broker_qty = broker.qty if broker is not None else Decimal(0)
-        broker_avg = broker.avg_cost if broker is not None else Decimal(0)
-        fills = repair_fills(
-            repair_prefix(account, symbol, local_qty, broker), local_qty, broker_qty, broker_avg
-        )
+        broker_avg = broker_cost(broker)
+        fills = repair_fills(repair_prefix(account, symbol, local_qty, broker), local, broker_qty, broker_avg)
         position = unit.get(position_id(account, symbol))
         if position is None:
             position = Position.open(account, symbol)
@@ -439,9 +459,17 @@ class Reconciler:
             avg_cost=broker_avg,
             evidence_id=run.evidence,
             ts_event=run.snapshot.as_of,
+            at_cost=True,
         )
         unit.collect(position)
         detail = f"{finding.detail}; repaired: synced to the broker with {len(fills)} reconciliation fill(s)"
+        if local_qty and fills and (fills[0].qty > 0) != (local_qty > 0):
+            detail += "; closed at our own average cost: no P&L realized"
+        if position.state.avg_cost is None:
+            detail += (
+                f"; cost unknown: the broker's average ({broker.avg_cost if broker else 0}) is not"
+                " a cost basis comparable with ours, none booked"
+            )
         raised = run.open.record_new(unit, [msgspec.structs.replace(finding, detail=detail)], run.evidence)
         resolve_all(unit, raised, "repaired: POSITION_SYNCED", "reconciler")
         run.open.resolve(unit, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")

@@ -28,6 +28,7 @@ from trueup.domain import ids
 from trueup.domain.errors import ConflictError, StoreError
 from trueup.domain.messages import BrokerMessage
 from trueup.domain.position import Position
+from trueup.domain.views import DiscrepancyView
 from trueup.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ Clock = Callable[[], datetime]
 """Source of "now", tz-aware UTC."""
 
 Events = list[DomainEventProtocol[UUID]]
+
+DiscrepancyViews = Callable[[str], Iterable[DiscrepancyView]]
+"""An account's discrepancies still in force (open, or acknowledged by an operator)."""
 
 
 def utc_now() -> datetime:
@@ -74,14 +78,22 @@ def load(store: Store, ident: UUID) -> Any:  # noqa: ANN401 - any aggregate or N
 class UnitOfWork:
     """Aggregates loaded and changed while one use case runs, and its events in order."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
-        """A unit of work on `store`; `clock` dates what the use case records."""
+    def __init__(self, store: Store, clock: Clock, discrepancies: DiscrepancyViews | None = None) -> None:
+        """A unit of work on `store`; `clock` dates what the use case records.
+
+        `discrepancies` reads an account's discrepancies in force, so that a finding of a
+        problem already recorded updates it (`trueup.application.findings`); read once per
+        account and unit, and only when something is found.
+        """
         self.store = store
         self.clock = clock
+        self.discrepancies = discrepancies
         self.aggregates: dict[UUID, Aggregate | None] = {}
         self.events: Events = []
         self.raised: set[UUID] = set()
         """Discrepancy ids recorded in this unit of work (one discrepancy, one record)."""
+        self.in_force: dict[str, Any] = {}
+        """`trueup.application.findings.OpenDiscrepancies` of each account, once read."""
 
     def get(self, ident: UUID) -> Any:  # noqa: ANN401 - Order, Position, link or None
         """The aggregate `ident` as loaded (or created) in this unit of work, or None."""
@@ -130,10 +142,11 @@ class UnitOfWork:
 class Writer:
     """Runs use cases on one store, each in its own unit of work and transaction."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
-        """Write to `store`; `clock` dates what is recorded."""
+    def __init__(self, store: Store, clock: Clock, discrepancies: DiscrepancyViews | None = None) -> None:
+        """Write to `store`; `clock` dates what is recorded; `discrepancies` as `UnitOfWork` takes it."""
         self.store = store
         self.clock = clock
+        self.discrepancies = discrepancies
 
     def commit(self, apply: Callable[[UnitOfWork], object], *, what: str | None = None) -> Events:
         """Run `apply` on a fresh unit of work and store its events in one transaction.
@@ -154,7 +167,7 @@ class Writer:
         """
         count = 0
         for attempt in range(MAX_ATTEMPTS):
-            unit = UnitOfWork(self.store, self.clock)
+            unit = UnitOfWork(self.store, self.clock, self.discrepancies)
             apply(unit)
             if not unit.events:
                 return []

@@ -39,6 +39,15 @@ class DiscrepancyKind(StrEnum):
     """A payload or report could not be read or contradicts the order it names."""
 
 
+class LostOutcome(StrEnum):
+    """How an operator settles a LOST order (`Ledger.resolve_lost`)."""
+
+    GONE = "gone"
+    """The broker does not have it: closed here (CANCELED), never re-sent."""
+    FOUND = "found"
+    """The broker has it: it stays open and is booked from the broker's reports as usual."""
+
+
 class Severity(StrEnum):
     """How loudly to tell: CRITICAL makes `trueup status` exit non-zero."""
 
@@ -82,15 +91,58 @@ class Finding(msgspec.Struct, frozen=True):
     """Overrides the kind's default severity."""
     scope: str | None = None
     """Quarantine scope, for orphan orders and symbol locks."""
+    topic: str | None = None
+    """Which problem of its kind about `key` this is, when the rule names one (see `problem_topic`)."""
 
     @property
     def level(self) -> Severity:
         """Effective severity."""
         return self.severity or DEFAULT_SEVERITY[self.kind]
 
+    @property
+    def problem(self) -> tuple[str, str, str]:
+        """The problem this finding is a sighting of: (kind, subject, topic)."""
+        return (self.kind.value, self.key, problem_topic(self.kind, self.expected, self.topic))
+
+
+SUBJECT_KINDS = frozenset(
+    {
+        DiscrepancyKind.ORPHAN_ORDER,
+        DiscrepancyKind.MISSING_AT_BROKER,
+        DiscrepancyKind.LOST,
+        DiscrepancyKind.POSITION_MISMATCH,
+        DiscrepancyKind.MISSING_LOCAL_POSITION,
+        DiscrepancyKind.NAKED_POSITION,
+    }
+)
+"""Kinds about the state of one subject (an order, a symbol): one problem per kind and subject."""
+
+
+def problem_topic(kind: DiscrepancyKind | str, expected: str, topic: str | None = None) -> str:
+    """What tells one problem of `kind` about a subject from another of the same kind.
+
+    One problem is one discrepancy: a new sighting of an open one updates it (`Discrepancy.Seen`)
+    instead of raising another. The identity never includes volatile text (counts, ages,
+    broker words, evidence): a rule that names a `topic` gets it; a kind about a subject's
+    state (`SUBJECT_KINDS`: the order is missing or lost, the position disagrees) has one
+    problem per subject, whatever the figures; any other kind is told apart by what was
+    expected (the STALE_DATA of the fills is not that of the positions; execution E1 repeated
+    with other figures is not E2).
+    """
+    if topic is not None:
+        return topic
+    return "" if DiscrepancyKind(kind) in SUBJECT_KINDS else expected
+
 
 class Discrepancy(Aggregate):
-    """One recorded discrepancy; raised once, resolved at most once."""
+    """One recorded problem: raised once, updated on each new sighting, resolved at most once.
+
+    Lifecycle: `Raised`, then any number of `Seen` (the same problem seen again: latest
+    actual, detail, severity and evidence, last seen, count of sightings), then `Resolved`.
+    A resolution by an operator is an *acknowledgement* (`Resolved.acknowledged`): the same
+    problem seen again unchanged is not raised again; `Cleared` ends the acknowledgement
+    once the problem is seen gone or changed, and a recurrence is a new discrepancy.
+    """
 
     TOPIC = "trueup:Discrepancy"
 
@@ -115,6 +167,29 @@ class Discrepancy(Aggregate):
         ts_detected: datetime
         scope: str | None
         """Quarantine scope ("strategy:symbol", "*:symbol") for orphan orders and locks."""
+        topic: str | None = None
+        """`problem_topic` of the finding (None in events stored before it existed: derived)."""
+
+    class Seen(Event):
+        """The open discrepancy's problem was seen again: one problem, one alarm."""
+
+        TOPIC = "trueup:Discrepancy.Seen"
+        severity: str
+        actual: str
+        detail: str
+        evidence_id: UUID | None
+        ts_seen: datetime
+        count: int
+        """Sightings so far, the first (Raised) included."""
+
+        def apply(self, aggregate: Discrepancy) -> None:
+            """Take the latest figures and evidence; count the sighting."""
+            aggregate.severity = Severity(self.severity)
+            aggregate.actual = self.actual
+            aggregate.detail = self.detail
+            aggregate.evidence_id = self.evidence_id
+            aggregate.last_seen = self.ts_seen
+            aggregate.count = self.count
 
     class Resolved(Event):
         """The discrepancy no longer holds (repaired, confirmed, or overridden)."""
@@ -123,11 +198,25 @@ class Discrepancy(Aggregate):
         resolution: str
         by: str
         ts_resolved: datetime
+        acknowledged: bool = False
+        """Resolved by an operator while the problem may still be present (see the class)."""
 
         def apply(self, aggregate: Discrepancy) -> None:
             """Mark resolved."""
             aggregate.resolution = self.resolution
             aggregate.resolved_by = self.by
+            aggregate.acknowledged = self.acknowledged
+
+    class Cleared(Event):
+        """The acknowledged problem was seen gone or changed: a recurrence is raised anew."""
+
+        TOPIC = "trueup:Discrepancy.Cleared"
+        reason: str
+        ts_cleared: datetime
+
+        def apply(self, aggregate: Discrepancy) -> None:
+            """End the acknowledgement."""
+            aggregate.acknowledged = False
 
     def __init__(  # noqa: PLR0913 - mirrors the Raised event
         self,
@@ -142,6 +231,7 @@ class Discrepancy(Aggregate):
         evidence_id: UUID | None,
         ts_detected: datetime,
         scope: str | None,
+        topic: str | None = None,
     ) -> None:
         """Initialise from the Raised event."""
         self.kind = DiscrepancyKind(kind)
@@ -154,10 +244,44 @@ class Discrepancy(Aggregate):
         self.evidence_id = evidence_id
         self.ts_detected = ts_detected
         self.scope = scope
+        self.topic = problem_topic(self.kind, expected, topic)
+        self.last_seen = ts_detected
+        self.count = 1
         self.resolution: str | None = None
         self.resolved_by: str | None = None
+        self.acknowledged = False
 
-    def resolve(self, resolution: str, by: str, ts: datetime) -> None:
+    @property
+    def problem(self) -> tuple[str, str, str]:
+        """The problem this discrepancy records: (kind, subject, topic), as `Finding.problem`."""
+        return (self.kind.value, self.key, self.topic)
+
+    def see(self, finding: Finding, evidence_id: UUID | None, ts: datetime) -> None:
+        """Record another sighting of this open discrepancy's problem.
+
+        Nothing is stored for the evidence it already names (the same snapshot reconciled
+        again is not a new sighting), nor once it is resolved.
+        """
+        if self.resolution is not None or (evidence_id is not None and evidence_id == self.evidence_id):
+            return
+        self.trigger_event(
+            self.Seen,
+            severity=finding.level.value,
+            actual=finding.actual,
+            detail=finding.detail,
+            evidence_id=evidence_id,
+            ts_seen=ts,
+            count=self.count + 1,
+        )
+
+    def resolve(self, resolution: str, by: str, ts: datetime, *, acknowledged: bool = False) -> None:
         """Record that the discrepancy was resolved; a second resolve changes nothing."""
         if self.resolution is None:
-            self.trigger_event(self.Resolved, resolution=resolution, by=by, ts_resolved=ts)
+            self.trigger_event(
+                self.Resolved, resolution=resolution, by=by, ts_resolved=ts, acknowledged=acknowledged
+            )
+
+    def clear(self, reason: str, ts: datetime) -> None:
+        """End an acknowledgement (no event if there is none)."""
+        if self.acknowledged:
+            self.trigger_event(self.Cleared, reason=reason, ts_cleared=ts)

@@ -68,6 +68,16 @@ class BrokerOrderLink(Aggregate):
         broker_order_id: str
         client_order_id: str
 
+    class Relinked(Event):
+        """The broker order id, first seen untagged (an orphan), turned out to be our order's."""
+
+        TOPIC = "trueup:BrokerOrderLink.Relinked"
+        client_order_id: str
+
+        def apply(self, aggregate: BrokerOrderLink) -> None:
+            """Point the broker id at our order."""
+            aggregate.client_order_id = self.client_order_id
+
     def __init__(self, account: str, broker_order_id: str, client_order_id: str) -> None:
         """Initialise from the Linked event."""
         self.account = account

@@ -20,6 +20,10 @@ PRICE_QUANTUM = Decimal("1e-10")
 
 ZERO = Decimal(0)
 
+QUANTITY_TOLERANCE = Decimal("1e-9")
+"""Quantities closer than this are equal: brokers that send floats (IB) or fractional shares
+to 9 places (Alpaca) put noise below it, never a real unit."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -33,6 +37,12 @@ def money_context(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def exceeds(value: Decimal, limit: Decimal) -> bool:
+    """Whether quantity `value` is above `limit` by more than QUANTITY_TOLERANCE (float noise)."""
+    with localcontext(MONEY):
+        return value - limit > QUANTITY_TOLERANCE
 
 
 def derived_price(numerator: Decimal, denominator: Decimal) -> Decimal:

@@ -376,6 +376,95 @@ class Order(Aggregate):
             aggregate.state.flags = frozenset()
             aggregate.state.raw_status = f"abandoned: {self.reason}"
 
+    class Attached(Event):
+        """An orphan record turned out to be this order: its fills and inferred part move here.
+
+        The orphan was tracked under an external id until a report named our client id
+        with the same broker id. The moved fills are already in the position (booked on the
+        orphan), so moving them changes no position; they are deduplicated by execution key
+        (one this order already holds is kept).
+        """
+
+        TOPIC = "trueup:Order.Attached"
+        orphan: str
+        """The external client id (`~<broker id>`) the order was tracked under."""
+        broker_order_id: str
+        fills: tuple[BookedFill, ...]
+        inferred_qty: Decimal
+        inferred_price: Decimal | None
+        reported_filled: Decimal
+        reported_avg: Decimal | None
+        status: OrderStatus
+        """The orphan's status: taken if it ranks higher and this order is still open."""
+
+        def apply(self, aggregate: Order) -> None:
+            """Take the orphan's broker id, fills, inferred part and status."""
+            state = aggregate.state
+            if self.broker_order_id not in state.broker_order_ids:
+                state.broker_order_ids = (*state.broker_order_ids, self.broker_order_id)
+            for fill in self.fills:
+                key = exec_key(fill.exec_id)[0]
+                if key not in state.fills:
+                    state.book(key, fill)
+            if self.inferred_qty > state.inferred_qty:
+                state.set_inferred(self.inferred_qty, self.inferred_price)
+                state.reported_filled = self.reported_filled
+                state.reported_avg = self.reported_avg
+            if not state.status.is_terminal and self.status.rank > state.status.rank:
+                state.status = self.status
+            state.missing_cycles = 0
+
+    class AttachedTo(Event):
+        """This orphan record is our order `client_order_id`: closed, its fills moved there."""
+
+        TOPIC = "trueup:Order.AttachedTo"
+        client_order_id: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Empty the record (REPLACED by our order), so nothing is counted twice."""
+            state = aggregate.state
+            state.status = OrderStatus.REPLACED
+            state.flags = frozenset()
+            state.raw_status = f"attached to our order {self.client_order_id}"
+            state.replaced_by = self.client_order_id
+            state.fills = {}
+            state.real_filled = ZERO
+            state.real_cost = ZERO
+            state.set_inferred(ZERO, None)
+            state.reported_filled = ZERO
+            state.reported_avg = None
+
+    class DeclaredGone(Event):
+        """An operator settled a LOST order as gone: closed here as CANCELED, never re-sent.
+
+        CANCELED, not REJECTED: the order may have worked at the broker, and fills that
+        still arrive are booked (reaching the quantity makes it FILLED, the one terminal
+        correction).
+        """
+
+        TOPIC = "trueup:Order.DeclaredGone"
+        by: str
+        reason: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Close the order; it is no longer missing."""
+            state = aggregate.state
+            state.status = OrderStatus.CANCELED
+            state.flags = frozenset()
+            state.raw_status = f"declared gone by {self.by}: {self.reason}"
+            state.missing_cycles = 0
+
+    class Found(Event):
+        """An operator settled a LOST order as found at the broker: it stays open, counted afresh."""
+
+        TOPIC = "trueup:Order.Found"
+        by: str
+        reason: str
+
+        def apply(self, aggregate: Order) -> None:
+            """Reset the missing count: the next snapshot that omits it starts from one."""
+            aggregate.state.missing_cycles = 0
+
     class Updated(Event):
         """ORDER_UPDATED: reconciliation brought the order in line with a broker snapshot.
 

@@ -69,27 +69,36 @@ class SyntheticFill(msgspec.Struct, frozen=True):
     """Deterministic ("RECON-..."), so reconciling the same snapshot again adds nothing."""
     qty: Decimal
     """Signed: > 0 buys, < 0 sells."""
-    price: Decimal
+    price: Decimal | None
+    """A closing leg's is our own average cost (it realizes nothing); an opening leg's is
+    the broker's average when comparable with ours. None: unknown (never 0)."""
 
 
 @money_context
 def repair_fills(
-    exec_prefix: str, local_qty: Decimal, broker_qty: Decimal, broker_avg: Decimal
+    exec_prefix: str,
+    local: tuple[Decimal, Decimal | None],
+    broker_qty: Decimal,
+    broker_avg: Decimal | None,
 ) -> list[SyntheticFill]:
-    """Synthetic fills taking `local_qty` to `broker_qty`, priced at the broker's average.
+    """Synthetic fills taking our `local` (quantity, average cost) to `broker_qty`.
 
-    One fill when the side is kept; two when it flips (close ours, open the broker's),
-    so realized P&L and the new lot are each booked at one price.
+    A repair knows no trade price: units it removes close at our own average cost, so
+    it realizes no P&L; units it adds open at `broker_avg` (None when the broker's
+    average is not a cost basis comparable with ours: the new lot's cost is unknown).
+    One fill when the side is kept; two when it flips (close ours, open the broker's).
     """
+    local_qty, local_avg = local
     if local_qty == broker_qty:
         return []
     flips = local_qty != 0 and broker_qty != 0 and (local_qty > 0) != (broker_qty > 0)
     if flips:
         return [
-            SyntheticFill(f"{exec_prefix}-1", -local_qty, broker_avg),
+            SyntheticFill(f"{exec_prefix}-1", -local_qty, local_avg),
             SyntheticFill(f"{exec_prefix}-2", broker_qty, broker_avg),
         ]
-    return [SyntheticFill(f"{exec_prefix}-1", broker_qty - local_qty, broker_avg)]
+    closes = abs(broker_qty) < abs(local_qty)
+    return [SyntheticFill(f"{exec_prefix}-1", broker_qty - local_qty, local_avg if closes else broker_avg)]
 
 
 class PositionState(msgspec.Struct, kw_only=True):
@@ -102,11 +111,16 @@ class PositionState(msgspec.Struct, kw_only=True):
     cost: Decimal = ZERO
     """Cost basis of the open quantity: average cost times |qty|."""
     realized_pnl: Decimal = ZERO
+    cost_known: bool = True
+    """False while part of the open quantity came from a repair without a comparable broker
+    cost: `cost` is then not a cost basis, and closing such units realizes no P&L."""
 
     @property
-    def avg_cost(self) -> Decimal:
-        """Average cost per unit of the open quantity; 0 when flat."""
-        return derived_price(self.cost, abs(self.qty)) if self.qty else ZERO
+    def avg_cost(self) -> Decimal | None:
+        """Average cost per unit of the open quantity; 0 when flat; None when unknown."""
+        if not self.qty:
+            return ZERO
+        return derived_price(self.cost, abs(self.qty)) if self.cost_known else None
 
     @money_context
     def trade(self, qty: Decimal, price: Decimal) -> None:
@@ -118,12 +132,39 @@ class PositionState(msgspec.Struct, kw_only=True):
         closing = min(abs(qty), abs(self.qty))
         closed_cost = self.cost if closing == abs(self.qty) else self.cost * closing / abs(self.qty)
         direction = 1 if self.qty > 0 else -1
-        self.realized_pnl += direction * (closing * price - closed_cost)
+        if self.cost_known:
+            self.realized_pnl += direction * (closing * price - closed_cost)
         self.cost -= closed_cost
         self.qty += qty
-        if (self.qty > 0) != (direction > 0) and self.qty:
+        if not self.qty:
+            self.cost, self.cost_known = ZERO, True
+        elif (self.qty > 0) != (direction > 0):
             # Flipped side: the rest of the trade opens a new lot at the trade price.
-            self.cost = abs(self.qty) * price
+            self.cost, self.cost_known = abs(self.qty) * price, True
+
+    @money_context
+    def sync(self, qty: Decimal, price: Decimal | None) -> None:
+        """Book a repair leg of signed `qty` (apply only): closes at cost, opens at `price`.
+
+        A closing leg (never past flat: `repair_fills` splits a flip) removes its share
+        of the cost basis and realizes nothing; an opening leg without a price makes the
+        lot's cost unknown.
+        """
+        if self.qty and (self.qty > 0) != (qty > 0):
+            closing = (1 if qty > 0 else -1) * min(abs(qty), abs(self.qty))
+            if abs(closing) == abs(self.qty):
+                self.cost, self.cost_known = ZERO, True
+            else:
+                self.cost -= self.cost * abs(closing) / abs(self.qty)
+            self.qty += closing
+            qty -= closing  # what is left opens on the other side
+            if not qty:
+                return
+        self.qty += qty
+        if price is None:
+            self.cost_known = False
+        else:
+            self.cost += abs(qty) * price
 
     @money_context
     def adjust(self, side: Side, leg: Leg) -> None:
@@ -139,8 +180,9 @@ class PositionState(msgspec.Struct, kw_only=True):
             self.cost += leg.cost  # cost basis is unsigned on both sides
             if not self.qty:
                 # Nothing left open: what cost remains was made or lost.
-                self.realized_pnl -= side.sign * self.cost
-                self.cost = ZERO
+                if self.cost_known:
+                    self.realized_pnl -= side.sign * self.cost
+                self.cost, self.cost_known = ZERO, True
             return
         if leg.qty:
             self.trade(leg.qty, leg.price)
@@ -200,26 +242,38 @@ class Position(Aggregate):
     class Synced(Event):
         """POSITION_SYNCED: reconciliation set the position to the broker's (policy `repair`).
 
-        The difference is booked as synthetic reconciliation fills priced at the broker's
-        average cost (two when the position flips side: one closes, one opens), then the
-        cost basis is set to the broker's, so quantity and average both match it.
+        The difference is booked as synthetic reconciliation fills (two when the position
+        flips side: one closes, one opens). With `at_cost` (every repair since it was
+        added) closing legs close at our own cost and realize nothing, opening legs open
+        at their price or at an unknown cost, and the cost basis becomes the broker's
+        only when `avg_cost` is given (comparable with ours). Events stored before
+        `at_cost` traded their fills at the broker's average and took it as cost basis,
+        and replay the same.
         """
 
         TOPIC = "trueup:Position.Synced"
         fills: tuple[SyntheticFill, ...]
         qty: Decimal
-        avg_cost: Decimal
+        avg_cost: Decimal | None
+        """The broker's average as our cost basis; None when not comparable (kept/unknown)."""
         evidence_id: UUID
         ts_event: datetime
+        at_cost: bool = False
 
         @money_context
         def apply(self, aggregate: Position) -> None:
-            """Trade the synthetic fills, then take the broker's cost basis."""
+            """Book the synthetic fills, then take the broker's cost basis if it is one."""
             state = aggregate.state
             for fill in self.fills:
-                state.trade(fill.qty, fill.price)
+                if self.at_cost:
+                    state.sync(fill.qty, fill.price)
+                else:
+                    state.trade(fill.qty, fill.price or ZERO)
             state.qty = self.qty
-            state.cost = abs(self.qty) * self.avg_cost
+            if self.avg_cost is not None:
+                state.cost, state.cost_known = abs(self.qty) * self.avg_cost, True
+            elif not self.qty:
+                state.cost, state.cost_known = ZERO, True
 
     def __init__(self, account: str, symbol: str) -> None:
         """Initialise flat."""

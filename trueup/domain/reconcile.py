@@ -11,6 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
+from trueup.domain.money import QUANTITY_TOLERANCE
 from trueup.domain.reports import BrokerSnapshot, PositionReport
 from trueup.domain.status import OrderStatus
 
@@ -28,7 +29,10 @@ class PositionPolicy(StrEnum):
 
 # Quantity differences below this are rounding, not a mismatch (brokers report
 # fractional shares to 9 places); cost differences below it per unit are ignored too.
-POSITION_TOLERANCE = Decimal("1e-9")
+POSITION_TOLERANCE = QUANTITY_TOLERANCE
+
+AVG_COST_TOLERANCE = Decimal("0.0001")
+"""Relative: a broker average within 0.01% of ours (rounded on the broker's side) agrees."""
 
 # Statuses at the broker that prove it accepted the order, so reconciliation derives an
 # ACCEPTED step first when we never saw one (lifecycle order: accepted, amendments,
@@ -117,35 +121,63 @@ def _because(snapshot: BrokerSnapshot, part: str) -> str:
     return f" ({cause})" if cause else ""
 
 
+def broker_cost(broker: PositionReport | None) -> Decimal | None:
+    """The broker's average as a cost basis comparable with ours, or None if it is not one.
+
+    Not one: marked not comparable (IB's `avgCost` includes commissions), or 0 on a
+    position that is not flat (brokers write 0 for "no average"). Flat costs nothing.
+    """
+    if broker is None or not broker.qty:
+        return Decimal(0)
+    if not broker.avg_cost_comparable or broker.avg_cost == 0:
+        return None
+    return broker.avg_cost
+
+
+def averages_agree(local_avg: Decimal, broker_avg: Decimal) -> bool:
+    """Whether two average costs agree: within POSITION_TOLERANCE, or AVG_COST_TOLERANCE of ours."""
+    difference = abs(local_avg - broker_avg)
+    return difference <= POSITION_TOLERANCE or difference <= abs(local_avg) * AVG_COST_TOLERANCE
+
+
+def _cost_text(avg: Decimal | None) -> str:
+    return "unknown cost" if avg is None else str(avg)
+
+
 def position_finding(
     symbol: str,
     local_qty: Decimal,
-    local_avg: Decimal,
+    local_avg: Decimal | None,
     broker: PositionReport | None,
 ) -> Finding | None:
     """The discrepancy between our position and the broker's, or None if they agree.
 
     `broker` is None when the broker's (complete) list has no row for the symbol: flat.
+    `local_avg` is None when our cost is unknown (see `PositionState.cost_known`).
     """
     broker_qty = broker.qty if broker is not None else Decimal(0)
     broker_avg = broker.avg_cost if broker is not None else Decimal(0)
     if abs(local_qty - broker_qty) <= POSITION_TOLERANCE:
-        comparable = broker is not None and broker.avg_cost_comparable
-        if broker_qty == 0 or not comparable or abs(local_avg - broker_avg) <= POSITION_TOLERANCE:
+        cost = broker_cost(broker)
+        if broker_qty == 0 or cost is None:
+            return None
+        if local_avg is not None and averages_agree(local_avg, cost):
             return None
         return Finding(
             DiscrepancyKind.POSITION_MISMATCH,
             symbol,
-            f"{local_qty} @ {local_avg}",
+            f"{local_qty} @ {_cost_text(local_avg)}",
             f"{broker_qty} @ {broker_avg}",
-            "same quantity, different average cost",
+            "same quantity, our average cost unknown"
+            if local_avg is None
+            else "same quantity, different average cost",
             Severity.WARNING,
         )
     if broker_qty == 0:
         return Finding(
             DiscrepancyKind.NAKED_POSITION,
             symbol,
-            f"{local_qty} @ {local_avg}",
+            f"{local_qty} @ {_cost_text(local_avg)}",
             "flat",
             "we hold a position the broker does not have",
         )
@@ -160,10 +192,24 @@ def position_finding(
     return Finding(
         DiscrepancyKind.POSITION_MISMATCH,
         symbol,
-        f"{local_qty} @ {local_avg}",
+        f"{local_qty} @ {_cost_text(local_avg)}",
         f"{broker_qty} @ {broker_avg}",
         "our position differs from the broker's",
     )
+
+
+NOT_REPAIRED = "not repaired: the broker's orders or fills are unknown (a repair could count them twice)"
+
+
+def repair_safe(snapshot: BrokerSnapshot) -> bool:
+    """Whether a position may be repaired from `snapshot`: its orders and fills are known.
+
+    The orders and fills are booked first, so a position repair stands only for what
+    no order of the snapshot explains. With either part unknown, the broker's position
+    may hold executions still on their way to us: a reconciliation fill would stand for
+    them, and each would count twice when it arrives. Then the mismatch is only reported.
+    """
+    return snapshot.orders is not None and snapshot.fills is not None
 
 
 def quarantine_scope(symbol: str, claimed_by: str | None) -> str:

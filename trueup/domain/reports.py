@@ -18,7 +18,9 @@ from trueup.domain.errors import InvalidReport
 from trueup.domain.status import OrderFlag, OrderStatus, ReportSource, Side
 
 
-def _check_decimal(name: str, value: object, *, positive: bool = False, optional: bool = False) -> None:
+def _check_decimal(
+    name: str, value: object, *, positive: bool = False, optional: bool = False, signed: bool = False
+) -> None:
     if value is None and optional:
         return
     if not isinstance(value, Decimal):
@@ -30,7 +32,7 @@ def _check_decimal(name: str, value: object, *, positive: bool = False, optional
     if positive and value <= 0:
         msg = f"{name} must be > 0, got {value}"
         raise InvalidReport(msg, field=name)
-    if value < 0:
+    if value < 0 and not signed:
         msg = f"{name} must be >= 0, got {value}"
         raise InvalidReport(msg, field=name)
 
@@ -113,8 +115,10 @@ class OrderReport(msgspec.Struct, frozen=True, tag="order"):
             raise InvalidReport(msg, field="client_order_id")
         _check_decimal("quantity", self.quantity, positive=True)
         _check_decimal("filled_qty", self.filled_qty)
-        _check_decimal("avg_price", self.avg_price, optional=True)
-        _check_decimal("limit_price", self.limit_price, optional=True)
+        # Prices may be negative (WTI futures settled at -37.63; calendar spreads): the
+        # broker, which knows the instrument, is the judge of that, not the report.
+        _check_decimal("avg_price", self.avg_price, optional=True, signed=True)
+        _check_decimal("limit_price", self.limit_price, optional=True, signed=True)
         _check_time("ts_event", self.ts_event)
 
 
@@ -136,7 +140,7 @@ class FillReport(msgspec.Struct, frozen=True, tag="fill"):
     qty: Decimal
     """Quantity of this execution (not cumulative)."""
     price: Decimal
-    """Price of this execution."""
+    """Price of this execution; negative where the instrument trades below zero."""
     ts_event: datetime
     """Execution time at the broker (tz-aware)."""
     commission: Decimal | None = None
@@ -152,7 +156,7 @@ class FillReport(msgspec.Struct, frozen=True, tag="fill"):
             msg = "a fill report needs client_order_id or broker_order_id"
             raise InvalidReport(msg, field="client_order_id")
         _check_decimal("qty", self.qty, positive=True)
-        _check_decimal("price", self.price)
+        _check_decimal("price", self.price, signed=True)
         if self.commission is not None and not isinstance(self.commission, Decimal):
             msg = f"commission must be a Decimal or None, got {self.commission!r}"
             raise InvalidReport(msg, field="commission")
@@ -169,7 +173,7 @@ class PositionReport(msgspec.Struct, frozen=True, tag="position"):
     qty: Decimal
     """Signed quantity: > 0 long, < 0 short, 0 flat."""
     avg_cost: Decimal
-    """Average cost per unit of the open quantity (0 when flat)."""
+    """Average cost per unit of the open quantity (0 when flat, or when the broker gives none)."""
     ts_event: datetime
     """When the broker says this held (tz-aware)."""
     avg_cost_comparable: bool = True
@@ -184,7 +188,7 @@ class PositionReport(msgspec.Struct, frozen=True, tag="position"):
         if not isinstance(self.qty, Decimal) or not self.qty.is_finite():
             msg = f"qty must be a finite Decimal, got {self.qty!r}"
             raise InvalidReport(msg, field="qty")
-        _check_decimal("avg_cost", self.avg_cost)
+        _check_decimal("avg_cost", self.avg_cost, signed=True)
         _check_time("ts_event", self.ts_event)
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 import msgspec
 
 from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
-from trueup.domain.money import derived_price, money_context
+from trueup.domain.money import derived_price, exceeds, money_context
 from trueup.domain.order import Change, Order, OrderState, exec_key
 from trueup.domain.reports import FillReport, OrderReport
 from trueup.domain.status import OrderFlag, OrderStatus, ReportSource, Side
@@ -69,7 +69,7 @@ def working_status(reported: OrderStatus, filled: Decimal, quantity: Decimal | N
     """The status a working order has given its fills (FILLED once they reach the quantity)."""
     # PARTIALLY_FILLED is derived from the fills, never trusted from the status string:
     # IB says "Submitted" with filled > 0, Kite says "OPEN" with filled_quantity > 0.
-    if quantity is not None and filled >= quantity:
+    if quantity is not None and not exceeds(quantity, filled):
         return OrderStatus.FILLED
     if filled > 0 and reported.rank < OrderStatus.PARTIALLY_FILLED.rank:
         return OrderStatus.PARTIALLY_FILLED
@@ -164,14 +164,23 @@ def _transition(  # noqa: C901, PLR0911, PLR0913 - one decision table, one exit 
     )
 
 
+def plausible_price(price: Decimal, *references: Decimal) -> bool:
+    """Whether a derived price can be real: one <= 0 only if a reference price is <= 0 too.
+
+    Instruments that trade below zero (oil futures in 2020, calendar spreads) show it in
+    their own prices; a non-positive price derived from positive ones is an inconsistency.
+    """
+    return price > 0 or any(reference <= 0 for reference in references)
+
+
 @money_context
 def _reprice_inferred(order: OrderState, remaining: Decimal, real_cost: Decimal) -> Decimal | None:
     """Price the inferred quantity still outstanding so the average matches the report."""
     if remaining <= 0:
         return None
-    if order.reported_avg:
+    if order.reported_avg:  # 0 is how brokers say "no average" (Kite, IB), never a price
         price = derived_price(order.reported_avg * order.reported_filled - real_cost, remaining)
-        if price > 0:
+        if plausible_price(price, order.reported_avg, *(f.price for f in order.fills.values())):
             return price
     return order.inferred_price
 
@@ -224,6 +233,10 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
     # 5.
     quantity = order.quantity
     newer_terms = order.amend_ts is None or report.ts_event >= order.amend_ts
+    # A report flagged REPLACE_PENDING may carry the requested terms (Kite's MODIFY PENDING):
+    # the old terms stay in force, and fills at them are no overfill, until the broker
+    # confirms the replace with a report without the flag.
+    newer_terms = newer_terms and OrderFlag.REPLACE_PENDING not in report.flags
     limit_changed = report.limit_price is not None and report.limit_price != order.limit_price
     if not order.status.is_terminal and newer_terms and (report.quantity != quantity or limit_changed):
         if report.quantity < order.real_filled:
@@ -244,7 +257,7 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
             )
     # 6.
     cumulative = report.filled_qty
-    if quantity is not None and cumulative > quantity:
+    if quantity is not None and exceeds(cumulative, quantity):
         outcome.find(
             DiscrepancyKind.OVERFILL,
             cid,
@@ -261,7 +274,7 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
             filled = cumulative
     # 8.
     target: OrderStatus = report.status
-    if target is OrderStatus.FILLED and quantity is not None and filled < quantity:
+    if target is OrderStatus.FILLED and quantity is not None and exceeds(quantity, filled):
         outcome.find(
             DiscrepancyKind.FILL_MISMATCH,
             cid,
@@ -291,9 +304,9 @@ def _infer(order: OrderState, report: OrderReport, outcome: Outcome) -> bool:
     cumulative = report.filled_qty
     outstanding = cumulative - order.real_filled
     price: Decimal | None = None
-    if report.avg_price:
+    if report.avg_price:  # 0 is how brokers say "no average" (Kite, IB), never a price
         price = derived_price(report.avg_price * cumulative - order.real_cost, outstanding)
-        if price <= 0:
+        if not plausible_price(price, report.avg_price, *(f.price for f in order.fills.values())):
             outcome.find(
                 DiscrepancyKind.FILL_MISMATCH,
                 cid,
@@ -322,6 +335,18 @@ def _infer(order: OrderState, report: OrderReport, outcome: Outcome) -> bool:
             f"inferred fill priced at {price} until the executions arrive",
             Severity.INFO,
         )
+    far = far_outside(price, order, report)
+    if far is not None:
+        outcome.findings.append(
+            Finding(
+                DiscrepancyKind.FILL_MISMATCH,
+                cid,
+                f"an inferred price within {far}",
+                f"inferred {outstanding} @ {price}",
+                f"inferred fill priced at {price}, far outside {far}: booked, check the broker's average",
+                topic="inferred price far outside",
+            )
+        )
     outcome.change(
         Order.FillInferred,
         qty=outstanding - order.inferred_qty,
@@ -332,6 +357,30 @@ def _infer(order: OrderState, report: OrderReport, outcome: Outcome) -> bool:
         ts_event=report.ts_event,
     )
     return True
+
+
+FAR_OUTSIDE = Decimal("0.05")
+"""How far beyond its reference band an inferred price is "far outside" (see `far_outside`)."""
+
+
+def far_outside(price: Decimal, order: OrderState, report: OrderReport) -> str | None:
+    """The reference band an inferred `price` lies far outside, or None if it is near it.
+
+    The band runs from the lowest to the highest of the order's real fill prices, the
+    reported average and the limit price (those known). "Far outside" is beyond the band by
+    more than its width and more than `FAR_OUTSIDE` (5%) of its largest magnitude: an
+    average of fills spread over the band never is, a price derived from a rounded average
+    over a tiny remainder (or from a wrong one) is.
+    """
+    references = [fill.price for fill in order.fills.values()]
+    references += [p for p in (report.avg_price, report.limit_price or order.limit_price) if p is not None]
+    if not order.fills or not references:
+        return None  # without real fills the inferred price is the average itself
+    low, high = min(references), max(references)
+    margin = max(high - low, FAR_OUTSIDE * max(abs(low), abs(high)))
+    if low - margin <= price <= high + margin:
+        return None
+    return f"{low}..{high} (+/- {margin})"
 
 
 @money_context
@@ -371,7 +420,7 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
         previous_qty = existing.qty
     # 4.
     real_after = order.real_filled - previous_qty + fill.qty
-    if order.quantity is not None and real_after > order.quantity:
+    if order.quantity is not None and exceeds(real_after, order.quantity):
         outcome.find(
             DiscrepancyKind.OVERFILL,
             cid,

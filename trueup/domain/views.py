@@ -69,8 +69,10 @@ class PositionView(msgspec.Struct, frozen=True):
     symbol: str
     qty: Decimal
     """Signed: > 0 long, < 0 short."""
-    avg_cost: Decimal
-    """Average cost per unit of the open quantity (0 when flat)."""
+    avg_cost: Decimal | None
+    """Average cost per unit of the open quantity (0 when flat). None when unknown: part of
+    the quantity was booked by a repair without a broker cost comparable with ours (never
+    a made-up 0); closing those units realizes no P&L."""
     realized_pnl: Decimal
 
 
@@ -94,3 +96,17 @@ class DiscrepancyView(msgspec.Struct, frozen=True):
     resolution: str | None = None
     scope: str | None = None
     """Quarantine scope of an orphan order or a symbol lock."""
+    last_seen: datetime | None = None
+    """When the problem was last seen (the latest `Discrepancy.Seen`, else when detected)."""
+    count: int = 1
+    """Sightings of the problem: 1 when raised, one more for each reconcile or report that saw it again."""
+    topic: str = ""
+    """With kind and key, which problem this is (`trueup.domain.discrepancy.problem_topic`)."""
+    resolved_by: str | None = None
+    acknowledged: bool = False
+    """Resolved by an operator: the same problem seen again unchanged is not raised again."""
+
+    @property
+    def problem(self) -> tuple[str, str, str]:
+        """The problem this discrepancy records: (kind, subject, topic)."""
+        return (self.kind, self.key, self.topic)

@@ -39,9 +39,9 @@ from eventsourcing.utils import resolve_topic
 
 from trueup.adapters.eventstore.codec import MsgspecMapper
 from trueup.adapters.eventstore.store import IN_IDS, PAGE_SIZE, Cursor, Store, as_dict, first, select_in
-from trueup.domain.discrepancy import Discrepancy
+from trueup.domain.discrepancy import Discrepancy, problem_topic
 from trueup.domain.messages import BrokerMessage
-from trueup.domain.order import Order, OrderState
+from trueup.domain.order import BookedFill, Order, OrderState, exec_key
 from trueup.domain.position import Position, PositionState
 from trueup.projections import service_status, tables
 from trueup.projections.pages import Page, Row, StateCache
@@ -65,7 +65,18 @@ INFERRED_KEY = "~inferred"
 """exec_key of the fills-ledger row holding an order's inferred quantity."""
 
 # What the projector does with an event, decided once per topic (`_Kind`).
-_SKIP, _MESSAGE, _ORDER, _ORDER_CREATED, _POSITION, _POSITION_CREATED, _RAISED, _RESOLVED = range(8)
+(
+    _SKIP,
+    _MESSAGE,
+    _ORDER,
+    _ORDER_CREATED,
+    _POSITION,
+    _POSITION_CREATED,
+    _RAISED,
+    _SEEN,
+    _RESOLVED,
+    _CLEARED,
+) = range(10)
 _CREATES = frozenset({_ORDER_CREATED, _POSITION_CREATED})
 
 
@@ -89,7 +100,9 @@ def _kind_of(cls: type[Any]) -> int:
         (Position.Opened, _POSITION_CREATED),
         (Position.Event, _POSITION),
         (Discrepancy.Raised, _RAISED),
+        (Discrepancy.Seen, _SEEN),
         (Discrepancy.Resolved, _RESOLVED),
+        (Discrepancy.Cleared, _CLEARED),
     )
     return next((kind for types, kind in kinds if issubclass(cls, types)), _SKIP)
 
@@ -264,8 +277,25 @@ class Projector:
                 self._write_synthetic_fills(page, pos.state, event, position)
         elif kind == _RAISED:
             self._write_discrepancy(page, event, position)
+        elif kind == _SEEN:
+            evidence, evidence_position = self._evidence(page, event.evidence_id)
+            page.write(
+                self._sql["seen"],
+                (
+                    event.severity,
+                    event.actual,
+                    event.detail,
+                    evidence,
+                    evidence_position,
+                    _iso(event.ts_seen),
+                    event.count,
+                    oid,
+                ),
+            )
         elif kind == _RESOLVED:
-            page.write(self._sql["resolved"], (event.resolution, event.by, oid))
+            page.write(self._sql["resolved"], (event.resolution, event.by, int(event.acknowledged), oid))
+        elif kind == _CLEARED:
+            page.write(self._sql["cleared"], (oid,))
 
     def _apply_order(self, page: Page, row: Row, kind: int, event: Order.Event) -> None:
         oid = row.originator_id
@@ -281,6 +311,11 @@ class Projector:
         page.changed_orders[oid] = row.position
         if isinstance(event, Order.FillBooked | Order.FillCorrected):
             self._write_fill(page, order.state, event, row.position)
+        elif isinstance(event, Order.Attached):
+            for fill in event.fills:  # an orphan's fills, moved to our order
+                self._write_fill_row(page, order.state, exec_key(fill.exec_id)[0], fill, row.position)
+        elif isinstance(event, Order.AttachedTo):
+            page.write(self._sql["order_fills_gone"], (order.state.account, order.state.client_order_id))
         if inferred_before is not None and inferred_before != (
             order.state.inferred_qty,
             order.state.inferred_price,
@@ -351,6 +386,26 @@ class Projector:
             ),
         )
 
+    def _write_fill_row(
+        self, page: Page, state: OrderState, key: str, fill: BookedFill, position: int
+    ) -> None:
+        page.write(
+            self._sql["fill"],
+            (
+                state.account,
+                state.client_order_id,
+                key,
+                fill.exec_id,
+                state.symbol,
+                state.side.value,
+                str(fill.qty),
+                str(fill.price),
+                _iso(fill.ts_event),
+                None if fill.commission is None else str(fill.commission),
+                position,
+            ),
+        )
+
     def _write_synthetic_fills(
         self, page: Page, state: PositionState, event: Position.Synced, position: int
     ) -> None:
@@ -366,7 +421,7 @@ class Projector:
                     state.symbol,
                     "BUY" if fill.qty > 0 else "SELL",
                     str(abs(fill.qty)),
-                    str(fill.price),
+                    "unknown" if fill.price is None else str(fill.price),
                     _iso(event.ts_event),
                     position,
                 ),
@@ -392,16 +447,20 @@ class Projector:
         else:
             page.write(self._sql["no_inferred"], (state.account, state.client_order_id, INFERRED_KEY))
 
+    def _evidence(self, page: Page, evidence_id: UUID | None) -> tuple[str | None, int | None]:
+        """The evidence's id as the table stores it, and its log position if it is logged."""
+        if evidence_id is None:
+            return None, None
+        evidence = str(evidence_id)
+        # Messages are keyed as their events table stores ids (SQLite: 32 hex digits).
+        stored_id = evidence_id.hex if self.store.dialect == "sqlite" else evidence
+        evidence_position = page.message_positions.get(stored_id)
+        if evidence_position is None:
+            evidence_position = self._message_position(page.cursor, evidence_id)
+        return evidence, evidence_position
+
     def _write_discrepancy(self, page: Page, event: Any, position: int) -> None:  # noqa: ANN401
-        evidence_position, evidence = None, None
-        evidence_id: UUID | None = event.evidence_id
-        if evidence_id is not None:
-            evidence = str(evidence_id)
-            # Messages are keyed as their events table stores ids (SQLite: 32 hex digits).
-            stored_id = evidence_id.hex if self.store.dialect == "sqlite" else evidence
-            evidence_position = page.message_positions.get(stored_id)
-            if evidence_position is None:
-                evidence_position = self._message_position(page.cursor, evidence_id)
+        evidence, evidence_position = self._evidence(page, event.evidence_id)
         page.write(
             self._sql["discrepancy"],
             (
@@ -418,6 +477,8 @@ class Projector:
                 position,
                 _iso(event.ts_detected),
                 event.scope,
+                problem_topic(event.kind, event.expected, event.topic),
+                _iso(event.ts_detected),
             ),
         )
 

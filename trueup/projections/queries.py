@@ -14,6 +14,7 @@ from uuid import UUID
 import msgspec
 
 from trueup.adapters.eventstore.store import IN_IDS, select_in
+from trueup.domain.discrepancy import problem_topic
 from trueup.domain.order import OrderState
 from trueup.domain.position import PositionState
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
@@ -59,16 +60,22 @@ class Queries:
         return [v for v in views if include_flat or v.qty != 0]
 
     def discrepancies(
-        self, account: str | None = None, *, include_resolved: bool = False
+        self, account: str | None = None, *, include_resolved: bool = False, acknowledged: bool = False
     ) -> list[DiscrepancyView]:
-        """Recorded discrepancies, in log order (open ones unless asked)."""
+        """Recorded discrepancies, in log order (open ones unless asked).
+
+        `acknowledged` adds the resolved ones an operator's acknowledgement still covers
+        (what the use cases that record findings need to keep one problem one alarm).
+        """
         self.projector.catch_up()
         clauses, params = [], []
         if account:
             clauses.append("account = ?")
             params.append(account)
         if not include_resolved:
-            clauses.append("resolution IS NULL")
+            clauses.append(
+                "(resolution IS NULL OR acknowledged = 1)" if acknowledged else "resolution IS NULL"
+            )
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.projector.rows(
             f"SELECT * FROM {{trueup_discrepancies}} {where} ORDER BY position",  # noqa: S608
@@ -169,4 +176,9 @@ def _discrepancy_view(row: dict[str, Any]) -> DiscrepancyView:
         ts_detected=datetime.fromisoformat(row["ts_detected"]),
         resolution=row["resolution"],
         scope=row["scope"],
+        last_seen=datetime.fromisoformat(row["last_seen"]) if row["last_seen"] else None,
+        count=int(row["sightings"]),
+        topic=row["topic"] if row["topic"] is not None else problem_topic(row["kind"], row["expected"]),
+        resolved_by=row["resolved_by"],
+        acknowledged=bool(row["acknowledged"]),
     )

@@ -54,7 +54,18 @@ def replay(events: Iterable[Any]) -> AsOf:
                 "actual": event.actual,
                 "detail": event.detail,
                 "position": logged.position,
+                "count": 1,
+                "last_seen": event.ts_detected,
             }
+        elif isinstance(event, Discrepancy.Seen):
+            if oid in discrepancies:
+                discrepancies[oid].update(
+                    severity=event.severity,
+                    actual=event.actual,
+                    detail=event.detail,
+                    count=event.count,
+                    last_seen=event.ts_seen,
+                )
         elif isinstance(event, Discrepancy.Resolved):
             discrepancies.pop(oid, None)
     return AsOf(

@@ -8,7 +8,7 @@ re-implementing the rules in SQL.
 
 from __future__ import annotations
 
-from trueup.adapters.eventstore.store import Store
+from trueup.adapters.eventstore.store import Cursor, Store
 from trueup.projections.tracking import TrackingRow
 
 TRACKING = "trueup_tracking"
@@ -56,7 +56,11 @@ _DDL = [
         ts_detected TEXT NOT NULL,
         resolution TEXT,
         resolved_by TEXT,
-        scope TEXT
+        scope TEXT,
+        topic TEXT,
+        last_seen TEXT,
+        sightings INTEGER NOT NULL DEFAULT 1,
+        acknowledged INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS {trueup_service_status} (
         name TEXT PRIMARY KEY,
@@ -80,6 +84,20 @@ _DDL = [
     )""",
 ]
 
+_ADDED_COLUMNS = {
+    DISCREPANCIES: (
+        ("topic", "TEXT"),
+        ("last_seen", "TEXT"),
+        ("sightings", "INTEGER NOT NULL DEFAULT 1"),
+        ("acknowledged", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+}
+"""Columns added since a table was first released: added to an existing store when it opens.
+
+The defaults are what the rows of older events mean (raised once, never acknowledged; a
+missing topic is derived from kind and expected, as `problem_topic` does for old events).
+"""
+
 ALL_TABLES = (ORDERS, POSITIONS, DISCREPANCIES, FILLS)
 """Tables a rebuild empties (tracking is reset, not dropped)."""
 
@@ -95,6 +113,29 @@ def create_tables(store: Store) -> None:
     with store.transaction() as cursor:
         for statement in _DDL:
             cursor.execute(statement.format(**qualified))
+        for table, columns in _ADDED_COLUMNS.items():
+            # Looked up first: a no-op ALTER TABLE still takes PostgreSQL's exclusive lock.
+            present = _columns(store, cursor, table)
+            for column, declaration in columns:
+                if column not in present:
+                    if_missing = "" if store.dialect == "sqlite" else "IF NOT EXISTS "  # a racing opener
+                    cursor.execute(
+                        f"ALTER TABLE {qualified[table]} ADD COLUMN {if_missing}{column} {declaration}"
+                    )
+
+
+def _columns(store: Store, cursor: Cursor, table: str) -> set[str]:
+    """Names of the columns `table` has in this store."""
+    if store.dialect == "sqlite":
+        rows = store.fetchall(cursor, f"PRAGMA table_info({store.table(table)})")
+        return {str(row[1]) for row in rows}  # (cid, name, type, ...) from either row factory
+    rows = store.fetchall(
+        cursor,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = COALESCE(?, current_schema()) AND table_name = ?",
+        (store.config.schema, table),
+    )
+    return {str(row["column_name"] if isinstance(row, dict) else row[0]) for row in rows}
 
 
 def statements(store: Store) -> dict[str, str]:
@@ -162,6 +203,9 @@ def statements(store: Store) -> dict[str, str]:
             f"DELETE FROM {t[FILLS]} "  # noqa: S608
             "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
         ),
+        "order_fills_gone": sql(
+            f"DELETE FROM {t[FILLS]} WHERE account = ? AND client_order_id = ?"  # noqa: S608
+        ),
         "commission": sql(
             f"UPDATE {t[FILLS]} SET commission = ? "  # noqa: S608
             "WHERE account = ? AND client_order_id = ? AND exec_key = ?"
@@ -169,11 +213,18 @@ def statements(store: Store) -> dict[str, str]:
         "discrepancy": sql(
             f"INSERT INTO {t[DISCREPANCIES]} "  # noqa: S608
             "(id, kind, severity, account, subject, expected, actual, detail, evidence_id, "
-            "evidence_position, position, ts_detected, scope) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+            "evidence_position, position, ts_detected, scope, topic, last_seen, sightings) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING"
+        ),
+        "seen": sql(
+            f"UPDATE {t[DISCREPANCIES]} SET severity = ?, actual = ?, detail = ?, "  # noqa: S608
+            "evidence_id = ?, evidence_position = ?, last_seen = ?, sightings = ? WHERE id = ?"
         ),
         "resolved": sql(
-            f"UPDATE {t[DISCREPANCIES]} SET resolution = ?, resolved_by = ? "  # noqa: S608
-            "WHERE id = ?"
+            f"UPDATE {t[DISCREPANCIES]} SET resolution = ?, resolved_by = ?, "  # noqa: S608
+            "acknowledged = ? WHERE id = ?"
+        ),
+        "cleared": sql(
+            f"UPDATE {t[DISCREPANCIES]} SET acknowledged = 0 WHERE id = ?"  # noqa: S608
         ),
     }

@@ -25,7 +25,10 @@ Outcomes:
   when both answered. Any failure is `BrokerQueryError`.
 * snapshot: the four queries `reqAllOpenOrdersAsync`, `reqCompletedOrdersAsync`,
   `reqExecutionsAsync`, `reqPositionsAsync`, one at a time (ib_async keys the first
-  two and the last by name, so concurrent calls would overwrite each other's futures).
+  two and the last by name, so concurrent calls would overwrite each other's futures),
+  then the executions again: one consistent cut. If an execution landed meanwhile
+  the snapshot is taken again (`SNAPSHOT_ATTEMPTS` in all), and if they never hold
+  still the positions are None for the cycle (STALE_DATA, with the reason).
   Open orders of every client, not only this clientId's (`reqOpenOrders`): a snapshot
   taken with another clientId (a one-off `trueup reconcile`) must not read the engine's
   working orders as missing, and orders entered in TWS show up as orphans.
@@ -96,6 +99,13 @@ _ACTION: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
 _UNACKED: Final = frozenset({"PendingSubmit", "ApiPending", ""})
 """Statuses that are not yet TWS's answer to a placeOrder."""
 _ENCODER: Final = msgspec.json.Encoder()
+SNAPSHOT_ATTEMPTS: Final = 3
+"""Snapshots taken before giving up on a consistent cut of executions and positions."""
+
+
+def _exec_ids(fills: list[Any]) -> set[str]:
+    """The execution ids (revision included: a correction moves the cut) an answer lists."""
+    return {str(fill.execution.execId) for fill in fills}
 
 
 def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -362,11 +372,29 @@ class IbClient:
             except BrokerQueryError as e:
                 log.warning("%s: IB snapshot impossible: %s; every part unknown", account, e)
                 return BrokerSnapshot.unknown(account, as_of, reason=str(e))
+        failures: dict[str, str] = {}
         async with self.connection.query_lock:
-            open_trades = await self.connection.query("open orders", self._ib.reqAllOpenOrdersAsync)
-            completed = await self.connection.query("completed orders", self._completed_orders)
-            fills = await self.connection.query("executions", self._executions)
-            positions = await self.connection.query("positions", self._ib.reqPositionsAsync)
+            for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
+                as_of = utc_now()
+                open_trades = await self.connection.query("open orders", self._ib.reqAllOpenOrdersAsync)
+                completed = await self.connection.query("completed orders", self._completed_orders)
+                fills = await self.connection.query("executions", self._executions)
+                positions = await self.connection.query("positions", self._ib.reqPositionsAsync)
+                if fills is None or positions is None:
+                    break  # nothing to hold the positions against
+                # One cut: an execution landing after the executions read would be in the
+                # positions only, and a repair would book it, then the execution again.
+                again = await self.connection.query("executions (again)", self._executions)
+                if again is None:
+                    positions = None
+                    failures["positions"] = "could not confirm them against the executions (query failed)"
+                    break
+                if _exec_ids(again) == _exec_ids(fills):
+                    break
+                log.info("%s: executions arrived in snapshot %d of %d", account, attempt, SNAPSHOT_ATTEMPTS)
+            else:
+                positions = None
+                failures["positions"] = "executions kept arriving during the snapshot; compared next cycle"
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -375,6 +403,7 @@ class IbClient:
             positions=self._positions(account, positions, as_of),
             complete_history=False,
             history_since=self.history_start(as_of),
+            failures=failures,
         )
 
     def history_start(self, now: datetime) -> datetime:

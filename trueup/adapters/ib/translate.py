@@ -505,10 +505,12 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
     """The position report of an ib_async `Position` row (`reqPositions`, `positionEvent`).
 
     `qty` is `position` with its sign (short < 0). Size-0 rows (which `reqPositions`
-    lists) are kept as qty 0: they say the broker is flat. `avg_cost` is `avgCost` as IB
-    gives it, which includes commissions and, for derivatives, the multiplier (cost per
-    contract), so it is marked not comparable with trueup's price-only average; an unset
-    `avgCost` is accepted only on a flat row (as 0). `ts_event` is `as_of`.
+    lists) are kept as qty 0: they say the broker is flat. `avg_cost` is `avgCost` per
+    unit of price: IB gives it per contract, the multiplier included (ES: 250,012.5 for
+    a 5,000.25 price at 50), so it is divided by `contract.multiplier` when one is set.
+    It still includes commissions, so it is marked not comparable with trueup's
+    price-only average (never booked as a price or cost basis); an unset `avgCost` is
+    accepted only on a flat row (as 0). `ts_event` is `as_of`.
 
     Raises:
         InvalidReport: an attribute is missing or malformed, or the row is another
@@ -523,6 +525,9 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
             error = r.fail("avgCost", f"is unset on a non-flat position of {qty}")
             raise error
         avg_cost = Decimal(0)
+    multiplier = _multiplier(r)
+    if multiplier != 1:
+        avg_cost = derived_price(avg_cost, multiplier)
     with r.located(_POSITION_FIELDS):
         return PositionReport(
             account=account,
@@ -532,6 +537,22 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
             ts_event=_utc(as_of),
             avg_cost_comparable=False,
         )
+
+
+def _multiplier(r: _Reader) -> Decimal:
+    """`contract.multiplier` ("50" for ES, "" for stocks) as a Decimal; 1 when unset."""
+    raw = getattr(getattr(r.root, "contract", None), "multiplier", "")  # absent on older objects
+    text = "" if raw is None else str(raw).strip()
+    if not text or text in {"0", "0.0"}:  # ib_async's "no multiplier"
+        return Decimal(1)
+    path = "contract.multiplier"
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise r.fail(path, f"must be a number, got {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise r.fail(path, f"must be > 0, got {text!r}")
+    return value
 
 
 def to_position_reports(

@@ -1031,11 +1031,6 @@ MALFORMED = [
         id="position side unknown",
     ),
     pytest.param(
-        _positions_of([{"symbol": "AAPL", "qty": "5", "side": "long", "avg_entry_price": "-1"}]),
-        "$[0].avg_entry_price",
-        id="position negative avg price",
-    ),
-    pytest.param(
         _activities_of([{"activity_type": "CSD", "id": "c"}, _without(fill_activity(), "price")]),
         "$[1].price",
         id="activity missing price",
@@ -1098,6 +1093,12 @@ def test_malformed_payload_names_the_json_path(call: Callable[[], object], path:
 
 
 # --- no SDK needed ------------------------------------------------------------------------------
+
+
+def test_a_negative_average_entry_price_is_a_price_not_a_malformed_position() -> None:
+    # Credit spreads (multi-leg options) are priced below zero; the broker is the judge.
+    [position] = _positions_of([{"symbol": "AAPL", "qty": "5", "side": "long", "avg_entry_price": "-1.25"}])()  # type: ignore[misc]
+    assert position.avg_cost == Decimal("-1.25")
 
 
 def test_translation_imports_without_alpaca_py() -> None:

@@ -447,7 +447,6 @@ MALFORMED_ORDERS = [
     ("orderStatus.filled", -5.0, "trade.orderStatus.filled"),
     ("orderStatus.filled", "40", "trade.orderStatus.filled"),
     ("orderStatus.filled", True, "trade.orderStatus.filled"),
-    ("orderStatus.avgFillPrice", -1.0, "trade.orderStatus.avgFillPrice"),
     ("order.lmtPrice", math.inf, "trade.order.lmtPrice"),
     ("order.account", "DU999", "trade.order.account"),
     ("contract.localSymbol", None, "trade.contract.localSymbol"),
@@ -723,7 +722,6 @@ MALFORMED_POSITIONS: list[tuple[str, ib_async.Position, str]] = [
     ("nan-size", ib_async.Position(ACCOUNT, aapl(), math.nan, 1.0), "position.position"),
     ("unset-size", ib_async.Position(ACCOUNT, aapl(), IB_UNSET_DOUBLE, 1.0), "position.position"),
     ("unset-cost-not-flat", ib_async.Position(ACCOUNT, aapl(), 10.0, IB_UNSET_DOUBLE), "position.avgCost"),
-    ("negative-cost", ib_async.Position(ACCOUNT, aapl(), 10.0, -1.0), "position.avgCost"),
     (
         "no-symbol",
         ib_async.Position(ACCOUNT, ib_async.Contract(conId=1), 10.0, 1.0),
@@ -738,6 +736,27 @@ def test_malformed_position_names_the_attribute(position: ib_async.Position, fie
         to_position_report(position, account=ACCOUNT, as_of=AS_OF)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_negative_prices_translate_as_prices() -> None:
+    # WTI futures settled at -37.63 on 2020-04-20: one such execution is a fill, not a bad answer.
+    fill = to_fill_report(make_fill(price=-37.63), account=ACCOUNT)
+    assert fill.price == D("-37.63")
+    trade = _set(make_trade("Submitted", **FILLS_40), "orderStatus.avgFillPrice", -1.5)
+    assert to_order_report(trade, account=ACCOUNT, ts_event=TS, source=BROKER).avg_price == D("-1.5")
+    spread = to_position_report(ib_async.Position(ACCOUNT, aapl(), 10.0, -1.0), account=ACCOUNT, as_of=AS_OF)
+    assert spread.avg_cost == D("-1.0")
+
+
+def test_a_futures_average_cost_is_per_unit_of_price_not_per_contract() -> None:
+    # ES at 5,000.25 with multiplier 50: IB's avgCost is 250,012.5 (plus commissions).
+    es = ib_async.Contract(conId=1, symbol="ES", secType="FUT", localSymbol="ESM4", multiplier="50")
+    report = to_position_report(ib_async.Position(ACCOUNT, es, 1.0, 250012.5), account=ACCOUNT, as_of=AS_OF)
+    assert (report.avg_cost, report.avg_cost_comparable) == (D("5000.25"), False)
+    bad = ib_async.Contract(conId=1, symbol="ES", secType="FUT", localSymbol="ESM4", multiplier="x")
+    with pytest.raises(InvalidReport) as info:
+        to_position_report(ib_async.Position(ACCOUNT, bad, 1.0, 250012.5), account=ACCOUNT, as_of=AS_OF)
+    assert info.value.field == "position.contract.multiplier"
 
 
 # --- no SDK needed ------------------------------------------------------------------------------

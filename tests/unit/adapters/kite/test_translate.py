@@ -1207,11 +1207,6 @@ MALFORMED = [
     pytest.param(
         _orders_of([order_json(filled_quantity=-1)]), "$[0].filled_quantity", id="order filled negative"
     ),
-    pytest.param(
-        _orders_of([order_json(filled_quantity=4, average_price=-1)]),
-        "$[0].average_price",
-        id="order negative average",
-    ),
     pytest.param(_orders_of([order_json(price="Infinity")]), "$[0].price", id="order limit price infinite"),
     pytest.param(
         _orders_of([order_json(transaction_type="SHORT")]), "$[0].transaction_type", id="order side unknown"
@@ -1277,7 +1272,6 @@ MALFORMED = [
         "$.data[1].average_price",
         id="trade price",
     ),
-    pytest.param(_trades_of([trade_json(average_price=-1)]), "$[0].average_price", id="trade negative price"),
     pytest.param(_trades_of([trade_json(quantity=0)]), "$[0].quantity", id="trade quantity zero"),
     pytest.param(_trades_of([trade_json(order_id="")]), "$[0].order_id", id="trade without order id"),
     pytest.param(
@@ -1300,11 +1294,6 @@ MALFORMED = [
         _positions_of(_env({"net": [position_json(quantity="NaN")]})),
         "$.data.net[0].quantity",
         id="position quantity NaN",
-    ),
-    pytest.param(
-        _positions_of({"net": [position_json(average_price=-1)]}),
-        "$.net[0].average_price",
-        id="position negative average",
     ),
     pytest.param(
         _positions_of({"net": [position_json(), position_json()]}),
@@ -1343,6 +1332,16 @@ def test_malformed_payload_names_the_json_path(call: Callable[[], object], path:
     assert caught.value.field == path
     assert f"`{path}`" in str(caught.value)
     assert ACCOUNT in str(caught.value)
+
+
+def test_negative_prices_translate_as_prices() -> None:
+    # MCX crude settled below zero on 2020-04-20: averages, trade prices and positions carry it.
+    [order] = _orders_of([order_json(filled_quantity=4, average_price=-1)])()  # type: ignore[misc]
+    assert order.avg_price == D(-1)
+    [trade] = _trades_of([trade_json(average_price="-37.63")])()  # type: ignore[misc]
+    assert trade.price == D("-37.63")
+    [position] = _positions_of({"net": [position_json(average_price=-1)]})()  # type: ignore[misc]
+    assert position.avg_cost == D(-1)
 
 
 # --- no SDK needed --------------------------------------------------------------------------

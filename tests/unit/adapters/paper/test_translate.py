@@ -320,7 +320,6 @@ MALFORMED_TABLE = [
     pytest.param(raw(order_msg(qty="0")), "$.qty", id="order:qty zero"),
     pytest.param(raw(order_msg(qty="NaN")), "$.qty", id="order:qty NaN"),
     pytest.param(raw(order_msg(filled_qty="-1")), "$.filled_qty", id="order:filled_qty negative"),
-    pytest.param(raw(order_msg(avg_price="-0.01")), "$.avg_price", id="order:avg_price negative"),
     pytest.param(raw(order_msg(limit_price="Infinity")), "$.limit_price", id="order:limit_price infinite"),
     pytest.param(raw(order_msg(side="short")), "$.side", id="order:unknown side"),
     pytest.param(raw(order_msg(id="")), "$.id", id="order:empty id"),
@@ -342,7 +341,6 @@ MALFORMED_TABLE = [
         id="fill:order_id missing",
     ),
     pytest.param(raw(position_msg(qty=None)), "$.qty", id="position:qty null"),
-    pytest.param(raw(position_msg(avg_cost="-1")), "$.avg_cost", id="position:avg_cost negative"),
     pytest.param(raw(order_msg(type="trade")), "$.type", id="message:unknown type"),
     pytest.param(
         raw({k: v for k, v in order_msg().items() if k != "type"}), "$.type", id="message:type missing"
@@ -350,6 +348,15 @@ MALFORMED_TABLE = [
     pytest.param(raw([order_msg()]), "$", id="message:a list where an object belongs"),
     pytest.param('{"type": "order", ', "$", id="message:truncated JSON"),
 ]
+
+
+def test_negative_prices_translate_as_prices() -> None:
+    [order] = to_reports(raw(order_msg(avg_price="-0.01")), account=ACCOUNT)
+    assert isinstance(order, OrderReport)
+    assert order.avg_price == D("-0.01")
+    [position] = to_reports(raw(position_msg(avg_cost="-1")), account=ACCOUNT)
+    assert isinstance(position, PositionReport)
+    assert position.avg_cost == D(-1)
 
 
 @pytest.mark.parametrize(("payload", "field"), MALFORMED_TABLE)
