@@ -143,6 +143,10 @@ A query that has not answered by then is a failed query (STALE_DATA, the gate BL
 never an answer still to come: a hung broker must not freeze the books."""
 
 
+class UnexpectedBrokerError(BrokerQueryError):
+    """A broker call raised what its adapter did not turn into `BrokerQueryError` (a bug, say)."""
+
+
 async def broker_query(call: Awaitable[T], *, what: str, timeout: float = BROKER_CALL_TIMEOUT) -> T:  # noqa: ASYNC109 - a deadline per broker call is the point
     """Await one broker query with a deadline; any way it fails becomes `BrokerQueryError`.
 
@@ -171,7 +175,7 @@ async def broker_query(call: Awaitable[T], *, what: str, timeout: float = BROKER
         raise
     except Exception as e:
         msg = f"{what} raised {type(e).__name__}: {e}"
-        raise BrokerQueryError(msg) from e
+        raise UnexpectedBrokerError(msg) from e
 
 
 async def checked_lookup(
@@ -281,7 +285,7 @@ async def snapshot_or_unknown(
         )
     except BrokerQueryError as e:
         cause = e.__cause__
-        if isinstance(cause, Exception) and not isinstance(cause, TimeoutError | BrokerQueryError):
+        if isinstance(e, UnexpectedBrokerError) and isinstance(cause, Exception):
             # Not a broker failure the adapter expected: an adapter bug, say. Its stack trace.
             log.error("%s; reconciled as STALE_DATA", e, exc_info=cause)  # noqa: TRY400 - the cause's trace
         else:
