@@ -535,6 +535,31 @@ def test_a_part_that_fails_is_unknown_never_empty() -> None:
     asyncio.run(scenario())
 
 
+def test_an_untranslatable_trades_answer_says_why_the_fills_are_unknown() -> None:
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KG")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            s.fake.fill(order_id, 4, "100")
+            with s.fake.lock:
+                s.fake.trades[-1]["quantity"] = "four"  # garbled by the broker
+            snapshot = await s.client.snapshot(ACCOUNT)
+            assert snapshot.fills is None
+            assert snapshot.orders is not None
+            assert "kite trades untranslatable" in snapshot.failures["fills"]
+            [broken] = [a for a in snapshot.raw if a.kind == "trades"]
+            assert broken.error is not None
+            assert '"four"' in broken.payload  # kept verbatim
+            result = await asyncio.to_thread(s.ledger.reconcile, snapshot)
+            stale = [d for d in result.discrepancies if d.kind == "STALE_DATA"]
+            assert stale
+            assert any("kite trades untranslatable" in d.detail for d in stale)
+            assert [d.key for d in result.discrepancies if d.kind == "INVALID_REPORT"] == ["answer:trades"]
+
+    asyncio.run(scenario())
+
+
 def test_placement_that_times_out_is_found_in_the_order_book_not_sent_twice() -> None:
     async def scenario() -> None:
         async with kite_session() as s:

@@ -50,6 +50,8 @@ _PARTS_OF: Final[dict[str, tuple[str, ...]]] = {
     "trades (again)": ("positions",),
 }
 """The snapshot parts a failed read leaves unknown (fills need the order book to be attributed)."""
+_PART_OF: Final[dict[str, str]] = {"trades": "fills"}
+"""The snapshot part an answer translates into, where its name differs from the query's."""
 
 
 class ReadOptions(Protocol):
@@ -348,8 +350,9 @@ def _translate(  # noqa: PLR0913, PLR0917 - one part and where its answer and fa
         translated = translate(raw)
     except TrueupError as e:
         log.warning("%s: kite %s untranslatable: %s", account, what, e)
-        failures[what] = f"kite {what} untranslatable: {e}"
-        answers.append(RawAnswer(source="kite", kind=what, payload=raw, error=failures[what]))
+        why = f"kite {what} untranslatable: {e}"
+        failures[_PART_OF.get(what, what)] = why  # the snapshot part, which the STALE_DATA names
+        answers.append(RawAnswer(source="kite", kind=what, payload=raw, error=why))
         return None
     answers.append(RawAnswer(source="kite", kind=what, payload=raw))
     return translated
