@@ -16,6 +16,7 @@ from trueup.adapters.base import BrokerClient, OrderRequest
 from trueup.adapters.eventstore.log import LoggedEvent
 from trueup.adapters.eventstore.store import open_store, redact, resolve_store_url
 from trueup.application.books import Books
+from trueup.application.evidence import MATCH_EVERY_SECONDS, check_match_every
 from trueup.application.unit_of_work import Clock, utc_now
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.views import OrderView
@@ -42,6 +43,7 @@ class Ledger(Books):
         policies: Mapping[str, PositionPolicy] | None = None,
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
+        match_every: float = MATCH_EVERY_SECONDS,
     ) -> Self:
         """Open a ledger on a store URL.
 
@@ -52,20 +54,24 @@ class Ledger(Books):
             policies: position policy per account (default `repair`).
             lost_after: complete snapshots an open order may be missing from before LOST.
             max_snapshot_age: seconds after which a snapshot is STALE_DATA.
+            match_every: seconds of snapshot time between two `BooksMatched` records while
+                the books keep matching (default 300; 0 records every clean reconcile).
 
         Returns:
             The ledger, with its read models caught up.
 
         Raises:
-            ConfigError: the URL is malformed.
+            ConfigError: the URL is malformed, or `match_every` is negative or not finite.
             StoreError: the store cannot be opened.
         """
+        check_match_every(match_every)  # before the store is opened, so a bad value leaks nothing
         ledger = cls(
             open_store(resolve_store_url(store)),
             clock=clock,
             policies=policies,
             lost_after=lost_after,
             max_snapshot_age=max_snapshot_age,
+            match_every=match_every,
         )
         ledger.projector.catch_up()
         return ledger

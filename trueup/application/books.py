@@ -18,6 +18,7 @@ from eventsourcing.domain import DomainEventProtocol
 from trueup.adapters.eventstore.log import LoggedEvent, read_log
 from trueup.adapters.eventstore.store import Store
 from trueup.application import booking, orders, resolutions
+from trueup.application.evidence import MATCH_EVERY_SECONDS
 from trueup.application.gatekeeping import GateKeeping
 from trueup.application.reconciler import Reconciler, ReconcileResult
 from trueup.application.unit_of_work import Clock, Writer, load, order_id, utc_now
@@ -47,8 +48,13 @@ class Books(GateKeeping):
         policies: Mapping[str, PositionPolicy] | None = None,
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
+        match_every: float = MATCH_EVERY_SECONDS,
     ) -> None:
-        """Wrap an open store; prefer `Ledger.open`."""
+        """Wrap an open store; prefer `Ledger.open` (which documents the settings).
+
+        Raises:
+            ConfigError: `match_every` is negative or not finite.
+        """
         self.store = store
         self.clock = clock
         self.policies = dict(policies or {})
@@ -59,7 +65,7 @@ class Books(GateKeeping):
         self.writer = Writer(
             store, clock, lambda account: self.queries.discrepancies(account, acknowledged=True)
         )
-        self.reconciler = Reconciler(self.writer, self.queries)
+        self.reconciler = Reconciler(self.writer, self.queries, match_every=match_every)
 
     # -- writing -------------------------------------------------------------------------
 
