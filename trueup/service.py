@@ -68,11 +68,11 @@ from trueup.application.unit_of_work import Clock
 from trueup.blocking import in_worker_thread
 from trueup.domain.discrepancy import Discrepancy
 from trueup.domain.errors import BrokerQueryError, ConfigError, InvalidReport
-from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
+from trueup.domain.reports import BrokerSnapshot, Report
 from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
 from trueup.ledger import Ledger
-from trueup.submission import Submitter, record_lookup, start_accounts
+from trueup.submission import Submitter, UntranslatableLookupError, look_up, start_accounts
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -453,7 +453,12 @@ class ReconciliationService:
         self.counters.inflight_checks += 1
         misses = self._misses.setdefault(key, _Misses())
         try:
-            found = await self.broker.lookup(account, cid)
+            found = await look_up(self.ledger, self.broker, account, cid)  # stores what it finds
+        except UntranslatableLookupError as e:
+            log.warning("lookup of in-flight %s %s: answer kept, untranslatable: %s", account, cid, e)
+            self._count_error(e)
+            self._count_discrepancies(e.events)
+            misses.failed += 1
         except BrokerQueryError as e:
             log.warning("lookup of in-flight %s %s failed: %s", account, cid, e)
             self._count_error(e)
@@ -463,9 +468,9 @@ class ReconciliationService:
             self._count_error(e)
             misses.failed += 1
         else:
-            if found is not None:
+            if found.report is not None:
                 del self._misses[key]
-                await self._ingest_lookup(account, found)
+                self._count_discrepancies(found.events)
                 return 0
             misses.not_found += 1
         log.info(
@@ -488,12 +493,6 @@ class ReconciliationService:
         self.counters.inflight_lost += 1
         log.error("in-flight %s %s declared LOST; %s locked; nothing re-sent", account, cid, order.symbol)
         return 1
-
-    async def _ingest_lookup(self, account: str, found: OrderReport) -> None:
-        events = await in_worker_thread(
-            record_lookup, self.ledger, found, account=account, source=self.broker.name
-        )
-        self._count_discrepancies(events)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -341,7 +341,9 @@ def test_an_acknowledged_booking_problem_ends_when_a_reconcile_no_longer_shows_i
     # The broker lists the order FILLED with E1 alone (E2 busted): nothing shows the overfill.
     ledger.reconcile(
         msgspec.structs.replace(
-            snap(as_of=clock.now - 1), orders=[filled_report(clock.now - 1)], fills=[fill_report("E1", 10, 100)]
+            snap(as_of=clock.now - 1),
+            orders=[filled_report(clock.now - 1)],
+            fills=[fill_report("E1", 10, 100)],
         )
     )
     assert acknowledged(ledger) == []

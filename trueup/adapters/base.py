@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from trueup.domain.errors import BrokerQueryError, InvalidReport, TrueupError
-from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
+from trueup.domain.reports import BrokerSnapshot, LookupAnswer, OrderReport, Report
 from trueup.domain.status import Side
 
 log = logging.getLogger(__name__)
@@ -261,5 +261,23 @@ class ReplacingBroker(Protocol):
         Raises:
             SubmitRejected: the broker refused it; the old order stands unchanged.
             SubmitUncertain: the outcome is unknown; look the new leg up, never re-send.
+        """
+        ...
+
+
+@runtime_checkable
+class AnsweringLookup(Protocol):
+    """A broker whose lookup also hands back the answer it read, verbatim (every adapter here).
+
+    Optional beside `BrokerClient.lookup` (which a port may implement alone): the booking
+    of a lookup (`trueup.submission.look_up`) uses it when present, so the raw log keeps
+    the broker's answer, not only trueup's translation of it.
+    """
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """The broker's answer about the order carrying our id (see `LookupAnswer`).
+
+        Raises:
+            BrokerQueryError: the broker could not be asked; absence is unknown.
         """
         ...

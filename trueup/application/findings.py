@@ -146,7 +146,9 @@ class OpenDiscrepancies:
         wanted = {kind.value for kind in kinds}
         return {problem[1] for problem in self.acknowledged if problem[0] in wanted}
 
-    def end_unsighted(self, unit: UnitOfWork, kinds: Iterable[DiscrepancyKind], key: str, reason: str) -> None:
+    def end_unsighted(
+        self, unit: UnitOfWork, kinds: Iterable[DiscrepancyKind], key: str, reason: str
+    ) -> None:
         """End the acknowledgements of these kinds about `key` not found again in this unit."""
         wanted = {kind.value for kind in kinds}
         for problem, view in list(self.acknowledged.items()):

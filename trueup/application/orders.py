@@ -80,6 +80,7 @@ def mark_submitted(writer: Writer, account: str, client_order_id: str) -> OrderV
 
 def abandon(writer: Writer, account: str, client_order_id: str, reason: str) -> OrderView:
     """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
+
     def apply(unit: UnitOfWork) -> None:
         order = existing_order(unit, account, client_order_id)
         status = order.state.status

@@ -185,8 +185,6 @@ class Reconciler:
                 run.open.resolve(unit, {DiscrepancyKind.STALE_DATA}, None, "broker data fresh again")
             if snapshot.orders is not None:
                 self._orders(unit, run, snapshot.orders, snapshot.fills or [])
-                if snapshot.fills is not None:
-                    self._booking_problems_gone(unit, run)
             if snapshot.positions is not None:
                 self._positions(unit, run, snapshot.positions)
             self._match(unit, run)
@@ -238,6 +236,8 @@ class Reconciler:
             run.listed.add(key)
         if run.snapshot.complete_history or run.snapshot.history_since is not None:
             self._missing(unit, run)
+        if run.snapshot.fills is not None:
+            self._booking_problems_gone(unit, run)
 
     def _order(
         self, unit: UnitOfWork, run: _Run, key: str, report: OrderReport, order_fills: list[FillReport]
