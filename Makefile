@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,postgres,cli,alpaca,ib,kite
+EXTRAS ?= dev,postgres,cli,alpaca,ib,kite,sinks,ops
 
-.PHONY: venv test unit soak demo bench bench-quick lint clean
+.PHONY: venv test unit soak demo bench bench-quick lint clean prometheus
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,16 @@ lint: venv
 	$(VENV)/bin/ruff check trueup tests
 	$(VENV)/bin/mypy
 
-test: lint
+# promtool (alert-rule unit tests) and prometheus (the end-to-end scrape) from Debian's package.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null
+
+test: lint prometheus
 	$(PY) -m pytest -q -m 'not soak'
 
-soak: venv
+soak: venv prometheus
 	$(PY) -m pytest -q -m soak
 
 demo: venv

@@ -16,7 +16,6 @@ import json
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -192,28 +191,10 @@ def discrepancies(
 @app.command()
 def status(store: StoreOption = None, account: AccountOption = None, as_json: JsonOption = False) -> None:
     """Gate per account, locks, open orders, discrepancies by kind, and log positions."""
+    from trueup.operations.status import status_report  # noqa: PLC0415 - shared with `trueup run`
+
     with _ledger(store) as ledger:
-        accounts = [account] if account else ledger.accounts()
-        open_views = ledger.discrepancies(account)
-        report: dict[str, Any] = {
-            "store": repr(ledger),
-            "log_position": ledger.last_position(),
-            "projection_position": ledger.projector.position(),
-            "accounts": {},
-            "open_discrepancies_by_kind": dict(Counter(d.kind for d in open_views)),
-            "critical_open": sum(1 for d in open_views if d.severity == "CRITICAL"),
-            "service": ledger.service_status(),
-        }
-        for name in accounts:
-            state, reasons, locks = ledger.gate_details(name)
-            report["accounts"][name] = {
-                "gate": state,
-                "reasons": list(reasons),
-                "locked_symbols": locks,
-                "quarantined": sorted(ledger.quarantined_scopes(name)),
-                "open_orders": len(ledger.open_orders(name)),
-                "positions": len(ledger.positions(name)),
-            }
+        report = status_report(ledger, account)
         if as_json:
             _emit_json(report)
         else:
@@ -473,6 +454,102 @@ def demo(
 
     code = run_demo(store=store, seed=seed, orders=orders_count, workdir=workdir, console=console)
     raise typer.Exit(code)
+
+
+config_app = typer.Typer(help="Check, write and document the `trueup run` config file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _config_or_exit(path: Path) -> Any:  # noqa: ANN401 - a trueup.operations.config.Config
+    from trueup.operations.config import load_config  # noqa: PLC0415
+
+    try:
+        return load_config(path)
+    except TrueupError as e:
+        sys.stderr.write(f"trueup: config error: {e}\n")
+        raise typer.Exit(EXIT_CRITICAL) from None
+
+
+@config_app.command("check")
+def config_check(path: Annotated[Path, typer.Argument(help="The config file (TOML).")]) -> None:
+    """Validate a config file and print it resolved (preset applied, secrets as ***); exit 2 if wrong."""
+    config = _config_or_exit(path)
+    _emit_json(config.describe())
+
+
+@config_app.command("init")
+def config_init(
+    preset: Annotated[str, typer.Option(help="conservative | aggressive | paper")] = "conservative",
+    output: Annotated[
+        Path | None, typer.Option(help="Write here instead of stdout (never overwrites).")
+    ] = None,
+) -> None:
+    """Write a commented starting config file for a preset."""
+    from trueup.operations.config import PRESETS  # noqa: PLC0415
+    from trueup.operations.reference import starting_file  # noqa: PLC0415
+
+    if preset not in PRESETS:
+        sys.stderr.write(
+            f"trueup: config error: preset: must be one of {', '.join(PRESETS)}, got {preset!r}\n"
+        )
+        raise typer.Exit(EXIT_CRITICAL)
+    text = starting_file(preset)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.exists():
+        sys.stderr.write(f"trueup: {output} exists; not overwritten\n")
+        raise typer.Exit(EXIT_CRITICAL)
+    output.write_text(text, encoding="utf-8")
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the config reference (Markdown), generated from the config Structs."""
+    from trueup.operations.reference import config_reference as reference  # noqa: PLC0415
+
+    sys.stdout.write(reference())
+
+
+@app.command()
+def run(
+    config_path: Annotated[Path, typer.Option("--config", help="The config file (TOML).")] = Path(
+        "trueup.toml"
+    ),
+    log_format: Annotated[
+        str | None, typer.Option(help="text | json (default: the file's log_format).")
+    ] = None,
+) -> None:
+    """Run the reconciliation daemon for every configured account until SIGTERM / SIGINT."""
+    config = _config_or_exit(config_path)
+    from trueup.operations.config import missing_env  # noqa: PLC0415
+
+    missing = missing_env(config)
+    if log_format not in {None, "text", "json"}:
+        missing.insert(0, f"--log-format: must be one of text, json, got {log_format!r}")
+    if missing:
+        for line in missing:
+            sys.stderr.write(f"trueup: config error: {line}\n")
+        raise typer.Exit(EXIT_CRITICAL)
+    try:
+        from trueup.operations.brokers import secret_values  # noqa: PLC0415
+        from trueup.operations.daemon import run_daemon  # noqa: PLC0415
+        from trueup.operations.logs import setup_logging  # noqa: PLC0415
+    except ImportError as e:
+        sys.stderr.write(f"trueup: {e}\n")
+        raise typer.Exit(EXIT_CRITICAL) from None
+    chosen = log_format or config.file.log_format
+    setup_logging(config.file.log_level, as_json=chosen == "json", secrets=secret_values(config.env_names()))
+    raise typer.Exit(run_daemon(config))
+
+
+def _add_sink_commands() -> None:
+    from trueup.sinks.cli import sink_app  # noqa: PLC0415 - the sinks' options, kept in their package
+
+    app.add_typer(sink_app, name="sink")
+
+
+_add_sink_commands()
 
 
 def main() -> None:

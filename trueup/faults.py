@@ -9,6 +9,7 @@ real crash would hurt most:
 - ``submit.after_broker_call``: the broker has the order, our acknowledgement is not stored.
 - ``stream.before_ingest``: a fill arrived from the broker and is not ingested yet.
 - ``ingest.mid_batch``: a batch of reports is decided but its transaction not committed.
+- ``sink.after_deliver``: a sink delivered an event, its saved position does not show it yet.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from trueup.application.evidence import MATCH_EVERY_SECONDS, check_match_every
 from trueup.application.unit_of_work import Clock, utc_now
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.views import OrderView
+from trueup.settings import LedgerSettings, validate
 from trueup.submission import Submitter
 from trueup.subscriptions import Subscription, subscribe
 
@@ -61,17 +62,23 @@ class Ledger(Books):
             The ledger, with its read models caught up.
 
         Raises:
-            ConfigError: the URL is malformed, or `match_every` is negative or not finite.
+            ConfigError: the URL is malformed, or `lost_after`, `max_snapshot_age` or
+                `match_every` is out of range (``lost_after: must be >= 1, got -5``), before
+                the store is opened.
             StoreError: the store cannot be opened.
         """
-        check_match_every(match_every)  # before the store is opened, so a bad value leaks nothing
+        settings = validate(
+            {"lost_after": lost_after, "max_snapshot_age": max_snapshot_age, "match_every": match_every},
+            LedgerSettings,
+        )
+        check_match_every(match_every)  # finite too (msgspec's bounds let inf and NaN through)
         ledger = cls(
             open_store(resolve_store_url(store)),
             clock=clock,
             policies=policies,
-            lost_after=lost_after,
-            max_snapshot_age=max_snapshot_age,
-            match_every=match_every,
+            lost_after=settings.lost_after,
+            max_snapshot_age=settings.max_snapshot_age,
+            match_every=settings.match_every,
         )
         ledger.projector.catch_up()
         return ledger

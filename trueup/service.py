@@ -39,6 +39,9 @@ The LOST discrepancy and the lock are one transaction (`Ledger.declare_lost`, a 
 of `trueup.application.orders`). Retry counts live in memory: a restarted service counts
 again from zero (and so waits longer, never less).
 
+An optional `ServiceObserver` (metrics) is told of each reconciliation, discrepancy and
+stream message; `inflight_period` runs the in-flight checks on their own interval.
+
 The service never dies on an exception: each reconciliation, stream item and in-flight
 check is wrapped; the exception is logged and counted in `ServiceCounters`, which the
 service also saves to the store after every cycle for ``trueup status``.
@@ -72,6 +75,7 @@ from trueup.domain.reports import BrokerSnapshot, Report
 from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
 from trueup.ledger import Ledger
+from trueup.observing import ServiceObserver
 from trueup.submission import Submitter, UntranslatableLookupError, look_up, start_accounts
 
 __all__ = [
@@ -80,6 +84,7 @@ __all__ = [
     "STREAM_WAIT_SECONDS",
     "ReconciliationService",
     "ServiceCounters",
+    "ServiceObserver",
     "Translate",
 ]
 
@@ -183,6 +188,8 @@ class ReconciliationService:
         inflight_retries: int = 3,
         clock: Clock | None = None,
         name: str = DEFAULT_SERVICE_NAME,
+        inflight_period: float | None = None,
+        observer: ServiceObserver | None = None,
     ) -> None:
         """Configure the service; nothing runs until `start` or `run`.
 
@@ -198,6 +205,9 @@ class ReconciliationService:
             clock: source of "now" (tz-aware UTC); defaults to the ledger's clock, so
                 snapshot ages and order ages are measured on the ledger's time.
             name: name under which the counters are saved in the store.
+            inflight_period: seconds between in-flight checks, run on their own; None
+                (the default) checks in-flight orders after each periodic reconciliation.
+            observer: told of each reconciliation, discrepancy and stream message (metrics).
 
         Raises:
             ConfigError: a setting is out of range (named with its value).
@@ -215,6 +225,9 @@ class ReconciliationService:
         if inflight_retries < 1:
             msg = f"inflight_retries must be >= 1, got {inflight_retries!r}"
             raise ConfigError(msg)
+        if inflight_period is not None and not inflight_period > 0:
+            msg = f"inflight_period must be > 0 seconds, got {inflight_period!r}"
+            raise ConfigError(msg)
         self.ledger = ledger
         self.broker = broker
         self.period = period
@@ -222,6 +235,8 @@ class ReconciliationService:
         self.inflight_retries = inflight_retries
         self.clock: Clock = clock or ledger.clock
         self.name = name
+        self.inflight_period = inflight_period
+        self.observer = observer
         self.counters = ServiceCounters()
         # Two reconciliations of one account at once (periodic and after a reconnect)
         # could both raise the same finding: new discrepancies never conflict in the
@@ -277,14 +292,33 @@ class ReconciliationService:
         if not self._started:
             await self.start()
         stream = asyncio.create_task(self._consume_stream(stop), name=f"{self.name}-stream")
+        separate = self.inflight_period is not None
+        inflight = (
+            asyncio.create_task(self._inflight_loop(stop), name=f"{self.name}-inflight") if separate else None
+        )
         try:
             while not await _wait(stop, self.period):
-                await self._pass("periodic", self.accounts, inflight=True)
+                await self._pass("periodic", self.accounts, inflight=not separate)
         finally:
+            if inflight is not None:
+                # Its current check finishes first, like the periodic pass.
+                await asyncio.gather(inflight, return_exceptions=True)
             stream.cancel()
             # The stream task finishes its current ledger write before it stops.
             await asyncio.gather(stream, return_exceptions=True)
             await self._save_status()
+
+    async def _inflight_loop(self, stop: asyncio.Event) -> None:
+        """In-flight checks every `inflight_period` seconds, apart from the periodic pass."""
+        assert self.inflight_period is not None  # noqa: S101 - run() starts this loop only then
+        while not await _wait(stop, self.inflight_period):
+            for account in self.accounts:
+                try:
+                    if await self._check_inflight(account):
+                        await self._reconcile(account, "in-flight order lost")
+                except Exception as e:
+                    log.exception("in-flight checks of %s failed", account)
+                    self._count_error(e)
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -323,6 +357,7 @@ class ReconciliationService:
 
     async def _reconcile(self, account: str, why: str) -> ReconcileResult | None:
         """Fetch a snapshot and reconcile it; None if the ledger raised (logged, counted)."""
+        started = time.monotonic()
         async with self._account_locks[account]:
             snapshot = await self._snapshot(account)
             try:
@@ -330,8 +365,10 @@ class ReconciliationService:
             except Exception as e:
                 log.exception("%s reconciliation of %s failed", why, account)
                 self._count_error(e)
+                self._notify(lambda o: o.reconciled(account, why, None, time.monotonic() - started))
                 return None
         self._count_discrepancies(result.discrepancies)
+        self._notify(lambda o: o.reconciled(account, why, result, time.monotonic() - started))
         level = logging.INFO if result.discrepancies or result.stale else logging.DEBUG
         log.log(
             level,
@@ -392,10 +429,17 @@ class ReconciliationService:
                         source=item.source,
                         kind=item.kind,
                     )
+                except Exception:
+                    self._notify(lambda o: o.stream_message(item.account, "error"))
+                    raise
                 finally:
                     if held and lock is not None:
                         lock.release()
                 self._count_discrepancies(events)
+                invalid = any(
+                    isinstance(e, Discrepancy.Raised) and e.kind == "INVALID_REPORT" for e in events
+                )
+                self._notify(lambda o: o.stream_message(item.account, "invalid" if invalid else "applied"))
             elif isinstance(item, Reconnected | RefreshNeeded):
                 if isinstance(item, Reconnected):
                     self.counters.reconnects += 1
@@ -511,6 +555,17 @@ class ReconciliationService:
         for event in events:
             if isinstance(event, Discrepancy.Raised):
                 by_kind[event.kind] = by_kind.get(event.kind, 0) + 1
+                account, kind, severity = event.account, event.kind, event.severity
+                self._notify(lambda o: o.raised(account, kind, severity))  # noqa: B023 - called at once
+
+    def _notify(self, call: Callable[[ServiceObserver], None]) -> None:
+        """Tell the observer; its failure is logged and counted, never raised."""
+        if self.observer is not None:
+            try:
+                call(self.observer)
+            except Exception as e:
+                log.exception("service observer failed")
+                self._count_error(e)
 
     def _count_error(self, error: BaseException) -> None:
         self.counters.errors += 1

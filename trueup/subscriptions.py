@@ -10,13 +10,15 @@ Three layers, each built on the one before:
   re-exported here.
 - `subscribe(ledger, handler, from_position)` runs a handler on every event in a
   background thread. Nothing is saved: a new subscription starts where it is told to.
-  A handler that raises sees the same event again after a backoff; nothing is skipped.
+  A handler that raises sees the same event again after a backoff; nothing is skipped
+  unless a `PoisonPolicy` is given (then, after its bound, the event is dead-lettered
+  and the subscription moves on).
 - `SavedPositionConsumer(ledger, name, handler)` keeps its position in the store's own
   database (table ``trueup_consumers``) and resumes after it. At-least-once mode saves
   the position after the handler returns; exactly-once mode runs the handler inside the
   transaction that saves the position, so what the handler writes through the cursor it
   is given commits (or not) together with the position. The position is a
-  `TrackingRow`, as the projector's is.
+  `TrackingRow`, as the projector's is. It takes a `PoisonPolicy` too.
 
 Everything here needs only a ledger's store (`StoreOwner`), so this module does not
 import `trueup.ledger`. Handler failures are retried with `trueup.retry`'s `Backoff`
@@ -43,10 +45,11 @@ from trueup.adapters.eventstore.log import (
 )
 from trueup.adapters.eventstore.store import PAGE_SIZE, Cursor, StoreOwner
 from trueup.projections.tracking import TrackingRow
-from trueup.retry import STOPPED, Backoff, Retrier
+from trueup.retry import DEAD_LETTERED, STOPPED, Backoff, PoisonPolicy, Retrier, Stopped
 
 __all__ = [
     "CONSUMERS_TABLE",
+    "DEAD_LETTERED",
     "PAGE_SIZE",
     "STOPPED",
     "Backoff",
@@ -54,6 +57,7 @@ __all__ = [
     "Handler",
     "ListenNotifyFollower",
     "LoggedEvent",
+    "PoisonPolicy",
     "PollingFollower",
     "SavedPositionConsumer",
     "Subscription",
@@ -104,12 +108,13 @@ class Subscription:
     Created (and started) by `subscribe`. Each event is handed to the handler once per
     run, in log order, and again only if the handler raised on it: the error is logged
     with its traceback and counted in `errors`, and the same event is handed over again
-    after a backoff. An event is never skipped, so a handler that always fails on one
-    stalls there (watch `errors`). Nothing is saved: use `SavedPositionConsumer` to
-    resume across runs.
+    after a backoff. Without a `poison` policy an event is never skipped, so a handler
+    that always fails on one stalls there (watch `errors`); with one, the event is
+    dead-lettered after the policy's bound and counts as accepted (`dead_letters`
+    counts them). Nothing is saved: use `SavedPositionConsumer` to resume across runs.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the handler, where it starts, and its retry policies
         self,
         ledger: StoreOwner,
         handler: Handler,
@@ -117,10 +122,14 @@ class Subscription:
         *,
         backoff: Backoff | None = None,
         name: str | None = None,
+        poison: PoisonPolicy | None = None,
     ) -> None:
         """Start calling `handler` on the events after `from_position`; see `subscribe`."""
         self.ledger = ledger
         self.handler = handler
+        self.poison = poison
+        self.dead_letters = 0
+        """Events given up on under the poison policy (each handed to its `dead_letter`)."""
         self.name: str = name or str(getattr(handler, "__qualname__", handler))
         self._stop = threading.Event()
         self._retrier = Retrier(backoff or Backoff(), log)
@@ -209,8 +218,13 @@ class Subscription:
                 try:
                     with closing(current.events()) as events:
                         for event in events:
-                            if self._retrier.call(self.handler, event, self.name, self._stop) is STOPPED:
+                            outcome = self._retrier.call(
+                                self.handler, event, self.name, self._stop, self.poison
+                            )
+                            if outcome is STOPPED:
                                 return  # stopped while the event waited for a retry: left unaccepted
+                            if outcome is DEAD_LETTERED:
+                                self.dead_letters += 1
                             self._accept(event.position)
                             delays = self._retrier.backoff.delays()
                 except Exception as e:  # a read failure is logged, counted and retried
@@ -235,13 +249,14 @@ class Subscription:
             self._advanced.notify_all()
 
 
-def subscribe(
+def subscribe(  # noqa: PLR0913 - the handler, where it starts, and its retry policies
     ledger: StoreOwner,
     handler: Handler,
     from_position: int = 0,
     *,
     backoff: Backoff | None = None,
     name: str | None = None,
+    poison: PoisonPolicy | None = None,
 ) -> Subscription:
     """Call `handler(logged_event)` on every event after `from_position`, in a background thread.
 
@@ -261,11 +276,13 @@ def subscribe(
         from_position: deliver events with a position greater than this.
         backoff: retry delays after failures (default 0.05 s doubling to 2 s).
         name: names the thread and log messages (default: the handler's name).
+        poison: dead-letter an event after this many failed tries and move on (default:
+            retry it for ever).
 
     Returns:
         The running subscription; stop it with `stop()` or by leaving a ``with`` block.
     """
-    return Subscription(ledger, handler, from_position, backoff=backoff, name=name)
+    return Subscription(ledger, handler, from_position, backoff=backoff, name=name, poison=poison)
 
 
 # -- saved-position consumers ------------------------------------------------------------
@@ -291,6 +308,13 @@ class SavedPositionConsumer:
     outside I/O (PostgreSQL kills sessions idle in a transaction for 5 s, gotcha 7) and
     must not write through the ledger (on SQLite the store's writer lock is held).
 
+    Poison events (``poison=PoisonPolicy(...)``, opt-in): by default a failed event is
+    retried for ever, so a handler that always fails on one stalls the consumer there.
+    With a policy, after `max_attempts` counted failures the event goes to the policy's
+    `dead_letter` callback and, once that returned, the position moves past it. In
+    at-least-once mode only the handler's failures count (a failed save of the position
+    is retried without limit); in exactly-once mode the whole transaction's do.
+
     Positions live in ``trueup_consumers(name TEXT PRIMARY KEY, position BIGINT NOT NULL)``,
     created if missing.
     """
@@ -305,6 +329,7 @@ class SavedPositionConsumer:
         exactly_once: Literal[False] = False,
         from_position: int = 0,
         backoff: Backoff | None = None,
+        poison: PoisonPolicy | None = None,
     ) -> None: ...
 
     @overload
@@ -317,6 +342,7 @@ class SavedPositionConsumer:
         exactly_once: Literal[True],
         from_position: int = 0,
         backoff: Backoff | None = None,
+        poison: PoisonPolicy | None = None,
     ) -> None: ...
 
     def __init__(  # noqa: PLR0913 - the consumer, its handler, its mode and where a new one starts
@@ -328,6 +354,7 @@ class SavedPositionConsumer:
         exactly_once: bool = False,
         from_position: int = 0,
         backoff: Backoff | None = None,
+        poison: PoisonPolicy | None = None,
     ) -> None:
         """Create the consumer (and its position row, at `from_position`, if it has none).
 
@@ -339,12 +366,18 @@ class SavedPositionConsumer:
             exactly_once: run the handler inside the transaction that saves the position.
             from_position: where a consumer with no saved position starts (events after
                 it); ignored once a position is saved.
-            backoff: retry delays after failures in `run_forever`.
+            backoff: retry delays after failures in `run_forever` (and, with `poison`,
+                between the tries of one event in `run_once`).
+            poison: dead-letter an event after this many failed tries and move on
+                (default: retry it for ever).
         """
         self.ledger = ledger
         self.store = ledger.store
         self.name = name
         self.exactly_once = exactly_once
+        self.poison = poison
+        self.dead_letters = 0
+        """Events given up on under the poison policy in this process."""
         self._retrier = Retrier(backoff or Backoff(), log)
         self._handler = handler
         self._row = TrackingRow(self.store, CONSUMERS_TABLE, name)
@@ -389,9 +422,11 @@ class SavedPositionConsumer:
     def run_once(self, max_events: int | None = None) -> int:
         """Process the events in the log now (after the saved position), then return.
 
-        Events appended while it runs are left for the next call. A handler exception
-        propagates; the failed event's position is not saved, so the next run starts
-        with it.
+        Events appended while it runs are left for the next call. Without a poison
+        policy a handler exception propagates; the failed event's position is not saved,
+        so the next run starts with it. With one, a failing event is tried up to the
+        policy's bound (with backoff) and then dead-lettered; a transient failure (or a
+        failed dead-letter record) propagates as above.
 
         Args:
             max_events: process at most this many (None: all of them).
@@ -407,7 +442,7 @@ class SavedPositionConsumer:
             raced = False
             with closing(read_log(self.store, self._saved, newest, page_size=page_size)) as events:
                 for event in events:
-                    if self._handle(event) == "raced":
+                    if self._process(event, None) == "raced":
                         self._saved = self.position()  # another process moved on: continue after it
                         raced = True
                         break
@@ -422,7 +457,8 @@ class SavedPositionConsumer:
         """Process events as they are appended until `stop_event` is set.
 
         Handler exceptions and read or save failures are logged, counted in `errors` and
-        retried after a backoff; the failed event is retried, never skipped.
+        retried after a backoff; the failed event is retried, never skipped (unless a
+        poison policy dead-letters it).
 
         Args:
             stop_event: set it (from any thread) to return; an event being handled finishes.
@@ -438,7 +474,7 @@ class SavedPositionConsumer:
                 current = follow_store(self.store, self._saved, stop_event=stop_event)
                 with closing(current.events()) as events:
                     for event in events:
-                        outcome = self._retrier.call(self._handle, event, self.name, stop_event)
+                        outcome = self._process(event, stop_event)
                         if outcome is STOPPED:
                             return processed  # the event is left for the next run
                         if outcome == "raced":
@@ -453,6 +489,39 @@ class SavedPositionConsumer:
                 if not self._retrier.failed(e, delay, stop_event):
                     return processed
         return processed
+
+    def _process(self, event: LoggedEvent, stop: threading.Event | None) -> _Outcome | Stopped:
+        """Handle one event under the retry and poison policies; `stop` None: a one-shot run."""
+        once = stop is None
+        if self.poison is None:
+            if stop is None:
+                return self._handle(event)
+            return self._retrier.call(self._handle, event, self.name, stop)
+        stop = stop or threading.Event()
+        # At-least-once: only the handler's failures count towards the bound; the save
+        # of the position is retried apart (a database hiccup poisons no event).
+        deliver = self._handle if self.exactly_once else cast("Handler", self._handler)
+        outcome = self._retrier.call(deliver, event, self.name, stop, self.poison, raise_transient=once)
+        if outcome is STOPPED or outcome == "raced":
+            return outcome
+        if outcome is DEAD_LETTERED:
+            self.dead_letters += 1
+        elif self.exactly_once:
+            return "done"  # the handler's transaction moved the position
+        if once:
+            return self._save(event)
+        return self._retrier.call(self._save, event, self.name, stop)
+
+    def _save(self, event: LoggedEvent) -> _Outcome:
+        """Move the position past `event` without handling it (handled already, or dead-lettered)."""
+        with self.store.transaction() as cursor:
+            if self.exactly_once:
+                if not self._row.move(cursor, event.position, expected=self._saved):
+                    return "raced"
+            else:
+                self._row.move_forward(cursor, event.position)
+        self._saved = event.position
+        return "done"
 
     def _handle(self, event: LoggedEvent) -> _Outcome:
         if self.exactly_once:

@@ -81,6 +81,31 @@ def test_import_trueup_needs_no_broker_sdk() -> None:
     assert result.stdout.strip() == "ok", result.stderr
 
 
+def test_operations_needs_its_extra_only_when_used() -> None:
+    # aiohttp and prometheus_client blocked: trueup, its CLI module and the config still import;
+    # the daemon, endpoint and metrics fail with the extra's install line.
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'aiohttp', 'prometheus_client'}:\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import trueup, trueup.cli, trueup.operations, trueup.operations.config, trueup.operations.status\n"
+        "for name in ('daemon', 'http', 'metrics'):\n"
+        "    try:\n"
+        "        __import__('trueup.operations.' + name)\n"
+        "    except ImportError as e:\n"
+        "        print(name, e)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our interpreter, our code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=DOMAIN.parents[1]
+    )
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["daemon", "http", "metrics"], result.stderr
+    assert all("pip install 'trueup[ops]'" in line for line in lines), lines
+
+
 # -- the package's layers ------------------------------------------------------------------
 
 PACKAGE = DOMAIN.parent

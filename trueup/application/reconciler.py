@@ -286,11 +286,15 @@ class Reconciler:
         if after != before:
             order.trigger_event(
                 Order.Updated,
-                status_before=before[0] if before else OrderStatus.INTENDED,
+                # An order first seen in this snapshot had no status here: never "INTENDED".
+                status_before=before[0] if before else None,
                 status_after=state.status,
                 filled_before=before[1] if before else Decimal(0),
                 filled_after=state.filled_qty,
                 evidence_id=run.evidence,
+                account=state.account,
+                client_order_id=state.client_order_id,
+                symbol=state.symbol,
             )
             unit.collect(order)
 
@@ -459,6 +463,9 @@ class Reconciler:
             evidence_id=run.evidence,
             ts_event=run.snapshot.as_of,
             at_cost=True,
+            account=account,
+            symbol=symbol,
+            qty_before=local_qty,
         )
         unit.collect(position)
         detail = f"{finding.detail}; repaired: synced to the broker with {len(fills)} reconciliation fill(s)"

@@ -37,6 +37,8 @@ class DiscrepancyKind(StrEnum):
     """A broker status string no table maps; the report changed nothing."""
     INVALID_REPORT = "INVALID_REPORT"
     """A payload or report could not be read or contradicts the order it names."""
+    DEAD_LETTER = "DEAD_LETTER"
+    """A sink gave up on a log event after its retries and moved on (trueup.sinks)."""
 
 
 class LostOutcome(StrEnum):
@@ -70,6 +72,7 @@ DEFAULT_SEVERITY: dict[DiscrepancyKind, Severity] = {
     DiscrepancyKind.STALE_DATA: Severity.WARNING,
     DiscrepancyKind.UNKNOWN_STATUS: Severity.WARNING,
     DiscrepancyKind.INVALID_REPORT: Severity.ERROR,
+    DiscrepancyKind.DEAD_LETTER: Severity.ERROR,
 }
 """Severity of each kind unless a rule says otherwise."""
 

@@ -470,15 +470,21 @@ class Order(Aggregate):
         """ORDER_UPDATED: reconciliation brought the order in line with a broker snapshot.
 
         Stored after the events it derived (acceptance, amendments, fills, final status),
-        as the one summary of what the snapshot changed.
+        as the one summary of what the snapshot changed. It names the order (account,
+        client order id, symbol) so a subscriber needs no second lookup; events stored
+        before those fields existed decode with them empty (docs/events.md).
         """
 
         TOPIC = "trueup:Order.Updated"
-        status_before: OrderStatus
+        status_before: OrderStatus | None
+        """None when the order was unknown before this snapshot (an orphan: never INTENDED)."""
         status_after: OrderStatus
         filled_before: Decimal
         filled_after: Decimal
         evidence_id: UUID
+        account: str = ""
+        client_order_id: str = ""
+        symbol: str = ""
 
     class MissingAtBroker(Event):
         """Open here, absent from a complete-history snapshot, `cycles` times in a row."""

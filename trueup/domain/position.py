@@ -254,11 +254,17 @@ class Position(Aggregate):
         TOPIC = "trueup:Position.Synced"
         fills: tuple[SyntheticFill, ...]
         qty: Decimal
+        """The quantity after the sync: the broker's."""
         avg_cost: Decimal | None
         """The broker's average as our cost basis; None when not comparable (kept/unknown)."""
         evidence_id: UUID
         ts_event: datetime
         at_cost: bool = False
+        account: str = ""
+        """Empty in events stored before the field existed (docs/events.md)."""
+        symbol: str = ""
+        qty_before: Decimal | None = None
+        """Our quantity before the sync (None in events stored before the field existed)."""
 
         @money_context
         def apply(self, aggregate: Position) -> None:

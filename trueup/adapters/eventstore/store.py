@@ -217,8 +217,8 @@ class Store:
         self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
         self._get_lock = threading.Lock()
 
-    def aggregate(self, ident: UUID) -> Any:  # noqa: ANN401 - any aggregate
-        """A private copy of the aggregate `ident` as stored now.
+    def aggregate(self, ident: UUID, version: int | None = None) -> Any:  # noqa: ANN401 - any aggregate
+        """A private copy of the aggregate `ident` as stored now (or as it was at `version`).
 
         eventsourcing 9.5's repository fast-forwards a cached aggregate in place under a
         per-aggregate lock, then deep-copies it after releasing that lock: a get racing
@@ -229,7 +229,7 @@ class Store:
             AggregateNotFoundError: nothing is stored under `ident`.
         """
         with self._get_lock:
-            return self.app.repository.get(ident, projector_func=project_events)
+            return self.app.repository.get(ident, version=version, projector_func=project_events)
 
     def table(self, name: str) -> str:
         """Qualified name of one of our own tables."""
