@@ -73,7 +73,6 @@ from trueup.adapters.base import (
     Reconnected,
     RefreshNeeded,
     StreamItem,
-    checked_lookup,
     snapshot_or_unknown,
 )
 from trueup.application.reconciler import ReconcileResult
@@ -81,7 +80,7 @@ from trueup.application.unit_of_work import Clock
 from trueup.blocking import in_worker_thread
 from trueup.domain.discrepancy import Discrepancy
 from trueup.domain.errors import BrokerQueryError, ConfigError
-from trueup.domain.reports import BrokerSnapshot, OrderReport
+from trueup.domain.reports import BrokerSnapshot
 from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
 from trueup.ledger import Ledger
@@ -96,7 +95,7 @@ from trueup.service_parts import (
     wait,
     wait_any,
 )
-from trueup.submission import Submitter, record_lookup, start_accounts
+from trueup.submission import Submitter, UntranslatableLookupError, look_up, start_accounts
 
 __all__ = [
     "BROKER_CALL_TIMEOUT",
@@ -639,11 +638,14 @@ class ReconciliationService:
         self.counters.inflight_checks += 1
         misses = self._misses.setdefault(key, _Misses())
         try:
-            found = await checked_lookup(self.broker, account, cid, timeout=self.broker_timeout)
+            # Stores what it finds; an untranslatable answer is kept (and raised as a failure).
+            found = await look_up(self.ledger, self.broker, account, cid, timeout=self.broker_timeout)
         except BrokerQueryError as e:
             log.warning("lookup of in-flight %s %s failed: %s", account, cid, e)
             self._count_error(e)
             misses.failed += 1
+            if isinstance(e, UntranslatableLookupError):
+                self._count_discrepancies(e.events)
             self.counters.inflight_lookup_failures += 1
             events = await in_worker_thread(
                 functools.partial(
@@ -656,9 +658,9 @@ class ReconciliationService:
             await in_worker_thread(
                 self.ledger.lookups_settled, account, {cid}, "the broker answered the lookup"
             )
-        if found is not None:
+        if found.report is not None:
             del self._misses[key]
-            await self._ingest_lookup(account, found)
+            self._count_discrepancies(found.events)
             return failing
         misses.not_found += 1
         log.info(
@@ -682,12 +684,6 @@ class ReconciliationService:
         self.counters.inflight_lost += 1
         log.error("in-flight %s %s declared LOST; %s locked; nothing re-sent", account, cid, order.symbol)
         return True
-
-    async def _ingest_lookup(self, account: str, found: OrderReport) -> None:
-        events = await in_worker_thread(
-            record_lookup, self.ledger, found, account=account, source=self.broker.name
-        )
-        self._count_discrepancies(events)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class LedgerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     max_snapshot_age: Annotated[
         float, Meta(gt=0, description="Seconds after which a broker snapshot is STALE_DATA.")
     ] = 60.0
+    match_every: Annotated[
+        float,
+        Meta(ge=0, description="Seconds between two BooksMatched records while the books keep matching."),
+    ] = 300.0
 
 
 _AT: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)

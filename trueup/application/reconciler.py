@@ -68,6 +68,18 @@ _POSITION_KINDS = frozenset(
 )
 
 
+_BOOKING_KINDS = frozenset(
+    {
+        DiscrepancyKind.OVERFILL,
+        DiscrepancyKind.FILL_MISMATCH,
+        DiscrepancyKind.STATUS_CONFLICT,
+        DiscrepancyKind.UNKNOWN_STATUS,
+        DiscrepancyKind.INVALID_REPORT,
+    }
+)
+"""Problems booking an order's reports finds, about that order (its client id the subject)."""
+
+
 class ReconcileResult(msgspec.Struct):
     """What one reconciliation stored."""
 
@@ -250,6 +262,8 @@ class Reconciler:
             run.listed.add(key)
         if run.snapshot.complete_history or run.snapshot.history_since is not None:
             self._missing(unit, run)
+        if run.snapshot.fills is not None:
+            self._booking_problems_gone(unit, run)
 
     def _order(
         self, unit: UnitOfWork, run: _Run, key: str, report: OrderReport, order_fills: list[FillReport]
@@ -336,6 +350,28 @@ class Reconciler:
             and (report.broker_order_id is None or report.broker_order_id in state.broker_order_ids)
             and (not fills or all(_booked(state, fill) for fill in fills))
         )
+
+    def _booking_problems_gone(self, unit: UnitOfWork, run: _Run) -> None:
+        """End acknowledgements of problems found by booking an order's reports, once not shown.
+
+        Such a problem (an OVERFILL, a FILL_MISMATCH, ...) is about one order, and only the
+        broker's reports of that order can show it again. With orders and fills known, it is
+        seen gone when the broker lists the order and booking what it lists (nothing, if it
+        agrees with the books) finds the problem no more; or when the order has ended here
+        and a snapshot that covers its window no longer lists it (a day-scoped broker after
+        midnight): nothing the broker says can show it again. See docs/rules.md.
+        """
+        snapshot = run.snapshot
+        covers = snapshot.complete_history or snapshot.history_since is not None
+        for key in sorted(run.open.acknowledged_subjects(_BOOKING_KINDS)):
+            if key in run.listed:
+                reason = "the broker's report of the order no longer shows it"
+            else:
+                order = unit.get(order_id(snapshot.account, key)) if covers else None
+                if order is None or not order.state.status.is_terminal:
+                    continue  # not an order, or one that may still change: it stands
+                reason = f"order {order.state.status}; the broker no longer lists it"
+            run.open.end_unsighted(unit, _BOOKING_KINDS, key, reason)
 
     def _missing(self, unit: UnitOfWork, run: _Run) -> None:
         """Open orders a complete (or day-scoped) snapshot does not list: missing, then lost.

@@ -58,7 +58,14 @@ from trueup.adapters.base import (
     SubmitUncertain,
 )
 from trueup.domain.errors import BrokerQueryError, TrueupError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
+from trueup.domain.reports import (
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    PositionReport,
+    RawAnswer,
+)
 from trueup.domain.status import Side
 
 try:
@@ -336,28 +343,48 @@ class AlpacaClient:
             BrokerQueryError: Alpaca could not be asked, answered otherwise, or the
                 answer does not translate; absence is unknown.
         """
+        answer = await self.lookup_answer(account, client_order_id)
+        if answer.raw is not None and answer.raw.error is not None:
+            raise BrokerQueryError(answer.raw.error)
+        return answer.report
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """`lookup` with Alpaca's answer (the order as the SDK decoded it, encoded back to JSON).
+
+        An answer that does not translate, or names another order, is returned with its
+        error (absence unknown), not raised, so that it can be kept.
+
+        Raises:
+            BrokerQueryError: Alpaca could not be asked or answered other than 404/40410000.
+        """
         self._check_account(account)
         what = f"lookup {client_order_id}"
         try:
             payload = await asyncio.to_thread(self._trading.get_order_by_client_id, client_order_id)
         except APIError as e:
             if _status(e) == 404 and _code(e) == NOT_FOUND_CODE:
-                return None
+                return LookupAnswer(
+                    report=None, raw=RawAnswer(source=self.name, kind="lookup", payload=str(e))
+                )
             msg = f"{account}: {what} failed: {_describe(e)}"
             raise BrokerQueryError(msg) from e
         except (RequestException, OSError, ValueError) as e:
             msg = f"{account}: {what} failed: {_describe(e)}"
             raise BrokerQueryError(msg) from e
+        text = _encode(payload)
         try:
-            reports = to_order_reports(_encode(payload), account=account)
+            reports = to_order_reports(text, account=account)
         except TrueupError as e:
-            msg = f"{account}: {what}: untranslatable answer: {e}"
-            raise BrokerQueryError(msg) from e
+            why = f"{account}: {what}: untranslatable answer: {e}"
+            return LookupAnswer(
+                report=None, raw=RawAnswer(source=self.name, kind="lookup", payload=text, error=why)
+            )
+        raw = RawAnswer(source=self.name, kind="lookup", payload=text)
         for report in reports:
             if report.client_order_id == client_order_id:
-                return report
-        msg = f"{account}: {what}: the answer does not carry that client_order_id"
-        raise BrokerQueryError(msg)
+                return LookupAnswer(report=report, raw=raw)
+        why = f"{account}: {what}: the answer does not carry that client_order_id"
+        return LookupAnswer(report=None, raw=msgspec.structs.replace(raw, error=why))
 
     async def snapshot(self, account: str) -> BrokerSnapshot:
         """All orders (paged), all FILL activities (paged) and open positions.

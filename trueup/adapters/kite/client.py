@@ -79,7 +79,14 @@ from trueup.adapters.kite.reads import KiteReads
 from trueup.adapters.kite.transport import FAILED, KiteTokenExpired, KiteTransport, describe, encode
 from trueup.adapters.kite.updates import Secret, Trigger
 from trueup.domain.errors import BrokerQueryError, ConfigError, TrueupError
-from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, Report
+from trueup.domain.reports import (
+    REPORT_ENCODER,
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    Report,
+)
 from trueup.domain.status import OrderStatus
 
 __all__ = [
@@ -364,6 +371,16 @@ class KiteClient:
         """
         self._check_account(account)
         return await self._reads.lookup(account, client_order_id)
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """`lookup` with the `orders()` body verbatim; one that does not translate comes with its error.
+
+        Raises:
+            KiteTokenExpired: the access token expired.
+            BrokerQueryError: the order book could not be read; absence is unknown.
+        """
+        self._check_account(account)
+        return await self._reads.lookup_answer(account, client_order_id)
 
     async def history(self, account: str, client_order_id: str) -> list[OrderReport]:
         """Every state each Kite order of our id went through (`order_history()`), oldest first per order.
