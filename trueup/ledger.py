@@ -47,6 +47,7 @@ class Ledger(Books):
         policies: Mapping[str, PositionPolicy] | None = None,
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
+        closed_order_retention: float | None = None,
     ) -> Self:
         """Open a ledger on a store URL.
 
@@ -57,6 +58,10 @@ class Ledger(Books):
             policies: position policy per account (default `repair`).
             lost_after: complete snapshots an open order may be missing from before LOST.
             max_snapshot_age: seconds after which a snapshot is STALE_DATA.
+            closed_order_retention: seconds after which an order closed here and at the
+                broker is no longer compared by reconciliations after the account's first
+                one in this process (None: every listed order is always compared). Nothing
+                is deleted from the log or the read models.
 
         Returns:
             The ledger, with its read models caught up.
@@ -66,7 +71,14 @@ class Ledger(Books):
                 range (``lost_after: must be >= 1, got -5``), before the store is opened.
             StoreError: the store cannot be opened.
         """
-        settings = validate({"lost_after": lost_after, "max_snapshot_age": max_snapshot_age}, LedgerSettings)
+        settings = validate(
+            {
+                "lost_after": lost_after,
+                "max_snapshot_age": max_snapshot_age,
+                "closed_order_retention": closed_order_retention,
+            },
+            LedgerSettings,
+        )
         opened = open_store(resolve_store_url(store))
         try:
             ledger = cls(
@@ -75,6 +87,7 @@ class Ledger(Books):
                 policies=policies,
                 lost_after=settings.lost_after,
                 max_snapshot_age=settings.max_snapshot_age,
+                closed_order_retention=settings.closed_order_retention,
             )
             try:
                 ledger.projector.catch_up()

@@ -47,6 +47,7 @@ class Books(GateKeeping):
         policies: Mapping[str, PositionPolicy] | None = None,
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
+        closed_order_retention: float | None = None,
     ) -> None:
         """Wrap an open store; prefer `Ledger.open`."""
         self.store = store
@@ -54,6 +55,7 @@ class Books(GateKeeping):
         self.policies = dict(policies or {})
         self.lost_after = lost_after
         self.max_snapshot_age = max_snapshot_age
+        self.closed_order_retention = closed_order_retention
         self.projector = Projector(store)
         self.queries = Queries(self.projector)
         self.writer = Writer(
@@ -254,7 +256,11 @@ class Books(GateKeeping):
         """
         chosen = PositionPolicy(policy or self.policies.get(snapshot.account, PositionPolicy.REPAIR))
         return self.reconciler.reconcile(
-            snapshot, policy=chosen, max_age_seconds=self.max_snapshot_age, lost_after=self.lost_after
+            snapshot,
+            policy=chosen,
+            max_age_seconds=self.max_snapshot_age,
+            lost_after=self.lost_after,
+            closed_order_retention=self.closed_order_retention,
         )
 
     # -- reading -------------------------------------------------------------------------
