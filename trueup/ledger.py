@@ -39,7 +39,7 @@ class Ledger(Books):
     """
 
     @classmethod
-    def open(
+    def open(  # noqa: PLR0913 - the store, then keyword-only settings
         cls,
         store: str | None = None,
         *,

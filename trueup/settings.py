@@ -78,7 +78,9 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
         int, Meta(ge=1, description="Lookups that do not find an in-flight order before it is LOST.")
     ] = 3
     inflight_period: (
-        Annotated[PositiveSeconds, Meta(description="Seconds between in-flight checks (none: after each period).")]
+        Annotated[
+            PositiveSeconds, Meta(description="Seconds between in-flight checks (none: after each period).")
+        ]
         | None
     ) = None
 

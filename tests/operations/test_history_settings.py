@@ -38,8 +38,10 @@ def paper(**extra: Any) -> dict[str, Any]:
         (paper(closed_order_retention=5), "accounts.p.closed_order_retention: unknown setting"),
         (
             paper(market_hours={"timezone": "Mars/Base"}),
-            "accounts.p.market_hours: timezone must be an IANA time zone such as America/New_York, "
-            "got 'Mars/Base'",
+            (
+                "accounts.p.market_hours: timezone must be an IANA time zone such as America/New_York, "
+                "got 'Mars/Base'"
+            ),
         ),
         (
             paper(market_hours={"open": "9:30"}),
@@ -47,8 +49,10 @@ def paper(**extra: Any) -> dict[str, Any]:
         ),
         (
             paper(market_hours={"weekdays": ["mon", "funday"]}),
-            "accounts.p.market_hours.weekdays[1]: must be one of mon, tue, wed, thu, fri, sat, sun, "
-            "got 'funday'",
+            (
+                "accounts.p.market_hours.weekdays[1]: must be one of mon, tue, wed, thu, fri, sat, sun, "
+                "got 'funday'"
+            ),
         ),
         (paper(market_hours={"weekdays": []}), "accounts.p.market_hours.weekdays: must not be empty, got []"),
         (
@@ -89,7 +93,11 @@ def test_market_hours_default_per_broker() -> None:
         (MarketHours(), datetime(2025, 1, 6, 21, 0, tzinfo=UTC), False),  # 16:00: closed
         (MarketHours(), datetime(2025, 7, 7, 13, 30, tzinfo=UTC), True),  # summer time: 09:30 EDT
         (MarketHours(), datetime(2025, 1, 4, 15, 0, tzinfo=UTC), False),  # Saturday
-        (MarketHours(timezone="Asia/Kolkata", open="09:15", close="15:30"), datetime(2025, 1, 6, 4, 0, tzinfo=UTC), True),
+        (
+            MarketHours(timezone="Asia/Kolkata", open="09:15", close="15:30"),
+            datetime(2025, 1, 6, 4, 0, tzinfo=UTC),
+            True,
+        ),
         # overnight session opening Sunday 18:00: Monday 02:00 belongs to Sunday's
         (
             MarketHours(timezone="America/Chicago", open="18:00", close="17:00", weekdays=("sun",)),
@@ -150,14 +158,12 @@ def test_ledger_open_rejects_a_bad_retention() -> None:
 
 
 def snapshot(orders: list[Any], as_of: float) -> BrokerSnapshot:
-    return BrokerSnapshot(
-        ACCOUNT, at(as_of), orders=orders, fills=[], positions=None, complete_history=True
-    )
+    return BrokerSnapshot(ACCOUNT, at(as_of), orders=orders, fills=[], positions=None, complete_history=True)
 
 
 @pytest.fixture
-def named() -> Iterator[list[set[str]]]:
-    yield []
+def named() -> list[set[str]]:
+    return []
 
 
 def test_a_periodic_reconcile_skips_10000_old_closed_orders_and_compares_recent_ones(
@@ -189,9 +195,7 @@ def test_a_periodic_reconcile_skips_10000_old_closed_orders_and_compares_recent_
         recent_filled = order_report(
             OrderStatus.FILLED, cid="RECENT", broker_id="BR", filled=10, avg=1, ts=now - DAY + 1
         )
-        working_filled = order_report(
-            OrderStatus.CANCELED, cid="OPEN", broker_id="BW", ts=now - 60 * DAY
-        )
+        working_filled = order_report(OrderStatus.CANCELED, cid="OPEN", broker_id="BW", ts=now - 60 * DAY)
         later = ledger.reconcile(snapshot([*old, recent_filled, working_filled], now + 10))
         assert named == [{"RECENT", "OPEN"}]  # the 10,000 old closed orders were not read
         assert ledger.order(ACCOUNT, "RECENT").status is OrderStatus.FILLED  # type: ignore[union-attr]
@@ -235,16 +239,21 @@ def test_alpaca_lookback_reads_from_now_minus_lookback_and_says_so(fake: FakeAlp
         _age(old_closed, 40)
 
     async def take(lookback: float | None) -> BrokerSnapshot:
-        client = AlpacaClient("PKTESTKEY", "s3cr3t", account=ACCOUNT, url_override=fake.url, lookback=lookback)
+        client = AlpacaClient(
+            "PKTESTKEY", "s3cr3t", account=ACCOUNT, url_override=fake.url, lookback=lookback
+        )
         try:
             return await client.snapshot(ACCOUNT)
         finally:
             client.close()
 
     everything = asyncio.run(take(None))
-    assert everything.complete_history and everything.history_since is None
+    assert everything.complete_history
+    assert everything.history_since is None
     assert {o.broker_order_id for o in everything.orders or []} == {
-        old_open["id"], old_closed["id"], fresh["id"]
+        old_open["id"],
+        old_closed["id"],
+        fresh["id"],
     }
     recent = asyncio.run(take(7 * DAY))
     assert not recent.complete_history

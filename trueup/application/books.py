@@ -39,7 +39,7 @@ class Books(GateKeeping):
     same order are serialized by optimistic concurrency with reload-and-retry.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the store, then keyword-only settings
         self,
         store: Store,
         *,

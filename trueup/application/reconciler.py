@@ -143,7 +143,7 @@ class Reconciler:
         self._compared: set[str] = set()
         """Accounts whose orders were compared in full since this reconciler was made."""
 
-    def reconcile(
+    def reconcile(  # noqa: C901 - one transaction's steps, in order
         self,
         snapshot: BrokerSnapshot,
         *,

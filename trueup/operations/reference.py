@@ -123,8 +123,10 @@ def config_reference() -> str:
             + " | ".join(f"{getattr(p.timings, name.name):g}" for p in PRESETS.values())
             + " |"
         )
-    for name in ("lost_after", "max_snapshot_age", "closed_order_retention"):
-        lines.append(f"| `{name}` | " + " | ".join(f"{getattr(p, name):g}" for p in PRESETS.values()) + " |")
+    for setting in ("lost_after", "max_snapshot_age", "closed_order_retention"):
+        lines.append(
+            f"| `{setting}` | " + " | ".join(f"{getattr(p, setting):g}" for p in PRESETS.values()) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

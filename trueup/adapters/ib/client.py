@@ -415,8 +415,10 @@ class IbClient:
         )
 
     def history_start(self, now: datetime) -> datetime:
-        """Midnight before `now` where TWS runs (completed orders and executions start there),
-        or ``now - lookback`` when that is later."""
+        """Where this snapshot's history starts: midnight before `now` where TWS runs, or later.
+
+        Completed orders and executions start at midnight; ``now - lookback`` when later.
+        """
         local = now.astimezone(self.history_tz)  # None: this machine's time zone
         midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
         if self.lookback is None:
