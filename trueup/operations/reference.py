@@ -17,6 +17,7 @@ from trueup.operations.config import (
     KiteAccount,
     KiteCredentials,
     MarketHours,
+    OperatorGrant,
     PaperAccount,
     PaperFaults,
 )
@@ -35,6 +36,7 @@ REFERENCE_TABLES: tuple[tuple[str, type[msgspec.Struct]], ...] = (
     ("[accounts.NAME.credentials] (kite)", KiteCredentials),
     ('[accounts.NAME] with broker = "ib"', IbAccount),
     ("[accounts.NAME.credentials] (ib)", IbCredentials),
+    ("[operators.NAME]", OperatorGrant),
 )
 
 
