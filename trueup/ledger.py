@@ -56,6 +56,7 @@ class Ledger(Books):
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
         match_every: float = MATCH_EVERY_SECONDS,
+        closed_order_retention: float | None = None,
     ) -> Self:
         """Open a ledger on a store URL.
 
@@ -68,6 +69,10 @@ class Ledger(Books):
             max_snapshot_age: seconds after which a snapshot is STALE_DATA.
             match_every: seconds of snapshot time between two `BooksMatched` records while
                 the books keep matching (default 300; 0 records every clean reconcile).
+            closed_order_retention: seconds after which an order closed here and at the
+                broker is no longer compared by reconciliations after the account's first
+                one in this process (None: every listed order is always compared). Nothing
+                is deleted from the log or the read models.
 
         Returns:
             The ledger, with its read models caught up.
@@ -79,7 +84,12 @@ class Ledger(Books):
             StoreError: the store cannot be opened.
         """
         settings = validate(
-            {"lost_after": lost_after, "max_snapshot_age": max_snapshot_age, "match_every": match_every},
+            {
+                "lost_after": lost_after,
+                "max_snapshot_age": max_snapshot_age,
+                "match_every": match_every,
+                "closed_order_retention": closed_order_retention,
+            },
             LedgerSettings,
         )
         check_match_every(match_every)  # finite too (msgspec's bounds let inf and NaN through)
@@ -92,6 +102,7 @@ class Ledger(Books):
                 lost_after=settings.lost_after,
                 max_snapshot_age=settings.max_snapshot_age,
                 match_every=settings.match_every,
+                closed_order_retention=settings.closed_order_retention,
             )
             try:
                 ledger.projector.catch_up()

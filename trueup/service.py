@@ -79,7 +79,7 @@ from trueup.application.reconciler import ReconcileResult
 from trueup.application.unit_of_work import Clock
 from trueup.blocking import in_worker_thread
 from trueup.domain.discrepancy import Discrepancy
-from trueup.domain.errors import BrokerQueryError, ConfigError
+from trueup.domain.errors import BrokerQueryError
 from trueup.domain.reports import BrokerSnapshot
 from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
@@ -95,6 +95,7 @@ from trueup.service_parts import (
     wait,
     wait_any,
 )
+from trueup.settings import ServiceSettings, validate
 from trueup.submission import Submitter, UntranslatableLookupError, look_up, start_accounts
 
 __all__ = [
@@ -199,38 +200,28 @@ class ReconciliationService:
         Raises:
             ConfigError: a setting is out of range (named with its value).
         """
-        self.accounts: tuple[str, ...] = tuple(dict.fromkeys(accounts))
-        if not self.accounts or not all(a.strip() for a in self.accounts):
-            msg = f"accounts must name at least one non-empty account, got {self.accounts!r}"
-            raise ConfigError(msg)
-        if not period > 0:
-            msg = f"period must be > 0 seconds, got {period!r}"
-            raise ConfigError(msg)
-        if not inflight_after >= 0:
-            msg = f"inflight_after must be >= 0 seconds, got {inflight_after!r}"
-            raise ConfigError(msg)
-        if inflight_retries < 1:
-            msg = f"inflight_retries must be >= 1, got {inflight_retries!r}"
-            raise ConfigError(msg)
-        if inflight_period is not None and not inflight_period > 0:
-            msg = f"inflight_period must be > 0 seconds, got {inflight_period!r}"
-            raise ConfigError(msg)
-        for knob, value in (
-            ("broker_timeout", broker_timeout),
-            ("stream_wait", stream_wait),
-            ("stream_grace", stream_grace),
-        ):
-            if not value > 0:
-                msg = f"{knob} must be > 0 seconds, got {value!r}"
-                raise ConfigError(msg)
+        settings = validate(
+            {
+                "accounts": tuple(dict.fromkeys(accounts)),
+                "period": period,
+                "inflight_after": inflight_after,
+                "inflight_retries": inflight_retries,
+                "inflight_period": inflight_period,
+                "broker_timeout": broker_timeout,
+                "stream_wait": stream_wait,
+                "stream_grace": stream_grace,
+            },
+            ServiceSettings,
+        )
+        self.accounts: tuple[str, ...] = settings.accounts
         self.ledger = ledger
         self.broker = broker
-        self.period = period
-        self.inflight_after = inflight_after
-        self.inflight_retries = inflight_retries
+        self.period = settings.period
+        self.inflight_after = settings.inflight_after
+        self.inflight_retries = settings.inflight_retries
         self.clock: Clock = clock or ledger.clock
         self.name = name
-        self.inflight_period = inflight_period
+        self.inflight_period = settings.inflight_period
         self.observer = observer
         self.broker_timeout = broker_timeout
         self.stream_wait = stream_wait

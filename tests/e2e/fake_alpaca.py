@@ -214,6 +214,10 @@ class FakeAlpaca:
 
     def _list_activities(self, query: dict[str, str]) -> list[dict[str, Any]]:
         items = list(self.activities)
+        after = query.get("after")
+        if after:
+            cut = datetime.fromisoformat(after)
+            items = [a for a in items if datetime.fromisoformat(a["transaction_time"]) > cut]
         if query.get("direction") == "desc":
             items.reverse()
         token = query.get("page_token")

@@ -50,6 +50,7 @@ class Books(GateKeeping):
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
         match_every: float = MATCH_EVERY_SECONDS,
+        closed_order_retention: float | None = None,
     ) -> None:
         """Wrap an open store; prefer `Ledger.open` (which documents the settings).
 
@@ -61,6 +62,7 @@ class Books(GateKeeping):
         self.policies = dict(policies or {})
         self.lost_after = lost_after
         self.max_snapshot_age = max_snapshot_age
+        self.closed_order_retention = closed_order_retention
         self.projector = Projector(store)
         self.queries = Queries(self.projector)
         self.writer = Writer(
@@ -301,6 +303,7 @@ class Books(GateKeeping):
             lost_after=self.lost_after,
             cut=cut,
             no_stream_seconds=no_stream_seconds,
+            closed_order_retention=self.closed_order_retention,
         )
 
     # -- reading -------------------------------------------------------------------------

@@ -194,13 +194,20 @@ class AlpacaClient:
         order_page_size: int = ORDER_PAGE_SIZE,
         timeout: float = HTTP_TIMEOUT,
         silence_after: float = 30.0,
+        lookback: float | None = None,
     ) -> None:
         """Open a `TradingClient` (raw JSON answers) for `account`, trueup's name for it.
 
         `order_page_size` is the `limit` of each `GET /v2/orders` page (1-500); `timeout`
         bounds every HTTP request; `stream_url_override` and `silence_after` configure the
-        `trade_updates` stream (see `AlpacaStream`).
+        `trade_updates` stream (see `AlpacaStream`). `lookback`: seconds of history a
+        snapshot reads (orders submitted and fills made since ``now - lookback``, plus every
+        open order); None reads the whole history.
         """
+        if lookback is not None and not lookback > 0:
+            msg = f"lookback must be > 0 seconds, got {lookback!r}"
+            raise ValueError(msg)
+        self.lookback = lookback
         if not 1 <= order_page_size <= ORDER_PAGE_SIZE:
             msg = f"order_page_size must be 1-{ORDER_PAGE_SIZE}, got {order_page_size}"
             raise ValueError(msg)
@@ -400,8 +407,9 @@ class AlpacaClient:
             as_of = datetime.now(UTC)
             # The answers as read (the text each part was translated from), kept verbatim.
             answers: list[RawAnswer] = []
-            orders, complete = await self._orders(account, answers, failures)
-            fills, seen = await self._fills(account, answers, failures)
+            since = None if self.lookback is None else as_of - timedelta(seconds=self.lookback)
+            orders, complete = await self._orders(account, answers, failures, since)
+            fills, seen = await self._fills(account, answers, failures, since)
             positions = await self._positions(account, as_of, answers, failures)
             if fills is None or positions is None:
                 break  # nothing to hold the positions against
@@ -425,7 +433,9 @@ class AlpacaClient:
             orders=orders,
             fills=fills,
             positions=positions,
-            complete_history=complete and orders is not None,
+            # With a lookback the lists start at `since`: absence of an older order proves nothing.
+            complete_history=complete and orders is not None and since is None,
+            history_since=since,
             # A reason stays only for a part still unknown (an earlier attempt may have failed).
             failures={
                 part: why
@@ -442,14 +452,39 @@ class AlpacaClient:
     # -- snapshot parts ------------------------------------------------------------------
 
     async def _orders(
-        self, account: str, answers: list[RawAnswer], failures: dict[str, str]
+        self, account: str, answers: list[RawAnswer], failures: dict[str, str], since: datetime | None
     ) -> tuple[list[OrderReport] | None, bool]:
-        """Every order, paging forward by `submitted_at` with overlap, deduped by id."""
+        """Every order (submitted after `since`, and every open one), paged, deduped by id."""
         seen: dict[str, object] = {}
-        after: datetime | None = None
+        if since is not None:
+            # An open order submitted before the window is still live: list every open one.
+            complete = await self._page_orders(
+                account, answers, failures, seen, status=QueryOrderStatus.OPEN, after=None
+            )
+            if complete is None:
+                return None, False
+        complete = await self._page_orders(
+            account, answers, failures, seen, status=QueryOrderStatus.ALL, after=since
+        )
+        if complete is None:
+            return None, False
+        orders = list(seen.values())
+        return self._translate("orders", account, orders, to_order_reports, answers, failures), complete
+
+    async def _page_orders(  # noqa: PLR0913 - one listing's terms
+        self,
+        account: str,
+        answers: list[RawAnswer],
+        failures: dict[str, str],
+        seen: dict[str, object],
+        *,
+        status: QueryOrderStatus,
+        after: datetime | None,
+    ) -> bool | None:
+        """Page forward by `submitted_at` with overlap into `seen`; whether paging ended (None: failed)."""
         for _ in range(MAX_PAGES):
             query = GetOrdersRequest(
-                status=QueryOrderStatus.ALL,
+                status=status,
                 limit=self.order_page_size,
                 direction=Sort.ASC,
                 after=after,
@@ -459,33 +494,33 @@ class AlpacaClient:
                 page = await self._call("list orders", self._trading.get_orders, query)
             except BrokerQueryError as e:
                 log.warning("%s: orders unavailable: %s", account, e)
-                return None, False
+                return None
             heads = self._heads(_ORDER_HEADS, page, "orders", answers, failures)
             if heads is None:
-                return None, False
+                return None
             assert isinstance(page, list)  # noqa: S101 - the decode above proved it
             for head, item in zip(heads, page, strict=True):
                 seen.setdefault(head.id, item)
             if len(heads) < self.order_page_size:
-                orders = list(seen.values())
-                return self._translate("orders", account, orders, to_order_reports, answers, failures), True
+                return True
             last = heads[-1].submitted_at or heads[-1].created_at
             next_after = None if last is None else last - PAGE_OVERLAP
             if next_after is None or (after is not None and next_after <= after):
                 log.warning("%s: order paging cannot advance past %s; history incomplete", account, after)
                 break
             after = next_after
-        orders = list(seen.values())
-        return self._translate("orders", account, orders, to_order_reports, answers, failures), False
+        return False
 
     async def _fills(
-        self, account: str, answers: list[RawAnswer], failures: dict[str, str]
+        self, account: str, answers: list[RawAnswer], failures: dict[str, str], since: datetime | None
     ) -> tuple[list[FillReport] | None, frozenset[str]]:
-        """Every FILL activity (paging forward by `page_token`, deduped by id), and their ids."""
+        """Every FILL activity (after `since`; paging by `page_token`, deduped by id), and their ids."""
         seen: dict[str, object] = {}
         token: str | None = None
         for _ in range(MAX_PAGES):
             params: dict[str, Any] = {"direction": "asc", "page_size": ACTIVITY_PAGE_SIZE}
+            if since is not None:
+                params["after"] = since.isoformat()
             if token is not None:
                 params["page_token"] = token
             try:

@@ -54,7 +54,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 import msgspec
@@ -159,11 +159,14 @@ class IbClient:
         exchange: str = "SMART",
         currency: str = "USD",
         history_tz: tzinfo | None = None,
+        lookback: float | None = None,
     ) -> None:
         """Prepare (not connect) a client; the first call that needs TWS connects.
 
         `history_tz` is the time zone of the TWS / Gateway whose lists reset at midnight
-        (default: this machine's).
+        (default: this machine's). `lookback`: seconds of history a snapshot vouches for;
+        TWS lists only today, so `history_since` is the later of midnight and
+        ``now - lookback`` (None: midnight).
 
         Raises:
             ConfigError: a setting is out of range.
@@ -178,6 +181,7 @@ class IbClient:
             msg = f"client_id must be >= 0 (TWS API clientId), got {client_id}"
             raise ConfigError(msg)
         for knob, value in (
+            ("lookback", 1.0 if lookback is None else lookback),
             ("connect_timeout", connect_timeout),
             ("request_timeout", request_timeout),
             ("ack_timeout", ack_timeout),
@@ -191,6 +195,7 @@ class IbClient:
         self.ack_timeout = ack_timeout
         self.sec_type, self.exchange, self.currency = sec_type, exchange, currency
         self.history_tz = history_tz
+        self.lookback = lookback
         self.connection = IbConnection(
             host,
             port,
@@ -206,7 +211,9 @@ class IbClient:
         self._last_order_id = 0
 
     @classmethod
-    def from_env(cls, account: str, environ: Mapping[str, str] | None = None) -> IbClient:
+    def from_env(
+        cls, account: str, environ: Mapping[str, str] | None = None, *, lookback: float | None = None
+    ) -> IbClient:
         """A client for `account` configured from IB_HOST, IB_PORT and IB_CLIENT_ID.
 
         Defaults: 127.0.0.1, 7497 (TWS paper), clientId 1. Use the same IB_CLIENT_ID
@@ -221,6 +228,7 @@ class IbClient:
             _setting(env, "IB_PORT", DEFAULT_PORT),
             _setting(env, "IB_CLIENT_ID", DEFAULT_CLIENT_ID),
             account=account,
+            lookback=lookback,
         )
 
     def __repr__(self) -> str:
@@ -447,9 +455,15 @@ class IbClient:
         )
 
     def history_start(self, now: datetime) -> datetime:
-        """Midnight before `now` where TWS runs: completed orders and executions start there."""
+        """Where this snapshot's history starts: midnight before `now` where TWS runs, or later.
+
+        Completed orders and executions start at midnight; ``now - lookback`` when later.
+        """
         local = now.astimezone(self.history_tz)  # None: this machine's time zone
-        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        if self.lookback is None:
+            return midnight
+        return max(midnight, now.astimezone(UTC) - timedelta(seconds=self.lookback))
 
     # -- snapshot parts -----------------------------------------------------------------------
 

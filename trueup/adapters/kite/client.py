@@ -138,6 +138,7 @@ class KiteClient:
         snapshot_attempts: int = 3,
         inbox_limit: int = 10_000,
         clock: Callable[[], datetime] = _UTC_NOW,
+        lookback: float | None = None,
     ) -> None:
         """Open a `KiteConnect` for `account`, trueup's name for the Kite user.
 
@@ -158,7 +159,14 @@ class KiteClient:
             inbox_limit: updates waiting for `stream()` at most; past it postbacks are
                 refused (HTTP 503, Kite retries) and WebSocket updates dropped (counted).
             clock: "now", tz-aware UTC (a snapshot's `as_of`, hence its trading day).
+            lookback: seconds of history a snapshot vouches for; Kite lists only today, so
+                `history_since` is the later of the trading day's start and ``now - lookback``
+                (None: the trading day's start).
         """
+        if lookback is not None and not lookback > 0:
+            msg = f"lookback must be > 0 seconds, got {lookback!r}"
+            raise ConfigError(msg)
+        self.lookback = lookback
         for name, value in (("api_key", api_key), ("access_token", access_token), ("api_secret", api_secret)):
             if not value:
                 msg = f"Kite {name} must be non-empty"

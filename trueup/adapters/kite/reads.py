@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from trueup.adapters.kite.groups import KiteOrderRef, OrderBook, Placing, to_order_book, with_client_order_ids
@@ -69,6 +69,7 @@ class ReadOptions(Protocol):
     clock: Callable[[], datetime]
     variety: str
     autoslice: bool
+    lookback: float | None
 
 
 class KiteReads:
@@ -179,8 +180,13 @@ class KiteReads:
         return targets, None
 
     def history_start(self, now: datetime) -> datetime:
-        """The start of today's Kite trading day (midnight Asia/Kolkata, in UTC)."""
-        return trading_day_start(now)
+        """The start of today's Kite trading day (midnight Asia/Kolkata, in UTC), or later.
+
+        With a `lookback`, the later of that and ``now - lookback``: what the snapshot vouches for.
+        """
+        start = trading_day_start(now)
+        lookback = self._options.lookback
+        return start if lookback is None else max(start, now - timedelta(seconds=lookback))
 
     async def snapshot(self, account: str) -> BrokerSnapshot:
         """Today's trades, orders (logical) and the account's positions; a failed part is None.
