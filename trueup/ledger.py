@@ -8,6 +8,7 @@ broker or a thread: `submit`, `submit_async` and `subscribe`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
@@ -17,6 +18,7 @@ from trueup.adapters.eventstore.log import LoggedEvent
 from trueup.adapters.eventstore.store import open_store, redact, resolve_store_url
 from trueup.application.books import Books
 from trueup.application.unit_of_work import Clock, utc_now
+from trueup.domain.errors import StoreError
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.views import OrderView
 from trueup.settings import LedgerSettings, validate
@@ -24,6 +26,8 @@ from trueup.submission import Submitter
 from trueup.subscriptions import Subscription, subscribe
 
 __all__ = ["Clock", "Ledger", "LoggedEvent", "utc_now"]
+
+log = logging.getLogger(__name__)
 
 
 class Ledger(Books):
@@ -63,14 +67,24 @@ class Ledger(Books):
             StoreError: the store cannot be opened.
         """
         settings = validate({"lost_after": lost_after, "max_snapshot_age": max_snapshot_age}, LedgerSettings)
-        ledger = cls(
-            open_store(resolve_store_url(store)),
-            clock=clock,
-            policies=policies,
-            lost_after=settings.lost_after,
-            max_snapshot_age=settings.max_snapshot_age,
-        )
-        ledger.projector.catch_up()
+        opened = open_store(resolve_store_url(store))
+        try:
+            ledger = cls(
+                opened,
+                clock=clock,
+                policies=policies,
+                lost_after=settings.lost_after,
+                max_snapshot_age=settings.max_snapshot_age,
+            )
+            try:
+                ledger.projector.catch_up()
+            except StoreError as e:
+                # A read-only store or a full disk: open anyway. What needs nothing written
+                # (an order, the log) reads; a read of models that could not catch up raises.
+                log.warning("%r opened, but its read models cannot catch up: %s", ledger, e)
+        except BaseException:
+            opened.close()  # a failed open holds no connection (or SQLite file) open
+            raise
         return ledger
 
     def close(self) -> None:

@@ -398,7 +398,7 @@ class SavedPositionConsumer:
     def _create(self, from_position: int) -> None:
         for attempt in range(2):
             try:
-                with self.store.transaction() as cursor:
+                with self.store.creating_tables(), self.store.transaction() as cursor:
                     self._row.create_table(cursor)
                     self._row.insert(cursor, from_position)
             except Exception:

@@ -7,17 +7,20 @@ payload was wrong, and the raw payload (kept by the ledger) can be found by it.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Final, TypeVar
+from typing import Final, ParamSpec, TypeVar
 
 import msgspec
 
-from trueup.domain.errors import InvalidReport
+from trueup.domain.errors import InvalidReport, TrueupError
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
 
 # msgspec says "Expected `decimal`, got `bool` - at `$[0].qty`" and
 # "Object missing required field `id` - at `$[0]`".
@@ -61,6 +64,32 @@ class PayloadReader:
             raise self.invalid(what=what, account=account, path=path, detail=detail) from e
         except msgspec.DecodeError as e:
             raise self.invalid(what=what, account=account, path=prefix, detail=f"not valid JSON ({e})") from e
+        except (RecursionError, UnicodeError, ArithmeticError, ValueError, TypeError) as e:
+            # Nesting deeper than the decoder's stack, a lone surrogate in text, a number no
+            # Decimal context holds: the payload is unreadable, not the translator broken.
+            detail = f"unreadable ({type(e).__name__}: {e})"
+            raise self.invalid(what=what, account=account, path=prefix, detail=detail) from e
+
+    def translator(self, function: Callable[_P, _R]) -> Callable[_P, _R]:
+        """Make `function` (a translator) raise only `TrueupError` for bad data.
+
+        Whatever a payload makes it raise besides (decimal.Overflow on a 400-digit
+        quantity, OverflowError on a date past year 9999, RecursionError) becomes an
+        `InvalidReport` naming the error, so a caller that treats `TrueupError` as "this
+        part is unknown" never sees a crash instead.
+        """
+
+        @functools.wraps(function)
+        def translate(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return function(*args, **kwargs)
+            except TrueupError:
+                raise
+            except (RecursionError, ArithmeticError, UnicodeError, ValueError, TypeError, LookupError) as e:
+                msg = f"{self.broker} {function.__name__}: unreadable payload ({type(e).__name__}: {e})"
+                raise InvalidReport(msg) from e
+
+        return translate
 
     @contextmanager
     def located(self, what: str, account: str, path: str, fields: Mapping[str, str]) -> Iterator[None]:

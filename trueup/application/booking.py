@@ -26,7 +26,7 @@ from trueup.application.unit_of_work import (
 from trueup.domain.discrepancy import DiscrepancyKind, Finding
 from trueup.domain.gate import gate_id
 from trueup.domain.ids import discrepancy_id, external_client_order_id
-from trueup.domain.messages import BrokerMessage, BrokerOrderLink
+from trueup.domain.messages import BrokerMessage, BrokerOrderLink, storable_payload
 from trueup.domain.order import Order
 from trueup.domain.position import Position, position_legs
 from trueup.domain.reconcile import quarantine_scope
@@ -71,8 +71,8 @@ def ingest_raw(  # noqa: PLR0913 - the payload, its translator and where it came
                 DiscrepancyKind.INVALID_REPORT,
                 account or source,
                 f"a readable {source} {kind} payload",
-                f"{type(e).__name__}: {e}",
-                f"payload kept in the raw log but not applied: {e}",
+                readable_text(f"{type(e).__name__}: {e}"),
+                readable_text(f"payload kept in the raw log but not applied: {e}"),
             )
             record_findings(unit, account or "", [finding], message.id)
             return
@@ -82,16 +82,27 @@ def ingest_raw(  # noqa: PLR0913 - the payload, its translator and where it came
     return writer.commit(apply)
 
 
+def readable_text(text: str) -> str:
+    """`text` (an error naming broker data) with NUL and lone surrogates escaped.
+
+    Every store can then hold it as text: a discrepancy must be stored and read back,
+    whatever the broker sent.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
 def record_message(unit: UnitOfWork, *, account: str, source: str, kind: str, payload: str) -> BrokerMessage:
-    """Record a broker payload verbatim in the raw log; reports from it name it as evidence."""
+    """Record a broker payload losslessly in the raw log; reports from it name it as evidence."""
+    stored, encoding = storable_payload(payload)
     message = BrokerMessage._create(
         BrokerMessage.Received,
         id=uuid4(),
         account=account,
         source=source,
         kind=kind,
-        payload=payload,
+        payload=stored,
         ts_received=unit.clock(),
+        payload_encoding=encoding,
     )
     unit.collect(message)
     return message

@@ -284,7 +284,7 @@ class Books(GateKeeping):
 
     def last_position(self) -> int:
         """Position of the last stored event (0 for an empty log)."""
-        return self.store.app.recorder.max_notification_id() or 0
+        return self.store.last_position()
 
     def accounts(self) -> list[str]:
         """Accounts that have orders, positions or a gate."""

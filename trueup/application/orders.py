@@ -16,6 +16,7 @@ from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
 from trueup.domain.errors import InvalidReport
 from trueup.domain.gate import LOST_ORDER_LOCK
 from trueup.domain.order import Order
+from trueup.domain.reports import check_storable
 from trueup.domain.status import IN_FLIGHT_STATUSES, OrderStatus, Side
 from trueup.domain.views import OrderView
 
@@ -34,6 +35,17 @@ def intend(  # noqa: PLR0913, PLR0917 - the terms of an order, positional as in 
 ) -> OrderView:
     """Record the intent to place an order before anything is sent (see `Ledger.intend`)."""
     side = Side(side)
+    terms: tuple[tuple[str, str | None], ...] = (
+        ("account", account),
+        ("client_order_id", client_order_id),
+        ("symbol", symbol),
+    )
+    for name, text in terms:
+        if not isinstance(text, str) or not text.strip():
+            msg = f"{name} must be a non-empty string, got {text!r}"
+            raise InvalidReport(msg, field=name)
+    for name, text in (*terms, ("strategy", strategy), ("replaces", replaces)):
+        check_storable(name, text)
     _require_decimal("quantity", quantity, positive=True)
     if limit_price is not None:
         _require_decimal("limit_price", limit_price, positive=True)

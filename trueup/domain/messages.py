@@ -7,6 +7,37 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+VERBATIM = ""
+"""`payload_encoding` of a payload stored as received."""
+ESCAPED = "unicode-escape"
+"""`payload_encoding` of a payload stored with Python's ``unicode_escape`` codec (ASCII; every
+backslash and non-ASCII character escaped): decoding gives back the exact text, lone
+surrogates included."""
+
+
+def storable_payload(payload: str) -> tuple[str, str]:
+    r"""`payload` in a form every store holds, and the encoding that gives it back exactly.
+
+    Text that UTF-8 can encode is stored verbatim (NUL included: events are stored as
+    bytes, escaped in their JSON). Text that it cannot (a lone UTF-16 surrogate, as a
+    `\ud800` escape in a broker's JSON decodes to) is stored escaped (`ESCAPED`).
+    """
+    try:
+        payload.encode("utf-8")
+    except UnicodeEncodeError:
+        return payload.encode("unicode_escape").decode("ascii"), ESCAPED
+    return payload, VERBATIM
+
+
+def original_payload(stored: str, encoding: str) -> str:
+    """The payload as received, from its stored form (`storable_payload`'s inverse)."""
+    if encoding == VERBATIM:
+        return stored
+    if encoding == ESCAPED:
+        return stored.encode("ascii").decode("unicode_escape")
+    msg = f"unknown payload encoding {encoding!r}"
+    raise ValueError(msg)
+
 
 class BrokerMessage(Aggregate):
     """One payload as it arrived from a broker (or a report handed to `Ledger.ingest`).
@@ -33,16 +64,31 @@ class BrokerMessage(Aggregate):
         kind: str
         """What it is: "order", "fill", "position", "snapshot", or the adapter's channel."""
         payload: str
-        """The payload, verbatim (JSON text for reports)."""
+        """The payload in its stored form (`payload_encoding`); `original` gives it as received."""
         ts_received: datetime
         """When we received it."""
+        payload_encoding: str = VERBATIM
+        """How `payload` is stored: `VERBATIM`, or `ESCAPED` for text UTF-8 cannot encode."""
 
-    def __init__(self, account: str, source: str, kind: str, payload: str, ts_received: datetime) -> None:
-        """Initialise from the Received event."""
+        @property
+        def original(self) -> str:
+            """The payload exactly as received."""
+            return original_payload(self.payload, self.payload_encoding)
+
+    def __init__(  # noqa: PLR0913, PLR0917 - the Received event's fields
+        self,
+        account: str,
+        source: str,
+        kind: str,
+        payload: str,
+        ts_received: datetime,
+        payload_encoding: str = VERBATIM,
+    ) -> None:
+        """Initialise from the Received event; `payload` is the payload as received."""
         self.account = account
         self.source = source
         self.kind = kind
-        self.payload = payload
+        self.payload = original_payload(payload, payload_encoding)
         self.ts_received = ts_received
 
 

@@ -61,6 +61,22 @@ def _check_text(name: str, value: object, *, optional: bool = False) -> None:
     if not isinstance(value, str) or not value.strip():
         msg = f"{name} must be a non-empty string, got {value!r}"
         raise InvalidReport(msg, field=name)
+    check_storable(name, value)
+
+
+def check_storable(name: str, value: object) -> None:
+    """Refuse text no store can hold as text: NUL (PostgreSQL) and lone surrogates (UTF-8).
+
+    Such a value reaches the read-model tables (symbol, ids) and the discrepancy keys;
+    refused here, the payload it came in is kept raw and flagged INVALID_REPORT instead.
+    """
+    if not isinstance(value, str):
+        return
+    bad = next((c for c in value if c == "\0" or "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        kind = "a NUL character" if bad == "\0" else f"a lone surrogate U+{ord(bad):04X}"
+        msg = f"{name} must be storable text, got {value!r} (contains {kind})"
+        raise InvalidReport(msg, field=name)
 
 
 class OrderReport(msgspec.Struct, frozen=True, tag="order"):
@@ -113,6 +129,8 @@ class OrderReport(msgspec.Struct, frozen=True, tag="order"):
         if not (self.client_order_id or self.broker_order_id):
             msg = "an order report needs client_order_id or broker_order_id"
             raise InvalidReport(msg, field="client_order_id")
+        for name in ("client_order_id", "broker_order_id", "raw_status", "replaces"):
+            check_storable(name, getattr(self, name))
         _check_decimal("quantity", self.quantity, positive=True)
         _check_decimal("filled_qty", self.filled_qty)
         # Prices may be negative (WTI futures settled at -37.63; calendar spreads): the
@@ -155,6 +173,8 @@ class FillReport(msgspec.Struct, frozen=True, tag="fill"):
         if not (self.client_order_id or self.broker_order_id):
             msg = "a fill report needs client_order_id or broker_order_id"
             raise InvalidReport(msg, field="client_order_id")
+        check_storable("client_order_id", self.client_order_id)
+        check_storable("broker_order_id", self.broker_order_id)
         _check_decimal("qty", self.qty, positive=True)
         _check_decimal("price", self.price, signed=True)
         if self.commission is not None and not isinstance(self.commission, Decimal):

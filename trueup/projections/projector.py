@@ -25,21 +25,32 @@ row in `tracking`, the service's counters table in `service_status`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, InternalError, OperationalError, StoredEvent
 from eventsourcing.utils import resolve_topic
 
 from trueup.adapters.eventstore.codec import MsgspecMapper
-from trueup.adapters.eventstore.store import IN_IDS, PAGE_SIZE, Cursor, Store, as_dict, first, select_in
+from trueup.adapters.eventstore.store import (
+    IN_IDS,
+    PAGE_SIZE,
+    Cursor,
+    Store,
+    as_dict,
+    first,
+    redact,
+    select_in,
+)
 from trueup.domain.discrepancy import Discrepancy, problem_topic
+from trueup.domain.errors import StoreError
 from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import BookedFill, Order, OrderState, exec_key
 from trueup.domain.position import Position, PositionState
@@ -111,13 +122,21 @@ class Projector:
     """Applies the log to the read-model tables of one store."""
 
     def __init__(self, store: Store) -> None:
-        """Create the tables if needed."""
+        """Create the tables if needed (not on a read-only store: it holds them or reads fail)."""
         self.store = store
-        tables.create_tables(store)
         self._t = tables.names(store)
         self._tracking = TrackingRow(store, tables.TRACKING, TRACKING_NAME)
-        with store.transaction() as cursor:
-            self._tracking.insert(cursor, 0)
+        if not store.read_only:
+            try:
+                tables.create_tables(store)
+                with store.transaction() as cursor:
+                    self._tracking.insert(cursor, 0)
+            except StoreError as e:
+                if _event_error(e):
+                    raise
+                # A full disk: the tables exist unless this is a new store, and reads that
+                # need nothing written still work; a read that needs them says why.
+                log.warning("cannot prepare the read-model tables: %s", e)
         self._kinds: dict[str, tuple[int, type[Any]]] = {}
         self._cache = StateCache()
         self._sql = tables.statements(store)
@@ -133,19 +152,89 @@ class Projector:
         progress: Callable[[int], object] | None = None,
         page_size: int = PAGE_SIZE,
     ) -> int:
-        """Apply every event after the tracking position (up to `stop`); return how many."""
+        """Apply every event after the tracking position (up to `stop`); return how many.
+
+        An event the tables cannot take (text PostgreSQL refuses, a state that does not
+        decode) must not stop every later read: its page is applied again one event at a
+        time, and the one event that still fails alone is skipped and recorded as a
+        CRITICAL INVALID_REPORT row (`_skip`). A store that fails (locked, full, gone)
+        skips nothing: that raises `StoreError`.
+
+        Raises:
+            StoreError: the store failed.
+        """
         applied = 0
+        one_by_one_until = 0  # after a page failed: apply up to here one event at a time
         while True:
             start = self.position()
             if stop is not None and start >= stop:
                 return applied
-            rows = self._read(start, page_size, stop)
+            rows = self._read(start, 1 if start < one_by_one_until else page_size, stop)
             if not rows:
                 return applied
-            if self._apply_page(start, rows):
+            if self.store.read_only:
+                msg = (
+                    f"store {redact(self.store.config.url)} is open read-only and its read models "
+                    f"are behind the log (at {start}, events after it): they cannot catch up, and "
+                    "a read of them would be stale; open it where it can be written"
+                )
+                raise StoreError(msg)
+            try:
+                done = self._apply_page(start, rows)
+            except Exception as e:
+                if not _event_error(e):
+                    raise
+                self._cache.clear()
+                if len(rows) > 1:
+                    log.warning("projection page after %d failed (%s); applying it event by event", start, e)
+                    one_by_one_until = rows[-1].position
+                    continue
+                done = self._skip(start, rows[0], e)
+            if done:
                 applied += len(rows)
                 if progress is not None:
                     progress(rows[-1].position)
+
+    def _skip(self, start: int, row: Row, error: Exception) -> bool:
+        """Move past one event the tables cannot take, recording it; False if raced."""
+        what = f"{type(error).__name__}: {error}"
+        log.error("read models cannot apply the event at position %d (%s): %s", row.position, row.topic, what)
+        account = ""
+        with contextlib.suppress(Exception):  # the account is a courtesy; the row is written anyway
+            account = str(getattr(self._decode(self._kind(row.topic)[1], row), "account", "") or "")
+        detail = (
+            f"event {row.topic} at log position {row.position} is stored in the log, but the read "
+            f"models could not apply it ({what}); positions, orders and fills are shown without it. "
+            "It is still in the log: fix the cause, then `trueup rebuild`"
+        )
+        now = _iso(datetime.now(UTC))
+        with self.store.transaction() as cursor:
+            if not self._tracking.move(cursor, row.position, expected=start):
+                return False
+            cursor.execute(
+                self._sql["discrepancy"],
+                tuple(
+                    _storable(v)
+                    for v in (
+                        str(uuid5(_SKIPPED, str(row.position))),
+                        "INVALID_REPORT",
+                        "CRITICAL",
+                        account,
+                        f"log position {row.position}",
+                        "an event the read models can apply",
+                        what,
+                        detail,
+                        None,
+                        None,
+                        row.position,
+                        now,
+                        None,
+                        f"log position {row.position}",
+                        now,
+                    )
+                ),
+            )
+        return True
 
     def _read(self, start: int, limit: int, stop: int | None) -> list[Row]:
         """The next page of stored events after `start`, undecoded."""
@@ -507,6 +596,29 @@ class Projector:
         if rows and isinstance(rows[0], dict):
             return [tuple(row.values()) for row in rows]
         return list(rows)
+
+
+_SKIPPED = UUID("6c9b1f3e-3a55-4f4e-9d0c-2f7d1f0e7a11")
+"""Namespace of the ids of rows recording an event the read models skipped (one per position)."""
+
+# The store itself failing (locked, full, read-only, gone): nothing about the event, so
+# nothing may be skipped for it. A value it refuses (DataError: NUL in PostgreSQL text) is.
+_STORE_FAILURES = (OperationalError, InterfaceError, InternalError)
+
+
+def _event_error(error: Exception) -> bool:
+    """Whether `error` is about the data of an event (skip it) rather than the store (raise)."""
+    if isinstance(error, StoreError):
+        cause = error.__cause__
+        return cause is not None and not isinstance(cause, (*_STORE_FAILURES, StoreError))
+    return not isinstance(error, _STORE_FAILURES)
+
+
+def _storable(value: object) -> object:
+    """Text with NUL and lone surrogates escaped, so any store's TEXT column takes it."""
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
 
 
 def _created(aggregate: T | None) -> T:

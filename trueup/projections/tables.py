@@ -110,7 +110,7 @@ def names(store: Store) -> dict[str, str]:
 def create_tables(store: Store) -> None:
     """Create the read-model tables if they are missing."""
     qualified = names(store)
-    with store.transaction() as cursor:
+    with store.creating_tables(), store.transaction() as cursor:
         for statement in _DDL:
             cursor.execute(statement.format(**qualified))
         for table, columns in _ADDED_COLUMNS.items():

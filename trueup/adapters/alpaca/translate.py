@@ -342,6 +342,7 @@ def _order_tree(order: AlpacaOrder, *, account: str, path: str) -> Iterator[Orde
         yield from _order_tree(leg, account=account, path=f"{path}.legs[{i}]")
 
 
+@_READER.translator
 def to_order_reports(raw: bytes | str, *, account: str) -> list[OrderReport]:
     """Order reports from a `/v2/orders` answer: a list or one order; nested legs follow their parent.
 
@@ -359,6 +360,7 @@ def to_order_reports(raw: bytes | str, *, account: str) -> list[OrderReport]:
     return reports
 
 
+@_READER.translator
 def to_order_reports_from_bulk(raw: bytes | str, *, account: str) -> list[OrderReport]:
     """Order reports from the HTTP 207 answer of `DELETE /v2/orders` or `DELETE /v2/positions`.
 
@@ -383,6 +385,7 @@ def to_order_reports_from_bulk(raw: bytes | str, *, account: str) -> list[OrderR
 # --- positions ----------------------------------------------------------------------------
 
 
+@_READER.translator
 def to_position_reports(raw: bytes | str, *, account: str, as_of: datetime) -> list[PositionReport]:
     """Position reports from `GET /v2/positions` (a list) or `GET /v2/positions/{symbol}` (one).
 
@@ -439,6 +442,7 @@ def _fill_activities(raw: bytes | str, *, account: str) -> list[tuple[AlpacaFill
     ]
 
 
+@_READER.translator
 def to_fill_reports_from_activities(raw: bytes | str, *, account: str) -> list[FillReport]:
     """Fill reports from account activities; non-FILL activities (CSD, DIV, ...) are skipped.
 
@@ -474,6 +478,7 @@ def to_fill_reports_from_activities(raw: bytes | str, *, account: str) -> list[F
     return reports
 
 
+@_READER.translator
 def fill_exec_id(order_id: str, cum_qty: Decimal) -> str:
     """The exec_id of an Alpaca fill, the same from the stream and from activities.
 
@@ -485,6 +490,7 @@ def fill_exec_id(order_id: str, cum_qty: Decimal) -> str:
     return f"{order_id}@{cum_qty.normalize():f}"
 
 
+@_READER.translator
 def fill_dedupe_key(order_id: str, cum_qty: Decimal) -> FillKey:
     """The fill identity shared by the stream and activities: `(order_id, cum_qty)`.
 
@@ -496,6 +502,7 @@ def fill_dedupe_key(order_id: str, cum_qty: Decimal) -> FillKey:
     return (order_id, cum_qty.normalize())
 
 
+@_READER.translator
 def activity_fill_keys(raw: bytes | str, *, account: str) -> dict[str, FillKey]:
     """`exec_id` (activity id) -> `fill_dedupe_key` for each FILL activity of the answer.
 
@@ -551,6 +558,7 @@ def _fill_from_trade_update(update: AlpacaTradeUpdate, *, account: str, path: st
         )
 
 
+@_READER.translator
 def to_reports_from_trade_update(raw: bytes | str, *, account: str) -> list[OrderReport | FillReport]:
     """Reports from one `trade_updates` message, enveloped (`{"stream", "data"}`) or bare.
 
@@ -586,6 +594,7 @@ def to_reports_from_trade_update(raw: bytes | str, *, account: str) -> list[Orde
     return reports
 
 
+@_READER.translator
 def trade_update_fill_key(raw: bytes | str, *, account: str) -> FillKey | None:
     """`fill_dedupe_key(order.id, order.filled_qty)` of a fill message; None for other events.
 

@@ -94,6 +94,17 @@ def _event_codec(cls: type[Any]) -> _EventCodec:
     return _EventCodec(struct, msgspec.json.Decoder(struct), getattr(cls, "class_version", 1))
 
 
+def _escape_surrogates(value: Any) -> Any:  # noqa: ANN401 - any decoded JSON value
+    """`value` with every string's lone surrogates written as backslash escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_surrogates(v) for v in value]
+    return value
+
+
 def _default_transcoder() -> JSONTranscoder:
     """The transcoder Application would build: UUIDs, Decimals and datetimes."""
     transcoder = JSONTranscoder()
@@ -124,7 +135,14 @@ class MsgspecMapper(Mapper[TAggregateID]):
         state = {k: v for k, v in vars(domain_event).items() if k not in _HEADER_FIELDS}
         if codec.class_version > 1:
             state["class_version"] = codec.class_version
-        data = _ENCODER.encode(state)
+        try:
+            data = _ENCODER.encode(state)
+        except UnicodeEncodeError:
+            # A lone surrogate in some text (an error message quoting a broker): UTF-8 cannot
+            # carry it. Losing the whole transaction for it would lose the raw payload too, so
+            # such text is stored with the character escaped (raw payloads are escaped
+            # losslessly before they get here: `BrokerMessage.Received.payload_encoding`).
+            data = _ENCODER.encode(_escape_surrogates(msgspec.to_builtins(state, order="deterministic")))
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher:

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import msgspec
-from eventsourcing.persistence import ApplicationRecorder, Notification
+from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError
 from eventsourcing.persistence import Subscription as RecorderSubscription
 
 from trueup.adapters.eventstore.store import PAGE_SIZE, Store
@@ -87,9 +87,12 @@ def read_log(
     position = after
     recorder = store.app.recorder
     while True:
-        page = recorder.select_notifications(
-            start=position, limit=page_size, stop=stop, inclusive_of_start=False
-        )
+        try:
+            page = recorder.select_notifications(
+                start=position, limit=page_size, stop=stop, inclusive_of_start=False
+            )
+        except PersistenceError as e:
+            raise store.error(what="read of the log", error=e) from e
         if not page:
             return
         for notification in page:

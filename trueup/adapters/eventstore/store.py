@@ -16,7 +16,10 @@ Supported URLs:
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -34,6 +37,7 @@ from trueup.adapters.eventstore.codec import MsgspecMapper
 from trueup.domain.errors import ConfigError, StoreError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "sqlite:///trueup.db"
 """Store used when neither an argument nor TRUEUP_STORE names one."""
@@ -100,7 +104,8 @@ def parse_store_url(url: str) -> StoreConfig:
             "host": parts.hostname or "127.0.0.1",
             "port": str(parts.port or 5432),
             "user": unquote(parts.username or "postgres"),
-            "password": unquote(parts.password or ""),
+            "password": unquote(parts.password or "")
+            or parse_qs(parts.query).get("password", [""])[0],
         }
         env = {
             **base_env,
@@ -205,17 +210,57 @@ class Store:
         """Open (and create if needed) the store described by `config`."""
         self.config = config
         self.dialect = config.dialect
-        if config.dialect == "postgres" and config.schema:
-            _ensure_postgres_schema(config)
+        self.read_only = False
+        """True when the file could only be opened for reading: every write raises StoreError."""
         if config.path is not None:
-            config.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.app = LedgerApplication(env=dict(config.env))
-        except PersistenceError as e:
-            msg = f"cannot open store {redact(config.url)}: {e}"
-            raise StoreError(msg) from e
+            try:
+                config.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                msg = f"cannot open store {redact(config.url)}: {e}"
+                raise StoreError(msg) from e
+        with self.creating_tables():
+            if config.dialect == "postgres" and config.schema:
+                _ensure_postgres_schema(config)
+            try:
+                self.app = LedgerApplication(env=dict(config.env))
+            except (PersistenceError, sqlite3.Error) as e:
+                # A file we may not write (read-only file or medium) can still be read.
+                if config.path is None or not config.path.is_file():
+                    msg = f"cannot open store {redact(config.url)}: {type(e).__name__}: {e}"
+                    raise StoreError(msg) from e
+                self.app = _open_read_only(config, e)
+                self.read_only = True
         self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
         self._get_lock = threading.Lock()
+
+    @contextmanager
+    def creating_tables(self) -> Iterator[None]:
+        """Hold, on PostgreSQL, the lock that serializes creating this store's schema and tables.
+
+        PostgreSQL's ``CREATE ... IF NOT EXISTS`` is not safe against itself: two processes
+        opening a fresh schema at once fail with "tuple concurrently updated" or a duplicate
+        key in ``pg_type``/``pg_namespace``. A session advisory lock, keyed by the schema,
+        makes the second opener wait and then find everything there. SQLite needs none
+        (its write lock serializes DDL).
+
+        Raises:
+            StoreError: the server cannot be reached.
+        """
+        if self.dialect != "postgres":
+            yield
+            return
+        import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
+
+        try:
+            conn = _postgres_connect(self.config)
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"trueup:ddl:{self.config.schema or ''}",))
+        except psycopg.Error as e:
+            msg = f"cannot open store {redact(self.config.url)}: {type(e).__name__}: {e}"
+            raise StoreError(msg) from e
+        try:
+            yield
+        finally:
+            conn.close()  # ends the session, and its advisory lock with it
 
     def aggregate(self, ident: UUID, version: int | None = None) -> Any:  # noqa: ANN401 - any aggregate
         """A private copy of the aggregate `ident` as stored now (or as it was at `version`).
@@ -231,6 +276,17 @@ class Store:
         with self._get_lock:
             return self.app.repository.get(ident, version=version, projector_func=project_events)
 
+    def last_position(self) -> int:
+        """Position of the last stored event (0 for an empty log).
+
+        Raises:
+            StoreError: the store failed.
+        """
+        try:
+            return self.app.recorder.max_notification_id() or 0
+        except PersistenceError as e:
+            raise self.error(what="read of the log position", error=e) from e
+
     def table(self, name: str) -> str:
         """Qualified name of one of our own tables."""
         if self.dialect == "postgres" and self.config.schema:
@@ -239,17 +295,36 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        """A write transaction on the store's database (commits on success)."""
+        """A write transaction on the store's database (commits on success).
+
+        Raises:
+            StoreError: the database failed (the library's error is its `__cause__`).
+        """
         datastore = self.app.recorder.datastore  # type: ignore[attr-defined]
-        with datastore.transaction(commit=True) as cursor:
-            yield _unwrap(cursor)
+        try:
+            with datastore.transaction(commit=True) as cursor:
+                yield _unwrap(cursor)
+        except PersistenceError as e:
+            raise self.error(what="write", error=e) from e
 
     @contextmanager
     def reading(self) -> Iterator[Cursor]:
-        """A read-only transaction on the store's database."""
+        """A read-only transaction on the store's database.
+
+        Raises:
+            StoreError: the database failed (the library's error is its `__cause__`).
+        """
         datastore = self.app.recorder.datastore  # type: ignore[attr-defined]
-        with datastore.transaction(commit=False) as cursor:
-            yield _unwrap(cursor)
+        try:
+            with datastore.transaction(commit=False) as cursor:
+                yield _unwrap(cursor)
+        except PersistenceError as e:
+            raise self.error(what="read", error=e) from e
+
+    def error(self, what: str, error: BaseException) -> StoreError:
+        """`error` of the database as trueup's `StoreError`, naming the store (never its password)."""
+        url = redact(self.config.url)
+        return StoreError(f"{what} on store {url} failed: {type(error).__name__}: {error}")
 
     def stored_events(self, idents: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         """Every stored event of the given aggregates, in version order, in one read.
@@ -322,21 +397,54 @@ def _unwrap(cursor: Any) -> Cursor:  # noqa: ANN401 - the library's cursor wrapp
     return getattr(cursor, "sqlite_cursor", cursor)  # type: ignore[no-any-return]
 
 
+def _open_read_only(config: StoreConfig, error: BaseException) -> LedgerApplication:
+    """The application on a SQLite file opened read-only, after opening it to write failed.
+
+    `mode=ro` reads a file we may not write. A WAL database also needs its ``-shm`` file,
+    which SQLite cannot create in a read-only directory: then, if no ``-wal`` file is
+    left (no writer has it open), the file is opened `immutable` (read as it is now).
+    """
+    assert config.path is not None  # noqa: S101 - only file stores get here
+    uri = f"file:{quote(str(config.path.resolve()))}?mode=ro"
+    candidates = [uri]
+    if not Path(f"{config.path}-wal").exists():
+        candidates.append(f"{uri}&immutable=1")
+    for dbname in candidates:
+        env = {**config.env, "SQLITE_DBNAME": dbname, "CREATE_TABLE": "n"}
+        try:
+            app = LedgerApplication(env=env)
+            app.recorder.max_notification_id()  # the first read proves the file is readable
+        except (PersistenceError, sqlite3.Error) as e:
+            error = e
+            continue
+        log.warning("store %s opened read-only: %s", redact(config.url), error)
+        return app
+    msg = f"cannot open store {redact(config.url)}: {type(error).__name__}: {error}"
+    raise StoreError(msg) from error
+
+
+def _postgres_connect(config: StoreConfig) -> Any:  # noqa: ANN401 - a psycopg.Connection
+    """An autocommit connection of our own to the store's server (for DDL and its lock)."""
+    import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
+
+    info = config.postgres_conninfo
+    return psycopg.connect(
+        dbname=info["dbname"],
+        host=info["host"],
+        port=info["port"],
+        user=info["user"],
+        password=info["password"],
+        autocommit=True,
+        connect_timeout=10,
+    )
+
+
 def _ensure_postgres_schema(config: StoreConfig) -> None:
     import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
     from psycopg import sql  # noqa: PLC0415
 
-    info = config.postgres_conninfo
     try:
-        with psycopg.connect(
-            dbname=info["dbname"],
-            host=info["host"],
-            port=info["port"],
-            user=info["user"],
-            password=info["password"],
-            autocommit=True,
-            connect_timeout=10,
-        ) as conn:
+        with _postgres_connect(config) as conn:
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(config.schema or ""))
             )
@@ -345,12 +453,16 @@ def _ensure_postgres_schema(config: StoreConfig) -> None:
         raise StoreError(msg) from e
 
 
+_QUERY_PASSWORD = re.compile(r"([?&;]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced by ***, for messages and logs."""
     parts = urlsplit(url)
     if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+        url = url.replace(f":{parts.password}@", ":***@")
+    # libpq also takes the password as a query parameter (`?password=...`).
+    return _QUERY_PASSWORD.sub(r"\g<1>***", url)
 
 
 class StoreOwner(Protocol):

@@ -100,6 +100,7 @@ _BY_EVENT: Final[dict[str, Callable[[IbEnvelope, str], list[Report]]]] = {
 }
 
 
+@_READER.translator
 def to_reports(payload: str | bytes, *, account: str) -> list[Report]:
     """The reports one stored envelope gives for `account` (see the module docstring).
 

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 import msgspec
 
 from trueup.adapters.base import CLIENT_ORDER_ID
+from trueup.adapters.payloads import PayloadReader
 from trueup.domain.errors import InvalidReport
 from trueup.domain.money import MONEY, derived_price
 from trueup.domain.order import exec_key
@@ -156,6 +157,10 @@ _MISSING: Final = object()
 
 
 # --- reading attributes with paths --------------------------------------------------------
+
+
+_PAYLOADS: Final = PayloadReader("ib")
+"""Turns whatever a bad ib_async object makes a translator raise into InvalidReport."""
 
 
 class _Reader:
@@ -378,6 +383,7 @@ def _last_error_code(r: _Reader, raw_status: str) -> int:
 # --- orders -------------------------------------------------------------------------------
 
 
+@_PAYLOADS.translator
 def to_order_report(
     trade: Trade,
     *,
@@ -467,6 +473,7 @@ def _commission(r: _Reader, exec_id: str) -> Decimal | None:
     return r.number("commissionReport.commission")
 
 
+@_PAYLOADS.translator
 def to_fill_report(fill: Fill, *, account: str) -> FillReport:
     """The fill report of an ib_async `Fill` (live `execDetails` or `reqExecutions` answer).
 
@@ -501,6 +508,7 @@ def to_fill_report(fill: Fill, *, account: str) -> FillReport:
 # --- positions ----------------------------------------------------------------------------
 
 
+@_PAYLOADS.translator
 def to_position_report(position: Position, *, account: str, as_of: datetime) -> PositionReport:
     """The position report of an ib_async `Position` row (`reqPositions`, `positionEvent`).
 
@@ -555,6 +563,7 @@ def _multiplier(r: _Reader) -> Decimal:
     return value
 
 
+@_PAYLOADS.translator
 def to_position_reports(
     positions: Iterable[Position], *, account: str, as_of: datetime
 ) -> list[PositionReport]:

@@ -78,6 +78,7 @@ from trueup.adapters.kite.readers import (
     ORDERS,
     POSITION_FIELDS,
     POSITIONS,
+    READER,
     TRADES,
     decode,
     finite,
@@ -209,6 +210,7 @@ def _order_time(order: KiteOrder, *, what: str, account: str, path: str) -> date
     return max(ts, read_time(update, what=what, account=account, path=f"{path}.exchange_update_timestamp"))
 
 
+@READER.translator
 def order_report(
     order: KiteOrder,
     *,
@@ -247,6 +249,7 @@ def order_report(
         )
 
 
+@READER.translator
 def to_order_reports(
     raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None
 ) -> list[OrderReport]:
@@ -270,6 +273,7 @@ def to_order_reports(
     ]
 
 
+@READER.translator
 def to_order_reports_from_history(
     raw: bytes | str, *, account: str, is_ours: TagPredicate | None = None
 ) -> list[OrderReport]:
@@ -329,6 +333,7 @@ def _fill_report(trade: KiteTrade, *, account: str, path: str) -> FillReport:
         )
 
 
+@READER.translator
 def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
     """Fill reports from `GET /trades` (`trades()`) or `GET /orders/{order_id}/trades` (`order_trades()`).
 
@@ -348,6 +353,7 @@ def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
     return [_fill_report(trade, account=account, path=f"{prefix}[{i}]") for i, trade in enumerate(trades)]
 
 
+@READER.translator
 def fill_dedupe_key(fill: FillReport) -> FillKey:
     """`(exchange, trade_id)` of a fill made by `to_fill_reports`: the same from both endpoints.
 
@@ -361,6 +367,7 @@ def fill_dedupe_key(fill: FillReport) -> FillKey:
 # --- positions ----------------------------------------------------------------------------
 
 
+@READER.translator
 def to_position_reports(
     raw: bytes | str, *, account: str, as_of: datetime, book: Literal["net", "day"] = "net"
 ) -> list[PositionReport]:
@@ -409,6 +416,7 @@ def to_position_reports(
     return reports
 
 
+@READER.translator
 def to_account_positions(
     positions_raw: bytes | str, holdings_raw: bytes | str, *, account: str, as_of: datetime
 ) -> list[PositionReport]:
@@ -492,6 +500,7 @@ def _carried_average(held: Decimal, held_avg: Decimal, day: Decimal, day_avg: De
 # --- postbacks and WebSocket order updates ------------------------------------------------
 
 
+@READER.translator
 def to_reports_from_update(
     raw: bytes | str,
     *,
@@ -536,6 +545,7 @@ def to_reports_from_update(
     return [report]
 
 
+@READER.translator
 def to_reports_from_postback(
     raw: bytes | str,
     *,
@@ -558,6 +568,7 @@ def to_reports_from_postback(
     return to_reports_from_update(raw, account=account, is_ours=is_ours, slices=slices)
 
 
+@READER.translator
 def update_as_trigger(raw: bytes | str, *, account: str, api_secret: str | None = None) -> list[OrderReport]:
     """Check a postback body (`api_secret` given) or a WebSocket frame, and report nothing: a trigger.
 

@@ -210,8 +210,9 @@ class KitePositions(msgspec.Struct, frozen=True, kw_only=True):
 class KiteHoldingMtf(msgspec.Struct, frozen=True, kw_only=True):
     """The `mtf` object of a holding: shares bought with Margin Trading Facility (product `MTF`)."""
 
-    quantity: Decimal = Decimal(0)
-    """MTF shares carried (not part of the holding's CNC quantities)."""
+    quantity: Decimal
+    """MTF shares carried (not part of the holding's CNC quantities); required: missing is
+    unknown, never 0 (the holding's positions are then unknown, not flat)."""
     average_price: Decimal = Decimal(0)
     """Their average price."""
 
@@ -234,16 +235,18 @@ class KiteHolding(msgspec.Struct, frozen=True, kw_only=True):
     """`CNC`."""
     realised_quantity: Decimal
     """Shares delivered to the demat account."""
-    t1_quantity: Decimal = Decimal(0)
-    """Shares bought on an earlier day, not delivered yet (T+1)."""
+    t1_quantity: Decimal
+    """Shares bought on an earlier day, not delivered yet (T+1); required: missing is unknown."""
     opening_quantity: Decimal | None = None
     """Shares held at the start of the day (informative)."""
     used_quantity: Decimal = Decimal(0)
     """Shares sold today out of the holding (also a negative CNC position in `positions()`)."""
     average_price: Decimal
     """Average price of the holding."""
-    mtf: KiteHoldingMtf | None = None
-    """MTF shares of the same instrument, if any."""
+    mtf: KiteHoldingMtf | None
+    """MTF shares of the same instrument (`quantity` 0 if none); required: Kite lists it on
+    every holding, and a row without it cannot tell whether MTF shares are held. `null`
+    is read as none."""
 
 
 class KiteUpdateEnvelope(msgspec.Struct, frozen=True, kw_only=True):

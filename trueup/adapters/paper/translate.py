@@ -172,6 +172,7 @@ def _position(position: PaperPosition, *, account: str, path: str) -> PositionRe
 # --- public translators -----------------------------------------------------------------------
 
 
+@_READER.translator
 def to_reports(raw: bytes | str, *, account: str) -> list[Report]:
     """The report of one stream message: an order update, a fill or a position.
 
@@ -188,6 +189,7 @@ def to_reports(raw: bytes | str, *, account: str) -> list[Report]:
     return [_position(message, account=account, path="$")]
 
 
+@_READER.translator
 def to_order_report(raw: bytes | str, *, account: str) -> OrderReport:
     """The report of one order object (a submit or lookup answer).
 
@@ -197,6 +199,7 @@ def to_order_report(raw: bytes | str, *, account: str) -> OrderReport:
     return _order(_decode(_ORDER, raw, what="order", account=account), account=account, path="$")
 
 
+@_READER.translator
 def to_order_reports(raw: bytes | str, *, account: str) -> list[OrderReport]:
     """Reports of the orders answer (a JSON list of order objects).
 
@@ -216,6 +219,7 @@ def _one(raw: bytes | str, kind: type[_R], name: str, *, account: str) -> _R:
     return report
 
 
+@_READER.translator
 def to_fill_report(raw: bytes | str, *, account: str) -> FillReport:
     """The report of one fill object.
 
@@ -225,6 +229,7 @@ def to_fill_report(raw: bytes | str, *, account: str) -> FillReport:
     return _one(raw, FillReport, "fill", account=account)
 
 
+@_READER.translator
 def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
     """Reports of the fills answer (a JSON list of fill objects).
 
@@ -235,6 +240,7 @@ def to_fill_reports(raw: bytes | str, *, account: str) -> list[FillReport]:
     return [_fill(f, account=account, path=f"$[{i}]") for i, f in enumerate(fills)]
 
 
+@_READER.translator
 def to_position_report(raw: bytes | str, *, account: str) -> PositionReport:
     """The report of one position object.
 
@@ -244,6 +250,7 @@ def to_position_report(raw: bytes | str, *, account: str) -> PositionReport:
     return _one(raw, PositionReport, "position", account=account)
 
 
+@_READER.translator
 def to_position_reports(raw: bytes | str, *, account: str) -> list[PositionReport]:
     """Reports of the positions answer (a JSON list of position objects).
 

@@ -43,6 +43,8 @@ def holding(
         "t1_quantity": t1,
         "used_quantity": used,
         "average_price": D(average),
+        # Kite lists `mtf` on every holding (fixture holdings.json), all zero when none are held.
+        "mtf": {"quantity": 0, "used_quantity": 0, "average_price": 0, "value": 0, "initial_margin": 0},
         **more,
     }
 
@@ -167,3 +169,24 @@ def test_the_trading_day_starts_at_midnight_in_kolkata(now: datetime, start: dat
 def test_the_trading_day_needs_an_aware_time() -> None:
     with pytest.raises(ValueError, match="naive"):
         trading_day_start(datetime(2024, 5, 1, 9, 0))  # noqa: DTZ001 - the point of the test
+
+
+@pytest.mark.parametrize(
+    ("drop", "path"),
+    [
+        (("t1_quantity",), "$.data[0].t1_quantity"),
+        (("mtf",), "$.data[0].mtf"),
+        (("mtf", "quantity"), "$.data[0].mtf.quantity"),
+    ],
+)
+def test_a_missing_quantity_field_is_unknown_not_zero(drop: tuple[str, ...], path: str) -> None:
+    """1,000 MTF shares (or T+1 shares) must not vanish because Kite left a field out."""
+    mtf = {"quantity": 1000, "used_quantity": 0, "average_price": 100, "value": 100000, "initial_margin": 0}
+    row = holding("AARON", realised=1, t1=5, average="161", mtf=mtf)
+    if len(drop) == 1:
+        del row[drop[0]]
+    else:
+        del row[drop[0]][drop[1]]
+    with pytest.raises(InvalidReport) as raised:
+        to_account_positions(dumps({"net": [], "day": []}), dumps([row]), account=ACCOUNT, as_of=AS_OF)
+    assert raised.value.field == path
