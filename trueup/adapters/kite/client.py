@@ -457,7 +457,7 @@ class KiteClient:
         return PostbackReceiver(self.accept_postback)
 
     def serve_postbacks(self, host: str = "127.0.0.1", port: int = 0) -> PostbackServer:
-        """Serve `postback_app()` on `host:port` in a daemon thread (stdlib `wsgiref`)."""
+        """Serve `postback_app()` on `host:port` in a daemon thread (stdlib asyncio; bounds in `postback.py`)."""
         return serve(self.accept_postback, host, port)
 
     # -- internals ----------------------------------------------------------------------------
