@@ -34,6 +34,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper, PersistenceError, StoredEvent
 
 from trueup.adapters.eventstore.codec import MsgspecMapper
+from trueup.adapters.sqlite_files import holds_paper_broker, sqlite_tables, summary
 from trueup.domain.errors import ConfigError, StoreError
 
 T = TypeVar("T")
@@ -218,6 +219,13 @@ class Store:
             except OSError as e:
                 msg = f"cannot open store {redact(config.url)}: {e}"
                 raise StoreError(msg) from e
+            tables = sqlite_tables(config.path)
+            if holds_paper_broker(tables):
+                msg = (
+                    f"cannot open store {redact(config.url)}: {config.path} is a paper broker's file "
+                    f"({summary(tables)}), not a ledger; give the ledger a file of its own"
+                )
+                raise StoreError(msg)
         with self.creating_tables():
             if config.dialect == "postgres" and config.schema:
                 _ensure_postgres_schema(config)
