@@ -25,7 +25,8 @@ def sqlite_tables(path: Path) -> frozenset[str]:
     if not path.is_file() or path.stat().st_size == 0:
         return frozenset()
     try:
-        with closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30)) as conn:
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.Error:
         return frozenset()
@@ -45,5 +46,5 @@ def holds_paper_broker(tables: frozenset[str]) -> bool:
 def summary(tables: frozenset[str]) -> str:
     """`tables a, b, c, ...` for an error message (the first few, sorted)."""
     names = sorted(tables)
-    shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")  # noqa: PLR2004
+    shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
     return f"tables {shown}"
