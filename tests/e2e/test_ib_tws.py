@@ -560,9 +560,7 @@ def test_a_failed_query_is_stale_data_never_flat(fake: FakeTws, ledger: Ledger) 
     assert_books_equal(ledger, fake, "S1")
 
 
-def test_an_execution_landing_during_the_snapshot_is_taken_again_one_cut(
-    fake: FakeTws, ledger: Ledger
-) -> None:
+def test_an_execution_landing_during_the_snapshot_is_taken_again_one_cut(fake: FakeTws, ledger: Ledger) -> None:
     # The execution lands after the executions read, before the positions read: taken as
     # it came, the positions would hold it and the executions not, and a repair would
     # book it, then the execution again when it arrives.
@@ -586,9 +584,7 @@ def test_an_execution_landing_during_the_snapshot_is_taken_again_one_cut(
         await client.close()
 
     asyncio.run(scenario())
-    assert [
-        d.kind for d in ledger.discrepancies(ACCOUNT, include_resolved=True) if d.kind != "STALE_DATA"
-    ] == []
+    assert [d.kind for d in ledger.discrepancies(ACCOUNT, include_resolved=True) if d.kind != "STALE_DATA"] == []
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", Decimal(7))]
 
 

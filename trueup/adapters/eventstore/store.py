@@ -105,7 +105,8 @@ def parse_store_url(url: str) -> StoreConfig:
             "host": parts.hostname or "127.0.0.1",
             "port": str(parts.port or 5432),
             "user": unquote(parts.username or "postgres"),
-            "password": unquote(parts.password or "") or parse_qs(parts.query).get("password", [""])[0],
+            "password": unquote(parts.password or "")
+            or parse_qs(parts.query).get("password", [""])[0],
         }
         env = {
             **base_env,
