@@ -1,84 +1,127 @@
-"""The `trueup` command: run the demo, reconcile, and read the books.
+"""The `trueup` command: run the demo, reconcile, read the books, and act on them as an operator.
 
-Every read command takes `--json`. The commands that show the books now (status, orders,
-positions, discrepancies, reconcile) exit with status 2 when a CRITICAL discrepancy is
-open, so a cron job or a deploy gate notices without parsing output; events, replay and
-rebuild exit 0: they show the log or the past, and a pipe into alerting must not take an
-open alarm for its own failure.
-The store is `--store` or TRUEUP_STORE (default sqlite:///trueup.db).
+Exit codes (true for every command): 0 fine, 1 an error (one line on stderr; a traceback
+only with ``--debug``), 2 a CRITICAL discrepancy is open (every command that reads a
+store), 3 the broker could not be asked or the gate is BLOCKED after ``reconcile``.
+``--json`` prints JSON on stdout; human notes go to stderr. Read commands never create a
+store. The store is ``--store`` or TRUEUP_STORE (default sqlite:///trueup.db).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import json
+import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-import msgspec
-
 try:
     import typer
-    from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 except ImportError as e:  # pragma: no cover - the cli extra is not installed
     msg = "the trueup command needs its extra: pip install 'trueup[cli]'"
     raise ImportError(msg) from e
 
 from trueup.adapters.base import snapshot_or_unknown
+from trueup.cli_events import EventFilter, print_event
+from trueup.cli_operator import register_operator_commands
+from trueup.cli_support import (
+    DEBUG,
+    EXIT_CRITICAL,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    AccountOption,
+    JsonOption,
+    StoreOption,
+    WideOption,
+    console,
+    cost,
+    describe,
+    emit_json,
+    exit_for,
+    fail,
+    notes,
+    plain,
+    price,
+    qty,
+    reading,
+)
+from trueup.cli_tables import (
+    discrepancy_table,
+    last_change,
+    make_table,
+    out_console,
+    print_orders,
+    print_positions,
+    print_status,
+)
 from trueup.domain.errors import TrueupError
+from trueup.domain.gate import GateState
 from trueup.domain.reports import BrokerSnapshot
-from trueup.domain.views import DiscrepancyView
 from trueup.ledger import Ledger, LoggedEvent
 from trueup.subscriptions import SavedPositionConsumer
 
+__all__ = ["EXIT_CRITICAL", "EXIT_ERROR", "EXIT_OK", "EXIT_UNREACHABLE", "app", "main"]
+
 app = typer.Typer(
-    help="trueup: books that match the broker, and proof when they do not.", no_args_is_help=True
+    help="trueup: books that match the broker, and proof when they do not.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
-console = Console()
-EXIT_CRITICAL = 2
-"""Exit status when a CRITICAL discrepancy is open."""
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option("--store", envvar="TRUEUP_STORE", help="Store URL (sqlite:///f.db, postgresql://..)"),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-AccountOption = Annotated[str | None, typer.Option("--account", help="Only this account.")]
 
 
-@contextmanager
-def _ledger(store: str | None) -> Iterator[Ledger]:
-    with Ledger.open(store) as ledger:
-        yield ledger
+def _version() -> str:
+    try:
+        return version("trueup")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
-def _to_builtins(value: object) -> Any:  # noqa: ANN401 - JSON-ready data
-    return msgspec.to_builtins(value)  # Decimals become exact strings
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        sys.stdout.write(f"trueup {_version()}\n")
+        raise typer.Exit(EXIT_OK)
 
 
-def _cost(avg_cost: object) -> str:
-    """An average cost for a table: "unknown" rather than None (JSON keeps null)."""
-    return "unknown" if avg_cost is None else str(avg_cost)
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """trueup: books that match the broker, and proof when they do not.
+
+    Exit codes: 0 fine, 1 error, 2 a CRITICAL discrepancy open, 3 broker unreachable or
+    gate BLOCKED after reconcile.
+    """
+    DEBUG["on"] = debug
+    del show_version  # handled eagerly by its callback
 
 
-def _emit_json(value: object) -> None:
-    sys.stdout.write(json.dumps(_to_builtins(value), indent=2, default=str) + "\n")
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--since must be an ISO time with offset (2026-11-23T14:30:00+00:00), got {value!r}")
+    if moment.tzinfo is None:
+        fail(f"--since must carry a UTC offset (e.g. 2026-11-23T14:30:00+00:00), got {value!r}")
+    return moment
 
 
-def _exit_for(ledger: Ledger, account: str | None) -> None:
-    critical = [d for d in ledger.discrepancies(account) if d.severity == "CRITICAL"]
-    if critical:
-        console.print(f"[bold red]{len(critical)} CRITICAL discrepancy(ies) open[/]", highlight=False)
-        raise typer.Exit(EXIT_CRITICAL)
+def _loading(what: str) -> Any:  # noqa: ANN401 - a rich status context
+    """A spinner on stderr while a long read runs (shown only on a terminal)."""
+    return notes.status(what, spinner="dots")
 
 
 @app.command()
@@ -86,89 +129,44 @@ def orders(
     store: StoreOption = None,
     account: AccountOption = None,
     all_orders: Annotated[bool, typer.Option("--all", help="Include closed orders.")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many (the most recent).", min=1)] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only orders created or updated at/after this ISO time.")
+    ] = None,
+    wide: WideOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Open orders (or all with --all): status, filled, average, inferred part."""
-    with _ledger(store) as ledger:
-        views = ledger.all_orders(account) if all_orders else ledger.open_orders(account)
+    """Open orders (or all with --all): status, filled, average; --wide adds flags and inferred."""
+    moment = _since(since)
+    with reading(store) as ledger:
+        with _loading("reading orders"):
+            views = ledger.all_orders(account) if all_orders else ledger.open_orders(account)
+        if moment is not None:
+            views = [v for v in views if last_change(v) is not None and last_change(v) >= moment]  # type: ignore[operator]
+        if limit is not None:
+            views = views[-limit:]
         if as_json:
-            _emit_json(views)
+            emit_json(views)
         else:
-            table = Table(title="orders")
-            for column in (
-                "account",
-                "client id",
-                "symbol",
-                "side",
-                "qty",
-                "status",
-                "flags",
-                "filled",
-                "avg",
-                "inferred",
-            ):
-                table.add_column(column)
-            for v in views:
-                table.add_row(
-                    v.account,
-                    v.client_order_id,
-                    v.symbol,
-                    v.side,
-                    str(v.quantity),
-                    v.status,
-                    ",".join(sorted(v.flags)),
-                    str(v.filled_qty),
-                    str(v.avg_fill_price or ""),
-                    str(v.inferred_qty or ""),
-                )
-            console.print(table)
-        _exit_for(ledger, account)
+            print_orders(views, wide=wide)
+        exit_for(ledger, account)
 
 
 @app.command()
-def positions(store: StoreOption = None, account: AccountOption = None, as_json: JsonOption = False) -> None:
+def positions(
+    store: StoreOption = None,
+    account: AccountOption = None,
+    wide: WideOption = False,
+    as_json: JsonOption = False,
+) -> None:
     """Net positions by account and symbol."""
-    with _ledger(store) as ledger:
+    with reading(store) as ledger:
         views = ledger.positions(account)
         if as_json:
-            _emit_json(views)
+            emit_json(views)
         else:
-            table = Table(title="positions")
-            for column in ("account", "symbol", "qty", "avg cost", "realized P&L"):
-                table.add_column(column)
-            for p in views:
-                table.add_row(p.account, p.symbol, str(p.qty), _cost(p.avg_cost), str(p.realized_pnl))
-            console.print(table)
-        _exit_for(ledger, account)
-
-
-def _discrepancy_table(title: str, views: list[DiscrepancyView]) -> Table:
-    table = Table(title=title)
-    for column in (
-        "severity",
-        "kind",
-        "account",
-        "subject",
-        "ours / expected",
-        "broker / actual",
-        "detail",
-        "evidence@",
-    ):
-        table.add_column(column)
-    for d in views:
-        style = "bold red" if d.severity == "CRITICAL" else ("red" if d.severity == "ERROR" else "")
-        table.add_row(
-            d.severity,
-            d.kind,
-            d.account,
-            d.key,
-            d.expected,
-            d.actual,
-            d.detail,
-            str(d.evidence_position or ""),
-            style=style,
-        )
-    return table
+            print_positions(views, wide=wide)
+        exit_for(ledger, account)
 
 
 @app.command()
@@ -176,118 +174,114 @@ def discrepancies(
     store: StoreOption = None,
     account: AccountOption = None,
     all_: Annotated[bool, typer.Option("--all", help="Include resolved ones.")] = False,
+    wide: WideOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Open discrepancies (or all with --all), with the log position of their evidence."""
-    with _ledger(store) as ledger:
+    """Open discrepancies (or all with --all) with their ids; --wide adds figures and evidence."""
+    with reading(store) as ledger:
         views = ledger.discrepancies(account, include_resolved=all_)
         if as_json:
-            _emit_json(views)
+            emit_json(views)
         else:
-            console.print(_discrepancy_table("discrepancies", views))
-        _exit_for(ledger, account)
+            out_console(wide).print(discrepancy_table("discrepancies", views, wide=wide))
+            if views and not wide:
+                notes.print("ids: the first 8 digits (trueup resolve takes them); --wide or --json: whole")
+        exit_for(ledger, account)
 
 
 @app.command()
-def status(store: StoreOption = None, account: AccountOption = None, as_json: JsonOption = False) -> None:
+def status(
+    store: StoreOption = None,
+    account: AccountOption = None,
+    wide: WideOption = False,
+    as_json: JsonOption = False,
+) -> None:
     """Gate per account, locks, open orders, discrepancies by kind, and log positions."""
     from trueup.operations.status import status_report  # noqa: PLC0415 - shared with `trueup run`
 
-    with _ledger(store) as ledger:
+    with reading(store) as ledger:
         report = status_report(ledger, account)
         if as_json:
-            _emit_json(report)
+            emit_json(report)
         else:
-            table = Table(title=f"trueup status — {report['store']}")
-            for column in ("account", "gate", "reasons", "locks", "quarantined", "open orders", "positions"):
-                table.add_column(column)
-            for name, row in report["accounts"].items():
-                gate_style = {"READY": "green", "BLOCKED": "bold red"}.get(row["gate"], "yellow")
-                table.add_row(
-                    name,
-                    f"[{gate_style}]{row['gate']}[/]",
-                    "; ".join(row["reasons"]),
-                    ", ".join(row["locked_symbols"]),
-                    ", ".join(row["quarantined"]),
-                    str(row["open_orders"]),
-                    str(row["positions"]),
-                )
-            console.print(table)
-            console.print(
-                f"log position {report['log_position']}, read models at {report['projection_position']}; "
-                f"open discrepancies {report['open_discrepancies_by_kind'] or 'none'}"
-            )
-            if report["service"]:
-                console.print(f"service: {report['service']}")
-        _exit_for(ledger, account)
+            print_status(report, wide=wide)
+        exit_for(ledger, account)
 
 
 @app.command()
 def events(
     store: StoreOption = None,
-    after: Annotated[int, typer.Option(help="Start after this log position.")] = 0,
+    account: AccountOption = None,
+    order: Annotated[str | None, typer.Option("--order", help="Only events of this client order id.")] = None,
+    topic: Annotated[
+        str | None,
+        typer.Option("--topic", help="Only topics containing this (Discrepancy, Fill, Gate, ...)."),
+    ] = None,
+    after: Annotated[int, typer.Option(help="Start after this log position.", min=0)] = 0,
     until: Annotated[str | None, typer.Option(help="Stop at a log position or an ISO time.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep printing new events.")] = False,
     consumer: Annotated[
-        str | None, typer.Option(help="Resume after this consumer's saved position, and save it.")
+        str | None,
+        typer.Option(
+            help="Resume after this consumer's saved position, and save it (--after: where it starts)."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the stored log (one line per event); --follow waits for new ones."""
-    with _ledger(store) as ledger:
+    """Print the stored log, one line per event naming its order or symbol; --follow waits for more."""
+    stop = _parse_until(until) if until else None
+    with reading(store) as ledger:
+        chosen = EventFilter(ledger, account=account, order=order, topic=topic, until=stop)
         if consumer:
-            # A named consumer resumes after its saved position and saves as it goes, so a
-            # pipe into alerting that crashed picks up where it stopped.
-            def show(logged: LoggedEvent) -> None:
-                _print_event(logged, as_json=as_json)
-
-            saved = SavedPositionConsumer(ledger, consumer, show)
-            if follow:
-                saved.run_forever(threading.Event())  # LISTEN/NOTIFY on PostgreSQL; until Ctrl-C
-            else:
-                saved.run_once()
-            return
-        position = after
-        stop = _parse_until(until) if until else None
-        while True:
-            for logged in ledger.events(after=position, until=stop):
-                _print_event(logged, as_json=as_json)
-                position = logged.position
-            if not follow:
-                return
-            time.sleep(0.2)
+            if follow and stop is not None:
+                fail("--follow and --until contradict each other; give one")
+            _consume(ledger, consumer, chosen, after=after, follow=follow, as_json=as_json)
+        else:
+            position = after
+            while True:
+                for logged in ledger.events(after=position, until=stop):
+                    if chosen.wants(logged):
+                        print_event(logged, chosen.subject(logged), as_json=as_json)
+                    position = logged.position
+                if not follow:
+                    break
+                time.sleep(0.2)
+        exit_for(ledger, account)
 
 
-def _print_event(logged: Any, *, as_json: bool) -> None:  # noqa: ANN401 - a LoggedEvent
-    fields = {k: v for k, v in vars(logged.event).items() if k not in {"originator_id", "originator_version"}}
-    if as_json:
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "position": logged.position,
-                    "topic": logged.topic,
-                    "id": str(logged.event.originator_id),
-                    **_to_builtins(fields),
-                },
-                default=str,
-            )
-            + "\n"
-        )
-    else:
-        summary = ", ".join(
-            f"{k}={v}" for k, v in _to_builtins(fields).items() if k not in {"timestamp", "payload"}
-        )
-        sys.stdout.write(f"{logged.position:>8} {logged.topic:<34} {summary}\n")
-    sys.stdout.flush()
+class _Past(Exception):  # noqa: N818 - a signal, not an error
+    """The consumer reached --until: stop before saving this event."""
+
+
+def _consume(
+    ledger: Ledger, name: str, chosen: EventFilter, *, after: int, follow: bool, as_json: bool
+) -> None:
+    # A named consumer resumes after its saved position and saves as it goes, so a pipe
+    # into alerting that crashed picks up where it stopped. Filtered-out events are
+    # passed over (and saved): the filter is part of what the consumer consumes.
+    def show(logged: LoggedEvent) -> None:
+        if chosen.past(logged):
+            raise _Past
+        if chosen.wants(logged):
+            print_event(logged, chosen.subject(logged), as_json=as_json)
+
+    saved = SavedPositionConsumer(ledger, name, show, from_position=after)
+    if follow:
+        saved.run_forever(threading.Event())  # LISTEN/NOTIFY on PostgreSQL; until Ctrl-C
+        return
+    with contextlib.suppress(_Past):
+        saved.run_once()
 
 
 def _parse_until(value: str) -> int | datetime:
     if value.isdigit():
         return int(value)
-    moment = datetime.fromisoformat(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--until must be a log position or an ISO time with offset, got {value!r}")
     if moment.tzinfo is None:
-        msg = f"--until time must carry a UTC offset (e.g. 2026-11-23T14:30:00+00:00), got {value!r}"
-        raise typer.BadParameter(msg)
+        fail(f"--until time must carry a UTC offset (e.g. 2026-11-23T14:30:00+00:00), got {value!r}")
     return moment
 
 
@@ -295,55 +289,61 @@ def _parse_until(value: str) -> int | datetime:
 def replay(
     until: Annotated[str, typer.Option(help="A log position or an ISO time with offset.")],
     store: StoreOption = None,
+    wide: WideOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """The books as they stood at a log position or time (an audit replay of the log)."""
-    with _ledger(store) as ledger:
-        state = ledger.as_of(_parse_until(until))
+    moment = _parse_until(until)
+    with reading(store) as ledger:
+        state = ledger.as_of(moment)
         if as_json:
-            _emit_json(state)
-            return
-        console.print(f"as of log position {state.position} ({state.timestamp})")
-        table = Table(title="orders")
-        for column in ("account", "client id", "symbol", "side", "qty", "status", "filled", "avg"):
-            table.add_column(column)
-        for v in state.orders:
-            table.add_row(
-                v.account,
-                v.client_order_id,
-                v.symbol,
-                v.side,
-                str(v.quantity),
-                v.status,
-                str(v.filled_qty),
-                str(v.avg_fill_price or ""),
+            emit_json(state)
+        else:
+            out = out_console(wide)
+            out.print(f"as of log position {state.position} ({plain(state.timestamp)})")
+            table = make_table(
+                "orders",
+                ["account", "client id", "symbol", "side", "qty", "status", "filled", "avg"],
+                wide=wide,
             )
-        console.print(table)
-        ptable = Table(title="positions")
-        for column in ("account", "symbol", "qty", "avg cost"):
-            ptable.add_column(column)
-        for p in state.positions:
-            ptable.add_row(p.account, p.symbol, str(p.qty), _cost(p.avg_cost))
-        console.print(ptable)
-        console.print(f"open discrepancies then: {len(state.open_discrepancies)}")
-        for m in state.matched:
-            console.print(
-                f"{m['account']}: books last matched the broker as of {m['as_of'].isoformat()} "
-                f"(log #{m['position']}, evidence {m['evidence_id']})"
-            )
+            for v in state.orders:
+                table.add_row(
+                    v.account,
+                    v.client_order_id,
+                    v.symbol,
+                    plain(v.side),
+                    qty(v.quantity),
+                    plain(v.status),
+                    qty(v.filled_qty),
+                    price(v.avg_fill_price),
+                )
+            out.print(table)
+            ptable = make_table("positions", ["account", "symbol", "qty", "avg cost"], wide=wide)
+            for p in state.positions:
+                ptable.add_row(p.account, p.symbol, qty(p.qty), cost(p.avg_cost))
+            out.print(ptable)
+            out.print(f"open discrepancies then: {len(state.open_discrepancies)}")
+            for m in state.matched:
+                out.print(
+                    f"{m['account']}: books last matched the broker as of {m['as_of'].isoformat()} "
+                    f"(log #{m['position']}, evidence {m['evidence_id']})"
+                )
+        exit_for(ledger, None)
 
 
 @app.command()
 def rebuild(store: StoreOption = None) -> None:
     """Rebuild every read model from log position 0."""
-    with _ledger(store) as ledger, Progress(console=console) as progress:
-        total = ledger.last_position()
-        task = progress.add_task("rebuilding read models", total=total or 1)
-        applied = ledger.projector.rebuild(
-            progress=lambda position: progress.update(task, completed=position)
-        )
-        progress.update(task, completed=total or 1)
-    console.print(f"applied {applied} events")
+    with reading(store) as ledger:
+        with Progress(console=notes) as progress:
+            total = ledger.last_position()
+            task = progress.add_task("rebuilding read models", total=total or 1)
+            applied = ledger.projector.rebuild(
+                progress=lambda position: progress.update(task, completed=position)
+            )
+            progress.update(task, completed=total or 1)
+        notes.print(f"applied {applied} events")
+        exit_for(ledger, None)
 
 
 @app.command()
@@ -352,20 +352,30 @@ def reconcile(
         str, typer.Option(help="paper | alpaca | kite | ib (credentials from the environment)")
     ] = "paper",
     account: Annotated[str, typer.Option(help="Broker account.")] = "PAPER",
-    paper_state: Annotated[Path, typer.Option(help="Paper broker state file.")] = Path("paper.db"),
+    paper_state: Annotated[Path, typer.Option(help="Paper broker state file (must exist).")] = Path(
+        "paper.db"
+    ),
     policy: Annotated[str | None, typer.Option(help="repair | alert | lock")] = None,
     store: StoreOption = None,
+    wide: WideOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Take a broker snapshot now, reconcile, and print what it found and did."""
-    with _ledger(store) as ledger:
-        snapshot = asyncio.run(_take_snapshot(broker, account, paper_state, ledger.clock()))
+    """Take a broker snapshot now, reconcile, and print what it found and did (exit 3: stale or BLOCKED)."""
+    if broker == "paper" and not paper_state.is_file():
+        # A missing file would be a new, empty paper broker: every position "flat".
+        fail(
+            f"no paper broker state at {paper_state}; pass --paper-state PATH (trueup demo --keep leaves one)"
+        )
+    with Ledger.open(store) as ledger:
+        with _loading(f"asking {broker}"):
+            snapshot = asyncio.run(_take_snapshot(broker, account, paper_state, ledger.clock()))
         result = ledger.reconcile(snapshot, policy=policy)
+        reasons = list(ledger.gate_details(account)[1])
         if as_json:
-            _emit_json(
+            emit_json(
                 {
                     "gate": result.gate,
-                    "gate_reasons": list(ledger.gate_details(account)[1]),
+                    "gate_reasons": reasons,
                     "stale": result.stale,
                     "order_updates": len(result.order_updates),
                     "position_syncs": len(result.position_syncs),
@@ -377,23 +387,25 @@ def reconcile(
                 }
             )
         else:
-            console.print(
+            out = out_console(wide)
+            out.print(
                 f"gate {result.gate}; {len(result.order_updates)} order(s) updated, "
                 f"{len(result.position_syncs)} position(s) synced, "
                 f"{len(result.discrepancies)} discrepancy(ies), "
                 f"{len(result.events)} event(s) stored"
             )
-            for reason in ledger.gate_details(account)[1]:
-                console.print(f"  gate: {reason}")
-            console.print(
-                _discrepancy_table(
-                    "found now",
-                    ledger.discrepancies(account, include_resolved=True)[-len(result.discrepancies) or None :]
-                    if result.discrepancies
-                    else [],
-                )
+            for reason in reasons:
+                out.print(f"  gate: {reason}")
+            found = (
+                ledger.discrepancies(account, include_resolved=True)[-len(result.discrepancies) :]
+                if result.discrepancies
+                else []
             )
-        _exit_for(ledger, account)
+            out.print(discrepancy_table("found now", found, wide=wide))
+        if result.stale or result.gate is GateState.BLOCKED:
+            notes.print(f"[bold red]gate {result.gate}[/]: " + ("; ".join(reasons) or "broker data stale"))
+            raise typer.Exit(EXIT_UNREACHABLE)
+        exit_for(ledger, account)
 
 
 BROKERS: Final = ("paper", "alpaca", "kite", "ib")
@@ -414,7 +426,7 @@ async def _take_snapshot(name: str, account: str, paper_state: Path, now: dateti
             await closed
 
 
-def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401 - a BrokerClient
+def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401, RET503 - a BrokerClient; fail() exits
     # Adapters are imported only when asked for: their SDKs are optional extras.
     try:
         if name == "paper":
@@ -434,25 +446,29 @@ def _broker(name: str, account: str, paper_state: Path) -> Any:  # noqa: ANN401 
 
             return IbClient.from_env(account)
     except ImportError as e:
-        msg = f"broker {name!r} needs its extra: {e}"
-        raise typer.BadParameter(msg) from None
+        fail(f"broker {name!r} needs its extra: {e}")
     except TrueupError as e:  # missing credentials: the message names variables, never values
-        raise typer.BadParameter(str(e)) from None
-    msg = f"unknown broker {name!r}; one of: {', '.join(BROKERS)}"
-    raise typer.BadParameter(msg)
+        fail(str(e))
+    fail(f"unknown broker {name!r}; one of: {', '.join(BROKERS)}")
 
 
 @app.command()
 def demo(
-    store: StoreOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the paper market and its faults.")] = 7,
-    orders_count: Annotated[int, typer.Option("--orders", help="Orders to trade.")] = 40,
-    workdir: Annotated[Path | None, typer.Option(help="Where the paper broker keeps its state.")] = None,
+    orders_count: Annotated[int, typer.Option("--orders", help="Orders to trade.", min=1)] = 40,
+    workdir: Annotated[
+        Path | None, typer.Option(help="A new directory for the demo's store and paper broker (kept).")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's temporary directory.")] = False,
 ) -> None:
-    """Trade a paper session with injected faults, crash it, restart, reconcile, and report."""
+    """Trade a paper session with injected faults, crash it, restart, reconcile, and report.
+
+    Never touches your store: TRUEUP_STORE is ignored; the demo's store lives in its own
+    directory, removed afterwards unless --keep (or --workdir) is given.
+    """
     from trueup.demo import run_demo  # noqa: PLC0415 - the demo pulls in the paper broker
 
-    code = run_demo(store=store, seed=seed, orders=orders_count, workdir=workdir, console=console)
+    code = run_demo(seed=seed, orders=orders_count, workdir=workdir, keep=keep, console=console)
     raise typer.Exit(code)
 
 
@@ -467,14 +483,14 @@ def _config_or_exit(path: Path) -> Any:  # noqa: ANN401 - a trueup.operations.co
         return load_config(path)
     except TrueupError as e:
         sys.stderr.write(f"trueup: config error: {e}\n")
-        raise typer.Exit(EXIT_CRITICAL) from None
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument(help="The config file (TOML).")]) -> None:
-    """Validate a config file and print it resolved (preset applied, secrets as ***); exit 2 if wrong."""
+    """Validate a config file and print it resolved (preset applied, secrets as ***); exit 1 if wrong."""
     config = _config_or_exit(path)
-    _emit_json(config.describe())
+    emit_json(config.describe())
 
 
 @config_app.command("init")
@@ -492,14 +508,14 @@ def config_init(
         sys.stderr.write(
             f"trueup: config error: preset: must be one of {', '.join(PRESETS)}, got {preset!r}\n"
         )
-        raise typer.Exit(EXIT_CRITICAL)
+        raise typer.Exit(EXIT_ERROR)
     text = starting_file(preset)
     if output is None:
         sys.stdout.write(text)
         return
     if output.exists():
         sys.stderr.write(f"trueup: {output} exists; not overwritten\n")
-        raise typer.Exit(EXIT_CRITICAL)
+        raise typer.Exit(EXIT_ERROR)
     output.write_text(text, encoding="utf-8")
 
 
@@ -530,17 +546,20 @@ def run(
     if missing:
         for line in missing:
             sys.stderr.write(f"trueup: config error: {line}\n")
-        raise typer.Exit(EXIT_CRITICAL)
+        raise typer.Exit(EXIT_ERROR)
     try:
         from trueup.operations.brokers import secret_values  # noqa: PLC0415
         from trueup.operations.daemon import run_daemon  # noqa: PLC0415
         from trueup.operations.logs import setup_logging  # noqa: PLC0415
     except ImportError as e:
         sys.stderr.write(f"trueup: {e}\n")
-        raise typer.Exit(EXIT_CRITICAL) from None
+        raise typer.Exit(EXIT_ERROR) from None
     chosen = log_format or config.file.log_format
     setup_logging(config.file.log_level, as_json=chosen == "json", secrets=secret_values(config.env_names()))
     raise typer.Exit(run_daemon(config))
+
+
+register_operator_commands(app)
 
 
 def _add_sink_commands() -> None:
@@ -552,9 +571,41 @@ def _add_sink_commands() -> None:
 _add_sink_commands()
 
 
-def main() -> None:
-    """Entry point of the `trueup` console script."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `trueup` console script: exit codes 0/1/2/3, errors as one line."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        args = ["--help"]
+    DEBUG["on"] = "--debug" in args
+    try:
+        code = app(args=args, prog_name="trueup", standalone_mode=False)
+    except typer.Exit as e:
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("trueup: interrupted\n")
+        code = EXIT_ERROR
+    except Exception as e:
+        if _is_usage_error(e):
+            # Usage errors exit 1, not click's 2: 2 means a CRITICAL discrepancy is open.
+            context = getattr(e, "ctx", None)
+            hint = f" (see: {context.command_path} --help)" if context is not None else ""
+            sys.stderr.write(f"trueup: error: {e.format_message()}{hint}\n")  # type: ignore[attr-defined]
+        elif DEBUG["on"]:
+            raise
+        else:
+            known = isinstance(
+                e, (TrueupError, sqlite3.Error, LookupError, ValueError, PermissionError, OSError)
+            )
+            tail = "" if known else " (an internal error: run again with --debug for the traceback)"
+            sys.stderr.write(f"trueup: error: {describe(e)}{tail}\n")
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _is_usage_error(error: Exception) -> bool:
+    """A command-line parsing error (typer's vendored click raises ClickException subclasses)."""
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return isinstance(error, click_exception)
 
 
 if __name__ == "__main__":

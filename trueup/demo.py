@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from rich.table import Table
 
 from trueup.adapters.base import OrderRequest, OrderType, RawMessage, Reconnected, snapshot_or_unknown
 from trueup.adapters.paper.broker import FaultPlan, PaperBroker
-from trueup.domain.errors import NotReadyError
+from trueup.domain.errors import ConfigError, NotReadyError
 from trueup.domain.status import Side
 from trueup.faults import crash_point
 from trueup.ledger import Ledger
@@ -183,16 +184,37 @@ def explain(ledger: Ledger, fault: Any) -> str:  # noqa: ANN401, PLR0911 - a pap
     return "recorded"
 
 
-def run_demo(*, store: str | None, seed: int, orders: int, workdir: Path | None, console: Console) -> int:
-    """Run both phases and print the report; return 0 when the books equal the broker."""
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="trueup-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    store = store or f"sqlite:///{workdir / 'trueup.db'}"
+def run_demo(*, seed: int, orders: int, workdir: Path | None, keep: bool, console: Console) -> int:
+    """Run both phases and print the report; return 0 when the books equal the broker.
+
+    The demo never writes into an existing store: its store and paper broker live in
+    `workdir` (which must be new or empty), or in a temporary directory removed
+    afterwards unless `keep`. TRUEUP_STORE is ignored, in this process and the child.
+    """
+    if workdir is not None:
+        if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+            msg = f"--workdir {workdir} is not a new, empty directory; the demo writes only into its own"
+            raise ConfigError(msg)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return _run_demo(seed=seed, orders=orders, workdir=workdir, console=console)
+    workdir = Path(tempfile.mkdtemp(prefix="trueup-demo-"))
+    try:
+        return _run_demo(seed=seed, orders=orders, workdir=workdir, console=console)
+    finally:
+        if keep:
+            console.print(f"demo state kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_demo(*, seed: int, orders: int, workdir: Path, console: Console) -> int:
+    store = f"sqlite:///{workdir / 'trueup.db'}"
     paper_path = workdir / "paper.db"
     crash_at = max(2, orders * 2 // 3)
     console.print(f"[bold]trueup demo[/] seed {seed}, {orders} orders, state in {workdir}")
     console.print(f"phase 1: trading with faults; the engine will be killed after broker call #{crash_at}")
-    env = {**os.environ, "TRUEUP_CRASH_AT": f"submit.after_broker_call:{crash_at}"}
+    env = {k: v for k, v in os.environ.items() if k != "TRUEUP_STORE"}
+    env["TRUEUP_CRASH_AT"] = f"submit.after_broker_call:{crash_at}"
     child = subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "trueup.demo", store, str(paper_path), str(seed), str(orders)],
         env=env,

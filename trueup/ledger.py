@@ -7,11 +7,12 @@ broker or a thread: `submit`, `submit_async` and `subscribe`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Mapping
+import sqlite3
+import threading
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 from trueup.adapters.base import BrokerClient, OrderRequest
 from trueup.adapters.eventstore.log import LoggedEvent
@@ -21,6 +22,7 @@ from trueup.application.unit_of_work import Clock, utc_now
 from trueup.domain.errors import StoreError
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.views import OrderView
+from trueup.loop_thread import LoopThread
 from trueup.settings import LedgerSettings, validate
 from trueup.submission import Submitter
 from trueup.subscriptions import Subscription, subscribe
@@ -28,6 +30,8 @@ from trueup.subscriptions import Subscription, subscribe
 __all__ = ["Clock", "Ledger", "LoggedEvent", "utc_now"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_SYNC_LOOP_LOCK = threading.Lock()
 
 
 class Ledger(Books):
@@ -37,6 +41,9 @@ class Ledger(Books):
     Methods are thread-safe in the sense of the event store: concurrent writers to the
     same order are serialized by optimistic concurrency with reload-and-retry.
     """
+
+    _sync_loop: LoopThread | None = None
+    """The event loop of the synchronous broker calls (`run`), started on first use."""
 
     @classmethod
     def open(
@@ -79,17 +86,46 @@ class Ledger(Books):
             try:
                 ledger.projector.catch_up()
             except StoreError as e:
+                corrupt = _corruption(e)
+                if corrupt is not None:
+                    msg = f"store {redact(opened.config.url)} is not a readable SQLite database: {corrupt}"
+                    raise StoreError(msg) from e
                 # A read-only store or a full disk: open anyway. What needs nothing written
                 # (an order, the log) reads; a read of models that could not catch up raises.
                 log.warning("%r opened, but its read models cannot catch up: %s", ledger, e)
+            except sqlite3.DatabaseError as e:
+                # A truncated or corrupt file passes the header check and fails on first read.
+                msg = f"store {redact(opened.config.url)} is not a readable SQLite database: {e}"
+                raise StoreError(msg) from e
         except BaseException:
             opened.close()  # a failed open holds no connection (or SQLite file) open
             raise
         return ledger
 
     def close(self) -> None:
-        """Close the store's connections."""
+        """Stop the loop of the synchronous calls (if one ran), then close the store's connections."""
+        with _SYNC_LOOP_LOCK:
+            loop, self._sync_loop = self._sync_loop, None
+        if loop is not None:
+            loop.close()
         self.store.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this ledger's own event loop, from synchronous code, and wait.
+
+        The loop `submit` uses: a broker client first used there stays bound to it, so
+        synchronous code closes it with ``ledger.run(client.close())`` (or awaits anything
+        else of it) on the same loop. One loop thread per ledger, started on first use,
+        stopped by `close`.
+
+        Raises:
+            RuntimeError: called from that loop itself (await instead).
+        """
+        with _SYNC_LOOP_LOCK:
+            if self._sync_loop is None:
+                self._sync_loop = LoopThread(f"trueup-ledger-{id(self):x}")
+            loop = self._sync_loop
+        return loop.run(coroutine)
 
     def __enter__(self) -> Self:
         """Use as a context manager."""
@@ -117,11 +153,15 @@ class Ledger(Books):
         the acknowledgement and broker id. An existing client id returns the existing
         order and sends nothing. From async code use `submit_async`.
 
+        Runs on the ledger's own event loop (a thread started on first use, see `run`),
+        never a new loop per call: a broker client such as `IbClient`, bound to the loop
+        it first connects on, is then on the same loop for every submit.
+
         Raises:
             InvalidReport: the client id does not fit every broker's field.
             NotReadyError: the gate refuses new orders (state, lock or quarantine).
         """
-        return asyncio.run(self.submit_async(request, broker))
+        return self.run(self.submit_async(request, broker))
 
     async def submit_async(self, request: OrderRequest, broker: BrokerClient) -> OrderView:
         """The async equivalent of `submit`, for event loops (the service, async brokers)."""
@@ -138,3 +178,13 @@ class Ledger(Books):
             The running subscription (a context manager; `stop()` ends it).
         """
         return subscribe(self, handler, from_position)
+
+
+def _corruption(error: BaseException) -> sqlite3.DatabaseError | None:
+    """The SQLite error saying the file is corrupt, in an error's causes (not "read-only", "busy")."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlite3.DatabaseError) and not isinstance(seen, sqlite3.OperationalError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -193,14 +193,14 @@ def test_config_init_writes_a_file_that_checks_as_its_preset(preset: str) -> Non
     assert config.accounts[0].timings == PRESETS[preset].timings
 
 
-def test_cli_config_check_exits_2_with_the_message_and_init_round_trips(tmp_path: Path) -> None:
+def test_cli_config_check_exits_1_with_the_message_and_init_round_trips(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[accounts.ib1]\nbroker = "ib"\naccount_id = "DU1"\ninflight_retries = 0\n')
     trueup = [sys.executable, "-m", "trueup.cli"]
     result = subprocess.run(  # noqa: S603 - our interpreter, our command
         [*trueup, "config", "check", str(bad)], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "accounts.ib1.inflight_retries: must be >= 1, got 0" in result.stderr
     # `run` refuses the same file before anything connects or opens
     store = tmp_path / "never.db"
@@ -213,7 +213,7 @@ def test_cli_config_check_exits_2_with_the_message_and_init_round_trips(tmp_path
         cwd=tmp_path,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "accounts.ib1.inflight_retries: must be >= 1, got 0" in result.stderr
     assert not store.exists()
     good = tmp_path / "good.toml"
@@ -239,7 +239,7 @@ def test_run_refuses_a_missing_credential_before_connecting(tmp_path: Path) -> N
         cwd=tmp_path,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "accounts.a.credentials.api_key: environment variable NO_SUCH_VAR_1 is not set" in result.stderr
     assert not (tmp_path / "trueup.db").exists()
 

@@ -34,6 +34,36 @@ def check_client_order_id(client_order_id: str) -> None:
         raise InvalidReport(msg, field="client_order_id")
 
 
+SYMBOL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 .:/&_^=+#-]{0,38}[A-Za-z0-9.#])?")
+"""What a symbol may be: 1-40 characters as IB, Alpaca and Kite spell them (BRK B, BTC/USD,
+NSE:M&M, BAJAJ-AUTO, ES=F), starting with a letter or digit, no surrounding space."""
+
+
+def check_symbol(symbol: object) -> None:
+    """Refuse a symbol no broker lists (empty, control characters, 200 characters, ``'; DROP``)."""
+    if not isinstance(symbol, str) or not SYMBOL.fullmatch(symbol):
+        msg = (
+            "symbol must be 1-40 characters: letters, digits, space and . : / & _ ^ = + # -, "
+            f"starting with a letter or digit, got {symbol!r}"
+        )
+        raise InvalidReport(msg, field="symbol")
+
+
+def check_side(side: object) -> Side:
+    """The side as `Side`; only BUY and SELL, as the report types take them (never "buy").
+
+    Raises:
+        InvalidReport: anything else.
+    """
+    if isinstance(side, Side):
+        return side
+    try:
+        return Side(str(side)) if isinstance(side, str) else Side(None)  # type: ignore[arg-type]
+    except ValueError:
+        msg = f"side must be one of ['BUY', 'SELL'], got {side!r}"
+        raise InvalidReport(msg, field="side") from None
+
+
 class OrderType(StrEnum):
     """Order types every adapter supports."""
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from uuid import UUID
 
+from trueup.adapters.base import check_side
 from trueup.adapters.eventstore.store import Store
 from trueup.application.unit_of_work import Clock, UnitOfWork, Writer, load, order_id
 from trueup.domain.discrepancy import DiscrepancyKind
@@ -73,8 +74,9 @@ class GateKeeping:
         """
         check_new_order(
             load(self.store, gate_id(account)),
+            account=account,
             symbol=symbol,
-            side=Side(side),
+            side=check_side(side),
             quantity=quantity,
             strategy=strategy,
             quarantined_scopes=self.quarantined_scopes(account),

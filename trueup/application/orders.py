@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from trueup.adapters.base import check_client_order_id, check_side, check_symbol
 from trueup.application.findings import open_in, record_findings, resolve_all
 from trueup.application.gatekeeping import gate_in
 from trueup.application.unit_of_work import Events, UnitOfWork, Writer, load, order_id
@@ -33,8 +34,14 @@ def intend(  # noqa: PLR0913, PLR0917 - the terms of an order, positional as in 
     strategy: str | None = None,
     replaces: str | None = None,
 ) -> OrderView:
-    """Record the intent to place an order before anything is sent (see `Ledger.intend`)."""
-    side = Side(side)
+    """Record the intent to place an order before anything is sent (see `Ledger.intend`).
+
+    Validates as `submit` does: the client id fits every broker's field, the symbol is one
+    a broker could list, the side is BUY or SELL (as the report types take it).
+
+    Raises:
+        InvalidReport: naming the field and the value.
+    """
     terms: tuple[tuple[str, str | None], ...] = (
         ("account", account),
         ("client_order_id", client_order_id),
@@ -46,6 +53,9 @@ def intend(  # noqa: PLR0913, PLR0917 - the terms of an order, positional as in 
             raise InvalidReport(msg, field=name)
     for name, text in (*terms, ("strategy", strategy), ("replaces", replaces)):
         check_storable(name, text)
+    check_client_order_id(client_order_id)
+    check_symbol(symbol)
+    side = check_side(side)
     _require_decimal("quantity", quantity, positive=True)
     if limit_price is not None:
         _require_decimal("limit_price", limit_price, positive=True)
@@ -92,6 +102,7 @@ def mark_submitted(writer: Writer, account: str, client_order_id: str) -> OrderV
 
 def abandon(writer: Writer, account: str, client_order_id: str, reason: str) -> OrderView:
     """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
+
     def apply(unit: UnitOfWork) -> None:
         order = existing_order(unit, account, client_order_id)
         status = order.state.status

@@ -174,6 +174,7 @@ class Gate(Aggregate):
 def check_new_order(  # noqa: PLR0913 - everything the decision reads
     gate: Gate | None,
     *,
+    account: str,
     symbol: str,
     side: Side,
     quantity: Decimal,
@@ -187,7 +188,6 @@ def check_new_order(  # noqa: PLR0913 - everything the decision reads
     Raises:
         NotReadyError: naming the gate state, the lock or the quarantine scope.
     """
-    account = gate.account if gate is not None else "?"
     if reduce_only:
         # A reduce-only order lowers risk: allowed in any state, but only when the broker's
         # live position proves it reduces. Without that figure we fail closed.

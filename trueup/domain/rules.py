@@ -384,7 +384,7 @@ def far_outside(price: Decimal, order: OrderState, report: OrderReport) -> str |
 
 
 @money_context
-def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
+def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901, PLR0912
     """Decide what an execution changes (dedupe, correction, supersession, overfill).
 
     Steps: 1. refuse a fill naming another symbol/side; 2. link the broker id; 3. dedupe
@@ -453,6 +453,15 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901
         outcome.change(Order.FillBooked, **common)
     else:
         outcome.change(Order.FillCorrected, previous_exec_id=existing.exec_id, **common)
+    if fill.price == 0:
+        outcome.find(
+            DiscrepancyKind.FILL_MISMATCH,
+            cid,
+            "a fill price",
+            f"execution {fill.exec_id} at price 0",
+            f"execution {fill.exec_id} of {fill.qty} booked at price 0: check it at the broker "
+            "(the average and P&L include it)",
+        )
     # 6.
     filled_after = real_after + remaining
     if order.status is OrderStatus.REJECTED:

@@ -13,6 +13,7 @@ are read only when a broker client is made (`trueup.operations.brokers`), and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigFile",
     "IbAccount",
     "KiteAccount",
+    "OperatorGrant",
     "PaperAccount",
     "Timings",
     "load_config",
@@ -50,6 +52,7 @@ CHOICES: Final = {
     "position_policy": POLICIES,
     "log_format": ("text", "json"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "permissions": ("manage_reconciliation",),
 }
 
 EnvName = Annotated[
@@ -251,6 +254,17 @@ class IbAccount(Account, tag="ib", frozen=True):
 
 AnyAccount = PaperAccount | AlpacaAccount | KiteAccount | IbAccount
 
+Permission = Literal["manage_reconciliation"]
+
+
+class OperatorGrant(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """What one operator may do with the operator commands (`trueup resolve`, `abandon`, ...)."""
+
+    permissions: Annotated[
+        list[Permission],
+        Meta(description="Permissions: manage_reconciliation (resolve, abandon, unlock, claim, override)."),
+    ] = []
+
 
 class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The top level of the file: the preset, global settings and overrides, the accounts."""
@@ -282,6 +296,10 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     inflight_after: InflightAfter | None = None
     inflight_retries: InflightRetries | None = None
     accounts: Annotated[dict[str, Any], Meta(description="One table per account: [accounts.NAME].")] = {}
+    operators: Annotated[
+        dict[str, Any],
+        Meta(description="One table per operator: [operators.NAME] with their permissions."),
+    ] = {}
 
 
 TIMING_FIELDS: Final = tuple(f.name for f in msgspec.structs.fields(Timings))
@@ -309,6 +327,12 @@ class Config:
     lost_after: int
     max_snapshot_age: float
     accounts: tuple[AccountSettings, ...]
+    operators: dict[str, OperatorGrant] = dataclasses.field(default_factory=dict)
+
+    def permissions(self, operator: str) -> frozenset[str]:
+        """The permissions `operator` holds (none for a name the config does not list)."""
+        grant = self.operators.get(operator)
+        return frozenset(grant.permissions) if grant is not None else frozenset()
 
     @property
     def store(self) -> str:
@@ -344,6 +368,7 @@ class Config:
             "lost_after": self.lost_after,
             "max_snapshot_age": self.max_snapshot_age,
             "accounts": {},
+            "operators": {name: list(g.permissions) for name, g in self.operators.items()},
         }
         for settings in self.accounts:
             table = msgspec.to_builtins(settings.account)
@@ -389,7 +414,15 @@ def parse_config(raw: dict[str, Any]) -> Config:
         timings = dict(base)
         timings.update({k: getattr(account, k) for k in TIMING_FIELDS if getattr(account, k) is not None})
         accounts.append(AccountSettings(name, account, msgspec.convert(timings, Timings)))
+    operators = {}
+    for name, table in file.operators.items():
+        where = f"operators.{name}"
+        if not name.strip() or not isinstance(table, dict):
+            msg = f"{where}: must be a table with permissions, got {table!r}"
+            raise ConfigError(msg)
+        operators[name] = validate(table, OperatorGrant, where=where, choices=CHOICES)
     return Config(
+        operators=operators,
         file=file,
         lost_after=file.lost_after if file.lost_after is not None else preset.lost_after,
         max_snapshot_age=file.max_snapshot_age

@@ -16,6 +16,7 @@ from trueup.operations.config import (
     IbCredentials,
     KiteAccount,
     KiteCredentials,
+    OperatorGrant,
     PaperAccount,
     PaperFaults,
 )
@@ -33,6 +34,7 @@ REFERENCE_TABLES: tuple[tuple[str, type[msgspec.Struct]], ...] = (
     ("[accounts.NAME.credentials] (kite)", KiteCredentials),
     ('[accounts.NAME] with broker = "ib"', IbAccount),
     ("[accounts.NAME.credentials] (ib)", IbCredentials),
+    ("[operators.NAME]", OperatorGrant),
 )
 
 

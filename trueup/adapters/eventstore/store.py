@@ -53,6 +53,9 @@ IN_CHUNK = 500
 IN_IDS = "(?...)"
 """Where `select_in` puts a chunk's placeholders: ``... WHERE key IN (?...)``."""
 
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+"""An unreachable server is named within seconds, not after the pool's 30 s."""
+
 POSTGRES_LOCK_TIMEOUT_SECONDS = "5"
 """A stuck writer must not block every writer forever."""
 
@@ -129,6 +132,7 @@ def parse_store_url(url: str) -> StoreConfig:
             "POSTGRES_USER": conninfo["user"],
             "POSTGRES_PASSWORD": conninfo["password"],
             "POSTGRES_LOCK_TIMEOUT": POSTGRES_LOCK_TIMEOUT_SECONDS,
+            "POSTGRES_CONNECT_TIMEOUT": str(POSTGRES_CONNECT_TIMEOUT_SECONDS),
             # The stored-function insert path skips the table lock and tracking (gotcha 6).
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
@@ -142,6 +146,14 @@ def parse_store_url(url: str) -> StoreConfig:
         msg = (
             f"store URL {url!r} is not supported: use sqlite:///path.db, "
             "postgresql://user@host:port/db or memory://"
+        )
+        raise ConfigError(msg)
+    if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+        # sqlite://rel.db would be a file under a directory named "sqlite:".
+        rest = url.removeprefix("sqlite://")
+        msg = (
+            f"store URL {url!r} has two slashes: use sqlite:///{rest} (relative to the current "
+            "directory) or sqlite:////absolute/path.db"
         )
         raise ConfigError(msg)
     # sqlite:///trueup.db is relative, sqlite:////var/lib/trueup.db absolute.
@@ -223,6 +235,10 @@ class Store:
         """Open (and create if needed) the store described by `config`."""
         self.config = config
         self.dialect = config.dialect
+        if config.dialect == "postgres":
+            probe_postgres(config)
+        if config.path is not None:
+            check_sqlite_file(config.path, config.url)
         self.read_only = False
         """True when the file could only be opened for reading: every write raises StoreError."""
         if config.path is not None:
@@ -244,6 +260,9 @@ class Store:
             try:
                 self.app = LedgerApplication(env=dict(config.env))
             except (PersistenceError, sqlite3.Error) as e:
+                if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+                    msg = f"cannot open store {redact(config.url)} (not a readable SQLite database): {e}"
+                    raise StoreError(msg) from e
                 # A file we may not write (read-only file or medium) can still be read.
                 if config.path is None or not config.path.is_file():
                     msg = f"cannot open store {redact(config.url)}: {type(e).__name__}: {e}"
@@ -419,6 +438,65 @@ def _unwrap(cursor: Any) -> Cursor:  # noqa: ANN401 - the library's cursor wrapp
     return getattr(cursor, "sqlite_cursor", cursor)  # type: ignore[no-any-return]
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def check_sqlite_file(path: Path, url: str) -> None:
+    """Refuse a file that is not a SQLite database, before SQLite half-reads it.
+
+    Raises:
+        StoreError: naming the file and what it starts with.
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return  # a new store
+    except OSError as e:
+        msg = f"cannot open store {redact(url)}: {e.strerror or e}"
+        raise StoreError(msg) from e
+    if header and header != SQLITE_HEADER:
+        msg = f"store {redact(url)}: {path} is not a SQLite database (it starts with {header[:8]!r})"
+        raise StoreError(msg)
+
+
+def probe_postgres(config: StoreConfig) -> None:
+    """Connect once, with a short timeout, to say what is wrong before the pool waits 30 s.
+
+    Raises:
+        StoreError: the server is unreachable, the database does not exist, or the login
+            is refused, each said so, with the host and port.
+    """
+    import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
+
+    info = config.postgres_conninfo
+    where = f"{info['host']}:{info['port']}"
+    try:
+        psycopg.connect(
+            dbname=info["dbname"],
+            host=info["host"],
+            port=info["port"],
+            user=info["user"],
+            password=info["password"],
+            connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS,
+        ).close()
+    except psycopg.Error as e:
+        text = str(e)
+        if f'database "{info["dbname"]}" does not exist' in text:
+            msg = (
+                f"store {redact(config.url)}: the PostgreSQL server at {where} is up but database "
+                f"{info['dbname']!r} does not exist (create it: createdb -h {info['host']} "
+                f"-p {info['port']} -U {info['user']} {info['dbname']})"
+            )
+        elif "authentication failed" in text or ("role" in text and "does not exist" in text):
+            msg = f"store {redact(config.url)}: the PostgreSQL server at {where} refused the login: {text}"
+        else:
+            first = " ".join(text.split())
+            msg = f"store {redact(config.url)}: PostgreSQL server at {where} is unreachable: {first}"
+        raise StoreError(msg) from e
+
+
 def _open_read_only(config: StoreConfig, error: BaseException) -> LedgerApplication:
     """The application on a SQLite file opened read-only, after opening it to write failed.
 
@@ -484,7 +562,7 @@ def _postgres_connect(config: StoreConfig) -> Any:  # noqa: ANN401 - a psycopg.C
         user=info["user"],
         password=info["password"],
         autocommit=True,
-        connect_timeout=10,
+        connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS,
     )
 
 
