@@ -164,7 +164,7 @@ class Reconciler:
         self._compared: set[str] = set()
         """Accounts whose orders were compared in full since this reconciler was made."""
 
-    def reconcile(  # noqa: C901, PLR0913 - one transaction's steps, in order, and their knobs
+    def reconcile(  # noqa: PLR0913 - one transaction's steps, in order, and their knobs
         self,
         snapshot: BrokerSnapshot,
         *,
