@@ -19,12 +19,16 @@ from msgspec import Meta
 from trueup.domain.errors import ConfigError
 
 __all__ = [
+    "BrokerTimeout",
     "Count",
     "LedgerSettings",
+    "MatchEvery",
     "NonEmpty",
     "PositiveSeconds",
     "Seconds",
     "ServiceSettings",
+    "StreamGrace",
+    "StreamWait",
     "validate",
 ]
 
@@ -39,6 +43,22 @@ Count = Annotated[int, Meta(ge=1)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
 """A string with at least one character."""
 
+# The bounds of the knobs the `trueup run` config sets too (trueup.operations.config): one
+# definition, so a file and a keyword argument are refused by the same constraint.
+MatchEvery = Annotated[
+    Seconds,
+    Meta(description="Seconds between two BooksMatched records while the books keep matching."),
+]
+BrokerTimeout = Annotated[
+    PositiveSeconds, Meta(description="Deadline of each snapshot and lookup the service makes.")
+]
+StreamWait = Annotated[
+    PositiveSeconds, Meta(description="Seconds a stream message waits for its account's reconciliation.")
+]
+StreamGrace = Annotated[
+    PositiveSeconds, Meta(description="Seconds an account may go without a live stream before it blocks.")
+]
+
 
 class LedgerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The ledger's reconciliation settings (`Ledger.open`)."""
@@ -49,10 +69,7 @@ class LedgerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     max_snapshot_age: Annotated[
         float, Meta(gt=0, description="Seconds after which a broker snapshot is STALE_DATA.")
     ] = 60.0
-    match_every: Annotated[
-        float,
-        Meta(ge=0, description="Seconds between two BooksMatched records while the books keep matching."),
-    ] = 300.0
+    match_every: MatchEvery = 300.0
 
     closed_order_retention: (
         Annotated[
@@ -88,18 +105,12 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
         ]
         | None
     ) = None
-    broker_timeout: Annotated[
-        PositiveSeconds, Meta(description="Deadline of each snapshot and lookup the service makes.")
-    ] = 30.0
-    stream_wait: Annotated[
-        PositiveSeconds, Meta(description="Seconds a stream message waits for its account's reconciliation.")
-    ] = 60.0
-    stream_grace: Annotated[
-        PositiveSeconds, Meta(description="Seconds an account may go without a live stream before it blocks.")
-    ] = 30.0
+    broker_timeout: BrokerTimeout = 30.0
+    stream_wait: StreamWait = 60.0
+    stream_grace: StreamGrace = 30.0
 
 
-_AT: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_AT: Final = re.compile(r"^(?P<what>.*?)(?: - at (?P<name>`key` in )?`\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _BOUND: Final = re.compile(r"^Expected `[^`]*` (?P<op>>=|<=|>|<) (?P<bound>\S+)$")
 _LENGTH: Final = re.compile(r"^Expected `[^`]*` of length (?P<op>>=|<=) (?P<bound>\d+)$")
 _TYPE: Final = re.compile(r"^Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`$")
@@ -162,6 +173,12 @@ def describe_error(  # noqa: C901, PLR0911 - one branch per kind of msgspec erro
         return dotted.lstrip(".") or "(top level)"
 
     value = _lookup(raw, path)
+    if match and match["name"] and (m := _PATTERN.match(what)):
+        # A table's name (a key of `path`) is wrong: show the first name that fails.
+        regex = m["regex"].replace("\\\\", "\\")
+        names = list(value) if isinstance(value, Mapping) else []
+        bad = next((n for n in names if not (isinstance(n, str) and re.search(regex, n))), None)
+        return f"{key()}: a name must match {regex}, got {_show(bad)}"
     if m := _MISSING.match(what):
         return f"{key(m['field'])}: required setting is missing"
     if m := _UNKNOWN.match(what):

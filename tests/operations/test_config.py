@@ -105,7 +105,7 @@ ERRORS = [
         one({"broker": "kite", "account_id": "K", "credentials": {"token": "X"}}, "k"),
         "accounts.k.credentials.token: unknown setting",
     ),
-    ({"accounts": {}}, "accounts: at least one [accounts.NAME] table is required"),
+    ({"accounts": {}}, "accounts: must not be empty, got {}"),
     ({"accounts": {"a": 3}}, "accounts.a: must be a table, got 3"),
     (
         {"accounts": {"a": paper(account_id="X"), "b": {"broker": "ib", "account_id": "X"}}},

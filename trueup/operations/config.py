@@ -27,7 +27,17 @@ from msgspec import Meta
 
 from trueup.adapters.eventstore.store import redact
 from trueup.domain.errors import ConfigError
-from trueup.settings import Count, NonEmpty, PositiveSeconds, Seconds, validate
+from trueup.settings import (
+    BrokerTimeout,
+    Count,
+    MatchEvery,
+    NonEmpty,
+    PositiveSeconds,
+    Seconds,
+    StreamGrace,
+    StreamWait,
+    validate,
+)
 
 __all__ = [
     "BROKERS",
@@ -107,6 +117,41 @@ ClosedOrderRetention = Annotated[
         )
     ),
 ]
+BrokerDeadline = Annotated[
+    BrokerTimeout,
+    Meta(
+        description=(
+            "Deadline in seconds of each broker snapshot and lookup; a missed one is a failed "
+            "query (STALE_DATA, gate BLOCKED until a snapshot succeeds)."
+        )
+    ),
+]
+StreamMessageWait = Annotated[
+    StreamWait,
+    Meta(
+        description=(
+            "Seconds a stream message waits for its account's reconciliation before it is applied anyway."
+        )
+    ),
+]
+StreamDownGrace = Annotated[
+    StreamGrace,
+    Meta(
+        description=(
+            "Seconds an account may go without a live broker stream before reconciliations record "
+            "STALE_DATA and keep its gate BLOCKED."
+        )
+    ),
+]
+MatchedEvery = Annotated[
+    MatchEvery,
+    Meta(
+        description=(
+            "Seconds of snapshot time between two BooksMatched records while the books keep "
+            "matching (0: every matching snapshot; global only)."
+        )
+    ),
+]
 ClockTime = Annotated[
     str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, local to `timezone`.")
 ]
@@ -121,6 +166,9 @@ class Timings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     inflight_after: InflightAfter
     inflight_retries: InflightRetries
     lookback: Lookback
+    broker_timeout: BrokerDeadline
+    stream_wait: StreamMessageWait
+    stream_grace: StreamDownGrace
 
 
 class Preset(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -130,6 +178,7 @@ class Preset(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     lost_after: LostAfter
     max_snapshot_age: MaxSnapshotAge
     closed_order_retention: ClosedOrderRetention
+    match_every: MatchedEvery
 
 
 DAY: Final = 86_400.0
@@ -145,12 +194,17 @@ PRESETS: Final[dict[str, Preset]] = {
             inflight_after=30.0,
             inflight_retries=5,
             lookback=30 * DAY,
+            broker_timeout=30.0,
+            stream_wait=60.0,
+            stream_grace=30.0,
         ),
         lost_after=4,
         max_snapshot_age=30.0,
         closed_order_retention=7 * DAY,
+        match_every=300.0,
     ),
-    # Live money, fast detection: checks often and concludes sooner (more broker calls).
+    # Live money, fast detection: checks often and concludes sooner (more broker calls);
+    # shorter deadlines, so a hung broker or a dead stream blocks the gate sooner.
     "aggressive": Preset(
         timings=Timings(
             startup_delay=0.0,
@@ -159,12 +213,17 @@ PRESETS: Final[dict[str, Preset]] = {
             inflight_after=5.0,
             inflight_retries=3,
             lookback=7 * DAY,
+            broker_timeout=10.0,
+            stream_wait=15.0,
+            stream_grace=10.0,
         ),
         lost_after=2,
         max_snapshot_age=10.0,
         closed_order_retention=1 * DAY,
+        match_every=60.0,
     ),
-    # Paper trading: nothing real at stake, spare the broker's API.
+    # Paper trading: nothing real at stake, spare the broker's API (and the store: fewer
+    # BooksMatched records); a slow paper endpoint is not a reason to block.
     "paper": Preset(
         timings=Timings(
             startup_delay=0.0,
@@ -173,10 +232,14 @@ PRESETS: Final[dict[str, Preset]] = {
             inflight_after=60.0,
             inflight_retries=3,
             lookback=7 * DAY,
+            broker_timeout=60.0,
+            stream_wait=120.0,
+            stream_grace=120.0,
         ),
         lost_after=3,
         max_snapshot_age=120.0,
         closed_order_retention=1 * DAY,
+        match_every=900.0,
     ),
 }
 
@@ -280,6 +343,9 @@ class Account(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     inflight_after: InflightAfter | None = None
     inflight_retries: InflightRetries | None = None
     lookback: Lookback | None = None
+    broker_timeout: BrokerDeadline | None = None
+    stream_wait: StreamMessageWait | None = None
+    stream_grace: StreamDownGrace | None = None
     market_hours: Annotated[
         MarketHours, Meta(description="When the market is open (the silent-stream alert).")
     ] = US_EQUITIES
@@ -396,15 +462,23 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     lost_after: LostAfter | None = None
     max_snapshot_age: MaxSnapshotAge | None = None
     closed_order_retention: ClosedOrderRetention | None = None
+    match_every: MatchedEvery | None = None
     lookback: Lookback | None = None
     startup_delay: StartupDelay | None = None
     period: Period | None = None
     inflight_interval: InflightInterval | None = None
     inflight_after: InflightAfter | None = None
     inflight_retries: InflightRetries | None = None
-    accounts: Annotated[dict[str, Any], Meta(description="One table per account: [accounts.NAME].")] = {}
+    broker_timeout: BrokerDeadline | None = None
+    stream_wait: StreamMessageWait | None = None
+    stream_grace: StreamDownGrace | None = None
+    # Each table is validated on its own (`parse_config`), so an error names its
+    # accounts.NAME: msgspec's path of a dict value does not carry the key.
+    accounts: Annotated[
+        dict[str, Any], Meta(min_length=1, description="One table per account: [accounts.NAME].")
+    ]
     operators: Annotated[
-        dict[str, Any],
+        dict[Annotated[str, Meta(pattern=r"\S")], Any],
         Meta(description="One table per operator: [operators.NAME] with their permissions."),
     ] = {}
 
@@ -434,6 +508,7 @@ class Config:
     lost_after: int
     max_snapshot_age: float
     closed_order_retention: float
+    match_every: float
     accounts: tuple[AccountSettings, ...]
     operators: dict[str, OperatorGrant] = dataclasses.field(default_factory=dict)
 
@@ -476,6 +551,7 @@ class Config:
             "lost_after": self.lost_after,
             "max_snapshot_age": self.max_snapshot_age,
             "closed_order_retention": self.closed_order_retention,
+            "match_every": self.match_every,
             "accounts": {},
             "operators": {name: list(g.permissions) for name, g in self.operators.items()},
         }
@@ -502,19 +578,14 @@ def parse_config(raw: dict[str, Any]) -> Config:
     preset = PRESETS[file.preset]
     base = msgspec.structs.asdict(preset.timings)
     base.update({k: getattr(file, k) for k in TIMING_FIELDS if getattr(file, k) is not None})
-    if not file.accounts:
-        msg = "accounts: at least one [accounts.NAME] table is required"
-        raise ConfigError(msg)
     accounts = []
     owners: dict[str, str] = {}
     for name, table in file.accounts.items():
         where = f"accounts.{name}"
-        if not isinstance(table, dict):
-            msg = f"{where}: must be a table, got {table!r}"
-            raise ConfigError(msg)
         account: AnyAccount = validate(table, AnyAccount, where=where, choices=CHOICES)  # type: ignore[arg-type]
         if account.account_id in owners:
-            # One ledger account per broker account: two tables on one id would mix their books.
+            # One ledger account per broker account: two tables on one id would mix their books
+            # (a rule across tables: no msgspec constraint can say it).
             msg = (
                 f"{where}.account_id: {account.account_id!r} is already accounts.{owners[account.account_id]}"
             )
@@ -526,9 +597,6 @@ def parse_config(raw: dict[str, Any]) -> Config:
     operators = {}
     for name, table in file.operators.items():
         where = f"operators.{name}"
-        if not name.strip() or not isinstance(table, dict):
-            msg = f"{where}: must be a table with permissions, got {table!r}"
-            raise ConfigError(msg)
         operators[name] = validate(table, OperatorGrant, where=where, choices=CHOICES)
     return Config(
         operators=operators,
@@ -540,6 +608,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         closed_order_retention=file.closed_order_retention
         if file.closed_order_retention is not None
         else preset.closed_order_retention,
+        match_every=file.match_every if file.match_every is not None else preset.match_every,
         accounts=tuple(accounts),
     )
 

@@ -62,6 +62,7 @@ class Daemon:
             lost_after=config.lost_after,
             max_snapshot_age=config.max_snapshot_age,
             closed_order_retention=config.closed_order_retention,
+            match_every=config.match_every,
         )
         ids = {a.name: a.account.account_id for a in config.accounts}
         metrics = Metrics(
@@ -98,6 +99,9 @@ class Daemon:
                     inflight_after=settings.timings.inflight_after,
                     inflight_retries=settings.timings.inflight_retries,
                     inflight_period=settings.timings.inflight_interval,
+                    broker_timeout=settings.timings.broker_timeout,
+                    stream_wait=settings.timings.stream_wait,
+                    stream_grace=settings.timings.stream_grace,
                     name=f"reconciliation:{settings.name}",
                     observer=metrics,
                 )

@@ -88,9 +88,13 @@ _TIMINGS = {
     "inflight_after",
     "inflight_retries",
     "lookback",
+    "broker_timeout",
+    "stream_wait",
+    "stream_grace",
     "lost_after",
     "max_snapshot_age",
     "closed_order_retention",
+    "match_every",
 }
 
 
@@ -125,7 +129,7 @@ def config_reference() -> str:
             + " | ".join(f"{getattr(p.timings, name.name):g}" for p in PRESETS.values())
             + " |"
         )
-    for setting in ("lost_after", "max_snapshot_age", "closed_order_retention"):
+    for setting in ("lost_after", "max_snapshot_age", "closed_order_retention", "match_every"):
         lines.append(
             f"| `{setting}` | " + " | ".join(f"{getattr(p, setting):g}" for p in PRESETS.values()) + " |"
         )
@@ -162,9 +166,13 @@ inflight_interval = {t.inflight_interval:g}      # between in-flight order check
 inflight_after = {t.inflight_after:g}         # an order SUBMITTED this long is looked up
 inflight_retries = {t.inflight_retries}        # lookups without an answer before LOST
 lookback = {t.lookback:g}           # order and fill history a snapshot reads (Alpaca)
+broker_timeout = {t.broker_timeout:g}         # deadline of each broker snapshot and lookup
+stream_wait = {t.stream_wait:g}            # a stream message waits this long for a reconciliation
+stream_grace = {t.stream_grace:g}           # no live stream this long: STALE_DATA, gate BLOCKED
 lost_after = {p.lost_after}              # snapshots an order may be missing from before LOST
 max_snapshot_age = {p.max_snapshot_age:g}      # an older snapshot is STALE_DATA
 closed_order_retention = {p.closed_order_retention:g}  # closed longer ago: not compared periodically
+match_every = {p.match_every:g}           # between two BooksMatched records while the books match
 
 [http]
 host = "127.0.0.1"                    # /metrics /healthz /readyz /v1/gate/ACCOUNT /v1/status
