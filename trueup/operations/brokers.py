@@ -1,8 +1,12 @@
 """Broker clients for the configured accounts, credentials read from the named variables.
 
-Each real adapter's ``from_env`` reads its standard variable names; the config names other
+Each real adapter's ``from_env`` reads its standard variable names; the config may name other
 variables, so the values are copied under the standard names into a mapping handed to
-``from_env`` (never into ``os.environ``, never logged). The paper broker needs none.
+``from_env`` (never into ``os.environ``, never logged). A setting the config names a
+variable for reads that variable; one it names none for (IB's host, port and client id,
+Alpaca's URLs, Kite's root) reads the standard variable (``IB_HOST``, ...), as
+``trueup reconcile --broker NAME`` does; unset, the adapter's default applies. The paper
+broker needs none.
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ __all__ = ["close_broker", "make_broker", "secret_values"]
 
 
 def _environ(pairs: dict[str, str | None]) -> dict[str, str]:
-    """Standard variable name -> value of the configured variable (unset ones left out)."""
-    return {std: os.environ[name] for std, name in pairs.items() if name and os.environ.get(name)}
+    """Standard variable name -> value of the configured variable, else of the standard one.
+
+    A variable the config names replaces the standard one (never a fallback to it: two
+    accounts must not share a credential because one account's variable is unset).
+    """
+    values = {std: os.environ.get(name or std, "") for std, name in pairs.items()}
+    return {std: value for std, value in values.items() if value}
 
 
 def make_broker(settings: AccountSettings) -> Any:  # noqa: ANN401 - a BrokerClient of some adapter

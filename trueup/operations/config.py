@@ -70,10 +70,11 @@ CHOICES: Final = {
     "permissions": ("manage_reconciliation",),
 }
 
+ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
 EnvName = Annotated[
     str,
     Meta(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=ENV_NAME_PATTERN,
         description="The NAME of an environment variable holding the value (never the value).",
     ),
 ]
@@ -392,9 +393,16 @@ class KiteCredentials(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
 class IbCredentials(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """Names of the environment variables with the TWS / IB Gateway address (no secret)."""
 
-    host: EnvName | None = None
-    port: EnvName | None = None
-    client_id: EnvName | None = None
+    host: Annotated[
+        EnvName | None,
+        Meta(description="Variable with the TWS / Gateway host (none: IB_HOST, else 127.0.0.1)."),
+    ] = None
+    port: Annotated[
+        EnvName | None, Meta(description="Variable with its port (none: IB_PORT, else 7497).")
+    ] = None
+    client_id: Annotated[
+        EnvName | None, Meta(description="Variable with the API clientId (none: IB_CLIENT_ID, else 1).")
+    ] = None
 
 
 class AlpacaAccount(Account, tag="alpaca", frozen=True):

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from trueup.operations.config import (
+    ENV_NAME_PATTERN,
     PRESETS,
     AlpacaAccount,
     AlpacaCredentials,
@@ -54,8 +55,11 @@ def _constraint(t: msgspec.inspect.Type) -> tuple[str, str]:
             bounds.append(f"{sign} {value:g}" if isinstance(value, float) else f"{sign} {value}")
     if getattr(t, "min_length", None):
         bounds.append("not empty")
-    if getattr(t, "pattern", None):
+    pattern = getattr(t, "pattern", None)
+    if pattern == ENV_NAME_PATTERN:
         bounds.append("an environment variable name")
+    elif pattern:
+        bounds.append(f"matches `{pattern}`".replace("|", "\\|"))  # a table cell: escape the pipe
     if isinstance(t, msgspec.inspect.LiteralType):
         return "string", "one of " + ", ".join(f"`{v}`" for v in t.values)
     names = {
