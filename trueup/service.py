@@ -178,7 +178,8 @@ class ReconciliationService:
             ledger: the books to keep in line.
             broker: the broker client (snapshots, lookups, stream).
             accounts: the broker accounts this service reconciles.
-            period: seconds between periodic reconciliations (DESIGN: 5 live, 60 paper).
+            period: seconds between periodic reconciliations (5 suits live money; a paper
+                account can wait about 60 and spare the broker's API).
             inflight_after: seconds an order may stay SUBMITTED or PENDING_NEW before
                 it is looked up at the broker.
             inflight_retries: lookups that do not find an in-flight order before it is

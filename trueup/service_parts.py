@@ -141,7 +141,7 @@ def keep_on_failure(translate: Translate) -> Translate:
     `Ledger.ingest_raw` keeps a payload whose translation raises InvalidReport,
     ValueError, TypeError, KeyError or a msgspec DecodeError; any other exception (an
     adapter bug: AttributeError, IndexError, ...) would roll back the whole transaction,
-    the raw payload with it. DESIGN: a payload that fails translation is never dropped.
+    the raw payload with it: a payload that fails translation must never be dropped.
     """
 
     def translate_or_invalid(payload: str) -> Sequence[Report]:

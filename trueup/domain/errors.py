@@ -7,7 +7,7 @@ class TrueupError(Exception):
     """Base of every error trueup raises on purpose."""
 
 
-class InvalidReport(TrueupError, ValueError):  # noqa: N818 - the name says what it is, per DESIGN
+class InvalidReport(TrueupError, ValueError):  # noqa: N818 - named for the INVALID_REPORT it becomes
     """Raised when a broker report or payload cannot be read; names the field and the value."""
 
     def __init__(self, msg: str, *, field: str | None = None) -> None:

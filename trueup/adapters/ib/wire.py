@@ -1,9 +1,10 @@
 """The stored form of what ib_async hands us: its objects as JSON, before any translation.
 
 ib_async delivers Python objects (`Trade`, `Fill`, `Position`), not payloads. To store
-the raw evidence before translating it (DESIGN: "every raw broker payload is stored
-before it is translated"), the client copies each object it receives into the wire
-structs below, keeping ib_async's own attribute names, and encodes them as JSON. The
+the raw evidence before translating it (every raw broker payload is stored before it is
+translated, so a report that cannot be read is kept, not lost), the client copies each
+object it receives into the wire structs below, keeping ib_async's own attribute names,
+and encodes them as JSON. The
 translator decodes the same JSON back into these structs and reads them exactly as it
 reads the live objects (`translate.py` is duck-typed), so a stored payload translates
 to the same reports as the object did, and replaying the log needs no ib_async.
