@@ -50,6 +50,8 @@ class FakeAlpaca:
         self.submit_faults: list[str] = []
         """Per next submit: "504" (place, answer 504) or "drop" (place, close the connection)."""
         self.route_faults: dict[str, list[int]] = {}
+        self.fault_messages: dict[str, str] = {}
+        """The `message` of a route's error answers (default "internal server error")."""
         self.echo_headers = False
         """Error answers echo the request's headers (as some gateways do): secrets included."""
         self._last = datetime.now(UTC)
@@ -70,9 +72,12 @@ class FakeAlpaca:
 
     # -- fault and market controls ---------------------------------------------------------
 
-    def fail(self, method: str, path: str, status: int = 500, times: int = 1) -> None:
+    def fail(
+        self, method: str, path: str, status: int = 500, times: int = 1, message: str = "internal server error"
+    ) -> None:
         with self.lock:
             self.route_faults.setdefault(f"{method} {path}", []).extend([status] * times)
+            self.fault_messages[f"{method} {path}"] = message
 
     def fail_next_submit(self, how: str) -> None:
         with self.lock:
@@ -263,7 +268,7 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
                     return
                 faults = fake.route_faults.get(f"{method} {path}")
                 if faults:
-                    message = "internal server error"
+                    message = fake.fault_messages.get(f"{method} {path}", "internal server error")
                     if fake.echo_headers:
                         message += f"; request headers: {dict(self.headers.items())}"
                     self._send(faults.pop(0), {"code": 50010000, "message": message})

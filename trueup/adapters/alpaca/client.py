@@ -501,6 +501,7 @@ class AlpacaClient:
                 page = await self._call("list orders", self._trading.get_orders, query)
             except BrokerQueryError as e:
                 log.warning("%s: orders unavailable: %s", account, e)
+                failures["orders"] = str(e)  # redacted by `_call`: STALE_DATA says why
                 return None
             heads = self._heads(_ORDER_HEADS, page, "orders", answers, failures)
             if heads is None:
@@ -534,6 +535,7 @@ class AlpacaClient:
                 page = await self._call("list fills", self._trading.get, "/account/activities/FILL", params)
             except BrokerQueryError as e:
                 log.warning("%s: fills unavailable: %s", account, e)
+                failures["fills"] = str(e)  # redacted by `_call`: STALE_DATA says why
                 return None, frozenset()
             heads = self._heads(_ACTIVITY_HEADS, page, "fills", answers, failures)
             if heads is None:
@@ -548,7 +550,9 @@ class AlpacaClient:
             if heads[-1].id == token:
                 break
             token = heads[-1].id
-        log.warning("%s: fill paging did not finish; fills unknown", account)
+        why = f"fill paging did not finish after {MAX_PAGES} pages"
+        log.warning("%s: %s; fills unknown", account, why)
+        failures["fills"] = why
         return None, frozenset()
 
     async def _newest_fill_id(self) -> str | None:
@@ -573,6 +577,7 @@ class AlpacaClient:
             payload = await self._call("list positions", self._trading.get_all_positions)
         except BrokerQueryError as e:
             log.warning("%s: positions unavailable: %s", account, e)
+            failures["positions"] = str(e)  # redacted by `_call`: STALE_DATA says why
             return None
 
         def translate(raw: str, *, account: str) -> list[PositionReport]:
