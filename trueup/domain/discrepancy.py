@@ -129,8 +129,9 @@ def problem_topic(kind: DiscrepancyKind | str, expected: str, topic: str | None 
     broker words, evidence): a rule that names a `topic` gets it; a kind about a subject's
     state (`SUBJECT_KINDS`: the order is missing or lost, the position disagrees) has one
     problem per subject, whatever the figures; any other kind is told apart by what was
-    expected (the STALE_DATA of the fills is not that of the positions; execution E1 repeated
-    with other figures is not E2).
+    expected (the STALE_DATA of the fills is not that of the positions). A finding about one
+    execution names it in its topic (execution E1 repeated with other figures is not E2,
+    though both first read ``5 @ 100``).
     """
     if topic is not None:
         return topic

@@ -40,9 +40,11 @@ class Outcome(msgspec.Struct):
         actual: object,
         detail: str,
         severity: Severity | None = None,
+        *,
+        topic: str | None = None,
     ) -> None:
-        """Add a finding."""
-        self.findings.append(Finding(kind, key, str(expected), str(actual), detail, severity))
+        """Add a finding (`topic`: which problem of its kind about `key`, see `problem_topic`)."""
+        self.findings.append(Finding(kind, key, str(expected), str(actual), detail, severity, topic=topic))
 
 
 def _identity_mismatch(order: OrderState, symbol: str, side: Side, outcome: Outcome) -> bool:
@@ -413,6 +415,9 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901, 
                     f"{existing.qty} @ {existing.price}",
                     f"{fill.qty} @ {fill.price}",
                     f"execution {fill.exec_id} repeated with other figures; first kept",
+                    # One problem per execution (not per figures: two executions of one
+                    # order may share them); every repeat of it is a sighting.
+                    topic=f"execution {key} repeated with other figures",
                 )
             elif fill.commission is not None and existing.commission is None:
                 outcome.change(Order.CommissionRecorded, key=key, commission=fill.commission)
@@ -461,6 +466,8 @@ def decide_fill(order: OrderState, fill: FillReport) -> Outcome:  # noqa: C901, 
             f"execution {fill.exec_id} at price 0",
             f"execution {fill.exec_id} of {fill.qty} booked at price 0: check it at the broker "
             "(the average and P&L include it)",
+            # One problem per execution (its corrections are sightings of it).
+            topic=f"execution {key} at price 0",
         )
     # 6.
     filled_after = real_after + remaining
