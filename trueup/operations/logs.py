@@ -3,6 +3,11 @@
 A traceback stays on its event's line (newlines escaped in text, a field in JSON), so a
 log shipper never splits one event into many. Every configured secret's value is replaced
 by ``***`` wherever it would appear, a last guard behind "credentials are names".
+
+A whole-value mask cannot find a secret a library cut short before logging it: the
+websocket library's DEBUG lines dump each frame shortened to its head and tail, and the
+tail of Alpaca's authentication frame is the secret key. So its loggers stay at INFO or
+above whatever `log_level` says (frame dumps are not events either).
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ import logging
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Final
 
 __all__ = ["setup_logging"]
+
+FRAME_DUMPING_LOGGERS: Final = ("websockets",)
+"""Loggers whose DEBUG lines carry shortened wire frames (credentials included): INFO at least."""
 
 
 class _Masking(logging.Formatter):
@@ -56,5 +65,7 @@ def setup_logging(level: str, *, as_json: bool, secrets: Iterable[str] = ()) -> 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in FRAME_DUMPING_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
     # aiohttp's access log would be one line per scrape: noise, not events.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
