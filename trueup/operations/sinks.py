@@ -183,7 +183,12 @@ class SinkHost:
     """Runs the planned sinks, each in a supervised thread, until `stop`."""
 
     def __init__(
-        self, ledger: StoreOwner, plans: list[SinkPlan], observer: HostObserver | None = None
+        self,
+        ledger: StoreOwner,
+        plans: list[SinkPlan],
+        observer: HostObserver | None = None,
+        *,
+        restart_backoff: Backoff = RESTART_BACKOFF,
     ) -> None:
         """Nothing starts until `start`.
 
@@ -191,7 +196,9 @@ class SinkHost:
             ledger: the daemon's open ledger (the sinks read its log, save positions in it).
             plans: from `plan_sinks`.
             observer: counts deliveries, dead letters, restarts (the daemon's `Metrics`).
+            restart_backoff: delays before a failed sink is built again.
         """
+        self.restart_backoff = restart_backoff
         self.ledger = ledger
         self.plans = plans
         self.observer = observer
@@ -228,7 +235,7 @@ class SinkHost:
         return out
 
     def _supervise(self, plan: SinkPlan) -> None:
-        delays = RESTART_BACKOFF.delays()
+        delays = self.restart_backoff.delays()
         while not self.stopping.is_set():
             began = time.monotonic()
             try:
@@ -251,7 +258,7 @@ class SinkHost:
                 raise RuntimeError(msg)  # noqa: TRY301 - handled as any failure of the sink
             except Exception:
                 if time.monotonic() - began >= HEALTHY_SECONDS:
-                    delays = RESTART_BACKOFF.delays()
+                    delays = self.restart_backoff.delays()
                 delay = next(delays)
                 self.restarts[plan.consumer] += 1
                 if self.observer is not None:
