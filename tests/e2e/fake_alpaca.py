@@ -73,7 +73,12 @@ class FakeAlpaca:
     # -- fault and market controls ---------------------------------------------------------
 
     def fail(
-        self, method: str, path: str, status: int = 500, times: int = 1, message: str = "internal server error"
+        self,
+        method: str,
+        path: str,
+        status: int = 500,
+        times: int = 1,
+        message: str = "internal server error",
     ) -> None:
         with self.lock:
             self.route_faults.setdefault(f"{method} {path}", []).extend([status] * times)

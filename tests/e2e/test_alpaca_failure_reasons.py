@@ -67,4 +67,6 @@ def test_a_part_that_answered_has_no_failure(fake: FakeAlpaca) -> None:
     client = AlpacaClient(KEY, SECRET, account=ACCOUNT, url_override=fake.url)
     snapshot = asyncio.run(client.snapshot(ACCOUNT))
     assert snapshot.failures == {}
-    assert snapshot.orders == [] and snapshot.fills == [] and snapshot.positions == []
+    assert snapshot.orders == []
+    assert snapshot.fills == []
+    assert snapshot.positions == []

@@ -19,7 +19,7 @@ from trueup.operations.config import parse_config
 IB_VARS = ("IB_HOST", "IB_PORT", "IB_CLIENT_ID", "TWS_HOST", "TWS_PORT", "TWS_CLIENT")
 
 
-def ib(credentials: dict[str, str] | None = None) -> Any:  # noqa: ANN401 - an IbClient
+def ib(credentials: dict[str, str] | None = None) -> IbClient:
     table: dict[str, Any] = {"broker": "ib", "account_id": "DU1"}
     if credentials is not None:
         table["credentials"] = credentials

@@ -17,12 +17,17 @@ CONFIG_DOC = ROOT / "docs" / "cli" / "config.md"
 OPERATIONS = ROOT / "docs" / "operations.md"
 
 BAD = {
-    "a value out of bounds": ('[accounts.ib1]\nbroker = "ib"\naccount_id = "DU1"\ninflight_retries = 0\n', []),
+    "a value out of bounds": (
+        '[accounts.ib1]\nbroker = "ib"\naccount_id = "DU1"\ninflight_retries = 0\n',
+        [],
+    ),
     "not TOML": ("[accounts.ib1\n", []),
     "no account": ('preset = "paper"\n', []),
     "a credential not set": (
-        '[accounts.a]\nbroker = "alpaca"\naccount_id = "PA1"\n'
-        'credentials = { api_key = "NO_SUCH_VAR_1", secret_key = "NO_SUCH_VAR_2" }\n',
+        (
+            '[accounts.a]\nbroker = "alpaca"\naccount_id = "PA1"\n'
+            'credentials = { api_key = "NO_SUCH_VAR_1", secret_key = "NO_SUCH_VAR_2" }\n'
+        ),
         [],
     ),
     "a bad --log-format": ('[accounts.p]\nbroker = "paper"\naccount_id = "P"\n', ["--log-format", "xml"]),

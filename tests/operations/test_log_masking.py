@@ -28,8 +28,8 @@ from trueup.operations.config import parse_config
 from trueup.operations.logs import setup_logging
 
 KEY, SECRET = "PKMASKKEY0001", "mask-s3cr3t-value-never-logged"
-TOKEN = "kite-token-never-logged-42"
-STORE_PASSWORD = "store-pw-never-logged"
+TOKEN = "kite-token-never-logged-42"  # noqa: S105 - a test's made-up secret
+STORE_PASSWORD = "store-pw-never-logged"  # noqa: S105 - a test's made-up secret
 
 
 @pytest.fixture
@@ -69,14 +69,18 @@ def configured_secrets(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     return secret_values(config.env_names())
 
 
+def refuse() -> None:
+    msg = f"broker refused:\nheaders {{'APCA-API-SECRET-KEY': '{SECRET}'}}"
+    raise RuntimeError(msg)
+
+
 def log_everything(secrets: set[str]) -> None:
     log = logging.getLogger("trueup.test.masking")
     log.info("connecting with key %s and secret %s", KEY, SECRET)
     log.warning("token rotated: %r", {"access_token": TOKEN})
     log.info("store %s", f"postgresql://trueup:{STORE_PASSWORD}@127.0.0.1:5432/books")
     try:
-        msg = f"broker refused:\nheaders {{'APCA-API-SECRET-KEY': '{SECRET}'}}"
-        raise RuntimeError(msg)
+        refuse()
     except RuntimeError:
         log.exception("the broker raised with %s", SECRET)
     assert len(secrets) == 4

@@ -53,13 +53,14 @@ def test_each_knob_fails_with_key_value_and_bound(raw: dict[str, Any], message: 
     assert str(caught.value) == message
 
 
-@pytest.mark.parametrize(("knob", "bad"), [(k, 0) for k in SERVICE_KNOBS] + [(k, -2.5) for k in SERVICE_KNOBS])
+@pytest.mark.parametrize(
+    ("knob", "bad"), [(k, 0) for k in SERVICE_KNOBS] + [(k, -2.5) for k in SERVICE_KNOBS]
+)
 def test_the_config_and_the_service_refuse_a_knob_alike(knob: str, bad: float) -> None:
     with pytest.raises(ConfigError) as from_file:
         parse_config({**paper(), knob: bad})
-    with Ledger.open(f"memory://{unique_cid('knob')}") as ledger:
-        with pytest.raises(ConfigError) as from_code:
-            ReconciliationService(ledger, object(), accounts=["A"], **{knob: bad})  # type: ignore[arg-type]
+    with Ledger.open(f"memory://{unique_cid('knob')}") as ledger, pytest.raises(ConfigError) as from_code:
+        ReconciliationService(ledger, object(), accounts=["A"], **{knob: bad})  # type: ignore[arg-type]
     assert str(from_file.value) == str(from_code.value)
 
 
@@ -129,6 +130,7 @@ def test_trueup_run_hands_the_knobs_to_the_service_and_the_ledger(
 ) -> None:
     services: list[ReconciliationService] = []
     ledgers: list[Ledger] = []
+    made: list[asyncio.Event] = []
 
     class Recorded(ReconciliationService):
         """The real service, kept to read what it was given."""
@@ -136,6 +138,7 @@ def test_trueup_run_hands_the_knobs_to_the_service_and_the_ledger(
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             services.append(self)
+            made[0].set()
 
     real_open = Ledger.open
 
@@ -166,10 +169,12 @@ def test_trueup_run_hands_the_knobs_to_the_service_and_the_ledger(
     )
 
     async def run_and_stop() -> int:
+        made.append(asyncio.Event())
         daemon = daemon_module.Daemon(config)
         running = asyncio.create_task(daemon.run())
-        while not services and not running.done():
-            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(made[0].wait())
+        await asyncio.wait({running, waiting}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
         daemon.stop.set()
         return await asyncio.wait_for(running, 60)
 

@@ -62,7 +62,7 @@ def test_the_citation_check_catches_each_form(line: str) -> None:
     "line",
     [
         'os.environ.setdefault("EVENTSOURCING_DISABLE_REDEFINITION_CHECK", "y")',
-        "BROKERS: Final = (\"paper\", \"alpaca\", \"kite\", \"ib\")",
+        'BROKERS: Final = ("paper", "alpaca", "kite", "ib")',
         '"broker": BROKERS,',
         "the design of the gate",
     ],

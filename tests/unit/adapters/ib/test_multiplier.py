@@ -85,7 +85,11 @@ def test_rows_of_one_future_net_to_the_weighted_per_unit_average() -> None:
 
 @pytest.mark.parametrize(
     ("multiplier", "said"),
-    [("x", "must be a number, got 'x'"), ("-50", "must be > 0, got '-50'"), ("inf", "must be > 0, got 'inf'")],
+    [
+        ("x", "must be a number, got 'x'"),
+        ("-50", "must be > 0, got '-50'"),
+        ("inf", "must be > 0, got 'inf'"),
+    ],
 )
 def test_a_bad_multiplier_is_refused_naming_the_field(multiplier: str, said: str) -> None:
     payload = stored(ib_async.Position(ACCOUNT, es(multiplier), 1.0, 250012.5))
