@@ -343,7 +343,13 @@ def test_a_quantity_the_adapter_derived_by_rule_is_taken() -> None:
 
 def test_a_first_quantity_for_an_order_without_one_is_no_change() -> None:
     order = Order.discover(
-        account="ACC", client_order_id="C1", symbol="AAPL", side=Side.BUY, quantity=None, limit_price=None, ts=T0
+        account="ACC",
+        client_order_id="C1",
+        symbol="AAPL",
+        side=Side.BUY,
+        quantity=None,
+        limit_price=None,
+        ts=T0,
     )
     outcomes = apply(order, order_report("ACCEPTED", qty=5, ts=2))
     assert order.state.quantity == D(5)
