@@ -441,3 +441,18 @@ def test_a_postgres_schema_without_tables_is_no_store_and_a_writer_still_creates
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_orders_all_on_a_long_book_prints_every_order_within_80_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    n = 700  # above trueup.cli_stream.STREAM_ROWS: written row by row
+    with Ledger.open(url) as ledger:
+        for i in range(n):
+            ledger.intend(ACCOUNT, f"L{i:04d}", "AAPL", "BUY", D(1))
+    done = trueup("orders", "--all", "--store", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    ids = [line.split("│")[2].strip() for line in lines if line.startswith("│")]
+    assert ids == [f"L{i:04d}" for i in range(n)]
+    assert f"{n} order(s)" in done.stderr
