@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import watchdog
+
 os.environ.setdefault("EVENTSOURCING_DISABLE_REDEFINITION_CHECK", "y")
 
 POSTGRES_URL = os.environ.get("TRUEUP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -44,3 +46,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield url
     if request.param == "postgres":
         _drop_schema(url.rsplit("schema=", 1)[1])
+
+
+_WATCHDOG = watchdog.from_env()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Dump every thread and task of a test that overruns the watchdog's deadline (tests/watchdog.py)."""
+    if _WATCHDOG is not None:
+        _WATCHDOG.started(item.nodeid)
+    try:
+        yield
+    finally:
+        if _WATCHDOG is not None:
+            _WATCHDOG.finished()

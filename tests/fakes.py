@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
@@ -77,10 +78,18 @@ class FakeBroker:
         """Every request handed to submit(), whatever became of it."""
         self.lookups: list[str] = []
         self.snapshots = 0
-        self.fail_snapshot: Exception | None = None
+        self.fail_snapshot: BaseException | None = None
         """Raised by snapshot() while set."""
-        self.fail_lookup: Exception | None = None
+        self.fail_lookup: BaseException | None = None
         """Raised by lookup() while set."""
+        self.hang_snapshot = False
+        """While set, snapshot() never answers (a hung broker)."""
+        self.garbage_snapshot = False
+        self.snapshot_answer: object = None
+        """While `garbage_snapshot`, what snapshot() answers instead of a snapshot."""
+        self.stream_failures: list[BaseException] = []
+        """Raised by the stream, one per subscription, before it delivers anything."""
+        self.subscriptions = 0
         self.after_next_snapshot: Callable[[], object] | None = None
         """Run once, after the next snapshot is taken and before it is returned (while the
         snapshot travels back, as real I/O would let other tasks run)."""
@@ -111,6 +120,10 @@ class FakeBroker:
         self.snapshots += 1
         if self.fail_snapshot is not None:
             raise self.fail_snapshot
+        if self.hang_snapshot:
+            await asyncio.Event().wait()  # never set: no answer, ever
+        if self.garbage_snapshot:
+            return self.snapshot_answer  # type: ignore[return-value]
         snapshot = BrokerSnapshot(
             account=account,
             as_of=_now(),
@@ -132,6 +145,9 @@ class FakeBroker:
         return self.orders.get((account, client_order_id))
 
     async def stream(self) -> AsyncIterator[StreamItem]:
+        self.subscriptions += 1
+        if self.stream_failures:
+            raise self.stream_failures.pop(0)
         while True:
             yield await self._queue.get()
 
@@ -258,12 +274,12 @@ class FlakyLedger(Ledger):
     failures = 0
 
     def reconcile(
-        self, snapshot: BrokerSnapshot, *, policy: PositionPolicy | str | None = None
+        self, snapshot: BrokerSnapshot, *, policy: PositionPolicy | str | None = None, **knobs: Any
     ) -> ReconcileResult:
         if self.failures > 0:
             self.failures -= 1
             raise RuntimeError("database is locked")
-        return super().reconcile(snapshot, policy=policy)
+        return super().reconcile(snapshot, policy=policy, **knobs)
 
 
 def _encode(report: Report) -> str:

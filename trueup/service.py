@@ -16,10 +16,16 @@ blocking database call, so it runs in a worker thread through `asyncio.to_thread
 4. **In-flight checks**: an open order still SUBMITTED or PENDING_NEW `inflight_after`
    seconds after it was sent (``submitted_at``, else ``created_at``) is looked
    up at the broker by our client order id. A report found is ingested like any other
-   broker payload. "Not found" and a failed lookup each count one retry for that order.
+   broker payload. "Not found" counts one retry for that order; a lookup that fails,
+   hangs past `broker_timeout` or answers garbage is not "not found": it is counted
+   apart and raises STALE_DATA about the order (gate BLOCKED until a lookup answers).
+5. **Deadlines**: every broker query has one (`broker_timeout`); the broker is asked
+   before the account's lock is taken, so a hung broker never holds up the stream, and
+   the log position read before asking (the snapshot's cut) makes the ledger skip, and
+   the service retake, a snapshot older than a fill booked meanwhile.
 
-**Decision: an in-flight order the broker never confirms.** When an order has used up
-`inflight_retries` lookups without being found, the service
+**Decision: an in-flight order the broker never confirms.** When `inflight_retries`
+lookups of an order answered "not found", the service
 
 - raises a LOST discrepancy for it (CRITICAL: the reconciliation that follows at once,
   and every later one, keeps the account's gate BLOCKED until an operator resolves it);
@@ -42,45 +48,62 @@ again from zero (and so waits longer, never less).
 An optional `ServiceObserver` (metrics) is told of each reconciliation, discrepancy and
 stream message; `inflight_period` runs the in-flight checks on their own interval.
 
-The service never dies on an exception: each reconciliation, stream item and in-flight
-check is wrapped; the exception is logged and counted in `ServiceCounters`, which the
-service also saves to the store after every cycle for ``trueup status``.
+The service never dies on an exception, nor on a `CancelledError` a broker call raises by
+itself (only `stop` or cancelling `run` ends it); a stream task that dies is restarted.
+Each reconciliation, stream item and in-flight check is wrapped; the exception is logged
+and counted in `ServiceCounters`, which the service also saves to the store after every
+cycle for ``trueup status``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from trueup.adapters.base import (
+    BROKER_CALL_TIMEOUT,
     BrokerClient,
     OrderRequest,
     RawMessage,
     Reconnected,
     RefreshNeeded,
     StreamItem,
+    checked_lookup,
     snapshot_or_unknown,
 )
 from trueup.application.reconciler import ReconcileResult
 from trueup.application.unit_of_work import Clock
 from trueup.blocking import in_worker_thread
 from trueup.domain.discrepancy import Discrepancy
-from trueup.domain.errors import BrokerQueryError, ConfigError, InvalidReport
-from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
+from trueup.domain.errors import BrokerQueryError, ConfigError
+from trueup.domain.reports import BrokerSnapshot, OrderReport
 from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
 from trueup.ledger import Ledger
 from trueup.observing import ServiceObserver
+from trueup.service_parts import (
+    ServiceCounters,
+    Translate,
+    acquire,
+    cancelling,
+    keep_on_failure,
+    stop_task,
+    wait,
+    wait_any,
+)
 from trueup.submission import Submitter, record_lookup, start_accounts
 
 __all__ = [
+    "BROKER_CALL_TIMEOUT",
     "DEFAULT_SERVICE_NAME",
     "IN_FLIGHT_STATUSES",
+    "MAX_RETAKES",
+    "STREAM_GRACE_SECONDS",
     "STREAM_WAIT_SECONDS",
     "ReconciliationService",
     "ServiceCounters",
@@ -90,65 +113,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Translate = Callable[[str], Sequence[Report]]
-"""An adapter's pure translator: raw payload in, normalized reports out."""
 
 DEFAULT_SERVICE_NAME = "reconciliation"
-STREAM_WAIT_SECONDS = 60.0
-"""How long a stream message waits for its account's reconciliation before it is applied anyway."""
 """Name under which the counters are saved (``Ledger.service_status()``)."""
+STREAM_WAIT_SECONDS = 60.0
+"""How long a stream message waits for its account's reconciliation before it is applied anyway.
 
-
-@dataclass
-class ServiceCounters:
-    """What the service has done since it was created; read it at any time.
-
-    Counters are only changed from the service's event loop, so a reader on that loop
-    always sees a consistent set; `as_dict` gives a JSON-ready copy for the CLI and metrics.
-    """
-
-    cycles: int = 0
-    """Reconciliation passes run: startup, periodic, and after each stream reconnect."""
-    failed_cycles: int = 0
-    """Passes in which some account could not be reconciled against fresh broker data
-    (snapshot failed or partial, or an exception)."""
-    last_duration_seconds: float | None = None
-    """Wall time of the last pass, reconciliations and in-flight checks included."""
-    last_success: datetime | None = None
-    """When the last pass that reconciled every account against fresh data ended."""
-    discrepancies_by_kind: dict[str, int] = field(default_factory=dict)
-    """Discrepancies raised through the service (reconciliations, stream, in-flight), by kind."""
-    reconnects: int = 0
-    """`Reconnected` items received from the stream."""
-    refreshes: int = 0
-    """`RefreshNeeded` items received from the stream (each reconciles its account)."""
-    inflight_checks: int = 0
-    """Broker lookups of in-flight orders."""
-    inflight_lost: int = 0
-    """In-flight orders declared LOST (and their symbol locked)."""
-    stream_messages: int = 0
-    """`RawMessage` items received from the stream."""
-    errors: int = 0
-    """Exceptions caught (broker failures included); each was logged."""
-    last_error: str | None = None
-    """The last exception caught, as "Type: message"."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (times as ISO 8601 strings)."""
-        return {
-            "cycles": self.cycles,
-            "failed_cycles": self.failed_cycles,
-            "last_duration_seconds": self.last_duration_seconds,
-            "last_success": self.last_success.isoformat() if self.last_success else None,
-            "discrepancies_by_kind": dict(self.discrepancies_by_kind),
-            "reconnects": self.reconnects,
-            "refreshes": self.refreshes,
-            "inflight_checks": self.inflight_checks,
-            "inflight_lost": self.inflight_lost,
-            "stream_messages": self.stream_messages,
-            "errors": self.errors,
-            "last_error": self.last_error,
-        }
+Only the ledger's own work holds that lock (the broker is asked before it is taken), so
+a hung broker never makes a stream message wait."""
+STREAM_GRACE_SECONDS = 30.0
+"""How long an account may have no live broker stream before its gate is BLOCKED (STALE_DATA)."""
+MAX_RETAKES = 2
+"""Snapshots retaken in one reconciliation when positions moved after the snapshot's cut."""
+STREAM_RESTART_SECONDS = 1.0
+"""First pause before a failed or ended stream is resubscribed (doubling, capped at `period`)."""
 
 
 @dataclass
@@ -190,6 +168,9 @@ class ReconciliationService:
         name: str = DEFAULT_SERVICE_NAME,
         inflight_period: float | None = None,
         observer: ServiceObserver | None = None,
+        broker_timeout: float = BROKER_CALL_TIMEOUT,
+        stream_wait: float = STREAM_WAIT_SECONDS,
+        stream_grace: float = STREAM_GRACE_SECONDS,
     ) -> None:
         """Configure the service; nothing runs until `start` or `run`.
 
@@ -208,6 +189,13 @@ class ReconciliationService:
             inflight_period: seconds between in-flight checks, run on their own; None
                 (the default) checks in-flight orders after each periodic reconciliation.
             observer: told of each reconciliation, discrepancy and stream message (metrics).
+            broker_timeout: deadline in seconds of each snapshot and lookup; a missed one
+                is a failed query (STALE_DATA, gate BLOCKED until a snapshot succeeds).
+            stream_wait: seconds a stream message waits for its account's reconciliation
+                (the ledger's part of it) before it is applied anyway.
+            stream_grace: seconds an account may have no live broker stream (it failed,
+                ended or died and is being restarted) before reconciliations record
+                STALE_DATA and keep its gate BLOCKED.
 
         Raises:
             ConfigError: a setting is out of range (named with its value).
@@ -228,6 +216,14 @@ class ReconciliationService:
         if inflight_period is not None and not inflight_period > 0:
             msg = f"inflight_period must be > 0 seconds, got {inflight_period!r}"
             raise ConfigError(msg)
+        for knob, value in (
+            ("broker_timeout", broker_timeout),
+            ("stream_wait", stream_wait),
+            ("stream_grace", stream_grace),
+        ):
+            if not value > 0:
+                msg = f"{knob} must be > 0 seconds, got {value!r}"
+                raise ConfigError(msg)
         self.ledger = ledger
         self.broker = broker
         self.period = period
@@ -237,7 +233,14 @@ class ReconciliationService:
         self.name = name
         self.inflight_period = inflight_period
         self.observer = observer
+        self.broker_timeout = broker_timeout
+        self.stream_wait = stream_wait
+        self.stream_grace = stream_grace
         self.counters = ServiceCounters()
+        self._stream_down_since: float | None = None
+        """Since when (monotonic) `run` has had no stream consumed; None while one is (or before `run`)."""
+        self._subscribed_at: float | None = None
+        """When the current subscription started (it counts as live once it has lasted)."""
         # Two reconciliations of one account at once (periodic and after a reconnect)
         # could both raise the same finding: new discrepancies never conflict in the
         # store, so nothing would stop the duplicate. One at a time per account.
@@ -270,7 +273,12 @@ class ReconciliationService:
             return results
 
         outcomes = await start_accounts(
-            self.ledger, self.broker, self.accounts, reconcile=reconcile, on_error=failed
+            self.ledger,
+            self.broker,
+            self.accounts,
+            reconcile=reconcile,
+            on_error=failed,
+            timeout=self.broker_timeout,
         )
         return {account: outcome.result for account, outcome in outcomes.items()}
 
@@ -280,38 +288,49 @@ class ReconciliationService:
         Raises:
             NotReadyError: the gate refuses it (startup, lock, quarantine).
         """
-        return await Submitter(self.ledger, self.broker).submit(request)
+        return await Submitter(self.ledger, self.broker, timeout=self.broker_timeout).submit(request)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set: startup (unless `start` ran), then the loops.
 
         Periodic reconciliation with in-flight checks every `period` seconds, and the
-        broker's stream consumed concurrently. Returns once `stop` is set and the
-        current ledger write, if any, has finished.
+        broker's stream consumed concurrently; a stream task that dies (whatever it
+        raised) is started again and counted (`stream_restarts`). A `CancelledError`
+        raised by a broker call is that call failing, not a request to stop: only `stop`,
+        or cancelling this task, ends it. Returns once `stop` is set and the current
+        ledger write, if any, has finished.
         """
         if not self._started:
             await self.start()
-        stream = asyncio.create_task(self._consume_stream(stop), name=f"{self.name}-stream")
+        loop = asyncio.get_running_loop()
+        self._stream_down_since = time.monotonic()  # live once subscribed (`_no_stream_seconds`)
+        stream = self._spawn_stream(stop)
         separate = self.inflight_period is not None
         inflight = (
             asyncio.create_task(self._inflight_loop(stop), name=f"{self.name}-inflight") if separate else None
         )
+        due = loop.time() + self.period
         try:
-            while not await _wait(stop, self.period):
-                await self._pass("periodic", self.accounts, inflight=not separate)
+            while not stop.is_set():
+                if loop.time() >= due:
+                    await self._pass("periodic", self.accounts, inflight=not separate)
+                    due = loop.time() + self.period
+                    continue
+                await wait_any(stop, stream, due - loop.time())
+                if stream.done() and not stop.is_set():
+                    self._stream_died(stream)
+                    stream = self._spawn_stream(stop, restarted=True)
         finally:
             if inflight is not None:
                 # Its current check finishes first, like the periodic pass.
                 await asyncio.gather(inflight, return_exceptions=True)
-            stream.cancel()
-            # The stream task finishes its current ledger write before it stops.
-            await asyncio.gather(stream, return_exceptions=True)
+            await stop_task(stream)
             await self._save_status()
 
     async def _inflight_loop(self, stop: asyncio.Event) -> None:
         """In-flight checks every `inflight_period` seconds, apart from the periodic pass."""
         assert self.inflight_period is not None  # noqa: S101 - run() starts this loop only then
-        while not await _wait(stop, self.inflight_period):
+        while not await wait(stop, self.inflight_period):
             for account in self.accounts:
                 try:
                     if await self._check_inflight(account):
@@ -340,8 +359,15 @@ class ReconciliationService:
                     results[account] = result
                 ok = ok and result is not None and not result.stale
                 if inflight and await self._check_inflight(account):
-                    # A LOST order is CRITICAL: judge the gate now, not a period later.
-                    await self._reconcile(account, "in-flight order lost")
+                    # A LOST order is CRITICAL, a failing lookup STALE_DATA: judge the gate
+                    # now, not a period later.
+                    await self._reconcile(account, "in-flight lookups")
+            except asyncio.CancelledError as e:
+                if cancelling():
+                    raise  # we are being stopped
+                log.exception("%s pass of %s: a call raised CancelledError", why, account)
+                self._count_error(e)
+                ok = False
             except Exception as e:
                 log.exception("%s pass of %s failed", why, account)
                 self._count_error(e)
@@ -356,17 +382,30 @@ class ReconciliationService:
         await self._save_status()
 
     async def _reconcile(self, account: str, why: str) -> ReconcileResult | None:
-        """Fetch a snapshot and reconcile it; None if the ledger raised (logged, counted)."""
+        """Fetch a snapshot and reconcile it; None if the ledger raised (logged, counted).
+
+        The broker is asked before the account's lock is taken, so a slow or hung broker
+        never holds up the stream; the log position read before asking (the cut) tells
+        the ledger whether a fill was booked since, and then the snapshot is retaken.
+        """
         started = time.monotonic()
-        async with self._account_locks[account]:
-            snapshot = await self._snapshot(account)
-            try:
-                result = await in_worker_thread(self.ledger.reconcile, snapshot)
-            except Exception as e:
-                log.exception("%s reconciliation of %s failed", why, account)
-                self._count_error(e)
+        result: ReconcileResult | None = None
+        for attempt in range(MAX_RETAKES + 1):
+            # The last retake holds the lock while asking (for at most `broker_timeout`),
+            # so this process's own stream cannot move the books under it once more.
+            result = await self._reconcile_once(account, why, lock_first=attempt == MAX_RETAKES)
+            if result is None:
                 self._notify(lambda o: o.reconciled(account, why, None, time.monotonic() - started))
                 return None
+            if not result.retake:
+                break
+            if attempt < MAX_RETAKES:
+                self.counters.snapshot_retakes += 1
+                log.info(
+                    "%s: the books of %s moved after its snapshot was asked for; retaking it", why, account
+                )
+        if result is None:  # pragma: no cover - the loop runs at least once
+            return None
         self._count_discrepancies(result.discrepancies)
         self._notify(lambda o: o.reconciled(account, why, result, time.monotonic() - started))
         level = logging.INFO if result.discrepancies or result.stale else logging.DEBUG
@@ -383,25 +422,107 @@ class ReconciliationService:
         )
         return result
 
+    async def _reconcile_once(self, account: str, why: str, *, lock_first: bool) -> ReconcileResult | None:
+        """One snapshot (asked for after reading the cut) reconciled under the account's lock."""
+        lock = self._account_locks[account]
+        held = False
+        if lock_first:
+            await lock.acquire()
+            held = True
+        try:
+            cut = await in_worker_thread(self.ledger.last_position)
+            snapshot = await self._snapshot(account)
+            if not held:
+                await lock.acquire()
+                held = True
+            try:
+                return await in_worker_thread(
+                    functools.partial(
+                        self.ledger.reconcile, snapshot, cut=cut, no_stream_seconds=self._no_stream_seconds()
+                    )
+                )
+            except Exception as e:
+                log.exception("%s reconciliation of %s failed", why, account)
+                self._count_error(e)
+                return None
+        finally:
+            if held:
+                lock.release()
+
     async def _snapshot(self, account: str) -> BrokerSnapshot:
         """The broker's snapshot, or one with every part unknown if it could not be had."""
-        return await snapshot_or_unknown(self.broker, account, self.clock(), on_error=self._count_error)
+        return await snapshot_or_unknown(
+            self.broker, account, self.clock(), on_error=self._count_error, timeout=self.broker_timeout
+        )
 
     # -- stream --------------------------------------------------------------------------
 
-    async def _consume_stream(self, stop: asyncio.Event) -> None:
-        """Hand every stream item to the ledger; resubscribe if the stream fails or ends."""
+    def _spawn_stream(self, stop: asyncio.Event, *, restarted: bool = False) -> asyncio.Task[None]:
+        return asyncio.create_task(
+            self._consume_stream(stop, restarted=restarted), name=f"{self.name}-stream"
+        )
+
+    def _stream_died(self, stream: asyncio.Task[None]) -> None:
+        """The stream task ended while the service runs: say why; `run` starts another."""
+        error = stream.exception() if not stream.cancelled() else asyncio.CancelledError()
+        log.error("broker stream task died (%r); restarting it", error)
+        if error is not None:
+            self._count_error(error)
+        self.counters.stream_restarts += 1
+        self._subscribed_at = None
+        if self._stream_down_since is None:
+            self._stream_down_since = time.monotonic()
+
+    def _no_stream_seconds(self) -> float | None:
+        """How long no stream has been consumed, once that exceeds `stream_grace`; else None."""
+        since, now = self._stream_down_since, time.monotonic()
+        if since is None:
+            return None
+        subscribed = self._subscribed_at
+        if subscribed is not None and now - subscribed >= min(STREAM_RESTART_SECONDS, self.stream_grace / 2):
+            # Subscribed and not failed for a while: live, quiet or not. A subscription
+            # that fails at once never gets here, so it does not count as live.
+            self._stream_down_since = None
+            return None
+        down = now - since
+        return down if down >= self.stream_grace else None
+
+    async def _consume_stream(self, stop: asyncio.Event, *, restarted: bool = False) -> None:
+        """Hand every stream item to the ledger; resubscribe if the stream fails or ends.
+
+        Once the stream is back after a failure, every account is reconciled at once:
+        messages may have been missed while nothing consumed it.
+        """
+        pause = min(self.period, STREAM_RESTART_SECONDS)
         while not stop.is_set():
+            if restarted:
+                await self._pass("stream restart", self.accounts, inflight=False)
+            self._subscribed_at = time.monotonic()
             try:
                 async for item in self.broker.stream():
+                    self._stream_down_since = None  # it delivers: live
+                    pause = min(self.period, STREAM_RESTART_SECONDS)
                     await self._on_stream_item(item)
+                    if stop.is_set():
+                        return  # do not rely on the cancellation alone (see `stop_task`)
+            except asyncio.CancelledError as e:
+                if cancelling():
+                    raise  # the service is stopping
+                log.exception("broker stream raised CancelledError; resubscribing in %gs", pause)
+                self._count_error(e)
             except Exception as e:
-                log.exception("broker stream failed; resubscribing in %gs", self.period)
+                log.exception("broker stream failed; resubscribing in %gs", pause)
                 self._count_error(e)
             else:
-                log.warning("broker stream ended; resubscribing in %gs", self.period)
+                log.warning("broker stream ended; resubscribing in %gs", pause)
+            self._subscribed_at = None
+            if self._stream_down_since is None:
+                self._stream_down_since = time.monotonic()
+            self.counters.stream_restarts += 1
+            restarted = True
             # Not at once: a stream that fails straight away would spin the loop.
-            await _wait(stop, self.period)
+            await wait(stop, pause)
+            pause = min(self.period, pause * 2)
 
     async def _on_stream_item(self, item: StreamItem) -> None:
         """Apply one stream item; never raise (logged and counted instead)."""
@@ -413,18 +534,18 @@ class ReconciliationService:
                 # broker's, and a repair would book it away. It waits and lands after;
                 # never for ever (a stuck reconciliation must not stop the stream).
                 lock = self._account_locks.get(item.account)
-                held = lock is not None and await _acquire(lock, STREAM_WAIT_SECONDS)
+                held = lock is not None and await acquire(lock, self.stream_wait)
                 if lock is not None and not held:
                     log.warning(
                         "%s still reconciling after %gs; applying its stream message now",
                         item.account,
-                        STREAM_WAIT_SECONDS,
+                        self.stream_wait,
                     )
                 try:
                     events = await in_worker_thread(
                         self.ledger.ingest_raw,
                         item.payload,
-                        _keep_on_failure(item.translate),
+                        keep_on_failure(item.translate),
                         account=item.account,
                         source=item.source,
                         kind=item.kind,
@@ -468,70 +589,99 @@ class ReconciliationService:
 
     # -- in-flight orders ----------------------------------------------------------------
 
-    async def _check_inflight(self, account: str) -> int:
-        """Look up the account's overdue in-flight orders; return how many were declared LOST."""
+    async def _check_inflight(self, account: str) -> bool:
+        """Look up the account's overdue in-flight orders; True if the gate must be judged now.
+
+        That is when an order was declared LOST, or a lookup began or stopped failing.
+        """
         orders = await in_worker_thread(self.ledger.open_orders, account)
         in_flight = {o.client_order_id: o for o in orders if o.status in IN_FLIGHT_STATUSES}
         # Forget orders that left flight (acknowledged, filled, closed): their count is moot.
         for key in [k for k in self._misses if k[0] == account and k[1] not in in_flight]:
             del self._misses[key]
         self._lost = {k for k in self._lost if k[0] != account or k[1] in in_flight}
+        failing = await in_worker_thread(self.ledger.failing_lookups, account)
+        changed = False
+        if failing - set(in_flight):
+            # Its lookups failed, but a report moved it on: the broker has answered for it.
+            await in_worker_thread(
+                self.ledger.lookups_settled, account, failing - set(in_flight), "order left flight"
+            )
+            changed = True
         now = self.clock()
-        lost = 0
         for order in in_flight.values():
             # Our own clock only: when SUBMITTED was stored, else when the intent was.
             since = order.submitted_at or order.created_at
             if since is not None and (now - since).total_seconds() < self.inflight_after:
                 continue
             try:
-                lost += await self._check_order(account, order)
+                changed = (
+                    await self._check_order(account, order, failing=order.client_order_id in failing)
+                    or changed
+                )
             except Exception as e:
                 log.exception("in-flight check of %s %s failed", account, order.client_order_id)
                 self._count_error(e)
-        return lost
+        return changed
 
-    async def _check_order(self, account: str, order: OrderView) -> int:
-        """Look one in-flight order up; ingest it if found, else count a miss. 1 if now LOST."""
+    async def _check_order(self, account: str, order: OrderView, *, failing: bool) -> bool:
+        """Look one in-flight order up; ingest it if found, else count a miss.
+
+        A lookup that fails, hangs or answers garbage is not "not found": it is counted
+        apart and raises STALE_DATA (one per order while open); only answered "not found"
+        lookups count toward LOST.
+
+        Returns:
+            True if the gate must be judged now (LOST declared, a lookup began or stopped failing).
+        """
         cid = order.client_order_id
         key = (account, cid)
         self.counters.inflight_checks += 1
         misses = self._misses.setdefault(key, _Misses())
         try:
-            found = await self.broker.lookup(account, cid)
+            found = await checked_lookup(self.broker, account, cid, timeout=self.broker_timeout)
         except BrokerQueryError as e:
             log.warning("lookup of in-flight %s %s failed: %s", account, cid, e)
             self._count_error(e)
             misses.failed += 1
-        except Exception as e:
-            log.exception("lookup of in-flight %s %s raised", account, cid)
-            self._count_error(e)
-            misses.failed += 1
-        else:
-            if found is not None:
-                del self._misses[key]
-                await self._ingest_lookup(account, found)
-                return 0
-            misses.not_found += 1
+            self.counters.inflight_lookup_failures += 1
+            events = await in_worker_thread(
+                functools.partial(
+                    self.ledger.lookup_failed, account, cid, failed=misses.failed, reason=str(e)
+                )
+            )
+            self._count_discrepancies(events)
+            return bool(events)
+        if failing:
+            await in_worker_thread(
+                self.ledger.lookups_settled, account, {cid}, "the broker answered the lookup"
+            )
+        if found is not None:
+            del self._misses[key]
+            await self._ingest_lookup(account, found)
+            return failing
+        misses.not_found += 1
         log.info(
-            "in-flight %s %s (%s) not confirmed by the broker: %d of %d lookups",
+            "in-flight %s %s (%s) not found by the broker: %d of %d lookups (%d failed, not counted)",
             account,
             cid,
             order.status,
-            misses.total,
+            misses.not_found,
             self.inflight_retries,
+            misses.failed,
         )
-        if misses.total < self.inflight_retries or key in self._lost:
-            return 0
+        if misses.not_found < self.inflight_retries or key in self._lost:
+            return failing
         events = await in_worker_thread(
             self.ledger.declare_lost, account, cid, not_found=misses.not_found, failed=misses.failed
         )
         self._count_discrepancies(events)
         self._lost.add(key)
         if not events:
-            return 0  # it left flight meanwhile (a report arrived): nothing lost
+            return failing  # it left flight meanwhile (a report arrived): nothing lost
         self.counters.inflight_lost += 1
         log.error("in-flight %s %s declared LOST; %s locked; nothing re-sent", account, cid, order.symbol)
-        return 1
+        return True
 
     async def _ingest_lookup(self, account: str, found: OrderReport) -> None:
         events = await in_worker_thread(
@@ -571,44 +721,3 @@ class ReconciliationService:
     def _count_error(self, error: BaseException) -> None:
         self.counters.errors += 1
         self.counters.last_error = f"{type(error).__name__}: {error}"
-
-
-async def _acquire(lock: asyncio.Lock, seconds: float) -> bool:
-    """Take `lock` within `seconds`; False if it stayed held that long."""
-    try:
-        async with asyncio.timeout(seconds):
-            await lock.acquire()
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to `seconds`; True as soon as `stop` is set."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-def _keep_on_failure(translate: Translate) -> Translate:
-    """Wrap a translator so that any failure keeps the payload and raises INVALID_REPORT.
-
-    `Ledger.ingest_raw` keeps a payload whose translation raises InvalidReport,
-    ValueError, TypeError, KeyError or a msgspec DecodeError; any other exception (an
-    adapter bug: AttributeError, IndexError, ...) would roll back the whole transaction,
-    the raw payload with it. DESIGN: a payload that fails translation is never dropped.
-    """
-
-    def translate_or_invalid(payload: str) -> Sequence[Report]:
-        try:
-            # list(): a generator would fail later, outside this guard.
-            return list(translate(payload))
-        except InvalidReport:
-            raise
-        except Exception as e:
-            msg = f"translator raised {type(e).__name__}: {e}"
-            raise InvalidReport(msg) from e
-
-    return translate_or_invalid

@@ -27,6 +27,7 @@ from decimal import Decimal
 import msgspec
 
 from trueup.adapters.base import (
+    BROKER_CALL_TIMEOUT,
     BrokerClient,
     ModifyingBroker,
     OrderRequest,
@@ -37,6 +38,7 @@ from trueup.adapters.base import (
     SubmitUncertain,
     absence_provable,
     check_client_order_id,
+    checked_lookup,
     snapshot_or_unknown,
 )
 from trueup.application.books import Books
@@ -93,10 +95,11 @@ class Submitter:
     transaction, and the event loop that awaits the broker must not wait on the disk.
     """
 
-    def __init__(self, ledger: Books, broker: BrokerClient) -> None:
-        """Submit into `ledger` through `broker`."""
+    def __init__(self, ledger: Books, broker: BrokerClient, *, timeout: float = BROKER_CALL_TIMEOUT) -> None:
+        """Submit into `ledger` through `broker`; `timeout` bounds each broker query (not submits)."""
         self.ledger = ledger
         self.broker = broker
+        self.timeout = timeout
 
     async def submit(self, request: OrderRequest) -> OrderView:
         """Send a new order once, crash-safely; see the module docstring for each step.
@@ -118,7 +121,7 @@ class Submitter:
             )
             return existing
         live_position = await self._live_position(request) if request.reduce_only else None
-        await in_worker_thread(
+        check = functools.partial(
             ledger.check_new_order,
             request.account,
             request.symbol,
@@ -128,7 +131,8 @@ class Submitter:
             reduce_only=request.reduce_only,
             live_position=live_position,
         )
-        return await self._send(request, functools.partial(self.broker.submit, request))
+        await in_worker_thread(check)  # refused before anything is written
+        return await self._send(request, functools.partial(self.broker.submit, request), check=check)
 
     async def replace(
         self,
@@ -225,14 +229,21 @@ class Submitter:
         return leg, request
 
     async def _send(
-        self, request: OrderRequest, call: Callable[[], Awaitable[SubmitAck]], *, replaces: str | None = None
+        self,
+        request: OrderRequest,
+        call: Callable[[], Awaitable[SubmitAck]],
+        *,
+        replaces: str | None = None,
+        check: Callable[[], None] | None = None,
     ) -> OrderView:
         """Steps 2-5 of the module docstring for `request`; `call` makes the broker call.
 
         `call` is invoked only after the intent and SUBMITTED are stored: write-ahead.
+        `check` (the gate's) runs again with the intent's write, under the books'
+        `gate_lock`: two orders checked at once cannot both use one reduce-only capacity.
         """
         cid = request.client_order_id
-        await in_worker_thread(self._write_ahead, request, replaces)
+        await in_worker_thread(self._write_ahead, request, replaces, check)
         crash_point("submit.before_broker_call")
         try:
             ack = await call()
@@ -244,8 +255,19 @@ class Submitter:
         crash_point("submit.after_broker_call")
         return await in_worker_thread(self._record_ack, request, ack)
 
-    def _write_ahead(self, request: OrderRequest, replaces: str | None) -> None:
+    def _write_ahead(
+        self, request: OrderRequest, replaces: str | None, check: Callable[[], None] | None
+    ) -> None:
         """Store the intent, then SUBMITTED (steps 2 and 3; runs in a worker thread)."""
+        if check is None:
+            self._intend(request, replaces)
+        else:
+            with self.ledger.gate_lock:
+                check()
+                self._intend(request, replaces)
+        self.ledger.mark_submitted(request.account, request.client_order_id)
+
+    def _intend(self, request: OrderRequest, replaces: str | None) -> None:
         self.ledger.intend(
             request.account,
             request.client_order_id,
@@ -256,7 +278,6 @@ class Submitter:
             strategy=request.strategy,
             replaces=replaces,
         )
-        self.ledger.mark_submitted(request.account, request.client_order_id)
 
     def _chain_root(self, account: str, order: OrderView) -> tuple[str, int]:
         """The first leg's client id and the number the next leg gets."""
@@ -320,8 +341,9 @@ class Submitter:
 
         INTENDED orders were never sent (SUBMITTED is stored before every broker call):
         they are closed. SUBMITTED orders are looked up by client id: found ones are
-        booked, proven-absent ones closed; if the broker cannot be asked, they stay
-        unresolved and the caller must keep the gate closed.
+        booked, proven-absent ones closed; if the broker cannot be asked (whatever the
+        lookup raised, a missed deadline, an answer that is not an order report), they
+        stay unresolved and the caller must keep the gate closed.
         """
         ledger = self.ledger
         report = RecoveryReport()
@@ -333,7 +355,7 @@ class Submitter:
                 report.abandoned.append(cid)
             elif order.status is OrderStatus.SUBMITTED:
                 try:
-                    found = await self.broker.lookup(account, cid)
+                    found = await checked_lookup(self.broker, account, cid, timeout=self.timeout)
                 except BrokerQueryError as e:
                     log.warning("recovery: lookup of %s failed: %s", cid, e)
                     report.unresolved.append(cid)
@@ -355,12 +377,12 @@ class Submitter:
         return report
 
     async def _live_position(self, request: OrderRequest) -> Decimal | None:
-        try:
-            snapshot = await self.broker.snapshot(request.account)
-        except BrokerQueryError:
-            return None  # unknown: the gate fails closed for reduce-only orders
+        """The broker's position in the symbol now; None (the gate refuses) if unknown."""
+        snapshot = await snapshot_or_unknown(
+            self.broker, request.account, self.ledger.clock(), timeout=self.timeout
+        )
         if snapshot.positions is None:
-            return None
+            return None  # unknown: the gate fails closed for reduce-only orders
         return sum((p.qty for p in snapshot.positions if p.symbol == request.symbol), Decimal(0))
 
     def _record_ack(self, request: OrderRequest, ack: SubmitAck) -> OrderView:
@@ -428,13 +450,14 @@ class StartupOutcome(msgspec.Struct):
     """The startup reconciliation, its gate the final verdict (None if it failed)."""
 
 
-async def start_accounts(
+async def start_accounts(  # noqa: PLR0913 - the accounts and how to start them
     ledger: Books,
     broker: BrokerClient,
     accounts: Sequence[str],
     *,
     reconcile: StartupReconcile,
     on_error: StartupError | None = None,
+    timeout: float = BROKER_CALL_TIMEOUT,  # noqa: ASYNC109 - each recovery lookup's deadline
 ) -> dict[str, StartupOutcome]:
     """Startup of accounts: gates RECONCILING, recovery, one reconciliation, the final verdict.
 
@@ -452,6 +475,7 @@ async def start_accounts(
         accounts: the accounts to start.
         reconcile: reconciles the accounts (step 3).
         on_error: called instead of raising when step 1 or 2 fails for an account.
+        timeout: deadline in seconds of each recovery lookup.
 
     Returns:
         Each account's recovery and startup reconciliation.
@@ -466,7 +490,7 @@ async def start_accounts(
     recoveries: dict[str, RecoveryReport | None] = {}
     for account in accounts:
         try:
-            recoveries[account] = await Submitter(ledger, broker).recover(account)
+            recoveries[account] = await Submitter(ledger, broker, timeout=timeout).recover(account)
         except Exception as e:
             if on_error is None:
                 raise
@@ -498,14 +522,38 @@ async def start_session(
     """
 
     async def reconcile(accounts: Sequence[str]) -> dict[str, ReconcileResult | None]:
-        results: dict[str, ReconcileResult | None] = {}
-        for name in accounts:
-            snapshot = await snapshot_or_unknown(broker, name, ledger.clock())
-            results[name] = await in_worker_thread(ledger.reconcile, snapshot)
-        return results
+        return {name: await reconcile_from(ledger, broker, name) for name in accounts}
 
     outcome = (await start_accounts(ledger, broker, [account], reconcile=reconcile))[account]
     if outcome.recovery is None or outcome.result is None:  # pragma: no cover - failures raised above
         msg = f"startup of {account} did not complete"
         raise RuntimeError(msg)
     return outcome.recovery, outcome.result
+
+
+async def reconcile_from(
+    ledger: Books,
+    broker: BrokerClient,
+    account: str,
+    *,
+    timeout: float = BROKER_CALL_TIMEOUT,  # noqa: ASYNC109 - the snapshot's deadline
+    retakes: int = 2,
+) -> ReconcileResult:
+    """Ask the broker for a snapshot and reconcile it, retaken if a fill was booked meanwhile.
+
+    The log position is read before the broker is asked (the snapshot's cut); if a
+    position of the account moved in the log after it (by this process or another), the
+    ledger compares no positions and the snapshot is taken again, up to `retakes` times.
+    A failed, hung (`timeout` seconds) or unusable snapshot is STALE_DATA, never "flat".
+
+    Returns:
+        The last reconciliation (its `retake` still set if positions kept moving).
+    """
+    for attempt in range(retakes + 1):
+        cut = await in_worker_thread(ledger.last_position)
+        snapshot = await snapshot_or_unknown(broker, account, ledger.clock(), timeout=timeout)
+        result = await in_worker_thread(functools.partial(ledger.reconcile, snapshot, cut=cut))
+        if not result.retake or attempt == retakes:
+            break
+        log.info("a position of %s moved after its snapshot was asked for; retaking it", account)
+    return result

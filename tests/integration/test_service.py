@@ -342,9 +342,8 @@ def test_an_in_flight_order_found_by_lookup_is_booked_and_never_resent(ledger: L
     scenario(body)
 
 
-@pytest.mark.parametrize("lookup", ["not found", "failing"])
 def test_an_in_flight_order_never_found_is_lost_its_symbol_locked_and_nothing_is_resent(
-    ledger: Ledger, lookup: str
+    ledger: Ledger,
 ) -> None:
     broker = FakeBroker()
     service = ReconciliationService(ledger, broker, accounts=[ACCOUNT], **FAST)
@@ -353,8 +352,6 @@ def test_an_in_flight_order_never_found_is_lost_its_symbol_locked_and_nothing_is
     async def body() -> None:
         await service.start()
         broker.submit_outcome = SubmitOutcome.REQUEST_LOST  # never reached the broker
-        if lookup == "failing":
-            broker.fail_lookup = BrokerQueryError("GET /orders:by_client_order_id: HTTP 503")
         await ledger.submit_async(request(cid, symbol="TSLA"), broker)
 
         async with running(service) as task:
@@ -382,11 +379,59 @@ def test_an_in_flight_order_never_found_is_lost_its_symbol_locked_and_nothing_is
         with pytest.raises(NotReadyError):
             ledger.check_new_order(ACCOUNT, "TSLA", "BUY", D(1))
         assert service.counters.discrepancies_by_kind == {"LOST": 1}
-        if lookup == "failing":
-            assert service.counters.errors >= 3
-            assert "not found, 3 failed" in lost.actual
-        else:
-            assert "3 not found" in lost.actual
+        assert "3 not found" in lost.actual
+
+    scenario(body)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        BrokerQueryError("GET /orders:by_client_order_id: HTTP 503"),
+        RuntimeError("adapter bug"),
+        asyncio.CancelledError(),  # some SDKs raise it on a dropped connection
+    ],
+    ids=["broker-error", "unexpected-error", "sdk-cancelled"],
+)
+def test_failing_in_flight_lookups_are_one_stale_data_never_lost_and_block_until_answered(
+    ledger: Ledger, failure: BaseException
+) -> None:
+    # A failed lookup is not "not found": the order may be working at the broker.
+    broker = FakeBroker()
+    service = ReconciliationService(ledger, broker, accounts=[ACCOUNT], **FAST)
+    cid = unique_cid("S")
+
+    async def body() -> None:
+        await service.start()
+        broker.submit_outcome = SubmitOutcome.ACK_LOST  # at the broker, the answer lost
+        broker.unlisted.add(cid)  # and the order list lags: only a lookup can tell
+        broker.fail_lookup = failure
+        await ledger.submit_async(request(cid, symbol="TSLA"), broker)
+        async with running(service) as task:
+            await eventually(lambda: ledger.gate(ACCOUNT) is GateState.BLOCKED, "gate BLOCKED", task)
+            later = service.counters.inflight_lookup_failures + 5
+            await eventually(
+                lambda: service.counters.inflight_lookup_failures >= later, "5 more failures", task
+            )
+            # Check one open STALE_DATA about the order, no LOST, no lock, nothing re-sent.
+            [stale] = [d for d in ledger.discrepancies(ACCOUNT) if d.kind == "STALE_DATA"]
+            assert stale.key == cid
+            assert "not declared lost" in stale.detail
+            state, reasons, locks = ledger.gate_details(ACCOUNT)
+            assert state is GateState.BLOCKED
+            assert any(f"lookup of {cid} failing" in r for r in reasons)
+            assert locks == {}
+            assert service.counters.inflight_lost == 0
+            assert len(broker.submit_calls) == 1
+            # The broker answers again: the order is found, booked, and the gate reopens.
+            broker.fail_lookup = None
+            await eventually(lambda: ledger.gate(ACCOUNT) is GateState.READY, "gate READY", task)
+        order = ledger.order(ACCOUNT, cid)
+        assert order is not None
+        assert order.status is OrderStatus.ACCEPTED
+        kinds = [d.kind for d in ledger.discrepancies(ACCOUNT, include_resolved=True)]
+        assert kinds == ["STALE_DATA"]
+        assert "LOST" not in service.counters.discrepancies_by_kind
 
     scenario(body)
 
@@ -498,6 +543,9 @@ def test_counters_reflect_cycles_and_discrepancies_by_kind_and_are_saved_for_tru
         "refreshes",
         "inflight_checks",
         "inflight_lost",
+        "inflight_lookup_failures",
+        "snapshot_retakes",
+        "stream_restarts",
         "stream_messages",
         "errors",
         "last_error",

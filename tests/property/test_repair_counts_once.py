@@ -154,7 +154,9 @@ def test_any_interleaving_of_stream_fills_and_reconciliations_counts_each_execut
             elif kind == "deliver" and in_flight:
                 assert isinstance(arg, tuple)
                 index, duplicate = arg
-                report = in_flight[index % len(in_flight)] if duplicate else in_flight.pop(index % len(in_flight))
+                report = (
+                    in_flight[index % len(in_flight)] if duplicate else in_flight.pop(index % len(in_flight))
+                )
                 ledger.ingest(report)
             elif kind == "reconcile":
                 assert isinstance(arg, frozenset)

@@ -44,7 +44,9 @@ def test_an_execution_within_the_tolerance_above_the_quantity_is_booked() -> Non
 
 def test_beyond_the_tolerance_it_is_still_an_overfill() -> None:
     order = new_order(100)
-    assert kinds(apply(order, order_report("FILLED", filled="100.000000002", avg=10, qty=100))) == ["OVERFILL"]
+    assert kinds(apply(order, order_report("FILLED", filled="100.000000002", avg=10, qty=100))) == [
+        "OVERFILL"
+    ]
     assert kinds(apply(order, fill_report("E1", "100.000000002", 10))) == ["OVERFILL"]
 
 
@@ -83,11 +85,15 @@ def test_a_price_below_zero_derived_from_positive_prices_is_still_a_mismatch() -
 def test_fills_averages_and_positions_below_zero() -> None:
     with Ledger.open("memory://neg13") as ledger:
         ledger.intend(ACCOUNT, "C1", "CLK0", "BUY", D(10))
-        ledger.ingest([fill_report("E1", 4, "-37.63", symbol="CLK0"), fill_report("E2", 6, "-10", symbol="CLK0")])
+        ledger.ingest(
+            [fill_report("E1", 4, "-37.63", symbol="CLK0"), fill_report("E2", 6, "-10", symbol="CLK0")]
+        )
         order = ledger.order(ACCOUNT, "C1")
         assert order is not None
         assert (order.status, order.avg_fill_price) == (OrderStatus.FILLED, Decimal("-21.052"))
         ledger.intend(ACCOUNT, "C2", "CLK0", "SELL", D(10))
-        ledger.ingest(fill_report("E3", 10, "5", cid="C2", broker_id="B2", symbol="CLK0", side=Side.SELL, ts=3))
+        ledger.ingest(
+            fill_report("E3", 10, "5", cid="C2", broker_id="B2", symbol="CLK0", side=Side.SELL, ts=3)
+        )
         [position] = ledger.positions(ACCOUNT, include_flat=True)
         assert (position.qty, position.realized_pnl) == (D(0), Decimal("260.520"))

@@ -7,21 +7,24 @@ payload that fails translation is still stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
 from trueup.domain.errors import BrokerQueryError, InvalidReport, TrueupError
-from trueup.domain.reports import BrokerSnapshot, OrderReport, Report
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, Report
 from trueup.domain.status import Side
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9]{1,20}$")
 """Our id travels in the broker's own field; Kite's `tag` allows at most 20 [A-Za-z0-9]."""
@@ -163,46 +166,175 @@ class RefreshNeeded(msgspec.Struct, frozen=True, kw_only=True):
 StreamItem = RawMessage | Reconnected | RefreshNeeded
 
 
+BROKER_CALL_TIMEOUT = 30.0
+"""Default deadline, in seconds, of one broker query (snapshot, lookup) made by trueup.
+
+A query that has not answered by then is a failed query (STALE_DATA, the gate BLOCKED),
+never an answer still to come: a hung broker must not freeze the books."""
+
+
+class UnexpectedBrokerError(BrokerQueryError):
+    """A broker call raised what its adapter did not turn into `BrokerQueryError` (a bug, say)."""
+
+
+async def broker_query(call: Awaitable[T], *, what: str, timeout: float = BROKER_CALL_TIMEOUT) -> T:  # noqa: ASYNC109 - a deadline per broker call is the point
+    """Await one broker query with a deadline; any way it fails becomes `BrokerQueryError`.
+
+    A missed deadline, an exception of any type (an SDK's own, an adapter bug) and an
+    `asyncio.CancelledError` the call raised by itself (some SDKs do on a dropped
+    connection) are all a failed query whose answer is unknown. A cancellation of the
+    calling task itself is passed on: that is the caller stopping, not the broker failing.
+
+    Raises:
+        BrokerQueryError: the query failed, hung past `timeout`, or was cancelled by the SDK.
+        asyncio.CancelledError: the calling task was cancelled.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await call
+    except TimeoutError as e:
+        msg = f"{what}: no answer within {timeout:g}s"
+        raise BrokerQueryError(msg) from e
+    except asyncio.CancelledError as e:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled: stop, do not turn it into a failed query
+        msg = f"{what}: the broker client cancelled the call (connection dropped?)"
+        raise BrokerQueryError(msg) from e
+    except BrokerQueryError:
+        raise
+    except Exception as e:
+        msg = f"{what} raised {type(e).__name__}: {e}"
+        raise UnexpectedBrokerError(msg) from e
+
+
+async def checked_lookup(
+    broker: BrokerClient,
+    account: str,
+    client_order_id: str,
+    *,
+    timeout: float = BROKER_CALL_TIMEOUT,  # noqa: ASYNC109 - passed to broker_query
+) -> OrderReport | None:
+    """`broker.lookup` with a deadline; an answer that is neither None nor our order is a failure.
+
+    Raises:
+        BrokerQueryError: the lookup failed, hung, or answered something unusable.
+    """
+    what = f"lookup of {client_order_id} in {account} at {broker.name}"
+    found = await broker_query(broker.lookup(account, client_order_id), what=what, timeout=timeout)
+    if found is None:
+        return None
+    if not isinstance(found, OrderReport):
+        msg = f"{what} answered a {type(found).__name__}, not an order report"
+        raise BrokerQueryError(msg)
+    if found.account != account:
+        msg = f"{what} answered an order of account {found.account!r}"
+        raise BrokerQueryError(msg)
+    return found
+
+
+_PART_TYPES: dict[str, type] = {"orders": OrderReport, "fills": FillReport, "positions": PositionReport}
+
+
+def usable_snapshot(snapshot: object, account: str, now: datetime) -> BrokerSnapshot:
+    """The snapshot with every part that is not a list of reports of `account` made unknown.
+
+    The one check of what a broker's `snapshot()` handed back: not a `BrokerSnapshot`, or
+    one of another account or with a wrong-typed field, is all unknown; a part holding
+    anything but its own reports of this account is that part unknown, naming why. An
+    unknown part is STALE_DATA and blocks the gate like a failed query, never "empty".
+    """
+    if not isinstance(snapshot, BrokerSnapshot):
+        return BrokerSnapshot.unknown(
+            account, now, reason=f"the broker answered a {type(snapshot).__name__}, not a snapshot"
+        )
+    if snapshot.account != account:
+        # Reconciling it would compare one account's books with another's positions.
+        return BrokerSnapshot.unknown(
+            account, now, reason=f"the broker answered for account {snapshot.account!r}"
+        )
+    if not isinstance(snapshot.as_of, datetime) or not isinstance(snapshot.complete_history, bool):
+        return BrokerSnapshot.unknown(account, now, reason="the broker's snapshot has wrong-typed fields")
+    if snapshot.history_since is not None and not isinstance(snapshot.history_since, datetime):
+        return BrokerSnapshot.unknown(account, now, reason="the broker's history_since is not a time")
+    bad = {part: why for part in _PART_TYPES if (why := _unusable_part(snapshot, part, account))}
+    if not isinstance(snapshot.failures, dict):
+        bad["failures"] = "the broker's failures are not a mapping"
+    if not bad:
+        return snapshot
+    failures = snapshot.failures if isinstance(snapshot.failures, dict) else {}
+    return msgspec.structs.replace(
+        snapshot,
+        failures={**{str(k): str(v) for k, v in failures.items()}, **bad},
+        **{part: None for part in bad if part in _PART_TYPES},
+    )
+
+
+def _unusable_part(snapshot: BrokerSnapshot, part: str, account: str) -> str | None:
+    """Why the snapshot's `part` cannot be used (None if it is unknown already, or fine)."""
+    items: object = getattr(snapshot, part)
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        return f"the broker's {part} are a {type(items).__name__}, not a list"
+    kind = _PART_TYPES[part]
+    for item in items:
+        if not isinstance(item, kind):
+            return f"the broker's {part} hold a {type(item).__name__}"
+        if getattr(item, "account", None) != account:
+            return f"the broker's {part} hold one of account {getattr(item, 'account', None)!r}"
+    return None
+
+
 async def snapshot_or_unknown(
     broker: BrokerClient,
     account: str,
     now: datetime,
     *,
     on_error: Callable[[Exception], object] | None = None,
+    timeout: float = BROKER_CALL_TIMEOUT,  # noqa: ASYNC109 - passed to broker_query
 ) -> BrokerSnapshot:
     """The broker's snapshot, or an all-unknown one (STALE_DATA) if it cannot be had.
 
     A failed query is never read as "flat" or "no orders": whatever the broker call
-    raised (`BrokerQueryError`, or anything else: an adapter bug), and a snapshot of
-    another account, become a snapshot whose parts are all None, naming why.
+    raised (`BrokerQueryError`, or anything else: an adapter bug, an SDK's own
+    `CancelledError`), a call with no answer within `timeout` seconds, and an answer that
+    is not a usable snapshot of this account (`usable_snapshot`) become parts that are
+    None, naming why.
 
     Args:
         broker: the broker to ask.
         account: the account whose snapshot is wanted.
         now: the time the unknown snapshot is dated.
         on_error: told each failure (to count it), besides the log.
+        timeout: seconds the broker has to answer.
     """
     try:
-        snapshot = await broker.snapshot(account)
-    except BrokerQueryError as e:
-        # Expected while the broker is down: a warning, not a stack trace per period.
-        log.warning("snapshot of %s from %s failed: %s; reconciled as STALE_DATA", account, broker.name, e)
-        if on_error is not None:
-            on_error(e)
-        return BrokerSnapshot.unknown(account, now, reason=str(e))
-    except Exception as e:
-        log.exception("snapshot of %s from %s raised; reconciled as STALE_DATA", account, broker.name)
-        if on_error is not None:
-            on_error(e)
-        return BrokerSnapshot.unknown(account, now, reason=f"snapshot raised {type(e).__name__}: {e}")
-    if snapshot.account != account:
-        # Reconciling it would compare one account's books with another's positions.
-        log.error("broker answered a snapshot of %s with one of %s", account, snapshot.account)
-        if on_error is not None:
-            on_error(ValueError(f"snapshot of {snapshot.account!r} for {account!r}"))
-        return BrokerSnapshot.unknown(
-            account, now, reason=f"the broker answered for account {snapshot.account!r}"
+        answer: object = await broker_query(
+            broker.snapshot(account), what=f"snapshot of {account} from {broker.name}", timeout=timeout
         )
+    except BrokerQueryError as e:
+        cause = e.__cause__
+        if isinstance(e, UnexpectedBrokerError) and isinstance(cause, Exception):
+            # Not a broker failure the adapter expected: an adapter bug, say. Its stack trace.
+            log.error("%s; reconciled as STALE_DATA", e, exc_info=cause)  # noqa: TRY400 - the cause's trace
+        else:
+            # Expected while the broker is down: a warning, not a stack trace per period.
+            log.warning("%s; reconciled as STALE_DATA", e)
+            cause = e
+        if on_error is not None:
+            on_error(cause)
+        return BrokerSnapshot.unknown(account, now, reason=str(e))
+    snapshot = usable_snapshot(answer, account, now)
+    if snapshot is not answer:
+        log.error(
+            "unusable snapshot of %s from %s (%s); reconciled as STALE_DATA",
+            account,
+            broker.name,
+            "; ".join(sorted(set(snapshot.failures.values()))),
+        )
+        if on_error is not None:
+            on_error(ValueError(f"unusable snapshot of {account!r} from {broker.name}"))
     return snapshot
 
 

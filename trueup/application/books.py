@@ -7,6 +7,7 @@ books without importing the facade that builds on them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -60,6 +61,8 @@ class Books(GateKeeping):
             store, clock, lambda account: self.queries.discrepancies(account, acknowledged=True)
         )
         self.reconciler = Reconciler(self.writer, self.queries)
+        self.gate_lock = threading.Lock()
+        """Held by the submitter from a gate check to the intent it allows (reduce-only capacity)."""
 
     # -- writing -------------------------------------------------------------------------
 
@@ -190,8 +193,8 @@ class Books(GateKeeping):
         Args:
             account: broker account.
             client_order_id: the in-flight order.
-            not_found: lookups the broker answered without the order.
-            failed: lookups that failed (absence unknown).
+            not_found: lookups the broker answered without the order (at least 1).
+            failed: lookups that failed (absence unknown): named, never counted.
 
         Returns:
             The events stored (none if the order is no longer in flight).
@@ -258,8 +261,33 @@ class Books(GateKeeping):
 
     # -- reconciliation ----------------------------------------------------------------------
 
+    def lookup_failed(
+        self, account: str, client_order_id: str, *, failed: int, reason: str
+    ) -> list[DomainEventProtocol[UUID]]:
+        """STALE_DATA for an in-flight order whose lookup failed: absence unknown, never LOST.
+
+        One open discrepancy per order however often it fails; the gate stays BLOCKED
+        until `lookups_settled` resolves it (a lookup answered, or the order left flight).
+        """
+        return orders.lookup_failed(self.writer, account, client_order_id, failed=failed, reason=reason)
+
+    def lookups_settled(
+        self, account: str, client_order_ids: set[str], resolution: str
+    ) -> list[DomainEventProtocol[UUID]]:
+        """Resolve the STALE_DATA of failing lookups of these orders."""
+        return orders.lookups_settled(self.writer, account, client_order_ids, resolution)
+
+    def failing_lookups(self, account: str) -> set[str]:
+        """Orders of the account whose in-flight lookup is failing (an open STALE_DATA)."""
+        return orders.failing_lookups(self.queries, account)
+
     def reconcile(
-        self, snapshot: BrokerSnapshot, *, policy: PositionPolicy | str | None = None
+        self,
+        snapshot: BrokerSnapshot,
+        *,
+        policy: PositionPolicy | str | None = None,
+        cut: int | None = None,
+        no_stream_seconds: float | None = None,
     ) -> ReconcileResult:
         """Compare the books with a broker snapshot and store what it proves.
 
@@ -271,13 +299,25 @@ class Books(GateKeeping):
         Args:
             snapshot: what the broker said, as of `snapshot.as_of`.
             policy: position policy for this run; default the account's (`repair`).
+            cut: `last_position()` read just before the broker was asked for `snapshot`.
+                If a position of the account moved in the log after it (a fill booked
+                meanwhile, by this process or another), positions are not compared and
+                the result says `retake`: a position is never repaired from a snapshot
+                older than a fill already booked. None: the caller vouches nothing moved.
+            no_stream_seconds: how long the caller (the service) has had no live broker
+                stream; given, it is STALE_DATA and the gate stays BLOCKED.
 
         Returns:
             What was stored, and the gate after it.
         """
         chosen = PositionPolicy(policy or self.policies.get(snapshot.account, PositionPolicy.REPAIR))
         return self.reconciler.reconcile(
-            snapshot, policy=chosen, max_age_seconds=self.max_snapshot_age, lost_after=self.lost_after
+            snapshot,
+            policy=chosen,
+            max_age_seconds=self.max_snapshot_age,
+            lost_after=self.lost_after,
+            cut=cut,
+            no_stream_seconds=no_stream_seconds,
         )
 
     # -- reading -------------------------------------------------------------------------

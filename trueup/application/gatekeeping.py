@@ -70,7 +70,8 @@ class GateKeeping:
 
         Raises:
             NotReadyError: the gate is not READY, the symbol is locked or quarantined, or a
-                reduce-only order does not reduce the broker's `live_position`.
+                reduce-only order does not reduce the broker's `live_position` within the
+                capacity our working orders on the same side leave.
         """
         check_new_order(
             load(self.store, gate_id(account)),
@@ -82,7 +83,20 @@ class GateKeeping:
             quarantined_scopes=self.quarantined_scopes(account),
             reduce_only=reduce_only,
             live_position=live_position,
+            working_same_side=self.working_quantity(account, symbol, Side(side))
+            if reduce_only
+            else Decimal(0),
         )
+
+    def working_quantity(self, account: str, symbol: str, side: Side) -> Decimal | None:
+        """What our open orders in `symbol` on `side` have still to fill (None if one's size is unknown)."""
+        total = Decimal(0)
+        for state in self.queries.open_order_states(account):
+            if state.symbol == symbol and state.side is side:
+                if state.quantity is None:
+                    return None
+                total += max(state.quantity - state.filled_qty, Decimal(0))
+        return total
 
     def orphan_orders(self, account: str) -> list[tuple[OrderView, str]]:
         """Orders at the broker we never sent, still quarantining, with their scope."""
@@ -181,12 +195,16 @@ def judge_gate(writer: Writer, queries: Queries, account: str, *, stale: Sequenc
     """READY unless the data was stale (`stale` says how) or a critical discrepancy is open.
 
     One reason per open critical problem: a problem seen again updates its discrepancy, so
-    the reasons do not grow from cycle to cycle.
+    the reasons do not grow from cycle to cycle. A STALE_DATA about one order (its in-flight
+    lookup failing: the order may be working) blocks too, until a lookup answers: a failed
+    query is never "all is well".
     """
     reasons = list(stale)
-    reasons += [
-        f"{d.kind} {d.key}: {d.detail}" for d in queries.discrepancies(account) if d.severity == "CRITICAL"
-    ]
+    for d in queries.discrepancies(account):
+        if d.severity == "CRITICAL":
+            reasons.append(f"{d.kind} {d.key}: {d.detail}")
+        elif d.kind == DiscrepancyKind.STALE_DATA and d.key != account:
+            reasons.append(f"{STALE_REASON}: lookup of {d.key} failing (see STALE_DATA)")
     reasons = list(dict.fromkeys(reasons))
     verdict = GateState.BLOCKED if reasons else GateState.READY
     change_gate(writer, account, lambda g: g.move(verdict, tuple(reasons), "reconciler", writer.clock()))

@@ -1,4 +1,5 @@
-"""Order use cases of the submit path: intend, mark submitted, request an amend, abandon, declare lost.
+"""Order use cases of the submit path: intend, mark submitted, request an amend, abandon, lookups,
+declare lost.
 
 None of them calls a broker: the submitter and the service do, and record here what they
 learned. Each is one transaction through the `Writer`, retried on a conflict.
@@ -20,6 +21,7 @@ from trueup.domain.order import Order
 from trueup.domain.reports import check_storable
 from trueup.domain.status import IN_FLIGHT_STATUSES, OrderStatus, Side
 from trueup.domain.views import OrderView
+from trueup.projections.queries import Queries
 
 
 def intend(  # noqa: PLR0913, PLR0917 - the terms of an order, positional as in `Ledger.intend`
@@ -182,9 +184,18 @@ def declare_lost(  # noqa: PLR0913 - the order and the lookups that failed to co
     re-sent, cancelled or closed: the order may exist at the broker. Stores nothing if a
     report moved the order out of flight since the lookups.
 
+    Only lookups the broker answered ("not found") prove anything: `failed` ones are named
+    in the record, never counted (a failing lookup is STALE_DATA, `lookup_failed`).
+
     Returns:
         The events stored (none if the order is no longer in flight).
+
+    Raises:
+        ValueError: no lookup answered "not found": nothing proves the order is lost.
     """
+    if not_found < 1:
+        msg = f"{client_order_id}: no lookup answered ({failed} failed); a failed lookup is not 'not found'"
+        raise ValueError(msg)
 
     def apply(unit: UnitOfWork) -> None:
         order = unit.get(order_id(account, client_order_id))
@@ -207,6 +218,60 @@ def declare_lost(  # noqa: PLR0913 - the order and the lookups that failed to co
         unit.collect(gate)
 
     return writer.commit(apply)
+
+
+LOOKUP_EXPECTED = "an answer to the lookup of this in-flight order"
+"""`expected` of the STALE_DATA a failing in-flight lookup raises (one per order while open)."""
+
+
+def lookup_failed(
+    writer: Writer,
+    account: str,
+    client_order_id: str,
+    *,
+    failed: int,
+    reason: str,
+) -> Events:
+    """STALE_DATA for an in-flight order the broker could not be asked about; never LOST.
+
+    The order may be working at the broker: absence is unknown, so nothing is declared,
+    locked, re-sent or closed. One discrepancy per order while it stays open however
+    many lookups fail (`OpenDiscrepancies`); the gate stays BLOCKED while it is open
+    (`judge_gate`), and `lookups_settled` resolves it once a lookup answers or the
+    order leaves flight.
+
+    Returns:
+        The events stored (none if one is open already).
+    """
+    finding = Finding(
+        DiscrepancyKind.STALE_DATA,
+        client_order_id,
+        LOOKUP_EXPECTED,
+        "lookup failed",
+        f"{failed} lookup(s) failed ({reason}); the order may be working: not declared lost, "
+        "nothing re-sent; new orders wait until the broker answers",
+    )
+    return writer.commit(lambda unit: open_in(unit, account).record_new(unit, [finding], None))
+
+
+def lookups_settled(writer: Writer, account: str, client_order_ids: set[str], resolution: str) -> Events:
+    """Resolve the open STALE_DATA of failing lookups of these orders (answered, or out of flight)."""
+
+    def apply(unit: UnitOfWork) -> None:
+        open_ones = open_in(unit, account)
+        for cid in client_order_ids:
+            open_ones.resolve(unit, {DiscrepancyKind.STALE_DATA}, cid, resolution, by="service")
+
+    return writer.commit(apply)
+
+
+def failing_lookups(queries: Queries, account: str) -> set[str]:
+    """Client ids of the account's orders with an open STALE_DATA of a failing lookup."""
+    return {
+        v.key
+        for v in queries.discrepancies(account)
+        if v.kind == DiscrepancyKind.STALE_DATA and v.expected == LOOKUP_EXPECTED
+    }
 
 
 def existing_order(unit: UnitOfWork, account: str, client_order_id: str) -> Order:

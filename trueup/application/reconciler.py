@@ -18,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from eventsourcing.persistence import PersistenceError
 
 from trueup.application.booking import apply_report, client_order_id_for
 from trueup.application.evidence import (
@@ -33,7 +34,7 @@ from trueup.application.evidence import (
 from trueup.application.findings import OpenDiscrepancies, open_in, resolve_all
 from trueup.application.gatekeeping import gate_in, judge_gate
 from trueup.application.resolutions import lift_lost_lock
-from trueup.application.unit_of_work import UnitOfWork, Writer
+from trueup.application.unit_of_work import UnitOfWork, Writer, store_error
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
 from trueup.domain.gate import LOST_ORDER_LOCK, POSITION_LOCK, GateState, gate_id
 from trueup.domain.ids import order_id, position_id
@@ -44,6 +45,7 @@ from trueup.domain.reconcile import (
     NOT_REPAIRED,
     PositionPolicy,
     broker_cost,
+    no_stream_finding,
     position_finding,
     proves_accepted,
     repair_prefix,
@@ -86,6 +88,10 @@ class ReconcileResult(msgspec.Struct):
     """The BooksMatched record (`BooksMatched.Recorded`) a clean run stored, when one was due.
 
     Not in `events`: it changes nothing in the books, it proves they matched."""
+    retake: bool = False
+    """Nothing was concluded about orders or positions: the books moved after the
+    snapshot's cut (a fill another writer booked meanwhile, say), so the snapshot may
+    predate it. Take a new snapshot and reconcile again."""
 
 
 @dataclass
@@ -114,6 +120,9 @@ class _Run:
         """The broker's raw answers with their content addresses, hashed only when needed."""
         return answers_of(self.snapshot)
 
+    retake: bool = False
+    """The books moved after the snapshot's cut: nothing was concluded about them."""
+
     @functools.cached_property
     def evidence(self) -> UUID:
         """The snapshot's id, computed only once something is concluded from it.
@@ -136,15 +145,24 @@ class Reconciler:
         self.queries = queries
         self.matches = Matches(match_every)
 
-    def reconcile(
+    def reconcile(  # noqa: PLR0913 - the snapshot and the knobs of one run
         self,
         snapshot: BrokerSnapshot,
         *,
         policy: PositionPolicy,
         max_age_seconds: float,
         lost_after: int,
+        cut: int | None = None,
+        no_stream_seconds: float | None = None,
     ) -> ReconcileResult:
-        """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile."""
+        """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile.
+
+        `cut` is the log position read before the broker was asked: an event of one of
+        the account's orders or positions stored after it (a fill booked by another
+        writer, another process included) is one the snapshot may not show, so orders
+        and positions are then not compared (`retake`).
+        `no_stream_seconds`: how long the caller has had no live broker stream (STALE_DATA).
+        """
         account = snapshot.account
         run_state: list[_Run] = []
 
@@ -156,32 +174,17 @@ class Reconciler:
                 open=open_in(unit, account),
             )
             run_state[:] = [run]
-            age = (unit.clock() - snapshot.as_of).total_seconds()
-            stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
-            run.stale = bool(stale)
-            run.stale_reasons = (
-                [f"broker data stale: snapshot {age:.1f}s old (see STALE_DATA)"]
-                if too_old(age, max_age_seconds)
-                else stale_reasons(snapshot)
-            )
-            run.open.record_new(unit, stale, run.evidence)
-            untranslatable(unit, run.open, run.answers, lambda: run.evidence)
-            if too_old(age, max_age_seconds):
+            if not self._freshness(unit, run, max_age_seconds, no_stream_seconds):
                 self._prepend_evidence(unit, run)
                 return  # too old: nothing else is concluded from it
-            if not stale:
-                run.open.resolve(unit, {DiscrepancyKind.STALE_DATA}, None, "broker data fresh again")
-            if snapshot.orders is not None:
-                self._orders(unit, run, snapshot.orders, snapshot.fills or [])
-            if snapshot.positions is not None:
-                self._positions(unit, run, snapshot.positions)
+            self._conclude(unit, run, cut)
             self._match(unit, run)
             self._prepend_evidence(unit, run)
 
         stored = self.writer.commit(apply)
         run = run_state[0]
         events = [e for e in stored if not isinstance(e, BooksMatched.Recorded)]
-        result = ReconcileResult(account=account, events=events, stale=run.stale)
+        result = ReconcileResult(account=account, events=events, stale=run.stale, retake=run.retake)
         result.matched = next((e for e in stored if isinstance(e, BooksMatched.Recorded)), None)
         self.matches.settle(account, snapshot.as_of, clean=run.clean, recorded=result.matched is not None)
         for event in events:
@@ -193,6 +196,29 @@ class Reconciler:
                 result.discrepancies.append(event)
         result.gate = judge_gate(self.writer, self.queries, account, stale=run.stale_reasons)
         return result
+
+    @staticmethod
+    def _freshness(
+        unit: UnitOfWork, run: _Run, max_age_seconds: float, no_stream_seconds: float | None
+    ) -> bool:
+        """Record what is stale (STALE_DATA, the gate's reasons); False if too old to use at all."""
+        snapshot = run.snapshot
+        age = (unit.clock() - snapshot.as_of).total_seconds()
+        stale = stale_findings(snapshot, age_seconds=age, max_age_seconds=max_age_seconds)
+        run.stale_reasons = (
+            [f"broker data stale: snapshot {age:.1f}s old (see STALE_DATA)"]
+            if too_old(age, max_age_seconds)
+            else stale_reasons(snapshot)
+        )
+        if no_stream_seconds is not None:
+            stale.append(no_stream_finding(snapshot.account, no_stream_seconds))
+            run.stale_reasons.append(
+                f"broker data stale: no live broker stream for {no_stream_seconds:.0f}s (see STALE_DATA)"
+            )
+        run.stale = bool(stale)
+        run.open.record_new(unit, stale, run.evidence)
+        untranslatable(unit, run.open, run.answers, lambda: run.evidence)
+        return not too_old(age, max_age_seconds)
 
     # -- orders ----------------------------------------------------------------------------
 
@@ -365,6 +391,44 @@ class Reconciler:
 
     # -- positions -------------------------------------------------------------------------
 
+    def _conclude(self, unit: UnitOfWork, run: _Run, cut: int | None) -> None:
+        """Bring orders and positions in line, unless the books moved after the snapshot's cut."""
+        snapshot = run.snapshot
+        if not run.stale:
+            # The snapshot's own (about the account); a failing lookup of one order is
+            # settled by a lookup that answers.
+            run.open.resolve(unit, {DiscrepancyKind.STALE_DATA}, snapshot.account, "broker data fresh again")
+        # Checked in the transaction that would repair: a fill stored after this check
+        # touches an aggregate this run loads (its order, its position), so the store
+        # refuses our commit, and this runs again and sees it.
+        run.retake = cut is not None and self._moved_since(cut, snapshot)
+        if run.retake:
+            return
+        if snapshot.orders is not None:
+            self._orders(unit, run, snapshot.orders, snapshot.fills or [])
+        if snapshot.positions is not None:
+            self._positions(unit, run, snapshot.positions)
+
+    def _moved_since(self, cut: int, snapshot: BrokerSnapshot) -> bool:
+        """Whether an order or position of the snapshot's account changed after log position `cut`."""
+        account = snapshot.account
+        orders = {s.client_order_id for s in self.queries.open_order_states(account)}
+        orders |= {r.client_order_id for r in snapshot.orders or () if r.client_order_id}
+        orders |= {f.client_order_id for f in snapshot.fills or () if f.client_order_id}
+        symbols = {p.symbol for p in snapshot.positions or ()}
+        symbols |= {s.symbol for s in self.queries.position_states(account)}
+        ours = {order_id(account, cid) for cid in orders} | {position_id(account, sym) for sym in symbols}
+        recorder = self.writer.store.app.recorder
+        start = cut
+        try:
+            while page := recorder.select_notifications(start=start, limit=500, inclusive_of_start=False):
+                if any(n.originator_id in ours for n in page):
+                    return True
+                start = page[-1].id
+        except PersistenceError as e:
+            raise store_error(e) from e
+        return False
+
     def _positions(self, unit: UnitOfWork, run: _Run, positions: list[PositionReport]) -> None:
         account = run.snapshot.account
         broker = {p.symbol: p for p in positions}
@@ -447,7 +511,8 @@ class Reconciler:
     def _match(self, unit: UnitOfWork, run: _Run) -> None:
         """Record that the books matched, if this run is clean and a record is due."""
         snapshot = run.snapshot
-        run.clean = not unit.events and not run.stale and not run.open.views and _complete(snapshot)
+        concluded = bool(unit.events) or run.stale or run.retake
+        run.clean = not concluded and not run.open.views and _complete(snapshot)
         if run.clean and self.matches.due(snapshot.account, snapshot.as_of):
             self.matches.record(unit, snapshot, run.evidence)
 

@@ -2,7 +2,8 @@
 
 Startup: RECONCILING until the first reconciliation, then READY or BLOCKED. New orders
 are refused unless READY; cancels always pass; a reduce-only order passes when it
-reduces the broker's live position. Symbol locks (policy `lock`) and orphan-order
+reduces the broker's live position by no more than what our working orders on the same
+side do not already take (its capacity). Symbol locks (policy `lock`) and orphan-order
 quarantines refuse new orders in their scope even when READY. A manual override needs
 an operator and the override permission, and is stored like every other change.
 """
@@ -182,8 +183,14 @@ def check_new_order(  # noqa: PLR0913 - everything the decision reads
     quarantined_scopes: frozenset[str],
     reduce_only: bool = False,
     live_position: Decimal | None = None,
+    working_same_side: Decimal | None = Decimal(0),
 ) -> None:
     """Refuse a new order the gate does not allow, with the reason; return if allowed.
+
+    A reduce-only order's capacity is the broker's live position less what our working
+    orders in the symbol on the same side still have to fill (`working_same_side`; None
+    when one of them has no known quantity): two reduce-only SELL 4 against a long 4
+    would flip it, so the second is refused.
 
     Raises:
         NotReadyError: naming the gate state, the lock or the quarantine scope.
@@ -199,6 +206,20 @@ def check_new_order(  # noqa: PLR0913 - everything the decision reads
             msg = (
                 f"{account}: reduce-only {side} {quantity} {symbol} does not reduce the broker's "
                 f"live position {live_position}"
+            )
+            raise NotReadyError(msg)
+        if working_same_side is None:
+            msg = (
+                f"{account}: reduce-only {side} {quantity} {symbol} refused: a working {side} order "
+                f"in {symbol} has no known quantity, so the capacity left is unknown"
+            )
+            raise NotReadyError(msg)
+        capacity = abs(live_position) - working_same_side
+        if quantity > capacity:
+            msg = (
+                f"{account}: reduce-only {side} {quantity} {symbol} refused: the live position "
+                f"{live_position} less our working {side} orders ({working_same_side}) "
+                f"leaves {max(capacity, 0)}"
             )
             raise NotReadyError(msg)
         return

@@ -88,6 +88,22 @@ def stale_findings(snapshot: BrokerSnapshot, *, age_seconds: float, max_age_seco
     ]
 
 
+def no_stream_finding(account: str, seconds: float) -> Finding:
+    """STALE_DATA: the account has had no live broker stream for `seconds`.
+
+    Fills and cancels the broker pushes are not reaching the books, so the books may be
+    behind the broker whatever the last snapshot said. `actual` stays the same while the
+    stream is down, so it is one open discrepancy; the duration goes in the detail.
+    """
+    return Finding(
+        DiscrepancyKind.STALE_DATA,
+        account,
+        "a live broker stream",
+        "no live stream",
+        f"no live broker stream for {seconds:.0f}s: pushed fills and cancels are not reaching the books",
+    )
+
+
 def stale_reasons(snapshot: BrokerSnapshot) -> list[str]:
     """What the gate says about a snapshot with unknown parts: the parts and why, one line per cause."""
     by_cause: dict[str, list[str]] = {}

@@ -139,7 +139,8 @@ class IbConnection:
         """Return after the next ib_async event, or after `within` seconds without one."""
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), within)
+            async with asyncio.timeout(within):  # not wait_for: see `query`
+                await self._wake.wait()
         except TimeoutError:
             return
 
@@ -347,7 +348,12 @@ class IbConnection:
             log.warning("%s: IB %s not asked: not connected", self.account, what)
             return None
         try:
-            result = await asyncio.wait_for(request(), self.request_timeout)
+            # Not asyncio.wait_for: on Python 3.11 it returns the result and drops a
+            # cancellation of the caller that lands as the request completes. The
+            # service's stream task, stopped in a reconnect's reconciliation, then ran on
+            # and waited for stream items for ever (the IB reconnect hang).
+            async with asyncio.timeout(self.request_timeout):
+                result = await request()
         except (ConnectionError, OSError, RequestError, TimeoutError) as e:
             log.warning("%s: IB %s failed: %r", self.account, what, e)
             return None
