@@ -1,5 +1,6 @@
-"""Order use cases of the submit path: intend, mark submitted, request an amend, abandon, lookups,
-declare lost.
+"""Order use cases of the submit path: intend, mark submitted, amend requests, lookups, and more.
+
+The others: abandon an order, declare one lost.
 
 None of them calls a broker: the submitter and the service do, and record here what they
 learned. Each is one transaction through the `Writer`, retried on a conflict.
