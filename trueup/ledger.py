@@ -18,6 +18,7 @@ from trueup.adapters.base import BrokerClient, OrderRequest
 from trueup.adapters.eventstore.log import LoggedEvent
 from trueup.adapters.eventstore.store import open_store, redact, resolve_store_url
 from trueup.application.books import Books
+from trueup.application.evidence import MATCH_EVERY_SECONDS, check_match_every
 from trueup.application.unit_of_work import Clock, utc_now
 from trueup.domain.errors import StoreError
 from trueup.domain.reconcile import PositionPolicy
@@ -46,7 +47,7 @@ class Ledger(Books):
     """The event loop of the synchronous broker calls (`run`), started on first use."""
 
     @classmethod
-    def open(
+    def open(  # noqa: PLR0913 - the store, then keyword-only settings
         cls,
         store: str | None = None,
         *,
@@ -54,6 +55,8 @@ class Ledger(Books):
         policies: Mapping[str, PositionPolicy] | None = None,
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
+        match_every: float = MATCH_EVERY_SECONDS,
+        closed_order_retention: float | None = None,
     ) -> Self:
         """Open a ledger on a store URL.
 
@@ -64,16 +67,32 @@ class Ledger(Books):
             policies: position policy per account (default `repair`).
             lost_after: complete snapshots an open order may be missing from before LOST.
             max_snapshot_age: seconds after which a snapshot is STALE_DATA.
+            match_every: seconds of snapshot time between two `BooksMatched` records while
+                the books keep matching (default 300; 0 records every clean reconcile).
+            closed_order_retention: seconds after which an order closed here and at the
+                broker is no longer compared by reconciliations after the account's first
+                one in this process (None: every listed order is always compared). Nothing
+                is deleted from the log or the read models.
 
         Returns:
             The ledger, with its read models caught up.
 
         Raises:
-            ConfigError: the URL is malformed, or `lost_after` or `max_snapshot_age` is out of
-                range (``lost_after: must be >= 1, got -5``), before the store is opened.
+            ConfigError: the URL is malformed, or `lost_after`, `max_snapshot_age` or
+                `match_every` is out of range (``lost_after: must be >= 1, got -5``), before
+                the store is opened.
             StoreError: the store cannot be opened.
         """
-        settings = validate({"lost_after": lost_after, "max_snapshot_age": max_snapshot_age}, LedgerSettings)
+        settings = validate(
+            {
+                "lost_after": lost_after,
+                "max_snapshot_age": max_snapshot_age,
+                "match_every": match_every,
+                "closed_order_retention": closed_order_retention,
+            },
+            LedgerSettings,
+        )
+        check_match_every(match_every)  # finite too (msgspec's bounds let inf and NaN through)
         opened = open_store(resolve_store_url(store))
         try:
             ledger = cls(
@@ -82,6 +101,8 @@ class Ledger(Books):
                 policies=policies,
                 lost_after=settings.lost_after,
                 max_snapshot_age=settings.max_snapshot_age,
+                match_every=settings.match_every,
+                closed_order_retention=settings.closed_order_retention,
             )
             try:
                 ledger.projector.catch_up()

@@ -73,15 +73,14 @@ from trueup.adapters.base import (
     Reconnected,
     RefreshNeeded,
     StreamItem,
-    checked_lookup,
     snapshot_or_unknown,
 )
 from trueup.application.reconciler import ReconcileResult
 from trueup.application.unit_of_work import Clock
 from trueup.blocking import in_worker_thread
 from trueup.domain.discrepancy import Discrepancy
-from trueup.domain.errors import BrokerQueryError, ConfigError
-from trueup.domain.reports import BrokerSnapshot, OrderReport
+from trueup.domain.errors import BrokerQueryError
+from trueup.domain.reports import BrokerSnapshot
 from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
 from trueup.ledger import Ledger
@@ -96,7 +95,8 @@ from trueup.service_parts import (
     wait,
     wait_any,
 )
-from trueup.submission import Submitter, record_lookup, start_accounts
+from trueup.settings import ServiceSettings, validate
+from trueup.submission import Submitter, UntranslatableLookupError, look_up, start_accounts
 
 __all__ = [
     "BROKER_CALL_TIMEOUT",
@@ -200,38 +200,28 @@ class ReconciliationService:
         Raises:
             ConfigError: a setting is out of range (named with its value).
         """
-        self.accounts: tuple[str, ...] = tuple(dict.fromkeys(accounts))
-        if not self.accounts or not all(a.strip() for a in self.accounts):
-            msg = f"accounts must name at least one non-empty account, got {self.accounts!r}"
-            raise ConfigError(msg)
-        if not period > 0:
-            msg = f"period must be > 0 seconds, got {period!r}"
-            raise ConfigError(msg)
-        if not inflight_after >= 0:
-            msg = f"inflight_after must be >= 0 seconds, got {inflight_after!r}"
-            raise ConfigError(msg)
-        if inflight_retries < 1:
-            msg = f"inflight_retries must be >= 1, got {inflight_retries!r}"
-            raise ConfigError(msg)
-        if inflight_period is not None and not inflight_period > 0:
-            msg = f"inflight_period must be > 0 seconds, got {inflight_period!r}"
-            raise ConfigError(msg)
-        for knob, value in (
-            ("broker_timeout", broker_timeout),
-            ("stream_wait", stream_wait),
-            ("stream_grace", stream_grace),
-        ):
-            if not value > 0:
-                msg = f"{knob} must be > 0 seconds, got {value!r}"
-                raise ConfigError(msg)
+        settings = validate(
+            {
+                "accounts": tuple(dict.fromkeys(accounts)),
+                "period": period,
+                "inflight_after": inflight_after,
+                "inflight_retries": inflight_retries,
+                "inflight_period": inflight_period,
+                "broker_timeout": broker_timeout,
+                "stream_wait": stream_wait,
+                "stream_grace": stream_grace,
+            },
+            ServiceSettings,
+        )
+        self.accounts: tuple[str, ...] = settings.accounts
         self.ledger = ledger
         self.broker = broker
-        self.period = period
-        self.inflight_after = inflight_after
-        self.inflight_retries = inflight_retries
+        self.period = settings.period
+        self.inflight_after = settings.inflight_after
+        self.inflight_retries = settings.inflight_retries
         self.clock: Clock = clock or ledger.clock
         self.name = name
-        self.inflight_period = inflight_period
+        self.inflight_period = settings.inflight_period
         self.observer = observer
         self.broker_timeout = broker_timeout
         self.stream_wait = stream_wait
@@ -639,11 +629,14 @@ class ReconciliationService:
         self.counters.inflight_checks += 1
         misses = self._misses.setdefault(key, _Misses())
         try:
-            found = await checked_lookup(self.broker, account, cid, timeout=self.broker_timeout)
+            # Stores what it finds; an untranslatable answer is kept (and raised as a failure).
+            found = await look_up(self.ledger, self.broker, account, cid, timeout=self.broker_timeout)
         except BrokerQueryError as e:
             log.warning("lookup of in-flight %s %s failed: %s", account, cid, e)
             self._count_error(e)
             misses.failed += 1
+            if isinstance(e, UntranslatableLookupError):
+                self._count_discrepancies(e.events)
             self.counters.inflight_lookup_failures += 1
             events = await in_worker_thread(
                 functools.partial(
@@ -656,9 +649,9 @@ class ReconciliationService:
             await in_worker_thread(
                 self.ledger.lookups_settled, account, {cid}, "the broker answered the lookup"
             )
-        if found is not None:
+        if found.report is not None:
             del self._misses[key]
-            await self._ingest_lookup(account, found)
+            self._count_discrepancies(found.events)
             return failing
         misses.not_found += 1
         log.info(
@@ -682,12 +675,6 @@ class ReconciliationService:
         self.counters.inflight_lost += 1
         log.error("in-flight %s %s declared LOST; %s locked; nothing re-sent", account, cid, order.symbol)
         return True
-
-    async def _ingest_lookup(self, account: str, found: OrderReport) -> None:
-        events = await in_worker_thread(
-            record_lookup, self.ledger, found, account=account, source=self.broker.name
-        )
-        self._count_discrepancies(events)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ __all__ = [
     "NonEmpty",
     "PositiveSeconds",
     "Seconds",
+    "ServiceSettings",
     "validate",
 ]
 
@@ -48,6 +49,54 @@ class LedgerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     max_snapshot_age: Annotated[
         float, Meta(gt=0, description="Seconds after which a broker snapshot is STALE_DATA.")
     ] = 60.0
+    match_every: Annotated[
+        float,
+        Meta(ge=0, description="Seconds between two BooksMatched records while the books keep matching."),
+    ] = 300.0
+
+    closed_order_retention: (
+        Annotated[
+            PositiveSeconds,
+            Meta(
+                description=(
+                    "Seconds after which an order closed here and at the broker is left out of the "
+                    "comparison of later reconciliations (none: every listed order is compared)."
+                )
+            ),
+        ]
+        | None
+    ) = None
+
+
+class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The reconciliation service's settings (`ReconciliationService`)."""
+
+    accounts: Annotated[
+        tuple[Annotated[str, Meta(pattern=r"\S")], ...],
+        Meta(min_length=1, description="The broker accounts the service reconciles."),
+    ]
+    period: Annotated[float, Meta(gt=0, description="Seconds between periodic reconciliations.")] = 5.0
+    inflight_after: Annotated[
+        float, Meta(ge=0, description="Seconds before a SUBMITTED / PENDING_NEW order is looked up.")
+    ] = 10.0
+    inflight_retries: Annotated[
+        int, Meta(ge=1, description="Lookups that do not find an in-flight order before it is LOST.")
+    ] = 3
+    inflight_period: (
+        Annotated[
+            PositiveSeconds, Meta(description="Seconds between in-flight checks (none: after each period).")
+        ]
+        | None
+    ) = None
+    broker_timeout: Annotated[
+        PositiveSeconds, Meta(description="Deadline of each snapshot and lookup the service makes.")
+    ] = 30.0
+    stream_wait: Annotated[
+        PositiveSeconds, Meta(description="Seconds a stream message waits for its account's reconciliation.")
+    ] = 60.0
+    stream_grace: Annotated[
+        PositiveSeconds, Meta(description="Seconds an account may go without a live stream before it blocks.")
+    ] = 30.0
 
 
 _AT: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -124,13 +173,14 @@ def describe_error(  # noqa: C901, PLR0911 - one branch per kind of msgspec erro
             return f"{key()}: must not be empty, got {_show(value)}"
         return f"{key()}: length must be {m['op']} {m['bound']}, got {_show(value)}"
     if m := _PATTERN.match(what):
-        return f"{key()}: must match {m['regex']}, got {_show(value)}"
+        regex = m["regex"].replace("\\\\", "\\")  # msgspec doubles a backslash in the message
+        return f"{key()}: must match {regex}, got {_show(value)}"
     if m := _TYPE.match(what):
         wants = [w.strip() for w in m["want"].split("|") if w.strip() != "null"]
         want = " or ".join(_TYPE_NAMES.get(w, w) for w in wants)
         return f"{key()}: must be {want}, got {_show(value)}"
     if _CHOICE.match(what):
-        name = path.rsplit(".", 1)[-1]
+        name = re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1])  # an item of a list: the list's
         allowed = choices.get(name)
         listed = f"one of {', '.join(allowed)}" if allowed else "a known value"
         return f"{key()}: must be {listed}, got {_show(value)}"

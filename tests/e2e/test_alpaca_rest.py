@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from tests.builders import unique_cid
@@ -176,6 +177,22 @@ def test_lookup_absent_is_none_and_failure_is_an_error(fake: FakeAlpaca, client:
     fake.fail("GET", "/v2/orders:by_client_order_id", status=500)
     with pytest.raises(BrokerQueryError, match="HTTP 500"):
         asyncio.run(client.lookup(ACCOUNT, "NOPE1"))
+
+
+def test_a_lookup_answer_is_alpacas_order_as_the_sdk_decoded_it(fake: FakeAlpaca, client: AlpacaClient) -> None:
+    with fake.lock:
+        placed = fake._place({"symbol": "AAPL", "qty": "10", "side": "buy", "client_order_id": "LA1"})
+    answer = asyncio.run(client.lookup_answer(ACCOUNT, "LA1"))
+    assert answer.report is not None
+    assert answer.raw is not None
+    assert (answer.raw.kind, answer.raw.error) == ("lookup", None)
+    body = msgspec.json.decode(answer.raw.payload)
+    assert (body["id"], body["client_order_id"], body["qty"]) == (placed["id"], "LA1", "10")
+    absent = asyncio.run(client.lookup_answer(ACCOUNT, "NOPE2"))
+    assert absent.report is None
+    assert absent.raw is not None
+    assert absent.raw.error is None  # proven absent: Alpaca's 404 40410000, kept as said
+    assert "40410000" in absent.raw.payload
 
 
 def test_external_order_is_an_orphan(fake: FakeAlpaca, client: AlpacaClient, ledger: Ledger) -> None:

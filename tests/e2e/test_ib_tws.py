@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.builders import unique_cid
@@ -27,7 +28,7 @@ from trueup.domain.discrepancy import DiscrepancyKind
 from trueup.domain.errors import BrokerQueryError
 from trueup.domain.status import OrderFlag, Side
 from trueup.service import ReconciliationService
-from trueup.submission import Submitter, start_session
+from trueup.submission import Submitter, look_up, start_session
 
 ACCOUNT = fake_tws.ACCOUNT
 CLIENT_ID = 7
@@ -569,6 +570,59 @@ def test_an_order_entered_by_hand_in_tws_is_an_orphan(fake: FakeTws, ledger: Led
     asyncio.run(scenario())
     assert "ORPHAN_ORDER" in kinds(ledger)
     assert [(p.symbol, p.qty) for p in ledger.positions(ACCOUNT)] == [("AAPL", fake.position("AAPL")[0])]
+
+
+def test_the_snapshot_carries_ibs_answers_and_they_are_stored_first(fake: FakeTws, ledger: Ledger) -> None:
+    async def scenario() -> None:
+        client = new_client(fake)
+        await session(ledger, client)
+        perm_id = await drive(lambda: fake.place_external("AAPL", "5", "99.5"))
+        snapshot = await client.snapshot(ACCOUNT)
+        assert [a.kind for a in snapshot.raw] == ["open orders", "completed orders", "executions", "positions"]
+        assert all(a.source == "ib" and a.error is None for a in snapshot.raw)
+        answers = {a.kind: msgspec.json.decode(a.payload) for a in snapshot.raw}
+        listed = [t["order"]["permId"] for t in answers["open orders"] + answers["completed orders"]]
+        assert perm_id in listed
+        assert sorted(f["execution"]["execId"] for f in answers["executions"]) == sorted(
+            e.exec_id for e in fake.executions.values()
+        )
+        assert [p["contract"]["symbol"] for p in answers["positions"]] == ["AAPL"]
+        result = ledger.reconcile(snapshot)  # an orphan: concluded, so the evidence is stored
+        assert result.discrepancies
+        await client.close()
+        stored = [e for e in ledger.events() if e.topic == "trueup:BrokerMessage.Received"]
+        kept = {e.event.kind: e.event.payload for e in stored if e.event.kind.startswith("answer:")}
+        assert kept == {f"answer:{a.kind}": a.payload for a in snapshot.raw}  # verbatim
+        first = min(e.position for e in ledger.events() if e.topic == "trueup:Discrepancy.Raised")
+        assert max(e.position for e in stored if e.event.kind.startswith("answer:")) < first
+
+    asyncio.run(scenario())
+
+
+def test_a_lookup_is_booked_on_ibs_answer_verbatim(fake: FakeTws, ledger: Ledger) -> None:
+    async def scenario() -> None:
+        client = new_client(fake)
+        await session(ledger, client)
+        fake.on_place = "drop"  # TWS takes the order, the answer is lost: SUBMITTED here
+        ledger.intend(ACCOUNT, "L1", "AAPL", "BUY", Decimal(10))
+        ledger.mark_submitted(ACCOUNT, "L1")
+        with pytest.raises(SubmitUncertain):
+            await client.submit(request("L1"))
+        fake.on_place = "ack"
+        await _wait_for(lambda: client.connected, "reconnected")
+        answer = await client.lookup_answer(ACCOUNT, "L1")
+        looked = await look_up(ledger, client, ACCOUNT, "L1")
+        assert looked.report is not None
+        assert looked.report.broker_order_id == str(fake.order("L1").perm_id)
+        await client.close()
+        assert answer.raw is not None
+        lookups = [e.event for e in ledger.events() if getattr(e.event, "kind", "") == "lookup"]
+        assert len(lookups) == 1
+        body = msgspec.json.decode(lookups[0].payload)
+        assert set(body) == {"open orders", "completed orders"}  # IB's two answers, not trueup's report
+        assert "L1" in [t["order"]["orderRef"] for t in body["open orders"] + body["completed orders"]]
+
+    asyncio.run(scenario())
 
 
 def test_a_failed_query_is_stale_data_never_flat(fake: FakeTws, ledger: Ledger) -> None:

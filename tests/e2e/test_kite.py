@@ -34,7 +34,7 @@ from trueup.domain.gate import GateState
 from trueup.domain.status import OrderStatus, Side
 from trueup.domain.views import OrderView
 from trueup.service import ReconciliationService
-from trueup.submission import Submitter, start_session
+from trueup.submission import Submitter, UntranslatableLookupError, look_up, start_session
 
 ACCOUNT = "ZK1234"
 API_KEY, TOKEN, SECRET = "kitekey", "day1-token", "kite-api-secret"
@@ -550,6 +550,53 @@ def test_a_part_that_fails_is_unknown_never_empty() -> None:
             await s.until("gate READY", lambda: s.ledger.gate(ACCOUNT) is GateState.READY)
             s.assert_matches_fake({cid: OrderStatus.FILLED})
             assert open_discrepancies(s) == []
+
+    asyncio.run(scenario())
+
+
+def test_an_untranslatable_trades_answer_says_why_the_fills_are_unknown() -> None:
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KG")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            s.fake.fill(order_id, 4, "100")
+            with s.fake.lock:
+                s.fake.trades[-1]["quantity"] = "four"  # garbled by the broker
+            snapshot = await s.client.snapshot(ACCOUNT)
+            assert snapshot.fills is None
+            assert snapshot.orders is not None
+            assert "kite trades untranslatable" in snapshot.failures["fills"]
+            [broken] = [a for a in snapshot.raw if a.kind == "trades"]
+            assert broken.error is not None
+            assert '"four"' in broken.payload  # kept verbatim
+            result = await asyncio.to_thread(s.ledger.reconcile, snapshot)
+            stale = [d for d in result.discrepancies if d.kind == "STALE_DATA"]
+            assert stale
+            assert any("kite trades untranslatable" in d.detail for d in stale)
+            assert [d.key for d in result.discrepancies if d.kind == "INVALID_REPORT"] == ["answer:trades"]
+
+    asyncio.run(scenario())
+
+
+def test_an_untranslatable_lookup_answer_is_kept_reported_and_never_not_found() -> None:
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KL")
+            await s.submit(cid, 10)
+            (order_id,) = s.kite_ids(cid)
+            before = s.order(cid)
+            with s.fake.lock:
+                s.fake.orders[order_id]["quantity"] = "many"  # garbled by the broker
+            with pytest.raises(UntranslatableLookupError, match="untranslatable"):
+                await look_up(s.ledger, s.client, ACCOUNT, cid)
+            [kept] = [e for e in s.ledger.events() if getattr(e.event, "kind", "") == "lookup"]
+            assert '"many"' in kept.event.payload  # the orders() body, verbatim
+            [invalid] = [d for d in s.ledger.discrepancies(ACCOUNT) if d.kind == "INVALID_REPORT"]
+            assert invalid.evidence_id == kept.event.originator_id
+            with pytest.raises(BrokerQueryError):  # the plain port says "unknown", never None
+                await s.client.lookup(ACCOUNT, cid)
+            assert s.order(cid) == before  # unchanged, not closed as absent
 
     asyncio.run(scenario())
 

@@ -267,3 +267,23 @@ def test_the_guard_sees_a_ledger_call_made_on_the_loop(watched: tuple[Ledger, St
     asyncio.run(blocking_on_the_loop())
     # Check: the guard above is not vacuous.
     assert calls.on_loop == ["aggregate"]
+
+
+def test_recovery_books_the_brokers_lookup_answer_verbatim(ledger: Ledger, broker: PaperBroker) -> None:
+    started(ledger, broker)
+    for cid in ("F1", "N1"):  # write-ahead of two orders; only F1 reaches the broker
+        ledger.intend(ACCOUNT, cid, "AAPL", "BUY", Decimal(5))
+        ledger.mark_submitted(ACCOUNT, cid)
+    asyncio.run(broker.submit(request("F1")))  # the acknowledgement is lost: a crash here
+    found = asyncio.run(broker.lookup_answer(ACCOUNT, "F1"))
+    report = asyncio.run(Submitter(ledger, broker).recover(ACCOUNT))
+    assert (report.found, report.abandoned) == (["F1"], ["N1"])
+    lookups = [e for e in ledger.events() if getattr(e.event, "kind", "") == "lookup"]
+    assert found.raw is not None
+    # The paper broker's own body (before: trueup's translation of it), then its "none".
+    assert [e.event.payload for e in lookups] == [found.raw.payload, "null"]
+    order = ledger.order(ACCOUNT, "F1")
+    assert order is not None
+    assert order.broker_order_ids == (found.report.broker_order_id,)  # type: ignore[union-attr]
+    closed = next(e.position for e in ledger.events() if e.topic == "trueup:Order.Abandoned")
+    assert lookups[1].position < closed  # the broker's word first, then what is concluded from it

@@ -265,9 +265,9 @@ def test_ledger_open_rejects_out_of_range_settings(kwargs: dict[str, Any], messa
 
 def test_service_rejects_an_out_of_range_inflight_period() -> None:
     with Ledger.open(f"memory://{unique_cid('cfg')}") as ledger:
-        with pytest.raises(ConfigError, match=r"^inflight_period must be > 0 seconds, got 0$"):
+        with pytest.raises(ConfigError, match=r"^inflight_period: must be > 0, got 0$"):
             ReconciliationService(ledger, object(), accounts=["A"], inflight_period=0)  # type: ignore[arg-type]
-        with pytest.raises(ConfigError, match=r"^inflight_retries must be >= 1, got 0$"):
+        with pytest.raises(ConfigError, match=r"^inflight_retries: must be >= 1, got 0$"):
             ReconciliationService(ledger, object(), accounts=["A"], inflight_retries=0)  # type: ignore[arg-type]
 
 

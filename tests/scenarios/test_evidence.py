@@ -10,6 +10,7 @@ import pytest
 
 from tests.builders import ACCOUNT, D, at, unique_cid
 from trueup import BrokerSnapshot, Ledger, PositionReport
+from trueup.domain.errors import ConfigError
 from trueup.domain.reconcile import PositionPolicy
 from trueup.domain.reports import RawAnswer
 
@@ -179,3 +180,19 @@ def test_no_trace_while_a_part_is_unknown_or_a_discrepancy_is_open(ledger: Ledge
     now[0] += 5
     assert ledger.reconcile(snapshot([pos("AAPL", 1, 10)]), policy=PositionPolicy.ALERT).matched is None
     assert matches(ledger) == []
+
+
+@pytest.mark.parametrize(("every", "recorded"), [(0, 4), (10, 2), (3600, 1)])
+def test_the_match_interval_is_a_setting_of_the_ledger(every: float, recorded: int) -> None:
+    now[0] = 100.0
+    with Ledger.open(f"memory://{unique_cid('evi')}", clock=lambda: at(now[0]), match_every=every) as books:
+        for _ in range(4):  # clean runs 5 s apart
+            books.reconcile(snapshot([]))
+            now[0] += 5
+        assert len(matches(books)) == recorded
+
+
+@pytest.mark.parametrize("every", [-1, -0.001, float("nan"), float("inf"), "300", True])
+def test_a_match_interval_that_is_no_finite_gap_is_refused(every: object) -> None:
+    with pytest.raises(ConfigError, match="match_every"):
+        Ledger.open(f"memory://{unique_cid('evi')}", match_every=every)  # type: ignore[arg-type]

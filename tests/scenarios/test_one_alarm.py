@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.builders import ACCOUNT, D, at, order_report, unique_cid
+from tests.builders import ACCOUNT, D, at, fill_report, order_report, unique_cid
 from trueup import BrokerSnapshot, Ledger, NotReadyError, OrderStatus, PositionReport, Side
 from trueup.domain.discrepancy import LostOutcome
 from trueup.domain.gate import GateState
@@ -289,3 +289,95 @@ def test_an_old_store_with_one_lost_per_cycle_merges_them_at_the_next_sighting(
     cycles(ledger, clock, 2)
     assert len(of_kind(ledger, "LOST")) == 1
     assert len(ledger.gate_details(ACCOUNT)[1]) == 1
+
+
+# -- acknowledgements of problems found by booking reports -------------------------------------
+
+
+def overfilled(ledger: Ledger, clock: Clock) -> str:
+    """C1 FILLED 10 @ 100, then an execution E2 of 2 refused as an overfill, acknowledged."""
+    ledger.intend(ACCOUNT, "C1", "AAPL", "BUY", D(10))
+    ledger.ingest(order_report("ACCEPTED", cid="C1", broker_id="B1", qty=10, ts=1))
+    ledger.ingest(fill_report("E1", 10, 100, ts=2))
+    ledger.ingest(fill_report("E2", 2, 100, ts=3))
+    [overfill] = ledger.discrepancies(ACCOUNT)
+    assert overfill.kind == "OVERFILL"
+    ledger.resolve_discrepancy(overfill.id, resolution="known: the exchange busts E2", by="dave")
+    ledger.ingest(fill_report("E2", 2, 100, ts=3))  # the same execution again: acknowledged
+    assert ledger.discrepancies(ACCOUNT) == []
+    return overfill.id
+
+
+def filled_report(ts: float) -> object:
+    return order_report("FILLED", cid="C1", broker_id="B1", qty=10, filled=10, avg=100, ts=ts)
+
+
+def acknowledged(ledger: Ledger) -> list[str]:
+    return [d.kind for d in ledger.queries.discrepancies(ACCOUNT, acknowledged=True) if d.acknowledged]
+
+
+def test_an_acknowledged_booking_problem_stands_while_the_broker_still_shows_it(
+    ledger: Ledger, clock: Clock
+) -> None:
+    overfilled(ledger, clock)
+    for _ in range(3):
+        clock.now += 5
+        ledger.reconcile(
+            msgspec.structs.replace(
+                snap(as_of=clock.now - 1),
+                orders=[filled_report(clock.now - 1)],
+                fills=[fill_report("E1", 10, 100, ts=2), fill_report("E2", 2, 100, ts=3)],
+            )
+        )
+        assert ledger.discrepancies(ACCOUNT) == []  # the broker still lists E2: acknowledged
+    assert acknowledged(ledger) == ["OVERFILL"]
+
+
+def test_an_acknowledged_booking_problem_ends_when_a_reconcile_no_longer_shows_it(
+    ledger: Ledger, clock: Clock
+) -> None:
+    first = overfilled(ledger, clock)
+    clock.now += 5
+    # The broker lists the order FILLED with E1 alone (E2 busted): nothing shows the overfill.
+    ledger.reconcile(
+        msgspec.structs.replace(
+            snap(as_of=clock.now - 1),
+            orders=[filled_report(clock.now - 1)],
+            fills=[fill_report("E1", 10, 100)],
+        )
+    )
+    assert acknowledged(ledger) == []
+    cleared = [e for e in ledger.events() if e.topic == "trueup:Discrepancy.Cleared"]
+    assert len(cleared) == 1
+    assert "no longer shows" in cleared[0].event.reason
+    ledger.ingest(fill_report("E2", 2, 100, ts=3))  # it comes back: a new alarm
+    [again] = ledger.discrepancies(ACCOUNT)
+    assert (again.kind, again.id != first) == ("OVERFILL", True)
+
+
+def test_an_acknowledged_booking_problem_of_an_ended_order_ends_when_the_broker_forgets_the_order(
+    ledger: Ledger, clock: Clock
+) -> None:
+    overfilled(ledger, clock)
+    clock.now += 5
+    # A day-scoped broker after midnight: the order and its executions are no longer listed.
+    day_scoped = BrokerSnapshot(
+        account=ACCOUNT,
+        as_of=at(clock.now - 1),
+        orders=[],
+        fills=[],
+        positions=[PositionReport(ACCOUNT, "AAPL", D(10), D(100), at(1))],
+        history_since=at(clock.now - 2),
+    )
+    ledger.reconcile(day_scoped)
+    assert acknowledged(ledger) == []
+    assert ledger.discrepancies(ACCOUNT) == []
+
+
+def test_an_unknown_fills_part_ends_no_acknowledgement(ledger: Ledger, clock: Clock) -> None:
+    overfilled(ledger, clock)
+    clock.now += 5
+    ledger.reconcile(
+        msgspec.structs.replace(snap(as_of=clock.now - 1), orders=[filled_report(clock.now - 1)], fills=None)
+    )
+    assert acknowledged(ledger) == ["OVERFILL"]

@@ -96,6 +96,34 @@ def test_a_report_naming_our_id_for_an_orphan_attaches_it_once_counted(ledger: L
     assert ledger.order(ACCOUNT, "C1") == ours
 
 
+@pytest.mark.parametrize("ours_first", [True, False])
+def test_an_execution_booked_on_both_the_orphan_and_our_order_counts_once_on_attach(
+    ledger: Ledger, ours_first: bool
+) -> None:
+    """Our order booked E1 (by client id alone), the orphan ~P7 booked it too (by broker id alone)."""
+    ledger.intend(ACCOUNT, "C1", "AAPL", "BUY", D(10))
+    ledger.mark_submitted(ACCOUNT, "C1")
+    ours_fill = fill_report("E1", 4, 100, cid="C1", broker_id=None, ts=2)
+    orphan_fill = fill_report("E1", 4, 100, cid=None, broker_id="P7", ts=2)
+    for report in [ours_fill, orphan_fill] if ours_first else [orphan_fill, ours_fill]:
+        ledger.ingest(report)
+    ledger.ingest(fill_report("E2", 1, 110, cid=None, broker_id="P7", ts=3))  # on the orphan only
+    [position] = ledger.positions(ACCOUNT)
+    assert position.qty == D(9)  # E1 twice, as the two records stand before they are linked
+    # A report names our client id with the orphan's broker id: one order, E1 once.
+    ledger.ingest(order_report("ACCEPTED", cid="C1", broker_id="P7", qty=10, filled=5, avg=102, ts=4))
+    ours = ledger.order(ACCOUNT, "C1")
+    assert ours is not None
+    assert sorted(f.exec_id for f in ours.fills) == ["E1", "E2"]
+    assert ours.filled_qty == D(5)
+    [position] = ledger.positions(ACCOUNT)
+    assert position.qty == D(5)  # the broker's: 4 + 1
+    assert position.avg_cost == D(102)  # (4 * 100 + 1 * 110) / 5, the duplicate un-booked at its cost
+    assert ledger.projector.rebuild() > 0
+    [rebuilt] = ledger.positions(ACCOUNT)
+    assert (rebuilt.qty, rebuilt.avg_cost) == (D(5), D(102))
+
+
 def test_a_report_naming_another_order_of_ours_is_still_refused(ledger: Ledger) -> None:
     ledger.intend(ACCOUNT, "C1", "AAPL", "BUY", D(10))
     ledger.intend(ACCOUNT, "C2", "AAPL", "BUY", D(10))

@@ -19,7 +19,14 @@ from typing import Protocol, TypeVar, runtime_checkable
 import msgspec
 
 from trueup.domain.errors import BrokerQueryError, InvalidReport, TrueupError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, Report
+from trueup.domain.reports import (
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    PositionReport,
+    Report,
+)
 from trueup.domain.status import Side
 
 log = logging.getLogger(__name__)
@@ -231,6 +238,36 @@ async def checked_lookup(
         msg = f"{what} answered an order of account {found.account!r}"
         raise BrokerQueryError(msg)
     return found
+
+
+async def checked_lookup_answer(
+    broker: BrokerClient,
+    account: str,
+    client_order_id: str,
+    *,
+    timeout: float = BROKER_CALL_TIMEOUT,  # noqa: ASYNC109 - passed to broker_query
+) -> LookupAnswer:
+    """`broker.lookup_answer` with a deadline, checked like `checked_lookup`.
+
+    Raises:
+        BrokerQueryError: the lookup failed, hung, or answered something unusable.
+    """
+    if not isinstance(broker, AnsweringLookup):
+        msg = f"broker {broker.name!r} does not hand back its lookup answers"
+        raise TypeError(msg)
+    what = f"lookup of {client_order_id} in {account} at {broker.name}"
+    answer = await broker_query(broker.lookup_answer(account, client_order_id), what=what, timeout=timeout)
+    if not isinstance(answer, LookupAnswer):
+        msg = f"{what} answered a {type(answer).__name__}, not a lookup answer"
+        raise BrokerQueryError(msg)
+    found = answer.report
+    if found is not None and not isinstance(found, OrderReport):
+        msg = f"{what} answered a {type(found).__name__}, not an order report"
+        raise BrokerQueryError(msg)
+    if found is not None and found.account != account:
+        msg = f"{what} answered an order of account {found.account!r}"
+        raise BrokerQueryError(msg)
+    return answer
 
 
 _PART_TYPES: dict[str, type] = {"orders": OrderReport, "fills": FillReport, "positions": PositionReport}
@@ -447,5 +484,23 @@ class ReplacingBroker(Protocol):
         Raises:
             SubmitRejected: the broker refused it; the old order stands unchanged.
             SubmitUncertain: the outcome is unknown; look the new leg up, never re-send.
+        """
+        ...
+
+
+@runtime_checkable
+class AnsweringLookup(Protocol):
+    """A broker whose lookup also hands back the answer it read, verbatim (every adapter here).
+
+    Optional beside `BrokerClient.lookup` (which a port may implement alone): the booking
+    of a lookup (`trueup.submission.look_up`) uses it when present, so the raw log keeps
+    the broker's answer, not only trueup's translation of it.
+    """
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """The broker's answer about the order carrying our id (see `LookupAnswer`).
+
+        Raises:
+            BrokerQueryError: the broker could not be asked; absence is unknown.
         """
         ...

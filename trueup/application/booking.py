@@ -229,7 +229,9 @@ def _attach_orphan(unit: UnitOfWork, report: OrderReport | FillReport, linked: s
     The orphan's fills and inferred part move to our order (`Order.Attached`; they are
     already in the position, so it does not move), the orphan record is closed
     (`Order.AttachedTo`, REPLACED by our order), the broker id is relinked to our order,
-    and the orphan's quarantine is lifted. None when the report is not such a case.
+    and the orphan's quarantine is lifted. An execution both records had booked (ours by
+    client id, the orphan by broker id) was in the position twice: it is un-booked once at
+    its cost, so the position holds what our order holds. None when the report is not such a case.
     """
     broker_id = report.broker_order_id
     ours_id = report.client_order_id
@@ -242,6 +244,9 @@ def _attach_orphan(unit: UnitOfWork, report: OrderReport | FillReport, linked: s
     if (orphan.state.symbol, orphan.state.side) != (ours.state.symbol, ours.state.side):
         return None  # not the same order: the rules refuse the report as usual
     source = orphan.state
+    # Both records are in the position; an execution both booked (ours by client id, the
+    # orphan by broker id) is one execution, held once by our order after the attach.
+    booked = (ours.state.filled_qty + source.filled_qty, ours.state.fill_cost + source.fill_cost)
     ours.trigger_event(
         Order.Attached,
         orphan=linked,
@@ -256,7 +261,8 @@ def _attach_orphan(unit: UnitOfWork, report: OrderReport | FillReport, linked: s
     orphan.trigger_event(Order.AttachedTo, client_order_id=ours_id)
     link = unit.get(broker_link_id(report.account, broker_id))
     link.trigger_event(BrokerOrderLink.Relinked, client_order_id=ours_id)
-    unit.collect(orphan, ours, link)
+    position = _move_position(unit, ours, booked, report)  # un-books what was counted twice
+    unit.collect(orphan, ours, link, position)
     quarantine = unit.get(discrepancy_id(DiscrepancyKind.ORPHAN_ORDER, report.account, linked, "orphan"))
     if quarantine is not None and quarantine.resolution is None:
         quarantine.resolve(

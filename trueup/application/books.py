@@ -19,6 +19,7 @@ from eventsourcing.domain import DomainEventProtocol
 from trueup.adapters.eventstore.log import LoggedEvent, read_log
 from trueup.adapters.eventstore.store import Store
 from trueup.application import booking, orders, resolutions
+from trueup.application.evidence import MATCH_EVERY_SECONDS
 from trueup.application.gatekeeping import GateKeeping
 from trueup.application.reconciler import Reconciler, ReconcileResult
 from trueup.application.unit_of_work import Clock, Writer, load, order_id, utc_now
@@ -40,7 +41,7 @@ class Books(GateKeeping):
     same order are serialized by optimistic concurrency with reload-and-retry.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the store, then keyword-only settings
         self,
         store: Store,
         *,
@@ -48,19 +49,26 @@ class Books(GateKeeping):
         policies: Mapping[str, PositionPolicy] | None = None,
         lost_after: int = 3,
         max_snapshot_age: float = 60.0,
+        match_every: float = MATCH_EVERY_SECONDS,
+        closed_order_retention: float | None = None,
     ) -> None:
-        """Wrap an open store; prefer `Ledger.open`."""
+        """Wrap an open store; prefer `Ledger.open` (which documents the settings).
+
+        Raises:
+            ConfigError: `match_every` is negative or not finite.
+        """
         self.store = store
         self.clock = clock
         self.policies = dict(policies or {})
         self.lost_after = lost_after
         self.max_snapshot_age = max_snapshot_age
+        self.closed_order_retention = closed_order_retention
         self.projector = Projector(store)
         self.queries = Queries(self.projector)
         self.writer = Writer(
             store, clock, lambda account: self.queries.discrepancies(account, acknowledged=True)
         )
-        self.reconciler = Reconciler(self.writer, self.queries)
+        self.reconciler = Reconciler(self.writer, self.queries, match_every=match_every)
         self.gate_lock = threading.Lock()
         """Held by the submitter from a gate check to the intent it allows (reduce-only capacity)."""
 
@@ -318,6 +326,7 @@ class Books(GateKeeping):
             lost_after=self.lost_after,
             cut=cut,
             no_stream_seconds=no_stream_seconds,
+            closed_order_retention=self.closed_order_retention,
         )
 
     # -- reading -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ A clean run leaves a `BooksMatched` record: see `Matches`.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ import msgspec
 from trueup.application.findings import OpenDiscrepancies
 from trueup.application.unit_of_work import UnitOfWork
 from trueup.domain.discrepancy import DiscrepancyKind, Finding
+from trueup.domain.errors import ConfigError
 from trueup.domain.ids import NAMESPACE, match_id, raw_answer_id
 from trueup.domain.messages import BooksMatched, BrokerMessage
 from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, RawAnswer
@@ -35,6 +37,19 @@ At a 5 s period a record per run would be 17,280 a day per account, each with it
 evidence; one at each change of the matched state plus one per 5 minutes is about 288."""
 
 Answers = list[tuple[UUID, RawAnswer]]
+
+
+def check_match_every(every: object) -> float:
+    """`every` as seconds between two BooksMatched records.
+
+    Raises:
+        ConfigError: it is not a finite number >= 0 (a negative gap would record every run
+            while seeming to throttle; NaN would never record again).
+    """
+    if isinstance(every, bool) or not isinstance(every, int | float) or not 0 <= every < math.inf:
+        msg = f"match_every must be a finite number of seconds >= 0, got {every!r}"
+        raise ConfigError(msg)
+    return float(every)
 
 
 def answers_of(snapshot: BrokerSnapshot) -> Answers:
@@ -141,8 +156,12 @@ class Matches:
     """
 
     def __init__(self, every: float = MATCH_EVERY_SECONDS) -> None:
-        """Record at most once per `every` seconds while matching; 0 records every clean run."""
-        self.every = every
+        """Record at most once per `every` seconds while matching; 0 records every clean run.
+
+        Raises:
+            ConfigError: `every` is negative or not a finite number of seconds.
+        """
+        self.every = check_match_every(every)
         self._last: dict[str, datetime] = {}
         """Snapshot time of the last record per account, while its books keep matching."""
 

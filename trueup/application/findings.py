@@ -10,7 +10,8 @@ counts, ages, broker words or evidence, which change from one sighting to the ne
 - a finding of a problem an operator acknowledged (resolved it by hand while it may still
   be present) is not raised again while its `actual` is unchanged; a changed one ends the
   acknowledgement (`Discrepancy.Cleared`) and is raised anew, as is a recurrence after
-  the reconciler saw the problem gone (`OpenDiscrepancies.resolve` clears it too);
+  the reconciler saw the problem gone (`OpenDiscrepancies.resolve` clears it too; for a
+  problem found by booking an order's reports, `end_unsighted`: see the reconciler);
 - otherwise a new discrepancy is raised, its id derived from the problem and the evidence
   (orphan orders: from kind and subject only), so the same finding on the same evidence is
   recorded once however often it is applied (the same snapshot reconciled again);
@@ -69,6 +70,8 @@ class OpenDiscrepancies:
         """Problems an operator resolved by hand, not raised again while unchanged."""
         self.by_key: dict[str, list[DiscrepancyView]] = {}
         """The views by subject, so resolving one subject does not scan them all."""
+        self.sighted: set[Problem] = set()
+        """Problems found in this unit of work (open, acknowledged or new)."""
         for view in self.views:
             self.by_key.setdefault(view.key, []).append(view)
             if view.resolution is None:
@@ -95,6 +98,7 @@ class OpenDiscrepancies:
         recorded = []
         for finding in findings:
             problem = finding.problem
+            self.sighted.add(problem)
             if self._see(unit, problem, finding, evidence):
                 continue
             acknowledged = self.acknowledged.get(problem)
@@ -136,6 +140,20 @@ class OpenDiscrepancies:
             if self.open.get(view.problem) == view.id:
                 del self.open[view.problem]
         return resolved
+
+    def acknowledged_subjects(self, kinds: Iterable[DiscrepancyKind]) -> set[str]:
+        """Subjects of the acknowledged problems of these kinds."""
+        wanted = {kind.value for kind in kinds}
+        return {problem[1] for problem in self.acknowledged if problem[0] in wanted}
+
+    def end_unsighted(
+        self, unit: UnitOfWork, kinds: Iterable[DiscrepancyKind], key: str, reason: str
+    ) -> None:
+        """End the acknowledgements of these kinds about `key` not found again in this unit."""
+        wanted = {kind.value for kind in kinds}
+        for problem, view in list(self.acknowledged.items()):
+            if problem[0] in wanted and problem[1] == key and problem not in self.sighted:
+                self._clear(unit, view, f"seen gone: {reason}")
 
     def _see(self, unit: UnitOfWork, problem: Problem, finding: Finding, evidence: UUID | None) -> bool:
         """Record a sighting of the problem's open discrepancy; False if none is open."""

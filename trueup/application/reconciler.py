@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -68,6 +69,19 @@ _POSITION_KINDS = frozenset(
 )
 
 
+_BOOKING_KINDS = frozenset(
+    {
+        DiscrepancyKind.OVERFILL,
+        DiscrepancyKind.FILL_MISMATCH,
+        DiscrepancyKind.STATUS_CONFLICT,
+        DiscrepancyKind.UNKNOWN_STATUS,
+        DiscrepancyKind.INVALID_REPORT,
+        DiscrepancyKind.QUANTITY_CHANGED,
+    }
+)
+"""Problems booking an order's reports finds, about that order (its client id the subject)."""
+
+
 class ReconcileResult(msgspec.Struct):
     """What one reconciliation stored."""
 
@@ -114,6 +128,10 @@ class _Run:
     """The gate's reasons for stale data: which parts, and the broker's words for why."""
     clean: bool = False
     """Fresh, every part known, nothing open and nothing concluded: the books matched."""
+    retired_before: datetime | None = None
+    """Orders closed at the broker before this instant and not open here are not compared."""
+    compared_orders: bool = False
+    """The snapshot's orders were compared (known and fresh enough)."""
 
     @functools.cached_property
     def answers(self) -> Answers:
@@ -144,8 +162,10 @@ class Reconciler:
         self.writer = writer
         self.queries = queries
         self.matches = Matches(match_every)
+        self._compared: set[str] = set()
+        """Accounts whose orders were compared in full since this reconciler was made."""
 
-    def reconcile(  # noqa: PLR0913 - the snapshot and the knobs of one run
+    def reconcile(  # noqa: PLR0913 - one transaction's steps, in order, and their knobs
         self,
         snapshot: BrokerSnapshot,
         *,
@@ -154,6 +174,7 @@ class Reconciler:
         lost_after: int,
         cut: int | None = None,
         no_stream_seconds: float | None = None,
+        closed_order_retention: float | None = None,
     ) -> ReconcileResult:
         """Compare the books with `snapshot` and store the decisions; see Ledger.reconcile.
 
@@ -162,9 +183,17 @@ class Reconciler:
         writer, another process included) is one the snapshot may not show, so orders
         and positions are then not compared (`retake`).
         `no_stream_seconds`: how long the caller has had no live broker stream (STALE_DATA).
+        `closed_order_retention`: once an account's orders were compared in full (its first
+        reconciliation here), later ones skip the broker's reports of orders that closed more
+        than this many seconds before the snapshot and are not open here, and their fills.
         """
         account = snapshot.account
         run_state: list[_Run] = []
+        retired_before = (
+            snapshot.as_of - timedelta(seconds=closed_order_retention)
+            if closed_order_retention is not None and account in self._compared
+            else None
+        )
 
         def apply(unit: UnitOfWork) -> None:
             run = _Run(
@@ -172,6 +201,7 @@ class Reconciler:
                 policy=policy,
                 lost_after=lost_after,
                 open=open_in(unit, account),
+                retired_before=retired_before,
             )
             run_state[:] = [run]
             if not self._freshness(unit, run, max_age_seconds, no_stream_seconds):
@@ -183,6 +213,8 @@ class Reconciler:
 
         stored = self.writer.commit(apply)
         run = run_state[0]
+        if run.compared_orders:
+            self._compared.add(account)
         events = [e for e in stored if not isinstance(e, BooksMatched.Recorded)]
         result = ReconcileResult(account=account, events=events, stale=run.stale, retake=run.retake)
         result.matched = next((e for e in stored if isinstance(e, BooksMatched.Recorded)), None)
@@ -225,6 +257,8 @@ class Reconciler:
     def _orders(
         self, unit: UnitOfWork, run: _Run, orders: list[OrderReport], fills: list[FillReport]
     ) -> None:
+        if run.retired_before is not None:
+            orders, fills = self._retire(run.snapshot.account, run.retired_before, orders, fills)
         # Compare against the read model first: an order that agrees needs no aggregate
         # load at all, which keeps a periodic reconciliation of unchanged books cheap.
         named = {r.client_order_id for r in orders if r.client_order_id}
@@ -250,6 +284,41 @@ class Reconciler:
             run.listed.add(key)
         if run.snapshot.complete_history or run.snapshot.history_since is not None:
             self._missing(unit, run)
+        if run.snapshot.fills is not None:
+            self._booking_problems_gone(unit, run)
+
+    def _retire(
+        self, account: str, before: datetime, orders: list[OrderReport], fills: list[FillReport]
+    ) -> tuple[list[OrderReport], list[FillReport]]:
+        """The reports still compared: not closed at the broker before `before`, or open here.
+
+        An order open here is always compared (its close must be booked). One closed at the
+        broker long ago and not open here was settled by an earlier comparison (the first
+        reconciliation of the account compares every listed order); reading its state again
+        every period would make a long-running daemon's reconciliation grow with its history.
+        Nothing is deleted: the log and the read models keep every order.
+        """
+        open_ids: set[str] = set()
+        for state in self.queries.open_order_states(account):
+            open_ids.add(state.client_order_id)
+            open_ids.update(state.broker_order_ids)
+
+        def kept(report: OrderReport | FillReport) -> bool:
+            return (
+                report.client_order_id in open_ids
+                or report.broker_order_id in open_ids
+                or report.ts_event >= before
+            )
+
+        retired = {
+            r.broker_order_id or r.client_order_id
+            for r in orders
+            if r.status.is_terminal and not kept(r)
+        }
+        return (
+            [r for r in orders if not (r.status.is_terminal and not kept(r))],
+            [f for f in fills if kept(f) or (f.broker_order_id or f.client_order_id) not in retired],
+        )
 
     def _order(
         self, unit: UnitOfWork, run: _Run, key: str, report: OrderReport, order_fills: list[FillReport]
@@ -337,6 +406,28 @@ class Reconciler:
             and (not fills or all(_booked(state, fill) for fill in fills))
         )
 
+    def _booking_problems_gone(self, unit: UnitOfWork, run: _Run) -> None:
+        """End acknowledgements of problems found by booking an order's reports, once not shown.
+
+        Such a problem (an OVERFILL, a FILL_MISMATCH, ...) is about one order, and only the
+        broker's reports of that order can show it again. With orders and fills known, it is
+        seen gone when the broker lists the order and booking what it lists (nothing, if it
+        agrees with the books) finds the problem no more; or when the order has ended here
+        and a snapshot that covers its window no longer lists it (a day-scoped broker after
+        midnight): nothing the broker says can show it again. See docs/rules.md.
+        """
+        snapshot = run.snapshot
+        covers = snapshot.complete_history or snapshot.history_since is not None
+        for key in sorted(run.open.acknowledged_subjects(_BOOKING_KINDS)):
+            if key in run.listed:
+                reason = "the broker's report of the order no longer shows it"
+            else:
+                order = unit.get(order_id(snapshot.account, key)) if covers else None
+                if order is None or not order.state.status.is_terminal:
+                    continue  # not an order, or one that may still change: it stands
+                reason = f"order {order.state.status}; the broker no longer lists it"
+            run.open.end_unsighted(unit, _BOOKING_KINDS, key, reason)
+
     def _missing(self, unit: UnitOfWork, run: _Run) -> None:
         """Open orders a complete (or day-scoped) snapshot does not list: missing, then lost.
 
@@ -406,6 +497,7 @@ class Reconciler:
             return
         if snapshot.orders is not None:
             self._orders(unit, run, snapshot.orders, snapshot.fills or [])
+            run.compared_orders = True
         if snapshot.positions is not None:
             self._positions(unit, run, snapshot.positions)
 

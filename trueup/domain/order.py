@@ -278,7 +278,8 @@ class Order(Aggregate):
         The orphan was tracked under an external id until a report named our client id
         with the same broker id. The moved fills are already in the position (booked on the
         orphan), so moving them changes no position; they are deduplicated by execution key
-        (one this order already holds is kept).
+        (one this order already holds is kept, and the booking un-books its twin from the
+        position).
         """
 
         TOPIC = "trueup:Order.Attached"

@@ -233,6 +233,20 @@ class RawAnswer(msgspec.Struct, frozen=True, kw_only=True):
     """Why it did not translate; None when it did. Such an answer is always stored."""
 
 
+class LookupAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """A broker's answer to a lookup by client id, with the answer it was read from.
+
+    * `report` set: the broker has the order (`raw` is what it said about it);
+    * `report` None, `raw.error` None: the broker proved it has none;
+    * `report` None, `raw.error` set: the answer did not translate: absence is unknown,
+      never "not found" (the answer is kept and reported).
+    """
+
+    report: OrderReport | None
+    raw: RawAnswer | None = None
+    """The answer verbatim (kind "lookup"); None from a port that gives none."""
+
+
 class BrokerSnapshot(msgspec.Struct, frozen=True):
     """What the broker said at `as_of`; a part that could not be fetched is None, never empty.
 

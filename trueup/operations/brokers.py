@@ -67,7 +67,7 @@ def make_broker(settings: AccountSettings) -> Any:  # noqa: ANN401 - a BrokerCli
                 "APCA_PAPER": c.paper,
             }
         )
-        return AlpacaClient.from_env(account.account_id, environ=env)
+        return AlpacaClient.from_env(account.account_id, environ=env, lookback=settings.timings.lookback)
     if isinstance(account, KiteAccount):
         from trueup.adapters.kite.client import KiteClient  # noqa: PLC0415
 
@@ -80,13 +80,13 @@ def make_broker(settings: AccountSettings) -> Any:  # noqa: ANN401 - a BrokerCli
                 "KITE_ROOT": k.root,
             }
         )
-        return KiteClient.from_env(account.account_id, environ=env)
+        return KiteClient.from_env(account.account_id, environ=env, lookback=settings.timings.lookback)
     if isinstance(account, IbAccount):
         from trueup.adapters.ib.client import IbClient  # noqa: PLC0415
 
         i = account.credentials
         env = _environ({"IB_HOST": i.host, "IB_PORT": i.port, "IB_CLIENT_ID": i.client_id})
-        return IbClient.from_env(account.account_id, environ=env)
+        return IbClient.from_env(account.account_id, environ=env, lookback=settings.timings.lookback)
     msg = f"no adapter for {type(account).__name__}"  # pragma: no cover - the union is closed
     raise TypeError(msg)
 

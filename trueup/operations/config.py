@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import zoneinfo
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -36,6 +38,7 @@ __all__ = [
     "ConfigFile",
     "IbAccount",
     "KiteAccount",
+    "MarketHours",
     "OperatorGrant",
     "PaperAccount",
     "Timings",
@@ -44,10 +47,12 @@ __all__ = [
 ]
 
 BROKERS: Final = ("paper", "alpaca", "kite", "ib")
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PRESET_NAMES: Final = ("conservative", "aggressive", "paper")
 POLICIES: Final = ("repair", "alert", "lock")
 CHOICES: Final = {
     "broker": BROKERS,
+    "weekdays": WEEKDAYS,
     "preset": PRESET_NAMES,
     "position_policy": POLICIES,
     "log_format": ("text", "json"),
@@ -84,6 +89,27 @@ LostAfter = Annotated[
 MaxSnapshotAge = Annotated[
     PositiveSeconds, Meta(description="Seconds after which a broker snapshot is STALE_DATA (global only).")
 ]
+Lookback = Annotated[
+    PositiveSeconds,
+    Meta(
+        description=(
+            "Seconds of order and fill history a snapshot reads (Alpaca; IB and Kite read their day, "
+            "whichever is later); older orders are unverifiable, not missing."
+        )
+    ),
+]
+ClosedOrderRetention = Annotated[
+    PositiveSeconds,
+    Meta(
+        description=(
+            "Seconds after which an order closed here and at the broker is left out of the periodic "
+            "comparison (never deleted; global only)."
+        )
+    ),
+]
+ClockTime = Annotated[
+    str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, local to `timezone`.")
+]
 
 
 class Timings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -94,6 +120,7 @@ class Timings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     inflight_interval: InflightInterval
     inflight_after: InflightAfter
     inflight_retries: InflightRetries
+    lookback: Lookback
 
 
 class Preset(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -102,33 +129,54 @@ class Preset(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     timings: Timings
     lost_after: LostAfter
     max_snapshot_age: MaxSnapshotAge
+    closed_order_retention: ClosedOrderRetention
 
+
+DAY: Final = 86_400.0
 
 PRESETS: Final[dict[str, Preset]] = {
     # Live money, cautious about conclusions: slow to call an order LOST (more lookups,
     # a longer threshold, more missing snapshots), strict about stale broker data.
     "conservative": Preset(
         timings=Timings(
-            startup_delay=5.0, period=10.0, inflight_interval=10.0, inflight_after=30.0, inflight_retries=5
+            startup_delay=5.0,
+            period=10.0,
+            inflight_interval=10.0,
+            inflight_after=30.0,
+            inflight_retries=5,
+            lookback=30 * DAY,
         ),
         lost_after=4,
         max_snapshot_age=30.0,
+        closed_order_retention=7 * DAY,
     ),
     # Live money, fast detection: checks often and concludes sooner (more broker calls).
     "aggressive": Preset(
         timings=Timings(
-            startup_delay=0.0, period=2.0, inflight_interval=2.0, inflight_after=5.0, inflight_retries=3
+            startup_delay=0.0,
+            period=2.0,
+            inflight_interval=2.0,
+            inflight_after=5.0,
+            inflight_retries=3,
+            lookback=7 * DAY,
         ),
         lost_after=2,
         max_snapshot_age=10.0,
+        closed_order_retention=1 * DAY,
     ),
     # Paper trading: nothing real at stake, spare the broker's API.
     "paper": Preset(
         timings=Timings(
-            startup_delay=0.0, period=60.0, inflight_interval=30.0, inflight_after=60.0, inflight_retries=3
+            startup_delay=0.0,
+            period=60.0,
+            inflight_interval=30.0,
+            inflight_after=60.0,
+            inflight_retries=3,
+            lookback=7 * DAY,
         ),
         lost_after=3,
         max_snapshot_age=120.0,
+        closed_order_retention=1 * DAY,
     ),
 }
 
@@ -138,6 +186,55 @@ class Claim(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
 
     strategy: Annotated[NonEmpty, Meta(description="The strategy that owns the symbol.")]
     symbol: Annotated[NonEmpty, Meta(description="The symbol it owns.")]
+
+
+class MarketHours(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """When the account's market is open (`trueup_market_open`: the silent-stream alert waits for it)."""
+
+    timezone: Annotated[NonEmpty, Meta(description="IANA time zone of the open and close times.")] = (
+        "America/New_York"
+    )
+    open: Annotated[ClockTime, Meta(description="Opening time, HH:MM local.")] = "09:30"
+    close: Annotated[
+        ClockTime, Meta(description="Closing time, HH:MM local (before `open`: the session spans midnight).")
+    ] = "16:00"
+    weekdays: Annotated[
+        tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...],
+        Meta(min_length=1, description="Days the session opens on (local): mon ... sun."),
+    ] = ("mon", "tue", "wed", "thu", "fri")
+
+    def __post_init__(self) -> None:
+        """A time zone the system knows (msgspec has no constraint for it)."""
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            msg = f"timezone must be an IANA time zone such as America/New_York, got {self.timezone!r}"
+            raise ValueError(msg) from None
+        if self.open == self.close:
+            msg = f"open and close must differ, got {self.open!r} for both"
+            raise ValueError(msg)
+
+    def is_open(self, now: datetime) -> bool:
+        """Whether the session is open at `now` (tz-aware)."""
+        local = now.astimezone(zoneinfo.ZoneInfo(self.timezone))
+        minute = local.hour * 60 + local.minute
+        start, end = _minutes(self.open), _minutes(self.close)
+        if start < end:
+            return WEEKDAYS[local.weekday()] in self.weekdays and start <= minute < end
+        # Overnight session: the part after midnight belongs to the day it opened.
+        if minute >= start:
+            return WEEKDAYS[local.weekday()] in self.weekdays
+        opened = local - timedelta(days=1)
+        return minute < end and WEEKDAYS[opened.weekday()] in self.weekdays
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+US_EQUITIES: Final = MarketHours()
+NSE_EQUITIES: Final = MarketHours(timezone="Asia/Kolkata", open="09:15", close="15:30")
 
 
 class Http(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -182,6 +279,10 @@ class Account(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     inflight_interval: InflightInterval | None = None
     inflight_after: InflightAfter | None = None
     inflight_retries: InflightRetries | None = None
+    lookback: Lookback | None = None
+    market_hours: Annotated[
+        MarketHours, Meta(description="When the market is open (the silent-stream alert).")
+    ] = US_EQUITIES
 
 
 class PaperAccount(Account, tag="paper", frozen=True):
@@ -241,6 +342,10 @@ class AlpacaAccount(Account, tag="alpaca", frozen=True):
 class KiteAccount(Account, tag="kite", frozen=True):
     """A Zerodha Kite account."""
 
+    market_hours: Annotated[
+        MarketHours, Meta(description="When the market is open (default NSE, 09:15-15:30 Asia/Kolkata).")
+    ] = NSE_EQUITIES
+
     credentials: Annotated[KiteCredentials, Meta(description="Environment variable names.")] = (
         KiteCredentials()
     )
@@ -290,6 +395,8 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     http: Annotated[Http, Meta(description="The HTTP endpoint.")] = Http()
     lost_after: LostAfter | None = None
     max_snapshot_age: MaxSnapshotAge | None = None
+    closed_order_retention: ClosedOrderRetention | None = None
+    lookback: Lookback | None = None
     startup_delay: StartupDelay | None = None
     period: Period | None = None
     inflight_interval: InflightInterval | None = None
@@ -326,6 +433,7 @@ class Config:
     file: ConfigFile
     lost_after: int
     max_snapshot_age: float
+    closed_order_retention: float
     accounts: tuple[AccountSettings, ...]
     operators: dict[str, OperatorGrant] = dataclasses.field(default_factory=dict)
 
@@ -367,6 +475,7 @@ class Config:
             "http": msgspec.to_builtins(self.file.http),
             "lost_after": self.lost_after,
             "max_snapshot_age": self.max_snapshot_age,
+            "closed_order_retention": self.closed_order_retention,
             "accounts": {},
             "operators": {name: list(g.permissions) for name, g in self.operators.items()},
         }
@@ -428,6 +537,9 @@ def parse_config(raw: dict[str, Any]) -> Config:
         max_snapshot_age=file.max_snapshot_age
         if file.max_snapshot_age is not None
         else preset.max_snapshot_age,
+        closed_order_retention=file.closed_order_retention
+        if file.closed_order_retention is not None
+        else preset.closed_order_retention,
         accounts=tuple(accounts),
     )
 

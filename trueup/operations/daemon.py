@@ -61,10 +61,13 @@ class Daemon:
             policies=policies,
             lost_after=config.lost_after,
             max_snapshot_age=config.max_snapshot_age,
+            closed_order_retention=config.closed_order_retention,
         )
         ids = {a.name: a.account.account_id for a in config.accounts}
         metrics = Metrics(
-            list(ids.values()), {a.account.account_id: a.timings.period for a in config.accounts}
+            list(ids.values()),
+            {a.account.account_id: a.timings.period for a in config.accounts},
+            market_hours={a.account.account_id: a.account.market_hours.is_open for a in config.accounts},
         )
         events = ledger.store.app.events
         # The event store's write is the transaction; time it without touching the use cases.

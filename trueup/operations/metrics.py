@@ -12,7 +12,8 @@ reconciliation and before each scrape, so an alert on them clears once the books
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 try:
@@ -46,9 +47,20 @@ _COMMITS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Metrics:
     """Every metric of the daemon, for a fixed set of accounts."""
 
-    def __init__(self, accounts: Sequence[str], periods: dict[str, float] | None = None) -> None:
-        """Create the metrics; every per-account series exists from the start (0 or now)."""
+    def __init__(
+        self,
+        accounts: Sequence[str],
+        periods: dict[str, float] | None = None,
+        *,
+        market_hours: Mapping[str, Callable[[datetime], bool]] | None = None,
+    ) -> None:
+        """Create the metrics; every per-account series exists from the start (0 or now).
+
+        `market_hours`: per account, whether its market is open at a time (the config's
+        `market_hours`); an account without one is reported open all the time.
+        """
         self.accounts = tuple(accounts)
+        self.market_hours = dict(market_hours or {})
         # `_created` series double the scrape and no query here reads them
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
@@ -125,7 +137,14 @@ class Metrics:
             ["account"],
             registry=r,
         )
+        self.market_open = Gauge(
+            "trueup_market_open",
+            "1 while the account's market is open (configured market_hours), else 0.",
+            ["account"],
+            registry=r,
+        )
         now = time.time()
+        self.refresh_market(datetime.fromtimestamp(now, UTC))
         for account in self.accounts:
             self.last_success.labels(account).set(now)
             self.stream_last.labels(account).set(now)
@@ -179,8 +198,15 @@ class Metrics:
         for each in GateState:
             self.gate.labels(account, each.value).set(1 if each.value == state else 0)
 
+    def refresh_market(self, now: datetime) -> None:
+        """`trueup_market_open` of every account as of `now`."""
+        for account in self.accounts:
+            is_open = self.market_hours.get(account)
+            self.market_open.labels(account).set(1 if is_open is None or is_open(now) else 0)
+
     def refresh(self, ledger: Ledger) -> None:
         """Read the gauges of current state from the ledger (blocking: run it in a thread)."""
+        self.refresh_market(datetime.now(UTC))
         open_now: dict[tuple[str, str, str], int] = {}
         oldest: dict[tuple[str, str], float] = {}
         for view in ledger.discrepancies():

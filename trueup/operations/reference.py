@@ -16,6 +16,7 @@ from trueup.operations.config import (
     IbCredentials,
     KiteAccount,
     KiteCredentials,
+    MarketHours,
     OperatorGrant,
     PaperAccount,
     PaperFaults,
@@ -28,6 +29,7 @@ REFERENCE_TABLES: tuple[tuple[str, type[msgspec.Struct]], ...] = (
     ("[http]", Http),
     ('[accounts.NAME] with broker = "paper"', PaperAccount),
     ("[accounts.NAME.faults] (paper)", PaperFaults),
+    ("[accounts.NAME.market_hours] (every broker)", MarketHours),
     ('[accounts.NAME] with broker = "alpaca"', AlpacaAccount),
     ("[accounts.NAME.credentials] (alpaca)", AlpacaCredentials),
     ('[accounts.NAME] with broker = "kite"', KiteAccount),
@@ -85,8 +87,10 @@ _TIMINGS = {
     "inflight_interval",
     "inflight_after",
     "inflight_retries",
+    "lookback",
     "lost_after",
     "max_snapshot_age",
+    "closed_order_retention",
 }
 
 
@@ -115,12 +119,16 @@ def config_reference() -> str:
         "| setting | " + " | ".join(PRESETS) + " |",
         "| --- |" + " --- |" * len(PRESETS),
     ]
-    for name in ("startup_delay", "period", "inflight_interval", "inflight_after", "inflight_retries"):
+    for name in msgspec.structs.fields(next(iter(PRESETS.values())).timings):
         lines.append(
-            f"| `{name}` | " + " | ".join(f"{getattr(p.timings, name):g}" for p in PRESETS.values()) + " |"
+            f"| `{name.name}` | "
+            + " | ".join(f"{getattr(p.timings, name.name):g}" for p in PRESETS.values())
+            + " |"
         )
-    for name in ("lost_after", "max_snapshot_age"):
-        lines.append(f"| `{name}` | " + " | ".join(f"{getattr(p, name):g}" for p in PRESETS.values()) + " |")
+    for setting in ("lost_after", "max_snapshot_age", "closed_order_retention"):
+        lines.append(
+            f"| `{setting}` | " + " | ".join(f"{getattr(p, setting):g}" for p in PRESETS.values()) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -153,8 +161,10 @@ period = {t.period:g}                 # between periodic reconciliations
 inflight_interval = {t.inflight_interval:g}      # between in-flight order checks
 inflight_after = {t.inflight_after:g}         # an order SUBMITTED this long is looked up
 inflight_retries = {t.inflight_retries}        # lookups without an answer before LOST
+lookback = {t.lookback:g}           # order and fill history a snapshot reads (Alpaca)
 lost_after = {p.lost_after}              # snapshots an order may be missing from before LOST
 max_snapshot_age = {p.max_snapshot_age:g}      # an older snapshot is STALE_DATA
+closed_order_retention = {p.closed_order_retention:g}  # closed longer ago: not compared periodically
 
 [http]
 host = "127.0.0.1"                    # /metrics /healthz /readyz /v1/gate/ACCOUNT /v1/status
@@ -165,6 +175,8 @@ broker = "paper"                      # needs no credentials
 account_id = "PAPER"
 state = "paper.db"
 position_policy = "alert"             # repair | alert | lock
+# market_hours = {{ timezone = "America/New_York", open = "09:30", close = "16:00",
+#                  weekdays = ["mon", "tue", "wed", "thu", "fri"] }}
 # claims = [{{ strategy = "mm", symbol = "AAPL" }}]
 # faults = {{ drop = 0.05, duplicate = 0.05, delay = 0.1, reorder = 0.1 }}
 

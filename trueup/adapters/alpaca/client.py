@@ -57,8 +57,16 @@ from trueup.adapters.base import (
     SubmitRejected,
     SubmitUncertain,
 )
+from trueup.adapters.secrets import Redactor
 from trueup.domain.errors import BrokerQueryError, TrueupError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
+from trueup.domain.reports import (
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    PositionReport,
+    RawAnswer,
+)
 from trueup.domain.status import Side
 
 try:
@@ -157,11 +165,16 @@ def _code(error: APIError) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def _describe(error: BaseException) -> str:
-    """An error as text for messages: status and body for API errors, the type otherwise."""
+def _describe(error: BaseException, redact: Redactor) -> str:
+    """An error as text for messages: status and body for API errors, the type otherwise.
+
+    The one place an SDK error becomes our text: an error body that echoes the request's
+    headers (the key id, the secret key) is redacted here, before it is cut to length.
+    """
+    text = redact(str(error))[:500]
     if isinstance(error, APIError):
-        return f"HTTP {_status(error)}: {str(error)[:500]}"
-    return f"{type(error).__name__}: {str(error)[:500]}"
+        return f"HTTP {_status(error)}: {text}"
+    return f"{type(error).__name__}: {text}"
 
 
 def _encode(payload: object) -> str:
@@ -187,13 +200,20 @@ class AlpacaClient:
         order_page_size: int = ORDER_PAGE_SIZE,
         timeout: float = HTTP_TIMEOUT,
         silence_after: float = 30.0,
+        lookback: float | None = None,
     ) -> None:
         """Open a `TradingClient` (raw JSON answers) for `account`, trueup's name for it.
 
         `order_page_size` is the `limit` of each `GET /v2/orders` page (1-500); `timeout`
         bounds every HTTP request; `stream_url_override` and `silence_after` configure the
-        `trade_updates` stream (see `AlpacaStream`).
+        `trade_updates` stream (see `AlpacaStream`). `lookback`: seconds of history a
+        snapshot reads (orders submitted and fills made since ``now - lookback``, plus every
+        open order); None reads the whole history.
         """
+        if lookback is not None and not lookback > 0:
+            msg = f"lookback must be > 0 seconds, got {lookback!r}"
+            raise ValueError(msg)
+        self.lookback = lookback
         if not 1 <= order_page_size <= ORDER_PAGE_SIZE:
             msg = f"order_page_size must be 1-{ORDER_PAGE_SIZE}, got {order_page_size}"
             raise ValueError(msg)
@@ -205,6 +225,7 @@ class AlpacaClient:
         self.url_override = url_override
         self.order_page_size = order_page_size
         self.timeout = timeout
+        self._redact = Redactor([api_key, secret_key])
         self._trading = TradingClient(
             api_key, secret_key, paper=paper, url_override=url_override, raw_data=True
         )
@@ -336,28 +357,48 @@ class AlpacaClient:
             BrokerQueryError: Alpaca could not be asked, answered otherwise, or the
                 answer does not translate; absence is unknown.
         """
+        answer = await self.lookup_answer(account, client_order_id)
+        if answer.raw is not None and answer.raw.error is not None:
+            raise BrokerQueryError(answer.raw.error)
+        return answer.report
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """`lookup` with Alpaca's answer (the order as the SDK decoded it, encoded back to JSON).
+
+        An answer that does not translate, or names another order, is returned with its
+        error (absence unknown), not raised, so that it can be kept.
+
+        Raises:
+            BrokerQueryError: Alpaca could not be asked or answered other than 404/40410000.
+        """
         self._check_account(account)
         what = f"lookup {client_order_id}"
         try:
             payload = await asyncio.to_thread(self._trading.get_order_by_client_id, client_order_id)
         except APIError as e:
             if _status(e) == 404 and _code(e) == NOT_FOUND_CODE:
-                return None
-            msg = f"{account}: {what} failed: {_describe(e)}"
-            raise BrokerQueryError(msg) from e
+                return LookupAnswer(
+                    report=None, raw=RawAnswer(source=self.name, kind="lookup", payload=self._redact(str(e)))
+                )
+            msg = f"{account}: {what} failed: {_describe(e, self._redact)}"
+            raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
         except (RequestException, OSError, ValueError) as e:
-            msg = f"{account}: {what} failed: {_describe(e)}"
-            raise BrokerQueryError(msg) from e
+            msg = f"{account}: {what} failed: {_describe(e, self._redact)}"
+            raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
+        text = _encode(payload)
         try:
-            reports = to_order_reports(_encode(payload), account=account)
+            reports = to_order_reports(text, account=account)
         except TrueupError as e:
-            msg = f"{account}: {what}: untranslatable answer: {e}"
-            raise BrokerQueryError(msg) from e
+            why = f"{account}: {what}: untranslatable answer: {e}"
+            return LookupAnswer(
+                report=None, raw=RawAnswer(source=self.name, kind="lookup", payload=text, error=why)
+            )
+        raw = RawAnswer(source=self.name, kind="lookup", payload=text)
         for report in reports:
             if report.client_order_id == client_order_id:
-                return report
-        msg = f"{account}: {what}: the answer does not carry that client_order_id"
-        raise BrokerQueryError(msg)
+                return LookupAnswer(report=report, raw=raw)
+        why = f"{account}: {what}: the answer does not carry that client_order_id"
+        return LookupAnswer(report=None, raw=msgspec.structs.replace(raw, error=why))
 
     async def snapshot(self, account: str) -> BrokerSnapshot:
         """All orders (paged), all FILL activities (paged) and open positions.
@@ -373,8 +414,9 @@ class AlpacaClient:
             as_of = datetime.now(UTC)
             # The answers as read (the text each part was translated from), kept verbatim.
             answers: list[RawAnswer] = []
-            orders, complete = await self._orders(account, answers, failures)
-            fills, seen = await self._fills(account, answers, failures)
+            since = None if self.lookback is None else as_of - timedelta(seconds=self.lookback)
+            orders, complete = await self._orders(account, answers, failures, since)
+            fills, seen = await self._fills(account, answers, failures, since)
             positions = await self._positions(account, as_of, answers, failures)
             if fills is None or positions is None:
                 break  # nothing to hold the positions against
@@ -398,7 +440,9 @@ class AlpacaClient:
             orders=orders,
             fills=fills,
             positions=positions,
-            complete_history=complete and orders is not None,
+            # With a lookback the lists start at `since`: absence of an older order proves nothing.
+            complete_history=complete and orders is not None and since is None,
+            history_since=since,
             # A reason stays only for a part still unknown (an earlier attempt may have failed).
             failures={
                 part: why
@@ -415,14 +459,39 @@ class AlpacaClient:
     # -- snapshot parts ------------------------------------------------------------------
 
     async def _orders(
-        self, account: str, answers: list[RawAnswer], failures: dict[str, str]
+        self, account: str, answers: list[RawAnswer], failures: dict[str, str], since: datetime | None
     ) -> tuple[list[OrderReport] | None, bool]:
-        """Every order, paging forward by `submitted_at` with overlap, deduped by id."""
+        """Every order (submitted after `since`, and every open one), paged, deduped by id."""
         seen: dict[str, object] = {}
-        after: datetime | None = None
+        if since is not None:
+            # An open order submitted before the window is still live: list every open one.
+            complete = await self._page_orders(
+                account, answers, failures, seen, status=QueryOrderStatus.OPEN, after=None
+            )
+            if complete is None:
+                return None, False
+        complete = await self._page_orders(
+            account, answers, failures, seen, status=QueryOrderStatus.ALL, after=since
+        )
+        if complete is None:
+            return None, False
+        orders = list(seen.values())
+        return self._translate("orders", account, orders, to_order_reports, answers, failures), complete
+
+    async def _page_orders(  # noqa: PLR0913 - one listing's terms
+        self,
+        account: str,
+        answers: list[RawAnswer],
+        failures: dict[str, str],
+        seen: dict[str, object],
+        *,
+        status: QueryOrderStatus,
+        after: datetime | None,
+    ) -> bool | None:
+        """Page forward by `submitted_at` with overlap into `seen`; whether paging ended (None: failed)."""
         for _ in range(MAX_PAGES):
             query = GetOrdersRequest(
-                status=QueryOrderStatus.ALL,
+                status=status,
                 limit=self.order_page_size,
                 direction=Sort.ASC,
                 after=after,
@@ -432,33 +501,33 @@ class AlpacaClient:
                 page = await self._call("list orders", self._trading.get_orders, query)
             except BrokerQueryError as e:
                 log.warning("%s: orders unavailable: %s", account, e)
-                return None, False
+                return None
             heads = self._heads(_ORDER_HEADS, page, "orders", answers, failures)
             if heads is None:
-                return None, False
+                return None
             assert isinstance(page, list)  # noqa: S101 - the decode above proved it
             for head, item in zip(heads, page, strict=True):
                 seen.setdefault(head.id, item)
             if len(heads) < self.order_page_size:
-                orders = list(seen.values())
-                return self._translate("orders", account, orders, to_order_reports, answers, failures), True
+                return True
             last = heads[-1].submitted_at or heads[-1].created_at
             next_after = None if last is None else last - PAGE_OVERLAP
             if next_after is None or (after is not None and next_after <= after):
                 log.warning("%s: order paging cannot advance past %s; history incomplete", account, after)
                 break
             after = next_after
-        orders = list(seen.values())
-        return self._translate("orders", account, orders, to_order_reports, answers, failures), False
+        return False
 
     async def _fills(
-        self, account: str, answers: list[RawAnswer], failures: dict[str, str]
+        self, account: str, answers: list[RawAnswer], failures: dict[str, str], since: datetime | None
     ) -> tuple[list[FillReport] | None, frozenset[str]]:
-        """Every FILL activity (paging forward by `page_token`, deduped by id), and their ids."""
+        """Every FILL activity (after `since`; paging by `page_token`, deduped by id), and their ids."""
         seen: dict[str, object] = {}
         token: str | None = None
         for _ in range(MAX_PAGES):
             params: dict[str, Any] = {"direction": "asc", "page_size": ACTIVITY_PAGE_SIZE}
+            if since is not None:
+                params["after"] = since.isoformat()
             if token is not None:
                 params["page_token"] = token
             try:
@@ -559,8 +628,8 @@ class AlpacaClient:
         try:
             return await asyncio.to_thread(fn, *args)
         except (APIError, RequestException, OSError, ValueError) as e:
-            msg = f"{self.account}: {what} failed: {_describe(e)}"
-            raise BrokerQueryError(msg) from e
+            msg = f"{self.account}: {what} failed: {_describe(e, self._redact)}"
+            raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
 
     async def _send(
         self,
@@ -579,13 +648,13 @@ class AlpacaClient:
                 log.info("order %s: already at Alpaca (422 %s); looking it up", cid, code)
                 return await self._ack_existing(account, cid)
             if status is not None and 400 <= status < 500 and status not in _UNCERTAIN_STATUS:
-                msg = f"Alpaca refused order {cid}: {_describe(e)}"
-                raise SubmitRejected(msg, raw=str(e)) from e
-            msg = f"order {cid}: outcome unknown ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
+                msg = f"Alpaca refused order {cid}: {_describe(e, self._redact)}"
+                raise SubmitRejected(msg, raw=self._redact(str(e))) from None  # its text may echo secrets
+            msg = f"order {cid}: outcome unknown ({_describe(e, self._redact)})"
+            raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         except (RequestException, OSError, ValueError) as e:
-            msg = f"order {cid}: outcome unknown ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
+            msg = f"order {cid}: outcome unknown ({_describe(e, self._redact)})"
+            raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         return self._ack(account, cid, payload)
 
     async def _ack_existing(self, account: str, cid: str) -> SubmitAck:
@@ -593,8 +662,8 @@ class AlpacaClient:
         try:
             payload = await asyncio.to_thread(self._trading.get_order_by_client_id, cid)
         except (APIError, RequestException, OSError, ValueError) as e:
-            msg = f"order {cid}: already at Alpaca, but the lookup failed ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
+            msg = f"order {cid}: already at Alpaca, but the lookup failed ({_describe(e, self._redact)})"
+            raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         return self._ack(account, cid, payload)
 
     @staticmethod

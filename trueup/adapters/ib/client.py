@@ -54,7 +54,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 import msgspec
@@ -75,9 +75,16 @@ from trueup.adapters.ib.translate import (
     to_order_report,
     to_position_reports,
 )
-from trueup.adapters.ib.wire import FillWire, IbEnvelope, fill_wire, position_wire, trade_wire
+from trueup.adapters.ib.wire import FillWire, IbEnvelope, TradeWire, fill_wire, position_wire, trade_wire
 from trueup.domain.errors import BrokerQueryError, ConfigError, TrueupError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import (
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    PositionReport,
+    RawAnswer,
+)
 from trueup.domain.status import ReportSource, Side
 
 try:
@@ -106,6 +113,17 @@ SNAPSHOT_ATTEMPTS: Final = 3
 def _exec_ids(fills: list[Any]) -> set[str]:
     """The execution ids (revision included: a correction moves the cut) an answer lists."""
     return {str(fill.execution.execId) for fill in fills}
+
+
+def _unknown(  # noqa: PLR0913, PLR0917 - the part, and where its evidence and failure go
+    part: str, account: str, error: TrueupError, answers: list[RawAnswer], read: int, failures: dict[str, str]
+) -> None:
+    """A part whose answer does not translate: unknown, why in `failures`, its `read` answers marked so."""
+    why = f"ib {part} answer untranslatable: {error}"
+    log.warning("%s: %s; part unknown", account, why)
+    failures[part] = why
+    for i in range(len(answers) - read, len(answers)):
+        answers[i] = msgspec.structs.replace(answers[i], error=why)
 
 
 def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -141,11 +159,14 @@ class IbClient:
         exchange: str = "SMART",
         currency: str = "USD",
         history_tz: tzinfo | None = None,
+        lookback: float | None = None,
     ) -> None:
         """Prepare (not connect) a client; the first call that needs TWS connects.
 
         `history_tz` is the time zone of the TWS / Gateway whose lists reset at midnight
-        (default: this machine's).
+        (default: this machine's). `lookback`: seconds of history a snapshot vouches for;
+        TWS lists only today, so `history_since` is the later of midnight and
+        ``now - lookback`` (None: midnight).
 
         Raises:
             ConfigError: a setting is out of range.
@@ -160,6 +181,7 @@ class IbClient:
             msg = f"client_id must be >= 0 (TWS API clientId), got {client_id}"
             raise ConfigError(msg)
         for knob, value in (
+            ("lookback", 1.0 if lookback is None else lookback),
             ("connect_timeout", connect_timeout),
             ("request_timeout", request_timeout),
             ("ack_timeout", ack_timeout),
@@ -173,6 +195,7 @@ class IbClient:
         self.ack_timeout = ack_timeout
         self.sec_type, self.exchange, self.currency = sec_type, exchange, currency
         self.history_tz = history_tz
+        self.lookback = lookback
         self.connection = IbConnection(
             host,
             port,
@@ -188,7 +211,9 @@ class IbClient:
         self._last_order_id = 0
 
     @classmethod
-    def from_env(cls, account: str, environ: Mapping[str, str] | None = None) -> IbClient:
+    def from_env(
+        cls, account: str, environ: Mapping[str, str] | None = None, *, lookback: float | None = None
+    ) -> IbClient:
         """A client for `account` configured from IB_HOST, IB_PORT and IB_CLIENT_ID.
 
         Defaults: 127.0.0.1, 7497 (TWS paper), clientId 1. Use the same IB_CLIENT_ID
@@ -203,6 +228,7 @@ class IbClient:
             _setting(env, "IB_PORT", DEFAULT_PORT),
             _setting(env, "IB_CLIENT_ID", DEFAULT_CLIENT_ID),
             account=account,
+            lookback=lookback,
         )
 
     def __repr__(self) -> str:
@@ -317,6 +343,17 @@ class IbClient:
             BrokerQueryError: not connected, a query failed, or the answer does not
                 translate; absence is then unknown.
         """
+        answer = await self.lookup_answer(account, client_order_id)
+        if answer.raw is not None and answer.raw.error is not None:
+            raise BrokerQueryError(answer.raw.error)
+        return answer.report
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """`lookup` with IB's answer: the open and completed orders as stored envelopes' wire JSON.
+
+        Raises:
+            BrokerQueryError: not connected or a query failed; absence is unknown.
+        """
         self._check_account(account)
         await self._ensure_connected()
         async with self.connection.query_lock:
@@ -325,21 +362,26 @@ class IbClient:
         if open_trades is None or completed is None:
             msg = f"{account}: lookup {client_order_id}: IB order queries failed; absence unknown"
             raise BrokerQueryError(msg)
+        wires = {
+            "open orders": [trade_wire(t) for t in open_trades],
+            "completed orders": [trade_wire(t) for t in completed],
+        }
+        raw = RawAnswer(source=SOURCE, kind="lookup", payload=_ENCODER.encode(wires).decode())
         # A completed order is final; an open one may still be listed from a stale cache.
-        for trade in [*completed, *open_trades]:
-            if trade.order.orderRef == client_order_id:
+        for wire in [*wires["completed orders"], *wires["open orders"]]:
+            if wire.order.orderRef == client_order_id:
                 try:
                     report = to_order_report(
-                        trade_wire(trade),  # type: ignore[arg-type]  # the stored form, read like a Trade
+                        wire,  # type: ignore[arg-type]  # the stored form, read like a Trade
                         account=account,
                         ts_event=utc_now(),
                         source=ReportSource.RECONCILE,
                     )
-                    return self._with_average(report)
+                    return LookupAnswer(report=self._with_average(report), raw=raw)
                 except TrueupError as e:
-                    msg = f"{account}: lookup {client_order_id}: untranslatable answer: {e}"
-                    raise BrokerQueryError(msg) from e
-        return None
+                    why = f"{account}: lookup {client_order_id}: untranslatable answer: {e}"
+                    return LookupAnswer(report=None, raw=msgspec.structs.replace(raw, error=why))
+        return LookupAnswer(report=None, raw=raw)
 
     def _with_average(self, report: OrderReport) -> OrderReport:
         """A completed order carries no average price: take it from its executions when they cover it.
@@ -395,21 +437,33 @@ class IbClient:
             else:
                 positions = None
                 failures["positions"] = "executions kept arriving during the snapshot; compared next cycle"
+        # The answers as read, kept verbatim: ib_async's objects in their stored (wire) form.
+        answers: list[RawAnswer] = []
+        orders = self._orders(account, open_trades, completed, as_of, answers, failures)
+        fill_reports = self._fills(account, fills, answers, failures)
+        position_reports = self._positions(account, positions, as_of, answers, failures)
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
-            orders=self._orders(account, open_trades, completed, as_of),
-            fills=self._fills(account, fills),
-            positions=self._positions(account, positions, as_of),
+            orders=orders,
+            fills=fill_reports,
+            positions=position_reports,
             complete_history=False,
             history_since=self.history_start(as_of),
             failures=failures,
+            raw=tuple(answers),
         )
 
     def history_start(self, now: datetime) -> datetime:
-        """Midnight before `now` where TWS runs: completed orders and executions start there."""
+        """Where this snapshot's history starts: midnight before `now` where TWS runs, or later.
+
+        Completed orders and executions start at midnight; ``now - lookback`` when later.
+        """
         local = now.astimezone(self.history_tz)  # None: this machine's time zone
-        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        if self.lookback is None:
+            return midnight
+        return max(midnight, now.astimezone(UTC) - timedelta(seconds=self.lookback))
 
     # -- snapshot parts -----------------------------------------------------------------------
 
@@ -419,42 +473,55 @@ class IbClient:
     def _executions(self) -> Awaitable[list[Any]]:
         return self._ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account))
 
-    def _orders(
-        self, account: str, open_trades: list[Trade] | None, completed: list[Trade] | None, as_of: datetime
+    def _orders(  # noqa: PLR0913, PLR0917 - the two answers, and where their evidence and failures go
+        self,
+        account: str,
+        open_trades: list[Trade] | None,
+        completed: list[Trade] | None,
+        as_of: datetime,
+        answers: list[RawAnswer],
+        failures: dict[str, str],
     ) -> list[OrderReport] | None:
         if open_trades is None or completed is None:
             return None
-        by_key: dict[object, Trade] = {}
-        for trade in [*open_trades, *completed]:  # completed last: its final status wins
-            if trade.order.account not in {"", account}:
-                continue
-            key = trade.order.permId or (trade.order.clientId, trade.order.orderId)
-            by_key[key] = trade
+        by_key: dict[object, TradeWire] = {}
+        for kind, trades in (("open orders", open_trades), ("completed orders", completed)):
+            wires = [trade_wire(trade) for trade in trades]
+            answers.append(RawAnswer(source=SOURCE, kind=kind, payload=_ENCODER.encode(wires).decode()))
+            for wire in wires:  # completed last: its final status wins
+                if wire.order.account not in {"", account}:
+                    continue
+                key = wire.order.permId or (wire.order.clientId, wire.order.orderId)
+                by_key[key] = wire
         try:
             return [
                 to_order_report(
-                    trade_wire(trade),  # type: ignore[arg-type]  # the stored form, read like a Trade
+                    wire,  # type: ignore[arg-type]  # the stored form, read like a Trade
                     account=account,
                     ts_event=as_of,
                     source=ReportSource.RECONCILE,
                 )
-                for trade in by_key.values()
+                for wire in by_key.values()
             ]
         except TrueupError as e:
-            log.warning("%s: IB orders answer untranslatable, part unknown: %s", account, e)
+            _unknown("orders", account, e, answers, 2, failures)
             return None
 
-    def _fills(self, account: str, fills: list[Any] | None) -> list[FillReport] | None:
+    def _fills(
+        self, account: str, fills: list[Any] | None, answers: list[RawAnswer], failures: dict[str, str]
+    ) -> list[FillReport] | None:
         if fills is None:
             return None
+        wires = [self._fill_with_commission(fill) for fill in fills]
+        answers.append(RawAnswer(source=SOURCE, kind="executions", payload=_ENCODER.encode(wires).decode()))
         try:
             return [
-                to_fill_report(self._fill_with_commission(fill), account=account)  # type: ignore[arg-type]
-                for fill in fills
-                if fill.execution.acctNumber in {"", account}
+                to_fill_report(wire, account=account)  # type: ignore[arg-type]
+                for wire in wires
+                if wire.execution.acctNumber in {"", account}
             ]
         except TrueupError as e:
-            log.warning("%s: IB executions answer untranslatable, part unknown: %s", account, e)
+            _unknown("fills", account, e, answers, 1, failures)
             return None
 
     def _fill_with_commission(self, fill: Any) -> FillWire:  # noqa: ANN401 - an ib_async Fill
@@ -474,18 +541,21 @@ class IbClient:
         return wire
 
     def _positions(
-        self, account: str, positions: list[Any] | None, as_of: datetime
+        self,
+        account: str,
+        positions: list[Any] | None,
+        as_of: datetime,
+        answers: list[RawAnswer],
+        failures: dict[str, str],
     ) -> list[PositionReport] | None:
         if positions is None:
             return None
+        wires = [position_wire(p) for p in positions]
+        answers.append(RawAnswer(source=SOURCE, kind="positions", payload=_ENCODER.encode(wires).decode()))
         try:
-            return to_position_reports(
-                [position_wire(p) for p in positions],  # type: ignore[misc]  # duck-typed Position
-                account=account,
-                as_of=as_of,
-            )
+            return to_position_reports(wires, account=account, as_of=as_of)  # type: ignore[arg-type]
         except TrueupError as e:
-            log.warning("%s: IB positions answer untranslatable, part unknown: %s", account, e)
+            _unknown("positions", account, e, answers, 1, failures)
             return None
 
     # -- helpers ------------------------------------------------------------------------------

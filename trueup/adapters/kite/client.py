@@ -76,10 +76,17 @@ from trueup.adapters.kite.inbox import Inbox
 from trueup.adapters.kite.params import place_params, placed_order_id, whole
 from trueup.adapters.kite.postback import PostbackReceiver, PostbackServer, serve
 from trueup.adapters.kite.reads import KiteReads
-from trueup.adapters.kite.transport import FAILED, KiteTokenExpired, KiteTransport, describe, encode
+from trueup.adapters.kite.transport import FAILED, KiteTokenExpired, KiteTransport, encode
 from trueup.adapters.kite.updates import Secret, Trigger
 from trueup.domain.errors import BrokerQueryError, ConfigError, TrueupError
-from trueup.domain.reports import REPORT_ENCODER, BrokerSnapshot, FillReport, OrderReport, Report
+from trueup.domain.reports import (
+    REPORT_ENCODER,
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    Report,
+)
 from trueup.domain.status import OrderStatus
 
 __all__ = [
@@ -131,6 +138,7 @@ class KiteClient:
         snapshot_attempts: int = 3,
         inbox_limit: int = 10_000,
         clock: Callable[[], datetime] = _UTC_NOW,
+        lookback: float | None = None,
     ) -> None:
         """Open a `KiteConnect` for `account`, trueup's name for the Kite user.
 
@@ -151,7 +159,14 @@ class KiteClient:
             inbox_limit: updates waiting for `stream()` at most; past it postbacks are
                 refused (HTTP 503, Kite retries) and WebSocket updates dropped (counted).
             clock: "now", tz-aware UTC (a snapshot's `as_of`, hence its trading day).
+            lookback: seconds of history a snapshot vouches for; Kite lists only today, so
+                `history_since` is the later of the trading day's start and ``now - lookback``
+                (None: the trading day's start).
         """
+        if lookback is not None and not lookback > 0:
+            msg = f"lookback must be > 0 seconds, got {lookback!r}"
+            raise ConfigError(msg)
+        self.lookback = lookback
         for name, value in (("api_key", api_key), ("access_token", access_token), ("api_secret", api_secret)):
             if not value:
                 msg = f"Kite {name} must be non-empty"
@@ -282,7 +297,7 @@ class KiteClient:
             self._forget_placing(cid)
             raise
         except FAILED as e:
-            return await self._find_after_uncertain(request, describe(e))
+            return await self._find_after_uncertain(request, self._transport.describe(e))
         return await self._ack(request, raw)
 
     async def cancel(self, account: str, client_order_id: str, broker_order_id: str | None) -> None:
@@ -364,6 +379,16 @@ class KiteClient:
         """
         self._check_account(account)
         return await self._reads.lookup(account, client_order_id)
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """`lookup` with the `orders()` body verbatim; one that does not translate comes with its error.
+
+        Raises:
+            KiteTokenExpired: the access token expired.
+            BrokerQueryError: the order book could not be read; absence is unknown.
+        """
+        self._check_account(account)
+        return await self._reads.lookup_answer(account, client_order_id)
 
     async def history(self, account: str, client_order_id: str) -> list[OrderReport]:
         """Every state each Kite order of our id went through (`order_history()`), oldest first per order.
@@ -457,7 +482,7 @@ class KiteClient:
         return PostbackReceiver(self.accept_postback)
 
     def serve_postbacks(self, host: str = "127.0.0.1", port: int = 0) -> PostbackServer:
-        """Serve `postback_app()` on `host:port` in a daemon thread (stdlib `wsgiref`)."""
+        """Serve `postback_app()` on `host:port` in a daemon thread (stdlib asyncio; see `postback`)."""
         return serve(self.accept_postback, host, port)
 
     # -- internals ----------------------------------------------------------------------------

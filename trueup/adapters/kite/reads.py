@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from trueup.adapters.kite.groups import KiteOrderRef, OrderBook, Placing, to_order_book, with_client_order_ids
@@ -36,7 +36,14 @@ from trueup.adapters.kite.translate import (
 from trueup.adapters.kite.transport import KiteTokenExpired, KiteTransport
 from trueup.adapters.kite.wire import trading_day_start
 from trueup.domain.errors import BrokerQueryError, TrueupError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
+from trueup.domain.reports import (
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    PositionReport,
+    RawAnswer,
+)
 
 __all__ = ["KiteReads", "ReadOptions"]
 
@@ -50,6 +57,8 @@ _PARTS_OF: Final[dict[str, tuple[str, ...]]] = {
     "trades (again)": ("positions",),
 }
 """The snapshot parts a failed read leaves unknown (fills need the order book to be attributed)."""
+_PART_OF: Final[dict[str, str]] = {"trades": "fills"}
+"""The snapshot part an answer translates into, where its name differs from the query's."""
 
 
 class ReadOptions(Protocol):
@@ -60,6 +69,7 @@ class ReadOptions(Protocol):
     clock: Callable[[], datetime]
     variety: str
     autoslice: bool
+    lookback: float | None
 
 
 class KiteReads:
@@ -94,6 +104,21 @@ class KiteReads:
         """The logical order carrying our id in today's `orders()`, or None (see `KiteClient.lookup`)."""
         book = await self.book(account, f"lookup {client_order_id}")
         return book.find(client_order_id)
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """`lookup` with the `orders()` body it was read from (see `KiteClient.lookup_answer`)."""
+        what = f"lookup {client_order_id}"
+        raw = await self._transport.query(f"{what}: orders", self._transport.kite.orders)
+        try:
+            book = self._order_book_of(account)(raw)
+        except TrueupError as e:
+            why = f"{account}: {what}: untranslatable order book: {e}"
+            return LookupAnswer(
+                report=None, raw=RawAnswer(source="kite", kind="lookup", payload=raw, error=why)
+            )
+        return LookupAnswer(
+            report=book.find(client_order_id), raw=RawAnswer(source="kite", kind="lookup", payload=raw)
+        )
 
     async def history(self, account: str, client_order_id: str) -> list[OrderReport]:
         """Every state of each Kite order of our id, oldest first per order (see `KiteClient.history`)."""
@@ -155,8 +180,13 @@ class KiteReads:
         return targets, None
 
     def history_start(self, now: datetime) -> datetime:
-        """The start of today's Kite trading day (midnight Asia/Kolkata, in UTC)."""
-        return trading_day_start(now)
+        """The start of today's Kite trading day (midnight Asia/Kolkata, in UTC), or later.
+
+        With a `lookback`, the later of that and ``now - lookback``: what the snapshot vouches for.
+        """
+        start = trading_day_start(now)
+        lookback = self._options.lookback
+        return start if lookback is None else max(start, now - timedelta(seconds=lookback))
 
     async def snapshot(self, account: str) -> BrokerSnapshot:
         """Today's trades, orders (logical) and the account's positions; a failed part is None.
@@ -348,8 +378,9 @@ def _translate(  # noqa: PLR0913, PLR0917 - one part and where its answer and fa
         translated = translate(raw)
     except TrueupError as e:
         log.warning("%s: kite %s untranslatable: %s", account, what, e)
-        failures[what] = f"kite {what} untranslatable: {e}"
-        answers.append(RawAnswer(source="kite", kind=what, payload=raw, error=failures[what]))
+        why = f"kite {what} untranslatable: {e}"
+        failures[_PART_OF.get(what, what)] = why  # the snapshot part, which the STALE_DATA names
+        answers.append(RawAnswer(source="kite", kind=what, payload=raw, error=why))
         return None
     answers.append(RawAnswer(source="kite", kind=what, payload=raw))
     return translated

@@ -62,7 +62,14 @@ from trueup.adapters.paper.translate import (
 )
 from trueup.adapters.paper.wire import WIRE_ENCODER, PaperOrder, PaperPosition
 from trueup.domain.errors import BrokerQueryError
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport, RawAnswer
+from trueup.domain.reports import (
+    BrokerSnapshot,
+    FillReport,
+    LookupAnswer,
+    OrderReport,
+    PositionReport,
+    RawAnswer,
+)
 from trueup.domain.status import Side
 
 __all__ = ["EPOCH", "Fault", "FaultKind", "FaultPlan", "PaperBroker"]
@@ -95,8 +102,8 @@ class PaperBroker:
             fixed when the file is created, None keeps the file's choice (False for a new file).
 
     Raises:
-        ConfigError: the file belongs to another account or another schema version, or
-            was created with the other `accept_duplicates`.
+        ConfigError: the file belongs to another account or another schema version, was
+            created with the other `accept_duplicates`, or is a ledger's (its tables named).
         StoreError: the file cannot be opened.
     """
 
@@ -230,14 +237,27 @@ class PaperBroker:
         Raises:
             BrokerQueryError: an outage is active or the account is not this broker's.
         """
+        return (await self.lookup_answer(account, client_order_id)).report
+
+    async def lookup_answer(self, account: str, client_order_id: str) -> LookupAnswer:
+        """`lookup` with the broker's answer: the order's JSON body, or `null` when it has none.
+
+        Raises:
+            BrokerQueryError: an outage is active or the account is not this broker's.
+        """
         self._check_account(account)
         with self._file.read(error=BrokerQueryError) as tx:
             _check_outage(tx, f"lookup {client_order_id}")
             row = tx.order_row(client_order_id=client_order_id)
             if row is None:
-                return None
+                return LookupAnswer(
+                    report=None, raw=RawAnswer(source=self.name, kind="lookup", payload="null")
+                )
             raw = WIRE_ENCODER.encode(tx.order_wire(row["id"]))
-        return to_order_report(raw, account=account)
+        report = to_order_report(raw, account=account)
+        return LookupAnswer(
+            report=report, raw=RawAnswer(source=self.name, kind="lookup", payload=raw.decode())
+        )
 
     async def stream(self, *, follow: bool = True, poll_interval: float = 0.01) -> AsyncIterator[StreamItem]:
         """Callbacks as they become due, oldest first; `Reconnected` after a disconnect.
