@@ -1,4 +1,4 @@
-"""The operator commands of `trueup`: resolve, abandon, unlock, claim, override, history.
+"""The operator commands of `trueup`: resolve, abandon, accept-quantity, unlock, claim, override, history.
 
 Each acts in the name of ``--operator`` (default: the OS user), who must hold the
 ``manage_reconciliation`` permission in the `trueup run` config (``--config``, default
@@ -13,6 +13,7 @@ transaction), which `trueup events` and `trueup history ID` show.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -122,6 +123,43 @@ def abandon(  # noqa: PLR0913, PLR0917 - typer options are parameters
             f"abandoned {account} {client_order_id} by {who.name}: {reason}; "
             f"{len(settled)} discrepancy(ies) resolved",
             {"account": account, "client_order_id": client_order_id, "resolved": [str(i) for i in settled]},
+            as_json=as_json,
+        )
+
+
+def accept_quantity(  # noqa: PLR0913, PLR0917 - typer options are parameters
+    account: Annotated[str, typer.Argument(help="Broker account.")],
+    client_order_id: Annotated[str, typer.Argument(metavar="CLIENT_ID", help="Our client order id.")],
+    quantity: Annotated[
+        str, typer.Argument(metavar="QUANTITY", help="The broker's quantity, as checked there.")
+    ],
+    reason: ReasonOption,
+    operator: OperatorOption = "",
+    config: ConfigOption = Path("trueup.toml"),
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take a broker quantity nobody asked for (QUANTITY_CHANGED); the next reconcile books it."""
+    try:
+        amount = Decimal(quantity)
+    except InvalidOperation:
+        fail(f"quantity {quantity!r} is not a number")
+    who, config_store = _operator(config, operator or os_user())
+    with _open(store, config_store) as ledger:
+        settled = actions.accept_quantity(
+            ledger.writer, ledger.queries, who, account, client_order_id, quantity=amount, reason=reason
+        )
+        _done(
+            ledger,
+            account,
+            f"quantity {amount} of {account} {client_order_id} accepted by {who.name}: {reason}; "
+            f"{len(settled)} discrepancy(ies) resolved; the next reconcile takes it",
+            {
+                "account": account,
+                "client_order_id": client_order_id,
+                "quantity": str(amount),
+                "resolved": [str(i) for i in settled],
+            },
             as_json=as_json,
         )
 
@@ -237,3 +275,4 @@ def register_operator_commands(app: typer.Typer) -> None:
     """Add the operator commands to the `trueup` app."""
     for command in (resolve, abandon, unlock, claim, override, history):
         app.command()(command)
+    app.command("accept-quantity")(accept_quantity)

@@ -31,7 +31,13 @@ import msgspec
 import typer
 from rich.console import Console
 
-from trueup.adapters.eventstore.store import DEFAULT_STORE, parse_store_url, redact, resolve_store_url
+from trueup.adapters.eventstore.store import (
+    DEFAULT_STORE,
+    check_postgres_store,
+    parse_store_url,
+    redact,
+    resolve_store_url,
+)
 from trueup.domain.errors import StoreError, TrueupError
 from trueup.ledger import Ledger
 
@@ -134,7 +140,7 @@ def money(value: Decimal | None) -> str:
 
 
 def require_store(store: str | None) -> str:
-    """The store URL a read command names, refused if it names a SQLite file that does not exist.
+    """The store URL a read command names, refused if the store does not exist (no file, schema or tables).
 
     Raises:
         StoreError: no such file (a read never creates a store).
@@ -142,6 +148,8 @@ def require_store(store: str | None) -> str:
     """
     url = resolve_store_url(store)
     config = parse_store_url(url)
+    if config.dialect == "postgres":
+        check_postgres_store(config)  # a schema or tables that do not exist are not created
     if config.path is not None and not config.path.is_file():
         where = "--store" if store else ("TRUEUP_STORE" if os.environ.get("TRUEUP_STORE") else "the default")
         msg = (

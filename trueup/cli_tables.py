@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from trueup.cli_stream import STREAM_ROWS, write_table
 from trueup.cli_support import console, cost, money, notes, plain, price, qty, wide_console
 from trueup.domain.views import DiscrepancyView, OrderView, PositionView
 
@@ -40,7 +41,7 @@ def print_orders(views: list[OrderView], *, wide: bool) -> None:
     columns = ["account", "client id", "symbol", "side", "qty", "status", "filled", "avg"]
     if wide:
         columns += ["flags", "inferred", "broker ids", "strategy"]
-    table = make_table("orders", columns, wide=wide)
+    rows: list[list[str]] = []
     for v in views:
         row = [
             v.account,
@@ -59,8 +60,14 @@ def print_orders(views: list[OrderView], *, wide: bool) -> None:
                 ", ".join(v.broker_order_ids),
                 v.strategy or "",
             ]
-        table.add_row(*row)
-    out_console(wide).print(table)
+        rows.append(row)
+    if len(rows) > STREAM_ROWS:
+        write_table("orders", columns, rows, width=None if wide else console.width)
+    else:
+        table = make_table("orders", columns, wide=wide)
+        for row in rows:
+            table.add_row(*row)
+        out_console(wide).print(table)
     notes.print(f"{len(views)} order(s)")
 
 

@@ -30,6 +30,7 @@ from trueup.adapters.base import (
     BROKER_CALL_TIMEOUT,
     AnsweringLookup,
     BrokerClient,
+    ModifyingBroker,
     OrderRequest,
     ReplaceRequest,
     ReplacingBroker,
@@ -368,6 +369,40 @@ class Submitter:
         if view is None:  # pragma: no cover - Superseded names a stored order
             msg = f"order {client_order_id} vanished from the ledger"
             raise LookupError(msg)
+        return view
+
+    async def modify(
+        self,
+        account: str,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+    ) -> OrderView:
+        """Change a working order's terms in place (Kite), the request stored before the call.
+
+        `Order.AmendRequested` is stored first (write-ahead): the broker's report of the
+        requested quantity then amends the order, while a quantity nobody requested raises
+        QUANTITY_CHANGED and keeps ours. A failed call leaves the request standing: the
+        broker may have applied it. The outcome arrives as reports.
+
+        Returns:
+            The order as stored after the request (its terms change when the broker confirms).
+
+        Raises:
+            TypeError: the broker does not modify orders in place (Alpaca: use `replace`).
+            LookupError: no such order.
+            ValueError: the order is closed.
+            BrokerQueryError: the broker refused the modify or did not answer.
+        """
+        broker = self.broker
+        if not isinstance(broker, ModifyingBroker):
+            msg = f"broker {broker.name!r} does not modify orders in place"
+            raise TypeError(msg)
+        view = await in_worker_thread(
+            self.ledger.request_amend, account, client_order_id, quantity=quantity, limit_price=limit_price
+        )
+        await broker.modify(account, client_order_id, quantity=quantity, limit_price=limit_price)
         return view
 
     async def cancel(self, account: str, client_order_id: str) -> None:

@@ -387,3 +387,72 @@ def test_postgres_says_unreachable_or_database_missing(tmp_path: Path) -> None:
     assert "is up but database 'trueup_no_such_db' does not exist" in missing
     refused = one_line_error(trueup("status", "--store", "postgresql://postgres@127.0.0.1:9/x", cwd=tmp_path))
     assert "127.0.0.1:9 is unreachable" in refused
+
+
+PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+READ_COMMANDS = [
+    ("status",),
+    ("orders", "--all"),
+    ("positions",),
+    ("discrepancies",),
+    ("events",),
+    ("replay", "--until", "1"),
+    ("history", "0123456789ab"),
+]
+
+
+def _schema_exists(schema: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(PG) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
+def test_a_postgres_read_never_creates_an_unknown_schema(tmp_path: Path, command: tuple[str, ...]) -> None:
+    schema = f"trueup_typo_{os.getpid()}_{command[0]}"
+    url = f"{PG}?schema={schema}"
+    error = one_line_error(trueup(*command, "--store", url, cwd=tmp_path))
+    assert f"schema {schema!r} does not exist" in error
+    assert not _schema_exists(schema)  # nothing created
+
+
+def test_a_postgres_schema_without_tables_is_no_store_and_a_writer_still_creates_it(tmp_path: Path) -> None:
+    import psycopg
+
+    schema = f"trueup_empty_{os.getpid()}"
+    url = f"{PG}?schema={schema}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        error = one_line_error(trueup("status", "--store", url, cwd=tmp_path))
+        assert f"no trueup tables ({schema}.trueup_events)" in error
+        with psycopg.connect(PG) as conn:
+            tables = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
+            ).fetchone()
+        assert tables == (0,)
+        with Ledger.open(url) as ledger:  # library code writes: it creates the store
+            ledger.intend(ACCOUNT, "C1", "AAPL", "BUY", D(1))
+        done = trueup("orders", "--store", url, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert [o["client_order_id"] for o in json.loads(done.stdout)] == ["C1"]
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_orders_all_on_a_long_book_prints_every_order_within_80_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    n = 700  # above trueup.cli_stream.STREAM_ROWS: written row by row
+    with Ledger.open(url) as ledger:
+        for i in range(n):
+            ledger.intend(ACCOUNT, f"L{i:04d}", "AAPL", "BUY", D(1))
+    done = trueup("orders", "--all", "--store", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    ids = [line.split("│")[2].strip() for line in lines if line.startswith("│")]
+    assert ids == [f"L{i:04d}" for i in range(n)]
+    assert f"{n} order(s)" in done.stderr

@@ -233,7 +233,8 @@ def test_modify_quantity_and_price_then_fill() -> None:
             await s.deliver(0)
             await s.settled(cid, OrderStatus.PARTIALLY_FILLED)
 
-            await s.client.modify(ACCOUNT, cid, quantity=D(6), limit_price=D("101.5"))
+            # Through the submitter: the requested terms are stored before Kite is called.
+            await Submitter(s.ledger, s.client).modify(ACCOUNT, cid, quantity=D(6), limit_price=D("101.5"))
             await s.deliver(1)  # UPDATE: the modification
             await s.until(
                 "quantity 6 at 101.5",
@@ -268,6 +269,24 @@ def test_modify_quantity_and_price_then_fill() -> None:
                 ("COMPLETE", OrderStatus.FILLED, D(6)),
             ]
             assert history == sorted(history, key=lambda r: r.ts_event)
+
+    asyncio.run(scenario())
+
+
+def test_a_quantity_changed_by_hand_at_kite_is_a_discrepancy_not_an_amend() -> None:
+    async def scenario() -> None:
+        async with kite_session() as s:
+            cid = unique_cid("KH")
+            await s.submit(cid, 10, limit="100")
+            (order_id,) = s.kite_ids(cid)
+            s.fake.modify(order_id, {"quantity": "6"})  # on Kite's web page: nobody asked trueup
+            await s.deliver(0)
+            await s.until("QUANTITY_CHANGED", lambda: open_discrepancies(s) == ["QUANTITY_CHANGED"])
+            (changed,) = s.ledger.discrepancies(ACCOUNT)
+            assert (changed.key, changed.expected, changed.actual) == (cid, "quantity 10", "quantity 6")
+            assert s.order(cid).quantity == D(10)  # ours kept
+            amended = [e for e in s.ledger.events() if e.topic == "trueup:Order.Amended"]
+            assert amended == []
 
     asyncio.run(scenario())
 

@@ -32,6 +32,7 @@ def kinds(ledger: Ledger) -> list[str]:
 def test_fills_at_the_old_terms_while_a_replace_is_pending_are_no_overfill(ledger: Ledger) -> None:
     ledger.intend(ACCOUNT, "C1", "INFY", "BUY", D(10))
     ledger.ingest(order_report("ACCEPTED", cid="C1", broker_id="K1", symbol="INFY", qty=10, ts=1))
+    ledger.request_amend(ACCOUNT, "C1", quantity=D(8))  # what Submitter.modify stores before the call
     # Kite MODIFY PENDING: the report carries the requested quantity, 4, not yet in force.
     ledger.ingest(
         order_report("ACCEPTED", cid="C1", broker_id="K1", symbol="INFY", qty=4, ts=2, flags=PENDING)

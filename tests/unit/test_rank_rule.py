@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from tests.builders import D, apply, fill_report, kinds, new_order, order_report
+from tests.builders import T0, D, apply, fill_report, kinds, new_order, order_report
 from trueup.domain.order import Order
-from trueup.domain.status import TERMINAL_STATUSES, OrderFlag, OrderStatus, ReportSource
+from trueup.domain.status import TERMINAL_STATUSES, OrderFlag, OrderStatus, ReportSource, Side
 
 RANKS = [
     (OrderStatus.INTENDED, 0, False),
@@ -259,12 +260,100 @@ def test_report_for_another_symbol_is_refused() -> None:
     assert kinds(outcomes) == ["INVALID_REPORT"]
 
 
-def test_amendment_takes_broker_quantity() -> None:
+def request_amend(order: Order, qty: int | None, limit: int | None = None) -> None:
+    """What `Submitter.modify` stores before it calls the broker."""
+    order.trigger_event(
+        Order.AmendRequested,
+        quantity=None if qty is None else D(qty),
+        limit_price=None if limit is None else D(limit),
+        ts_requested=T0,
+    )
+
+
+def test_requested_amendment_takes_broker_quantity() -> None:
     order = new_order(qty=10)
-    apply(order, order_report("ACCEPTED", qty=12, limit=101, ts=2))
+    request_amend(order, 12, 101)
+    outcomes = apply(order, order_report("ACCEPTED", qty=12, limit=101, ts=2))
     assert (order.state.quantity, order.state.limit_price) == (D(12), D(101))
+    assert kinds(outcomes) == []
+    assert order.state.amend_requests == ()  # confirmed: done
     apply(order, order_report("ACCEPTED", qty=10, ts=1))  # older terms: ignored
     assert order.state.quantity == D(12)
+
+
+@pytest.mark.parametrize("broker_qty", [12, 7, 3])
+def test_an_unrequested_quantity_change_is_a_discrepancy_and_ours_is_kept(broker_qty: int) -> None:
+    order = new_order(qty=10, limit="100")
+    apply(order, order_report("ACCEPTED", ts=1))
+    outcomes = apply(order, order_report("ACCEPTED", qty=broker_qty, limit=101, ts=2))
+    assert order.state.quantity == D(10)
+    assert order.state.limit_price == D(101)  # a limit change is taken: the size is not
+    [finding] = outcomes[0].findings
+    assert (finding.kind, finding.expected, finding.actual) == (
+        "QUANTITY_CHANGED",
+        "quantity 10",
+        f"quantity {broker_qty}",
+    )
+    assert finding.level == "ERROR"
+    # Seen again each cycle: the same problem (one alarm), never an amendment.
+    again = apply(order, order_report("ACCEPTED", qty=broker_qty, limit=101, ts=3))
+    assert [f.problem for f in again[0].findings] == [finding.problem]
+    assert order.state.quantity == D(10)
+
+
+def test_a_quantity_other_than_the_requested_one_is_a_discrepancy() -> None:
+    order = new_order(qty=10)
+    request_amend(order, 6)
+    outcomes = apply(order, order_report("ACCEPTED", qty=8, ts=2))
+    assert order.state.quantity == D(10)
+    assert kinds(outcomes) == ["QUANTITY_CHANGED"]
+    apply(order, order_report("ACCEPTED", qty=6, ts=3))
+    assert order.state.quantity == D(6)
+
+
+def test_requests_confirmed_in_turn_and_a_stale_one_is_not_reusable() -> None:
+    order = new_order(qty=10)
+    request_amend(order, 6)
+    request_amend(order, 8)
+    apply(order, order_report("ACCEPTED", qty=8, ts=2))  # the later request answered first
+    assert (order.state.quantity, order.state.amend_requests) == (D(8), ())
+    outcomes = apply(order, order_report("ACCEPTED", qty=6, ts=3))  # the older one is done
+    assert order.state.quantity == D(8)
+    assert kinds(outcomes) == ["QUANTITY_CHANGED"]
+
+
+def test_unrequested_quantity_above_ours_refuses_fills_beyond_ours() -> None:
+    order = new_order(qty=10)
+    outcomes = apply(order, order_report("PARTIALLY_FILLED", qty=12, filled=11, avg=100, ts=2))
+    assert order.state.quantity == D(10)
+    assert order.state.filled_qty == D(0)
+    assert sorted(kinds(outcomes)) == ["OVERFILL", "QUANTITY_CHANGED"]
+
+
+def test_a_quantity_the_adapter_derived_by_rule_is_taken() -> None:
+    # Kite's autoslice: a child refused at placement never was an order (trueup.adapters.kite.groups).
+    order = new_order(qty=10)
+    report = msgspec.structs.replace(
+        order_report("ACCEPTED", qty=6, ts=2), quantity_basis="sum of the 2 Kite orders with this tag"
+    )
+    outcomes = apply(order, report)
+    assert order.state.quantity == D(6)
+    assert kinds(outcomes) == []
+
+
+def test_a_first_quantity_for_an_order_without_one_is_no_change() -> None:
+    order = Order.discover(
+        account="ACC",
+        client_order_id="C1",
+        symbol="AAPL",
+        side=Side.BUY,
+        quantity=None,
+        limit_price=None,
+        ts=T0,
+    )
+    outcomes = apply(order, order_report("ACCEPTED", qty=5, ts=2))
+    assert order.state.quantity == D(5)
+    assert kinds(outcomes) == []
 
 
 def test_amendment_below_fills_is_refused() -> None:

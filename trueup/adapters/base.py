@@ -443,6 +443,30 @@ def absence_provable(broker: object, submitted_at: datetime | None, now: datetim
 
 
 @runtime_checkable
+class ModifyingBroker(Protocol):
+    """A broker that changes a working order's terms in place, keeping its id (Kite).
+
+    The change arrives as reports; callers store the requested terms first
+    (`Submitter.modify`), so that the ledger can tell a requested change from one nobody made.
+    """
+
+    async def modify(
+        self,
+        account: str,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+    ) -> None:
+        """Ask the broker to change the order's quantity or limit price.
+
+        Raises:
+            BrokerQueryError: the broker refused, or did not answer (the change may stand).
+        """
+        ...
+
+
+@runtime_checkable
 class ReplacingBroker(Protocol):
     """A broker that amends an order by replacing it with a new broker order (Alpaca).
 

@@ -163,6 +163,29 @@ class Books(GateKeeping):
         """Store SUBMITTED for an intended order, just before it is sent (write-ahead)."""
         return orders.mark_submitted(self.writer, account, client_order_id)
 
+    def request_amend(
+        self,
+        account: str,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        limit_price: Decimal | None = None,
+        by: str = "",
+    ) -> OrderView:
+        """Store the terms a modify is about to ask of the broker, before the call (write-ahead).
+
+        A later report with the requested quantity is the broker confirming it; any other
+        change of quantity raises QUANTITY_CHANGED and keeps ours (docs/rules.md).
+
+        Raises:
+            InvalidReport: no term given, or a term is malformed.
+            LookupError: no such order.
+            ValueError: the order is closed.
+        """
+        return orders.request_amend(
+            self.writer, account, client_order_id, quantity=quantity, limit_price=limit_price, by=by
+        )
+
     def abandon(self, account: str, client_order_id: str, reason: str) -> OrderView:
         """Close an order the broker proved it does not have (recovery); nothing is re-sent."""
         return orders.abandon(self.writer, account, client_order_id, reason)

@@ -1,4 +1,4 @@
-"""Operator commands: resolve, abandon, unlock, claim, override, each audited.
+"""Operator commands: resolve, abandon, accept-quantity, unlock, claim, override, each audited.
 
 Each use case checks the operator's permission first (`authorize`), then makes its change
 and records an `OperatorLog.Acted` (who, why, on what, which discrepancies it settled) in
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +27,7 @@ from trueup.projections.queries import Queries
 __all__ = [
     "Operator",
     "abandon_order",
+    "accept_quantity",
     "authorize",
     "claim_symbol",
     "discrepancy_history",
@@ -224,6 +226,80 @@ def abandon_order(  # noqa: PLR0913 - who, why, and the order
         )
 
     writer.commit(apply, what=f"abandon of {client_order_id}")
+    rejudge_gate(writer, queries, account)
+    return list(settled)
+
+
+def accept_quantity(  # noqa: PLR0913 - who, why, the order and its quantity
+    writer: Writer,
+    queries: Queries,
+    operator: Operator,
+    account: str,
+    client_order_id: str,
+    *,
+    quantity: Decimal,
+    reason: str,
+) -> list[UUID]:
+    """Take a quantity the broker reports though nobody requested it (QUANTITY_CHANGED).
+
+    Stores `Order.AmendRequested` in the operator's name, as if the modify had been sent
+    through trueup: the broker's next report of that quantity amends the order (the next
+    reconcile, or the daemon's next cycle). The order's open QUANTITY_CHANGED discrepancies
+    are resolved with the reason; a later report of yet another quantity raises it again.
+
+    Returns:
+        The ids of the discrepancies resolved.
+
+    Raises:
+        PermissionError: see `authorize`.
+        LookupError: no such order.
+        ValueError: the order is closed, or the quantity is not a positive number.
+    """
+    authorize(operator, reason)
+    if not quantity.is_finite() or quantity <= 0:
+        msg = f"quantity must be a positive number, got {quantity}"
+        raise ValueError(msg)
+    open_views = [
+        v
+        for v in queries.discrepancies(account)
+        if v.key == client_order_id and v.kind == DiscrepancyKind.QUANTITY_CHANGED
+    ]
+    settled: list[UUID] = []
+
+    def apply(unit: UnitOfWork) -> None:
+        settled.clear()
+        order: Order | None = unit.get(order_id(account, client_order_id))
+        if order is None:
+            msg = f"{account}: no order {client_order_id!r} (see `trueup orders --all --account {account}`)"
+            raise LookupError(msg)
+        if order.state.status.is_terminal:
+            msg = f"{account}: order {client_order_id} is {order.state.status}; its quantity is final"
+            raise ValueError(msg)
+        order.trigger_event(
+            Order.AmendRequested,
+            quantity=quantity,
+            limit_price=None,
+            ts_requested=unit.clock(),
+            by=operator.name,
+        )
+        unit.collect(order)
+        for view in open_views:
+            discrepancy = unit.get(view.id)
+            if discrepancy is not None and discrepancy.resolution is None:
+                discrepancy.resolve(f"quantity {quantity} accepted: {reason}", operator.name, unit.clock())
+                unit.collect(discrepancy)
+                settled.append(view.id)
+        _record(
+            unit,
+            account,
+            OperatorCommand.ACCEPT_QUANTITY,
+            operator,
+            reason=reason,
+            subject=f"{client_order_id} quantity {quantity}",
+            discrepancies=settled,
+        )
+
+    writer.commit(apply, what=f"accept-quantity of {client_order_id}")
     rejudge_gate(writer, queries, account)
     return list(settled)
 

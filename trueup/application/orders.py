@@ -1,4 +1,6 @@
-"""Order use cases of the submit path: intend, mark submitted, abandon, lookups, declare lost.
+"""Order use cases of the submit path: intend, mark submitted, amend requests, lookups, and more.
+
+The others: abandon an order, declare one lost.
 
 None of them calls a broker: the submitter and the service do, and record here what they
 learned. Each is one transaction through the `Writer`, retried on a conflict.
@@ -98,6 +100,44 @@ def mark_submitted(writer: Writer, account: str, client_order_id: str) -> OrderV
             unit.collect(order)
 
     writer.commit(apply)
+    return order_view(writer, account, client_order_id)
+
+
+def request_amend(  # noqa: PLR0913 - the order, its new terms and who asks
+    writer: Writer,
+    account: str,
+    client_order_id: str,
+    *,
+    quantity: Decimal | None,
+    limit_price: Decimal | None,
+    by: str = "",
+) -> OrderView:
+    """Store the terms about to be asked of the broker for a working order (write-ahead).
+
+    Raises:
+        InvalidReport: no term given, or a term is malformed.
+        LookupError: no such order.
+        ValueError: the order is closed.
+    """
+    if quantity is None and limit_price is None:
+        msg = "an amend needs a quantity or a limit price"
+        raise InvalidReport(msg, field="quantity")
+    if quantity is not None:
+        _require_decimal("quantity", quantity, positive=True)
+    if limit_price is not None:
+        _require_decimal("limit_price", limit_price)
+
+    def apply(unit: UnitOfWork) -> None:
+        order = existing_order(unit, account, client_order_id)
+        if order.state.status.is_terminal:
+            msg = f"{account}: {client_order_id} is {order.state.status}; only a working order can be amended"
+            raise ValueError(msg)
+        order.trigger_event(
+            Order.AmendRequested, quantity=quantity, limit_price=limit_price, ts_requested=unit.clock(), by=by
+        )
+        unit.collect(order)
+
+    writer.commit(apply, what=f"amend request of {client_order_id}")
     return order_view(writer, account, client_order_id)
 
 

@@ -76,6 +76,7 @@ _BOOKING_KINDS = frozenset(
         DiscrepancyKind.STATUS_CONFLICT,
         DiscrepancyKind.UNKNOWN_STATUS,
         DiscrepancyKind.INVALID_REPORT,
+        DiscrepancyKind.QUANTITY_CHANGED,
     }
 )
 """Problems booking an order's reports finds, about that order (its client id the subject)."""

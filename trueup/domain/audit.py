@@ -34,6 +34,8 @@ class OperatorCommand(StrEnum):
     """Gave a symbol to a strategy (orphan orders in it quarantine only that strategy)."""
     OVERRIDE = "override"
     """Opened the account's gate by hand."""
+    ACCEPT_QUANTITY = "accept-quantity"
+    """Took a quantity the broker reports for an order that nobody asked it to amend to."""
 
 
 def operator_log_id(account: str) -> UUID:

@@ -25,6 +25,8 @@ class DiscrepancyKind(StrEnum):
     """Fill figures disagree (same exec id, different content; cumulative without price; ...)."""
     OVERFILL = "OVERFILL"
     """A fill or report would take filled quantity above the order quantity; refused."""
+    QUANTITY_CHANGED = "QUANTITY_CHANGED"
+    """The broker reports a quantity for an order that nobody asked it to amend to; ours kept."""
     POSITION_MISMATCH = "POSITION_MISMATCH"
     """Our position differs from the broker's."""
     MISSING_LOCAL_POSITION = "MISSING_LOCAL_POSITION"
@@ -66,6 +68,7 @@ DEFAULT_SEVERITY: dict[DiscrepancyKind, Severity] = {
     DiscrepancyKind.STATUS_CONFLICT: Severity.WARNING,
     DiscrepancyKind.FILL_MISMATCH: Severity.WARNING,
     DiscrepancyKind.OVERFILL: Severity.CRITICAL,
+    DiscrepancyKind.QUANTITY_CHANGED: Severity.ERROR,
     DiscrepancyKind.POSITION_MISMATCH: Severity.ERROR,
     DiscrepancyKind.MISSING_LOCAL_POSITION: Severity.ERROR,
     DiscrepancyKind.NAKED_POSITION: Severity.CRITICAL,

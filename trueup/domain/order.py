@@ -1,12 +1,12 @@
 """The Order aggregate: one order's lifecycle, rebuilt from its events.
 
 State changes only through the nested events below; the rules that decide which
-events a broker report causes live in `trueup.domain.rules` as pure functions.
+events a broker report causes live in `trueup.domain.rules` as pure functions. The
+state they build is `trueup.domain.order_state.OrderState`.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,140 +16,11 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from trueup.domain.ids import order_id
-from trueup.domain.money import ZERO, derived_price, money_context
+from trueup.domain.money import ZERO
+from trueup.domain.order_state import AmendRequest, BookedFill, OrderState, exec_key
 from trueup.domain.status import OrderFlag, OrderStatus, Side
-from trueup.domain.views import FillView, OrderView
 
-# IB execution ids look like "0000e0d5.6553f0ca.01.01"; a correction differs only in
-# the digits after the final period (".01" -> ".02") and replaces the original.
-_REVISED_EXEC_ID = re.compile(r"^(?P<base>[^.]+\..+)\.(?P<revision>\d+)$")
-
-
-def exec_key(exec_id: str) -> tuple[str, int]:
-    """Split an execution id into its dedupe key and correction revision.
-
-    "0000e0d5.6553f0ca.01.02" -> ("0000e0d5.6553f0ca.01", 2); ids without the IB
-    shape (Alpaca UUIDs, Kite trade ids) are their own key with revision 0.
-    """
-    match = _REVISED_EXEC_ID.match(exec_id)
-    if match is None:
-        return exec_id, 0
-    return match["base"], int(match["revision"])
-
-
-class BookedFill(msgspec.Struct, frozen=True):
-    """A real execution booked on an order (latest revision for corrected ones)."""
-
-    exec_id: str
-    revision: int
-    qty: Decimal
-    price: Decimal
-    ts_event: datetime
-    commission: Decimal | None
-
-
-class OrderState(msgspec.Struct, kw_only=True):
-    """Everything an order's events established; mutated only by those events' apply()."""
-
-    account: str
-    client_order_id: str
-    symbol: str
-    side: Side
-    quantity: Decimal | None
-    limit_price: Decimal | None
-    strategy: str | None
-    origin: str
-    """"intent" if we recorded it before sending, "broker" if first seen in a report."""
-    status: OrderStatus = OrderStatus.INTENDED
-    flags: frozenset[OrderFlag] = frozenset()
-    raw_status: str | None = None
-    status_ts: datetime | None = None
-    """ts_event of the report that last set status or flags."""
-    amend_ts: datetime | None = None
-    """ts_event of the report whose terms (quantity, limit) we hold."""
-    broker_order_ids: tuple[str, ...] = ()
-    fills: dict[str, BookedFill] = msgspec.field(default_factory=dict)
-    """Real executions by dedupe key (see exec_key)."""
-    real_filled: Decimal = ZERO
-    real_cost: Decimal = ZERO
-    inferred_qty: Decimal = ZERO
-    """Filled quantity known only from a cumulative report."""
-    inferred_price: Decimal | None = None
-    reported_filled: Decimal = ZERO
-    """Cumulative of the report the inferred part was priced from."""
-    reported_avg: Decimal | None = None
-    submitted_at: datetime | None = None
-    """When we stored SUBMITTED, just before the broker call."""
-    created_at: datetime | None = None
-    """When we recorded the intent, or first saw the order at the broker."""
-    missing_cycles: int = 0
-    """Consecutive complete-history snapshots that did not list this open order."""
-    replaces: str | None = None
-    """Client id of the order this one replaced (Alpaca replace chains: one leg per broker order)."""
-    replaced_by: str | None = None
-    """Client id of the order that replaced this one, once the broker confirmed it."""
-
-    @money_context
-    def book(self, key: str, fill: BookedFill) -> None:
-        """Put `fill` under `key`, replacing an earlier revision (used by apply only)."""
-        previous = self.fills.get(key)
-        if previous is not None:
-            self.real_filled -= previous.qty
-            self.real_cost -= previous.qty * previous.price
-        self.fills[key] = fill
-        self.real_filled += fill.qty
-        self.real_cost += fill.qty * fill.price
-
-    def set_inferred(self, qty: Decimal, price: Decimal | None) -> None:
-        """Set the inferred part (used by apply only); no quantity means no price."""
-        self.inferred_qty = qty
-        self.inferred_price = price if qty > 0 else None
-
-    @property
-    def filled_qty(self) -> Decimal:
-        """Real plus inferred filled quantity."""
-        return self.real_filled + self.inferred_qty
-
-    @property
-    @money_context
-    def fill_cost(self) -> Decimal:
-        """Total cost of the filled quantity (real plus inferred)."""
-        inferred = self.inferred_qty * self.inferred_price if self.inferred_price else ZERO
-        return self.real_cost + inferred
-
-    @property
-    def avg_fill_price(self) -> Decimal | None:
-        """Average price of the filled quantity, or None before any fill."""
-        filled = self.filled_qty
-        return derived_price(self.fill_cost, filled) if filled > 0 else None
-
-    def view(self) -> OrderView:
-        """A frozen copy of what the order says now."""
-        return OrderView(
-            account=self.account,
-            client_order_id=self.client_order_id,
-            symbol=self.symbol,
-            side=self.side,
-            quantity=self.quantity,
-            status=self.status,
-            flags=self.flags,
-            filled_qty=self.filled_qty,
-            avg_fill_price=self.avg_fill_price,
-            inferred_qty=self.inferred_qty,
-            broker_order_ids=self.broker_order_ids,
-            limit_price=self.limit_price,
-            strategy=self.strategy,
-            origin=self.origin,
-            fills=tuple(
-                FillView(f.exec_id, f.qty, f.price, f.ts_event, f.commission)
-                for f in sorted(self.fills.values(), key=lambda f: (f.ts_event, f.exec_id))
-            ),
-            updated_at=self.status_ts,
-            created_at=self.created_at,
-            submitted_at=self.submitted_at,
-            replaces=self.replaces,
-            replaced_by=self.replaced_by,
-        )
+__all__ = ["AmendRequest", "BookedFill", "Change", "Order", "OrderState", "exec_key"]
 
 
 class Order(Aggregate):
@@ -241,6 +112,25 @@ class Order(Aggregate):
             aggregate.state.raw_status = self.raw_status
             aggregate.state.status_ts = self.ts_event
 
+    class AmendRequested(Event):
+        """We are about to ask the broker to change the order's terms: stored before the call.
+
+        A report with the requested quantity is then the broker confirming it; any other
+        quantity change is one nobody asked for (`decide_order_report`).
+        """
+
+        TOPIC = "trueup:Order.AmendRequested"
+        quantity: Decimal | None
+        limit_price: Decimal | None
+        ts_requested: datetime
+        by: str = ""
+        """Who asked: "" for the submit path, the operator's name for `trueup amend`."""
+
+        def apply(self, aggregate: Order) -> None:
+            """Remember the request until the broker confirms it."""
+            request = AmendRequest(self.quantity, self.limit_price, self.ts_requested)
+            aggregate.state.amend_requests = (*aggregate.state.amend_requests, request)
+
     class Amended(Event):
         """The broker's quantity or limit price changed (modify/replace confirmed)."""
 
@@ -250,10 +140,16 @@ class Order(Aggregate):
         ts_event: datetime
 
         def apply(self, aggregate: Order) -> None:
-            """Take the broker's terms."""
-            aggregate.state.quantity = self.quantity
-            aggregate.state.limit_price = self.limit_price
-            aggregate.state.amend_ts = self.ts_event
+            """Take the broker's terms; the request they answer, and older ones, are done."""
+            state = aggregate.state
+            if state.quantity != self.quantity:
+                requests = state.amend_requests
+                matched = next((i for i, r in enumerate(requests) if r.covers(self.quantity)), None)
+                if matched is not None:
+                    state.amend_requests = requests[matched + 1 :]
+            state.quantity = self.quantity
+            state.limit_price = self.limit_price
+            state.amend_ts = self.ts_event
 
     class FillBooked(Event):
         """A real execution was booked; it supersedes up to `superseded_qty` inferred."""

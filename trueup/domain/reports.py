@@ -112,6 +112,10 @@ class OrderReport(msgspec.Struct, frozen=True, tag="order"):
     """Flags holding at the broker (cancel pending, held, ...)."""
     replaces: str | None = None
     """Broker id of the order this one replaced (Alpaca `replaces`): the ledger chains the two."""
+    quantity_basis: str | None = None
+    """Set by an adapter whose `quantity` is derived by rule from the broker's own orders
+    (Kite: the sum of the slices it holds, an autoslice child refused at placement not
+    counted), saying so; such a quantity is taken though no amend was requested."""
 
     def __post_init__(self) -> None:
         """Refuse a report that breaks an invariant, naming the field."""
@@ -129,7 +133,7 @@ class OrderReport(msgspec.Struct, frozen=True, tag="order"):
         if not (self.client_order_id or self.broker_order_id):
             msg = "an order report needs client_order_id or broker_order_id"
             raise InvalidReport(msg, field="client_order_id")
-        for name in ("client_order_id", "broker_order_id", "raw_status", "replaces"):
+        for name in ("client_order_id", "broker_order_id", "raw_status", "replaces", "quantity_basis"):
             check_storable(name, getattr(self, name))
         _check_decimal("quantity", self.quantity, positive=True)
         _check_decimal("filled_qty", self.filled_qty)

@@ -193,8 +193,9 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
 
     Steps: 1. refuse a report naming another symbol/side; 2. an unknown status changes
     nothing; 3. link the broker id; 4. client-side statuses only set flags; 5. take the
-    broker's quantity if newer; 6. refuse a cumulative above the quantity; 7. book one
-    inferred fill if the cumulative runs ahead of our fills; 8. move the status.
+    broker's terms if newer (a changed quantity only if expected: `_amended_quantity`);
+    6. refuse a cumulative above the quantity; 7. book one inferred fill if the
+    cumulative runs ahead of our fills; 8. move the status.
     """
     outcome = Outcome()
     cid = order.client_order_id
@@ -250,13 +251,10 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
                 "broker quantity is below the executions booked; quantity kept",
             )
         else:
-            quantity = report.quantity
-            outcome.change(
-                Order.Amended,
-                quantity=report.quantity,
-                limit_price=report.limit_price if report.limit_price is not None else order.limit_price,
-                ts_event=report.ts_event,
-            )
+            quantity = _amended_quantity(order, report, outcome)
+            limit = report.limit_price if report.limit_price is not None else order.limit_price
+            if (quantity, limit) != (order.quantity, order.limit_price):
+                outcome.change(Order.Amended, quantity=quantity, limit_price=limit, ts_event=report.ts_event)
     # 6.
     cumulative = report.filled_qty
     if quantity is not None and exceeds(cumulative, quantity):
@@ -297,6 +295,32 @@ def decide_order_report(order: OrderState, report: OrderReport) -> Outcome:  # n
         outcome=outcome,
     )
     return outcome
+
+
+def _amended_quantity(order: OrderState, report: OrderReport, outcome: Outcome) -> Decimal:
+    """The quantity the order has after `report`: the broker's if expected, else ours, found.
+
+    A broker quantity is expected when the order had none yet, when it is one we asked
+    for (`Order.AmendRequested`, stored before the modify call), or when the adapter
+    derived it by a rule of the broker's own (`OrderReport.quantity_basis`). Any other
+    change is never taken silently: the order keeps its quantity (so fills above it are
+    refused as an overfill) and QUANTITY_CHANGED names both.
+    """
+    ours = order.quantity
+    if ours is None or report.quantity == ours or report.quantity_basis or order.requested(report.quantity):
+        return report.quantity
+    outcome.findings.append(
+        Finding(
+            DiscrepancyKind.QUANTITY_CHANGED,
+            order.client_order_id,
+            f"quantity {ours}",
+            f"quantity {report.quantity}",
+            f"broker reports quantity {report.quantity} for our order of {ours} and no amend to it "
+            f"was requested; {ours} kept (modified by hand at the broker?)",
+            topic="quantity",
+        )
+    )
+    return ours
 
 
 @money_context

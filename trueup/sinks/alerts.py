@@ -40,36 +40,76 @@ ALWAYS = frozenset({DiscrepancyKind.LOST.value, DiscrepancyKind.DEAD_LETTER.valu
 STAGES = frozenset({"raised", "escalated", "resolved", "reopened"})
 """Discrepancy lifecycle stages that reach people ("updated" never does)."""
 
+_RESOLVE = "trueup resolve {id} --reason TEXT"
+_RECONCILE = "trueup reconcile --broker BROKER --account {account}"
 _POSITION_FIX = (
     "check the position at the broker; to take the broker's figure: "
-    "trueup reconcile --broker BROKER --account {account} --policy repair"
+    + _RECONCILE
+    + " --policy repair; else fix the cause, then "
+    + _RESOLVE
+    + " (and trueup unlock {account} {symbol} --reason TEXT if it was locked)"
 )
-_RESOLVE = "ledger.resolve_discrepancy(UUID('{id}'), resolution=REASON, by=OPERATOR)"
 FIXES: dict[str, str] = {
     DiscrepancyKind.POSITION_MISMATCH.value: _POSITION_FIX,
     DiscrepancyKind.MISSING_LOCAL_POSITION.value: _POSITION_FIX,
     DiscrepancyKind.NAKED_POSITION.value: _POSITION_FIX,
     DiscrepancyKind.STALE_DATA.value: (
-        "check the broker connection; it resolves on the next fresh snapshot: "
-        "trueup reconcile --broker BROKER --account {account}"
+        "check the broker connection; it resolves on the next fresh snapshot: " + _RECONCILE
     ),
     DiscrepancyKind.LOST.value: (
-        "look the order up at the broker; if it is gone: ledger.abandon('{account}', '{key}', REASON); "
-        "if it is listed again the next reconcile resolves this"
+        "look the order up at the broker by our client id; if it is gone: "
+        "trueup abandon {account} {key} --reason TEXT; if the broker has it: "
+        + _RECONCILE
+        + ", then "
+        + _RESOLVE
+        + " and trueup unlock {account} {symbol} --reason TEXT"
     ),
     DiscrepancyKind.MISSING_AT_BROKER.value: (
-        "look the order up at the broker; the next reconcile resolves this if it is listed again"
+        "look the order up at the broker; if it is gone: trueup abandon {account} {key} --reason TEXT; "
+        "the next reconcile resolves this if it is listed again"
     ),
     DiscrepancyKind.ORPHAN_ORDER.value: (
-        "cancel it at the broker, or claim its symbol for a strategy: "
-        "ledger.claim('{account}', SYMBOL, STRATEGY); then " + _RESOLVE
+        "cancel it at the broker or keep it, then "
+        + _RESOLVE
+        + "; if a strategy owns the symbol's manual orders: "
+        "trueup claim {account} STRATEGY {symbol} --reason TEXT"
+    ),
+    DiscrepancyKind.OVERFILL.value: (
+        "check the order's executions and quantity at the broker; have a wrong execution corrected there, "
+        "then " + _RESOLVE
+    ),
+    DiscrepancyKind.QUANTITY_CHANGED.value: (
+        "ask who changed the order at the broker; if the broker's quantity is wrong, modify or cancel it "
+        "there; if it stands: trueup accept-quantity {account} {key} {broker_quantity} --reason TEXT"
     ),
     DiscrepancyKind.DEAD_LETTER.value: (
         "fix the sink's destination, re-send the event by hand if it matters, then " + _RESOLVE
     ),
 }
-"""What resolves each kind (the default: check at the broker, then resolve by hand)."""
+"""What resolves each kind, with the `trueup` command (the default: check at the broker, then resolve)."""
 DEFAULT_FIX = "check at the broker, then " + _RESOLVE
+RUNBOOKS = "docs/runbooks.md"
+"""Where alert links point unless `AlertsConfig.runbooks` says otherwise (anchors appended)."""
+
+
+def runbook_link(base: str, kind: str) -> str:
+    """The link to the runbook section of `kind` (docs/runbooks.md anchors are the lower-case kind)."""
+    return f"{base}#{kind.lower()}"
+
+
+def _fix(data: dict[str, Any]) -> str:
+    """The fix for a discrepancy, its commands filled in with its id, account, key and symbol."""
+    scope = data.get("scope") or ""
+    symbol = scope.split(":", 1)[1] if ":" in scope else data["key"]
+    template = FIXES.get(data["kind"], DEFAULT_FIX)
+    broker_quantity = str(data.get("actual") or "").removeprefix("quantity ") or "QUANTITY"
+    return template.format(
+        id=data["id"],
+        account=data["account"],
+        key=data["key"],
+        symbol=symbol,
+        broker_quantity=broker_quantity,
+    )
 
 
 class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +125,8 @@ class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_attempts: int = 8
     """Failed sends of one alert before it is dead-lettered (apprise reports no reason)."""
     start: Literal["beginning", "end"] = "end"
+    runbooks: str = RUNBOOKS
+    """Base of the runbook links (a URL of docs/runbooks.md where the desk reads it)."""
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot work."""
@@ -116,7 +158,7 @@ def alert_for(event: SinkEvent, config: AlertsConfig) -> Alert | None:
     if event.kind == DISCREPANCY:
         return _discrepancy_alert(event, config)
     if event.kind == GATE_CHANGED and config.gate:
-        return _gate_alert(event)
+        return _gate_alert(event, config)
     return None
 
 
@@ -128,7 +170,7 @@ def _discrepancy_alert(event: SinkEvent, config: AlertsConfig) -> Alert | None:
     severity = Severity(data["severity"])
     if data["kind"] not in ALWAYS and SEVERITY_RANK[severity] < SEVERITY_RANK[config.min_severity]:
         return None
-    fix = FIXES.get(data["kind"], DEFAULT_FIX).format(id=data["id"], account=data["account"], key=data["key"])
+    fix = _fix(data)
     headline = {
         "raised": f"{severity} {data['kind']} raised",
         "escalated": f"{data['kind']} escalated {data['severity_before']} -> {severity}",
@@ -146,6 +188,7 @@ def _discrepancy_alert(event: SinkEvent, config: AlertsConfig) -> Alert | None:
         lines.append(f"Resolution: {data['resolution']} (by {data['resolved_by']})")
     else:
         lines.append(f"To resolve: {fix}")
+        lines.append(f"Runbook: {runbook_link(config.runbooks, data['kind'])}")
     lines.append(f"Discrepancy: {data['id']} (log position {event.position})")
     return Alert(
         key=f"discrepancy|{data['id']}|{stage}|{severity}|{event.id if stage == 'reopened' else ''}",
@@ -155,16 +198,17 @@ def _discrepancy_alert(event: SinkEvent, config: AlertsConfig) -> Alert | None:
     )
 
 
-def _gate_alert(event: SinkEvent) -> Alert | None:
+def _gate_alert(event: SinkEvent, config: AlertsConfig) -> Alert | None:
     data = event.data
     state, before = data["state"], data["state_before"]
     reasons = "; ".join(data["reasons"]) or "none given"
     if state == "BLOCKED" and before != "BLOCKED":
         title = f"[trueup] {data['account']}: gate BLOCKED, new orders refused"
         fix = (
-            "resolve what the reasons name (CRITICAL discrepancies, stale broker data), then "
-            f"trueup reconcile --broker BROKER --account {data['account']}; an operator with the "
-            "override permission may open it by hand: ledger.override_gate(...)"
+            "resolve what the reasons name (trueup discrepancies --account "
+            f"{data['account']}: CRITICAL ones, stale broker data; see {config.runbooks}), then "
+            f"trueup reconcile --broker BROKER --account {data['account']}; an operator may open it "
+            f"by hand: trueup override {data['account']} --reason TEXT"
         )
         level = Severity.CRITICAL
     elif state == "READY" and before == "BLOCKED":

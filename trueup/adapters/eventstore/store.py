@@ -497,6 +497,46 @@ def probe_postgres(config: StoreConfig) -> None:
         raise StoreError(msg) from e
 
 
+def check_postgres_store(config: StoreConfig) -> None:
+    """Refuse a PostgreSQL store that does not exist yet, creating nothing (for readers).
+
+    Opening a `Store` creates the schema and the tables; a command that only reads must
+    not, so it asks first: the server answers (`probe_postgres`), the schema exists, and
+    it holds trueup's events table.
+
+    Raises:
+        StoreError: the server, the database, the schema or the tables are missing, each
+            said so in one line with what to do.
+    """
+    import psycopg  # noqa: PLC0415 - psycopg is the optional `postgres` extra
+
+    probe_postgres(config)
+    schema = config.schema
+    table = f"{schema}.trueup_events" if schema else "trueup_events"
+    try:
+        with _postgres_connect(config) as conn:
+            if schema is not None:
+                found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+                if found is None:
+                    msg = (
+                        f"no store at {redact(config.url)}: schema {schema!r} does not exist in database "
+                        f"{config.postgres_conninfo['dbname']!r}; check ?schema=, or create the store "
+                        "with a writer (trueup run, trueup reconcile, Ledger.open)"
+                    )
+                    raise StoreError(msg)
+            row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+    except psycopg.Error as e:
+        msg = f"cannot read store {redact(config.url)}: {' '.join(str(e).split())}"
+        raise StoreError(msg) from e
+    if row is None or row[0] is None:
+        msg = (
+            f"no store at {redact(config.url)}: no trueup tables ({table}) in database "
+            f"{config.postgres_conninfo['dbname']!r}; check the URL, or create the store with a "
+            "writer (trueup run, trueup reconcile, Ledger.open)"
+        )
+        raise StoreError(msg)
+
+
 def _open_read_only(config: StoreConfig, error: BaseException) -> LedgerApplication:
     """The application on a SQLite file opened read-only, after opening it to write failed.
 

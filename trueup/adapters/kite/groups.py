@@ -16,7 +16,8 @@ Aggregation of the slices of one tag (in Kite's order):
 1. quantity: the sum of the slices' quantities; for an iceberg order at least its
    `total_quantity` (legs not placed yet still belong to it). An autoslice child Kite
    refused at placement never becomes an order, so its quantity is not counted: the
-   logical order is what Kite holds.
+   logical order is what Kite holds. The report says so (`quantity_basis`), so the
+   ledger takes that quantity though nobody requested an amend to it.
 2. filled: the sum; average price: weighted by each slice's fills.
 3. status: UNKNOWN if any slice's status is unknown (nothing changes, raw kept); a
    working status while any slice works, or while an iceberg has legs still to place
@@ -221,6 +222,7 @@ def aggregate_slices(
             raw_status=summary,
             limit_price=first.limit_price,
             flags=flags,
+            quantity_basis=f"sum of the {len(reports)} Kite orders with this tag",
         )
     ]
 

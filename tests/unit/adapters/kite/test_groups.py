@@ -71,7 +71,11 @@ def test_official_order_book_aggregates_only_the_iceberg_leg() -> None:
     # REJECTED): the logical iceberg order is 1000 (meta.iceberg.total_quantity) and ended.
     book = to_order_book(fixture("orders.json"), account=ACCOUNT)
     iceberg = msgspec.structs.replace(
-        ORDERS[3], quantity=D(1000), raw_status="1 slices: 1 REJECTED", status=OrderStatus.REJECTED
+        ORDERS[3],
+        quantity=D(1000),
+        raw_status="1 slices: 1 REJECTED",
+        status=OrderStatus.REJECTED,
+        quantity_basis="sum of the 1 Kite orders with this tag",
     )
     assert book.orders == [*ORDERS[:3], iceberg, *ORDERS[4:]]
     assert book.members["icebergord"] == [
