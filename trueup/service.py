@@ -10,15 +10,17 @@ blocking database call, so it runs in a worker thread through `asyncio.to_thread
    BLOCKED. A failed query is never read as "flat" or "no orders".
 2. **Periodic** (`run`): every `period` seconds, each account is reconciled, then its
    in-flight orders are checked.
-3. **Stream** (`trueup.service_stream.StreamConsumer`): every `RawMessage` goes to `Ledger.ingest_raw` (the raw payload is stored
-   before it is translated); every `Reconnected` reconciles that account at once, because
-   messages may have been missed while the connection was down.
-4. **In-flight checks** (`trueup.inflight.InflightChecks`): an open order still SUBMITTED or PENDING_NEW `inflight_after`
-   seconds after it was sent (``submitted_at``, else ``created_at``) is looked
-   up at the broker by our client order id. A report found is ingested like any other
-   broker payload. "Not found" counts one retry for that order; a lookup that fails,
-   hangs past `broker_timeout` or answers garbage is not "not found": it is counted
-   apart and raises STALE_DATA about the order (gate BLOCKED until a lookup answers).
+3. **Stream** (`trueup.service_stream.StreamConsumer`): every `RawMessage` goes to
+   `Ledger.ingest_raw` (the raw payload is stored before it is translated); every
+   `Reconnected` reconciles that account at once, because messages may have been missed
+   while the connection was down.
+4. **In-flight checks** (`trueup.inflight.InflightChecks`): an open order still SUBMITTED
+   or PENDING_NEW `inflight_after` seconds after it was sent (``submitted_at``, else
+   ``created_at``) is looked up at the broker by our client order id. A report found is
+   ingested like any other broker payload. "Not found" counts one retry for that order; a
+   lookup that fails, hangs past `broker_timeout` or answers garbage is not "not found":
+   it is counted apart and raises STALE_DATA about the order (gate BLOCKED until a lookup
+   answers).
 5. **Deadlines**: every broker query has one (`broker_timeout`); the broker is asked
    before the account's lock is taken, so a hung broker never holds up the stream, and
    the log position read before asking (the snapshot's cut) makes the ledger skip, and
