@@ -141,7 +141,6 @@ _FILL_FIELDS: Final[dict[str, str]] = {
 _POSITION_FIELDS: Final[dict[str, str]] = {"qty": "position", "avg_cost": "avgCost"}
 
 
-
 # --- errors (attribute paths are read by `reading.Reader`) --------------------------------
 
 
