@@ -90,10 +90,7 @@ from trueup.service_parts import (
     wait,
     wait_any,
 )
-from trueup.service_stream import (  # noqa: F401 - the constant re-exported: importable from here as before
-    STREAM_RESTART_SECONDS,
-    StreamConsumer,
-)
+from trueup.service_stream import STREAM_RESTART_SECONDS, StreamConsumer
 from trueup.settings import ServiceSettings, validate
 from trueup.submission import Submitter, start_accounts
 
@@ -103,6 +100,7 @@ __all__ = [
     "IN_FLIGHT_STATUSES",
     "MAX_RETAKES",
     "STREAM_GRACE_SECONDS",
+    "STREAM_RESTART_SECONDS",
     "STREAM_WAIT_SECONDS",
     "ReconciliationService",
     "ServiceCounters",

@@ -95,7 +95,7 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
         PositiveSeconds, Meta(description="Seconds a stream message waits for its account's reconciliation.")
     ] = 60.0
     stream_grace: Annotated[
-        PositiveSeconds, Meta(description="Seconds an account may have no live stream before its gate blocks.")
+        PositiveSeconds, Meta(description="Seconds an account may go without a live stream before it blocks.")
     ] = 30.0
 
 

@@ -47,12 +47,27 @@ from trueup.domain.reports import OrderReport
 from trueup.domain.status import OrderStatus, ReportSource
 from trueup.domain.views import OrderView
 from trueup.faults import crash_point
-from trueup.lookups import (  # noqa: F401 - Looked and the error re-exported: importable from here as before
+from trueup.lookups import (
     Looked,
     UntranslatableLookupError,
     look_up,
     record_lookup,
 )
+
+__all__ = [
+    "Looked",
+    "RecoveryReport",
+    "StartupError",
+    "StartupOutcome",
+    "StartupReconcile",
+    "Submitter",
+    "UntranslatableLookupError",
+    "look_up",
+    "reconcile_from",
+    "record_lookup",
+    "start_accounts",
+    "start_session",
+]
 
 log = logging.getLogger(__name__)
 

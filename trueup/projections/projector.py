@@ -56,7 +56,7 @@ from trueup.domain.messages import BrokerMessage
 from trueup.domain.order import Order, OrderState, exec_key
 from trueup.domain.position import Position, PositionState
 from trueup.projections import service_status, tables
-from trueup.projections.fills import (  # noqa: F401 - the constants re-exported: importable from here as before
+from trueup.projections.fills import (
     INFERRED_KEY,
     RECONCILE_ORDER_ID,
     write_fill,
@@ -66,6 +66,8 @@ from trueup.projections.fills import (  # noqa: F401 - the constants re-exported
 )
 from trueup.projections.pages import Page, Row, StateCache
 from trueup.projections.tracking import TrackingRow
+
+__all__ = ["INFERRED_KEY", "REBUILD_PAGE_SIZE", "RECONCILE_ORDER_ID", "TRACKING_NAME", "Projector"]
 
 log = logging.getLogger(__name__)
 
