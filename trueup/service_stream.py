@@ -78,9 +78,7 @@ class StreamConsumer:
 
     def spawn(self, stop: asyncio.Event, *, restarted: bool = False) -> asyncio.Task[None]:
         """Start consuming the stream in a task of its own (`consume`)."""
-        return asyncio.create_task(
-            self.consume(stop, restarted=restarted), name=f"{self.name}-stream"
-        )
+        return asyncio.create_task(self.consume(stop, restarted=restarted), name=f"{self.name}-stream")
 
     def died(self, stream: asyncio.Task[None]) -> None:
         """The stream task ended while the service runs: say why; `run` starts another."""
@@ -94,7 +92,7 @@ class StreamConsumer:
             self._down_since = time.monotonic()
 
     def no_stream_seconds(self) -> float | None:
-        """How long no stream has been consumed, once that exceeds `stream_grace`; else None."""
+        """How long no stream has been consumed, once that exceeds `grace`; else None."""
         since, now = self._down_since, time.monotonic()
         if since is None:
             return None

@@ -14,7 +14,7 @@ The submit path, and what a crash at each point leaves behind:
 
 Submitting a client id that already exists returns the existing order and sends nothing:
 that, and the broker refusing a duplicate client id, is why a retry can never double an
-order.
+order. The lookups recovery makes are in `trueup.lookups` (re-exported here).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ one transaction, after the evidence that proves them (`trueup.application.eviden
 broker's answers verbatim, then the snapshot). Reconciling the same snapshot twice, or
 again after a restart, stores nothing new: decisions are idempotent, and a discrepancy
 that is still open is not raised again. A clean run leaves a BooksMatched record when
-one is due (`evidence.Matches`).
+one is due (`evidence.Matches`). Positions are compared in `positions.py`; the result and
+the state of a run are in `runs.py` (`ReconcileResult` is importable from here too).
 """
 
 from __future__ import annotations
