@@ -50,6 +50,8 @@ class FakeAlpaca:
         self.submit_faults: list[str] = []
         """Per next submit: "504" (place, answer 504) or "drop" (place, close the connection)."""
         self.route_faults: dict[str, list[int]] = {}
+        self.echo_headers = False
+        """Error answers echo the request's headers (as some gateways do): secrets included."""
         self._last = datetime.now(UTC)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -261,7 +263,10 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
                     return
                 faults = fake.route_faults.get(f"{method} {path}")
                 if faults:
-                    self._send(faults.pop(0), {"code": 50010000, "message": "internal server error"})
+                    message = "internal server error"
+                    if fake.echo_headers:
+                        message += f"; request headers: {dict(self.headers.items())}"
+                    self._send(faults.pop(0), {"code": 50010000, "message": message})
                     return
                 self._dispatch(method, path, query, body)
 

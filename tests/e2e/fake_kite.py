@@ -75,6 +75,8 @@ class FakeKite:
         self.lock = threading.RLock()
         self.api_key = api_key
         self.token: str | None = access_token
+        self.echo_headers = False
+        """Error answers echo the request's headers (as some gateways do): the access token included."""
         self.api_secret = api_secret
         self.user_id = user_id
         self.orders: dict[str, dict[str, Any]] = {}
@@ -571,9 +573,14 @@ def _handler(fake: FakeKite) -> type[BaseHTTPRequestHandler]:
                         delay, fake.place_delay = fake.place_delay, 0.0
                     answer = (200, {"status": "success", "data": data})
                 except KiteError as e:
+                    message = e.message
+                    if fake.echo_headers:
+                        message += (
+                            " (request: " + ", ".join(f"{k}: {v}" for k, v in self.headers.items()) + ")"
+                        )
                     answer = (
                         e.status,
-                        {"status": "error", "message": e.message, "data": None, "error_type": e.error_type},
+                        {"status": "error", "message": message, "data": None, "error_type": e.error_type},
                     )
             if delay:
                 time.sleep(delay)  # placed already; the client has timed out by now

@@ -57,6 +57,7 @@ from trueup.adapters.base import (
     SubmitRejected,
     SubmitUncertain,
 )
+from trueup.adapters.secrets import Redactor
 from trueup.domain.errors import BrokerQueryError, TrueupError
 from trueup.domain.reports import (
     BrokerSnapshot,
@@ -164,11 +165,16 @@ def _code(error: APIError) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def _describe(error: BaseException) -> str:
-    """An error as text for messages: status and body for API errors, the type otherwise."""
+def _describe(error: BaseException, redact: Redactor) -> str:
+    """An error as text for messages: status and body for API errors, the type otherwise.
+
+    The one place an SDK error becomes our text: an error body that echoes the request's
+    headers (the key id, the secret key) is redacted here, before it is cut to length.
+    """
+    text = redact(str(error))[:500]
     if isinstance(error, APIError):
-        return f"HTTP {_status(error)}: {str(error)[:500]}"
-    return f"{type(error).__name__}: {str(error)[:500]}"
+        return f"HTTP {_status(error)}: {text}"
+    return f"{type(error).__name__}: {text}"
 
 
 def _encode(payload: object) -> str:
@@ -219,6 +225,7 @@ class AlpacaClient:
         self.url_override = url_override
         self.order_page_size = order_page_size
         self.timeout = timeout
+        self._redact = Redactor([api_key, secret_key])
         self._trading = TradingClient(
             api_key, secret_key, paper=paper, url_override=url_override, raw_data=True
         )
@@ -371,13 +378,13 @@ class AlpacaClient:
         except APIError as e:
             if _status(e) == 404 and _code(e) == NOT_FOUND_CODE:
                 return LookupAnswer(
-                    report=None, raw=RawAnswer(source=self.name, kind="lookup", payload=str(e))
+                    report=None, raw=RawAnswer(source=self.name, kind="lookup", payload=self._redact(str(e)))
                 )
-            msg = f"{account}: {what} failed: {_describe(e)}"
-            raise BrokerQueryError(msg) from e
+            msg = f"{account}: {what} failed: {_describe(e, self._redact)}"
+            raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
         except (RequestException, OSError, ValueError) as e:
-            msg = f"{account}: {what} failed: {_describe(e)}"
-            raise BrokerQueryError(msg) from e
+            msg = f"{account}: {what} failed: {_describe(e, self._redact)}"
+            raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
         text = _encode(payload)
         try:
             reports = to_order_reports(text, account=account)
@@ -621,8 +628,8 @@ class AlpacaClient:
         try:
             return await asyncio.to_thread(fn, *args)
         except (APIError, RequestException, OSError, ValueError) as e:
-            msg = f"{self.account}: {what} failed: {_describe(e)}"
-            raise BrokerQueryError(msg) from e
+            msg = f"{self.account}: {what} failed: {_describe(e, self._redact)}"
+            raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
 
     async def _send(
         self,
@@ -641,13 +648,13 @@ class AlpacaClient:
                 log.info("order %s: already at Alpaca (422 %s); looking it up", cid, code)
                 return await self._ack_existing(account, cid)
             if status is not None and 400 <= status < 500 and status not in _UNCERTAIN_STATUS:
-                msg = f"Alpaca refused order {cid}: {_describe(e)}"
-                raise SubmitRejected(msg, raw=str(e)) from e
-            msg = f"order {cid}: outcome unknown ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
+                msg = f"Alpaca refused order {cid}: {_describe(e, self._redact)}"
+                raise SubmitRejected(msg, raw=self._redact(str(e))) from None  # its text may echo secrets
+            msg = f"order {cid}: outcome unknown ({_describe(e, self._redact)})"
+            raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         except (RequestException, OSError, ValueError) as e:
-            msg = f"order {cid}: outcome unknown ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
+            msg = f"order {cid}: outcome unknown ({_describe(e, self._redact)})"
+            raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         return self._ack(account, cid, payload)
 
     async def _ack_existing(self, account: str, cid: str) -> SubmitAck:
@@ -655,8 +662,8 @@ class AlpacaClient:
         try:
             payload = await asyncio.to_thread(self._trading.get_order_by_client_id, cid)
         except (APIError, RequestException, OSError, ValueError) as e:
-            msg = f"order {cid}: already at Alpaca, but the lookup failed ({_describe(e)})"
-            raise SubmitUncertain(msg) from e
+            msg = f"order {cid}: already at Alpaca, but the lookup failed ({_describe(e, self._redact)})"
+            raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         return self._ack(account, cid, payload)
 
     @staticmethod

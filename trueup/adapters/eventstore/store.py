@@ -16,6 +16,7 @@ Supported URLs:
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper, PersistenceError, StoredEvent
 
 from trueup.adapters.eventstore.codec import MsgspecMapper
+from trueup.adapters.sqlite_files import holds_paper_broker, sqlite_tables, summary
 from trueup.domain.errors import ConfigError, StoreError
 
 T = TypeVar("T")
@@ -65,6 +67,18 @@ class LedgerApplication(Application[UUID]):
     # Replay and catch-up read the log in pages of 1000 (the default of 10 made
     # PostgreSQL replay 3x slower).
     log_section_size = PAGE_SIZE
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        """The library's application; one that fails to start closes its connections."""
+        try:
+            super().__init__(env)
+        except BaseException:
+            # The factory (and its connection pool) exists before the recorder creates its
+            # table: a failed create (a full disk) would otherwise keep the files open.
+            factory = getattr(self, "factory", None)
+            if factory is not None:
+                factory.close()
+            raise
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Use msgspec: smaller rows and faster decoding than the library's JSON."""
@@ -233,6 +247,13 @@ class Store:
             except OSError as e:
                 msg = f"cannot open store {redact(config.url)}: {e}"
                 raise StoreError(msg) from e
+            tables = sqlite_tables(config.path)
+            if holds_paper_broker(tables):
+                msg = (
+                    f"cannot open store {redact(config.url)}: {config.path} is a paper broker's file "
+                    f"({summary(tables)}), not a ledger; give the ledger a file of its own"
+                )
+                raise StoreError(msg)
         with self.creating_tables():
             if config.dialect == "postgres" and config.schema:
                 _ensure_postgres_schema(config)
@@ -246,7 +267,9 @@ class Store:
                 if config.path is None or not config.path.is_file():
                     msg = f"cannot open store {redact(config.url)}: {type(e).__name__}: {e}"
                     raise StoreError(msg) from e
-                self.app = _open_read_only(config, e)
+                # Its traceback's frames hold the library's failed connection: dropped, so
+                # the file is closed now, not when the error is collected.
+                self.app = _open_read_only(config, e.with_traceback(None))
                 self.read_only = True
         self.events_table = "stored_events" if self.dialect == "sqlite" else "trueup_events"
         self._get_lock = threading.Lock()
@@ -484,20 +507,47 @@ def _open_read_only(config: StoreConfig, error: BaseException) -> LedgerApplicat
     assert config.path is not None  # noqa: S101 - only file stores get here
     uri = f"file:{quote(str(config.path.resolve()))}?mode=ro"
     candidates = [uri]
-    if not Path(f"{config.path}-wal").exists():
+    wal = Path(f"{config.path}-wal")
+    # No WAL, or an empty one (left by the failed open itself, on a full disk): no commit
+    # lives outside the main file, so reading it as it is loses nothing.
+    if not wal.exists() or wal.stat().st_size == 0:
         candidates.append(f"{uri}&immutable=1")
+    read_error: BaseException | None = None
     for dbname in candidates:
         env = {**config.env, "SQLITE_DBNAME": dbname, "CREATE_TABLE": "n"}
         try:
             app = LedgerApplication(env=env)
+        except (PersistenceError, sqlite3.Error) as e:
+            read_error = e.with_traceback(None)  # its frames hold the failed connection
+            continue
+        try:
             app.recorder.max_notification_id()  # the first read proves the file is readable
         except (PersistenceError, sqlite3.Error) as e:
-            error = e
+            app.close()  # a failed open keeps no file open
+            read_error = e.with_traceback(None)
             continue
         log.warning("store %s opened read-only: %s", redact(config.url), error)
+        _release_failed_connections()
         return app
+    # Why it could not be written (a full disk, a read-only medium) is the news; why the
+    # read-only open failed too (an empty new file has no tables) follows.
     msg = f"cannot open store {redact(config.url)}: {type(error).__name__}: {error}"
-    raise StoreError(msg) from error
+    if read_error is not None:
+        msg += f" (nor read-only: {type(read_error).__name__}: {read_error})"
+    del error, read_error
+    _release_failed_connections()
+    raise StoreError(msg) from None  # the library's errors would keep its connections (and the file) open
+
+
+def _release_failed_connections() -> None:
+    """Close now the SQLite connections of the library's failed opens.
+
+    A failed open's connections are referenced only from reference cycles (its errors'
+    tracebacks and frames): they would close, and release the file, whenever the cycle
+    collector ran. A failed open is rare; collecting at once makes "a failed open holds no
+    file open" true when the caller sees the error.
+    """
+    gc.collect()
 
 
 def _postgres_connect(config: StoreConfig) -> Any:  # noqa: ANN401 - a psycopg.Connection

@@ -76,7 +76,7 @@ from trueup.adapters.kite.inbox import Inbox
 from trueup.adapters.kite.params import place_params, placed_order_id, whole
 from trueup.adapters.kite.postback import PostbackReceiver, PostbackServer, serve
 from trueup.adapters.kite.reads import KiteReads
-from trueup.adapters.kite.transport import FAILED, KiteTokenExpired, KiteTransport, describe, encode
+from trueup.adapters.kite.transport import FAILED, KiteTokenExpired, KiteTransport, encode
 from trueup.adapters.kite.updates import Secret, Trigger
 from trueup.domain.errors import BrokerQueryError, ConfigError, TrueupError
 from trueup.domain.reports import (
@@ -297,7 +297,7 @@ class KiteClient:
             self._forget_placing(cid)
             raise
         except FAILED as e:
-            return await self._find_after_uncertain(request, describe(e))
+            return await self._find_after_uncertain(request, self._transport.describe(e))
         return await self._ack(request, raw)
 
     async def cancel(self, account: str, client_order_id: str, broker_order_id: str | None) -> None:
@@ -482,7 +482,7 @@ class KiteClient:
         return PostbackReceiver(self.accept_postback)
 
     def serve_postbacks(self, host: str = "127.0.0.1", port: int = 0) -> PostbackServer:
-        """Serve `postback_app()` on `host:port` in a daemon thread (stdlib `wsgiref`)."""
+        """Serve `postback_app()` on `host:port` in a daemon thread (stdlib asyncio; see `postback`)."""
         return serve(self.accept_postback, host, port)
 
     # -- internals ----------------------------------------------------------------------------

@@ -7,45 +7,67 @@ which queues it for `KiteClient.stream()`; there the payload is stored raw befor
 checksum is verified, so a postback that fails verification is kept and reported, never
 dropped and never applied. No dependency beyond the standard library: `PostbackReceiver`
 is a plain WSGI callable (mount it in Flask, Django, any WSGI server), and `serve` runs it
-on `wsgiref` in a daemon thread.
+on an asyncio HTTP/1.1 front in a daemon thread.
 
-Answers: `200` once the body is handed over; `405` for anything but POST; `413` for a
-body above `max_body` bytes (64 KiB; a postback is about 1 KiB) or of unknown length;
-`503` if the sink refuses it (the client's inbox is full: nothing was taken, Kite
-retries) or fails; each refusal is counted (`PostbackReceiver.refused`). `serve` bounds
-its threads: at most `max_threads` requests are handled at once, a connection beyond that
-is answered `503` at once, and a client that stalls is dropped after `timeout` seconds.
-Nothing in it grows without bound.
+A body the receiver cannot read whole is refused, never taken as empty (a 200 would tell
+Kite not to retry): `411` without a Content-Length or with any Transfer-Encoding
+(chunked), `400` for a Content-Length that is not one plain number (two headers, even
+equal ones, are refused: request smuggling lives in that ambiguity), `413` for a body
+above `max_body` bytes (64 KiB; a postback is about 1 KiB), answered before any of it is
+read. Otherwise: `200` once the body is handed over; `405` for anything but POST; `503`
+if the sink refuses it (the client's inbox is full: nothing was taken, Kite retries) or
+fails; each refusal is counted (`PostbackReceiver.refused`).
+
+`serve` reads each request on its event loop, so a slow client holds a few KiB and no
+thread: at most `max_connections` are open (each holding at most a 16 KiB head and one
+body, so bodies held at once are bounded by `max_connections * max_body`), the one past
+that is answered `503`; a request must arrive whole within `timeout` seconds of its
+connection, however it drips (slowloris), or it is answered `408` and closed. Only a
+complete request takes one of `max_threads` worker threads (the sink and the WSGI app run
+there); when all are taken it is answered `503` at once. Every refusal drains what the
+client sent (bounded in bytes and time) before closing, so the answer is not lost to a
+reset. Nothing in it grows without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import io
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any, Final, Self
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Final, Self
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["MAX_BODY", "PostbackReceiver", "PostbackServer", "serve"]
+__all__ = ["MAX_BODY", "MAX_CONNECTIONS", "PostbackReceiver", "PostbackServer", "serve"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 64 << 10
 """Largest postback body accepted (64 KiB; a postback is about 1 KiB)."""
 MAX_THREADS: Final = 16
-"""Requests `serve` handles at once; more are answered 503 without a thread."""
+"""Complete requests `serve` hands to the app at once; more are answered 503."""
+MAX_CONNECTIONS: Final = 256
+"""Connections `serve` reads at once; the next is answered 503."""
 REQUEST_TIMEOUT: Final = 10.0
-"""Seconds a connection of `serve` may stall before it is dropped."""
+"""Seconds `serve` gives a connection to deliver its whole request (head and body)."""
+MAX_HEAD: Final = 16 << 10
+"""Largest request line plus headers `serve` reads (431 beyond)."""
 
 PostbackSink = Callable[[bytes], None]
 """Takes one postback body, verbatim; must be thread-safe and quick."""
 
 _JSON: Final = [("Content-Type", "application/json")]
+
+
+def _error(message: str) -> list[bytes]:
+    return [b'{"status":"error","message":"' + message.encode() + b'"}']
 
 
 class PostbackReceiver:
@@ -59,19 +81,36 @@ class PostbackReceiver:
         """Bodies answered 503 (not taken); Kite retries them."""
         self._count = threading.Lock()
 
+    def _refusal(self, environ: WSGIEnvironment) -> tuple[str, str] | None:
+        """Why a request is refused unread (status, message), or None to read its body."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return "405 Method Not Allowed", "POST a postback body"
+        # A server that decodes chunked bodies itself may still say so; either way the
+        # length is not one we can check before reading, so the body is not read at all.
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            return "411 Length Required", "send the body with a Content-Length, not a Transfer-Encoding"
+        declared = str(environ.get("CONTENT_LENGTH") or "").strip()
+        if not declared:
+            return "411 Length Required", "Content-Length required"
+        if not (declared.isascii() and declared.isdigit()):
+            # "5, 5": a server that joins repeated headers; "-1", "0x10", "+5": not a length
+            return "400 Bad Request", "Content-Length is not one plain number"
+        if int(declared) > self.max_body:
+            return "413 Content Too Large", "body too large"
+        return None
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Answer one request (WSGI)."""
-        if environ.get("REQUEST_METHOD") != "POST":
-            start_response("405 Method Not Allowed", [*_JSON, ("Allow", "POST")])
-            return [b'{"status":"error","message":"POST a postback body"}']
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= self.max_body:
-            start_response("413 Content Too Large", _JSON)
-            return [b'{"status":"error","message":"body too large or length unknown"}']
+        refusal = self._refusal(environ)
+        if refusal is not None:
+            status, message = refusal
+            start_response(status, [*_JSON, ("Allow", "POST")] if status.startswith("405") else _JSON)
+            return _error(message)
+        length = int(environ["CONTENT_LENGTH"])
         body: bytes = environ["wsgi.input"].read(length)
+        if len(body) != length:
+            start_response("400 Bad Request", _JSON)
+            return _error("body shorter than its Content-Length")
         try:
             self.sink(body)
         except Exception as e:  # noqa: BLE001 - whatever the sink raised, nothing was taken: say retry
@@ -84,120 +123,256 @@ class PostbackReceiver:
                 e,
             )
             start_response("503 Service Unavailable", _JSON)
-            return [b'{"status":"error","message":"not taken, retry"}']
+            return _error("not taken, retry")
         start_response("200 OK", _JSON)
         return [b'{"status":"success"}']
 
 
-_BUSY: Final = (
-    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 43\r\n\r\n"
-    b'{"status":"error","message":"busy, retry"}\n'
-)
-
-
-_DRAIN_LIMIT: Final = MAX_BODY + 16 << 10
+_DRAIN_LIMIT: Final = MAX_BODY + MAX_HEAD
 _DRAIN_TIMEOUT: Final = 0.5
+_REASONS: Final = {
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 
-def _drain(sock: socket.socket) -> None:
-    """Read one request's head and body (bounded in bytes and time) before answering busy."""
-    sock.settimeout(_DRAIN_TIMEOUT)
-    data = b""
-    while len(data) < _DRAIN_LIMIT:
-        head, sep, body = data.partition(b"\r\n\r\n")
-        if sep:
-            length = next(
-                (
-                    int(v)
-                    for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
-                    if k.strip().lower() == b"content-length" and v.strip().isdigit()
-                ),
-                0,
-            )
-            if len(body) >= min(length, _DRAIN_LIMIT):
-                return
-        chunk = sock.recv(65536)
-        if not chunk:
-            return
-        data += chunk
+class _Refused(Exception):  # noqa: N818 - a control-flow signal, not an error the caller sees
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    """A thread per request, at most `max_threads` at once; beyond that, 503 without a thread."""
+class _Request:
+    __slots__ = ("body", "headers", "method", "target")
 
-    daemon_threads = True
-    block_on_close = False
-    max_threads = MAX_THREADS
-    busy = 0
-    """Connections answered 503 because every thread was taken."""
+    def __init__(self, method: str, target: str, headers: http.client.HTTPMessage, body: bytes) -> None:
+        self.method, self.target, self.headers, self.body = method, target, headers, body
 
-    def server_activate(self) -> None:
-        super().server_activate()
-        self._slots = threading.BoundedSemaphore(self.max_threads)
 
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: ANN401 - socketserver's
-        if not self._slots.acquire(blocking=False):
-            self.busy += 1
-            try:
-                _drain(request)  # read the request first: closing on unread data would reset it
-                request.sendall(_BUSY)
-            except OSError:
-                log.debug("kite postback: busy answer not delivered")
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+class _Front:
+    """The asyncio HTTP/1.1 front of `serve`: reads requests, hands whole ones to the app."""
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
+    def __init__(  # noqa: PLR0913 - the bounds `serve` takes
+        self,
+        app: PostbackReceiver,
+        host: str,
+        port: int,
+        *,
+        max_threads: int,
+        max_connections: int,
+        timeout: float,
+    ) -> None:
+        self.app = app
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.busy = 0
+        self._open = 0
+        self._idle_workers = max_threads
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="kite-postback")
+        self.loop = asyncio.new_event_loop()
+        # Listening before `serve` returns: a post sent at once waits in the backlog.
+        self._listener = socket.create_server((host, port))
+        self.address = self._listener.getsockname()
+        self._started = threading.Event()
+        self.server: asyncio.Server | None = None
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
-            super().process_request_thread(request, client_address)
+            if self._open >= self.max_connections:
+                self.busy += 1
+                await self._answer(reader, writer, 503, _error("busy, retry"))
+                return
+            self._open += 1
+            try:
+                await self._one_request(reader, writer)
+            finally:
+                self._open -= 1
+        except (OSError, asyncio.IncompleteReadError) as e:
+            log.debug("kite postback: connection lost (%s)", type(e).__name__)
         finally:
-            self._slots.release()
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
 
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                request = await self._read(reader)
+        except TimeoutError:
+            log.debug("kite postback: request not whole within %.1fs; answered 408", self.timeout)
+            await self._answer(reader, writer, 408, _error("request not received in time"))
+            return
+        except _Refused as r:
+            await self._answer(reader, writer, r.status, _error(r.message))
+            return
+        if self._idle_workers == 0:
+            self.busy += 1
+            await self._answer(reader, writer, 503, _error("busy, retry"))
+            return
+        self._idle_workers -= 1
+        try:
+            status, body = await self.loop.run_in_executor(self._pool, self._call_app, request)
+        finally:
+            self._idle_workers += 1
+        await self._answer(reader, writer, status, body)
 
-class _QuietHandler(WSGIRequestHandler):
-    """Request lines go to logging (debug), not to stderr; a stalled connection times out."""
+    async def _read(self, reader: asyncio.StreamReader) -> _Request:
+        """One request, refused (`_Refused`) as soon as its head says it cannot be read."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError as e:
+            raise _Refused(431, "request head too large") from e
+        line, _, rest = head.partition(b"\r\n")
+        parts = line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            raise _Refused(400, "bad request line")
+        method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
+        try:
+            headers = http.client.parse_headers(io.BytesIO(rest))
+        except http.client.HTTPException as e:
+            raise _Refused(431, "too many headers") from e
+        if headers.defects or any(not name or name != name.strip() for name in headers):
+            raise _Refused(400, "malformed header")
+        if method != "POST":
+            raise _Refused(405, "POST a postback body")
+        if headers.get_all("Transfer-Encoding"):
+            raise _Refused(411, "send the body with a Content-Length, not a Transfer-Encoding")
+        lengths = headers.get_all("Content-Length") or []
+        if not lengths:
+            raise _Refused(411, "Content-Length required")
+        declared = lengths[0].strip()
+        if len(lengths) > 1 or not (declared.isascii() and declared.isdigit()):
+            raise _Refused(400, "Content-Length is not one plain number")
+        if int(declared) > self.app.max_body:
+            raise _Refused(413, "body too large")
+        body = await reader.readexactly(int(declared))
+        return _Request(method, target, headers, body)
 
-    timeout = REQUEST_TIMEOUT
+    def _call_app(self, request: _Request) -> tuple[int, bytes]:
+        """Run the WSGI app on one whole request (a worker thread)."""
+        environ: dict[str, object] = {
+            "REQUEST_METHOD": request.method,
+            "PATH_INFO": request.target.partition("?")[0],
+            "QUERY_STRING": request.target.partition("?")[2],
+            "SERVER_NAME": str(self.address[0]),
+            "SERVER_PORT": str(self.address[1]),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_LENGTH": str(len(request.body)),
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(request.body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        answer: list[int] = []
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401 - the stdlib's signature
-        log.debug("kite postback %s: %s", self.client_address[0], format % args)
+        def start_response(
+            status: str, _headers: object, _exc_info: object = None
+        ) -> Callable[[bytes], object]:
+            answer.append(int(status.split(" ", 1)[0]))
+            return lambda _: None
+
+        app: WSGIApplication = self.app
+        body = b"".join(app(environ, start_response))
+        return answer[0], body
+
+    async def _answer(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        status: int,
+        chunks: Iterable[bytes] | bytes,
+    ) -> None:
+        """Write the answer, then drain what the client still sends (closing on unread data resets)."""
+        body = chunks if isinstance(chunks, bytes) else b"".join(chunks)
+        reason = _REASONS.get(status, "OK")
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        drained = 0
+        try:
+            async with asyncio.timeout(_DRAIN_TIMEOUT):
+                while drained < _DRAIN_LIMIT and (chunk := await reader.read(65536)):
+                    drained += len(chunk)
+        except (TimeoutError, OSError):
+            pass
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.server = self.loop.run_until_complete(
+                asyncio.start_server(self._connection, sock=self._listener, limit=MAX_HEAD)
+            )
+        finally:
+            self._started.set()
+        self.loop.run_forever()
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self.server is not None:
+                self.server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        self._started.wait(10)
+        if self.server is not None:
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._listener.close()
 
 
 class PostbackServer:
     """A running `serve` server; `close()` stops it."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        self._server = server
+    def __init__(self, front: _Front, thread: threading.Thread) -> None:
+        self._front = front
         self._thread = thread
 
     @property
     def receiver(self) -> PostbackReceiver:
         """The WSGI app it serves (its `refused` count)."""
-        app = self._server.get_app()
-        assert isinstance(app, PostbackReceiver)  # noqa: S101 - serve() sets it
-        return app
+        return self._front.app
 
     @property
     def busy(self) -> int:
-        """Connections answered 503 because `max_threads` requests were being handled."""
-        return int(getattr(self._server, "busy", 0))
+        """Requests answered 503 because `max_threads` or `max_connections` were taken."""
+        return self._front.busy
 
     @property
     def port(self) -> int:
         """The port it listens on (useful after `port=0`)."""
-        return int(self._server.server_address[1])
+        return int(self._front.address[1])
 
     @property
     def url(self) -> str:
         """`http://host:port/`: the `postback_url` to register with Kite (behind TLS in production)."""
-        host = self._server.server_address[0]
-        return f"http://{host!s}:{self.port}/"
+        return f"http://{self._front.address[0]!s}:{self.port}/"
 
     def close(self) -> None:
         """Stop serving and close the socket; waits for the serving thread."""
-        self._server.shutdown()
-        self._server.server_close()
+        self._front.close()
         self._thread.join()
+        self._front.loop.close()
+        self._front._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Self:
         return self
@@ -206,28 +381,30 @@ class PostbackServer:
         self.close()
 
 
-def serve(
+def serve(  # noqa: PLR0913 - each bound is a keyword a user may tune
     sink: PostbackSink,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
     max_body: int = MAX_BODY,
     max_threads: int = MAX_THREADS,
+    max_connections: int = MAX_CONNECTIONS,
+    timeout: float = REQUEST_TIMEOUT,
 ) -> PostbackServer:
     """Serve a `PostbackReceiver` on `host:port` in a daemon thread (port 0: any free port).
 
-    At most `max_threads` requests are handled at once (module docstring). Plain HTTP: in
-    production put it behind a TLS-terminating proxy (Kite posts to https).
+    Its bounds are in the module docstring. Plain HTTP: in production put it behind a
+    TLS-terminating proxy (Kite posts to https).
     """
-    server_class = type("_Bounded", (_ThreadingWSGIServer,), {"max_threads": max_threads})
-    server: WSGIServer = make_server(
+    front = _Front(
+        PostbackReceiver(sink, max_body=max_body),
         host,
         port,
-        PostbackReceiver(sink, max_body=max_body),
-        server_class=server_class,
-        handler_class=_QuietHandler,
+        max_threads=max_threads,
+        max_connections=max_connections,
+        timeout=timeout,
     )
-    thread = threading.Thread(target=server.serve_forever, name=f"kite-postbacks-{port}", daemon=True)
+    thread = threading.Thread(target=front.run, name=f"kite-postbacks-{port}", daemon=True)
     thread.start()
-    log.info("kite postbacks served on %s:%d", host, server.server_address[1])
-    return PostbackServer(server, thread)
+    log.info("kite postbacks served on %s:%d", host, front.address[1])
+    return PostbackServer(front, thread)

@@ -30,6 +30,7 @@ from typing import Final
 
 from trueup.adapters.base import SubmitRejected
 from trueup.adapters.kite.wire import KITE_TIME_FORMAT
+from trueup.adapters.secrets import Redactor
 from trueup.domain.errors import BrokerQueryError
 
 try:
@@ -94,6 +95,8 @@ class KiteTransport:
     ) -> None:
         """Open the `KiteConnect` (`root`: Kite's own when None; `timeout`: seconds per HTTP call)."""
         self.account = account
+        self.redact = Redactor([api_key, access_token])
+        """Masks the api_key and every access token set, and echoed headers, in error text."""
         self.kite = KiteConnect(api_key, access_token=access_token, root=root, timeout=timeout)
         """The SDK client: pass its bound methods to `query` / `place`."""
         self._bodies = _RawBodies()
@@ -107,6 +110,7 @@ class KiteTransport:
 
     def set_access_token(self, access_token: str) -> None:
         """Use a new access token; ends the expiry window."""
+        self.redact.add(access_token)
         self.kite.set_access_token(access_token)
         self._token_expired = False
 
@@ -120,10 +124,10 @@ class KiteTransport:
         try:
             raw = await asyncio.to_thread(self._fetch, method, *args, **kwargs)
         except kite_errors.TokenException as e:
-            raise self._expired(what, e) from e
+            raise self._expired(what, e) from None  # the SDK error may echo the token
         except FAILED as e:
-            msg = f"{self.account}: Kite {what} failed: {describe(e)}"
-            raise BrokerQueryError(msg) from e
+            msg = f"{self.account}: Kite {what} failed: {self.describe(e)}"
+            raise BrokerQueryError(msg) from None  # its text may echo the token: msg has it redacted
         self._token_expired = False
         return raw
 
@@ -139,10 +143,10 @@ class KiteTransport:
         except kite_errors.TokenException as e:
             expired = self._expired(f"submit {cid}", e)
             msg = f"{expired}; order {cid} not placed"
-            raise SubmitRejected(msg, raw=str(e)) from e
+            raise SubmitRejected(msg, raw=self.redact(str(e))) from None
         except REFUSED as e:
-            msg = f"Kite refused order {cid}: {describe(e)}"
-            raise SubmitRejected(msg, raw=str(e)) from e
+            msg = f"Kite refused order {cid}: {self.describe(e)}"
+            raise SubmitRejected(msg, raw=self.redact(str(e))) from None
         self._token_expired = False
         return raw
 
@@ -155,17 +159,26 @@ class KiteTransport:
             return encode(result)
         return body.decode("utf-8", errors="backslashreplace")
 
+    def describe(self, error: BaseException) -> str:
+        """`describe(error)` with this account's secrets masked: how an SDK error becomes our text."""
+        return describe(error, self.redact)
+
     def _expired(self, what: str, error: BaseException) -> KiteTokenExpired:
         self._token_expired = True
         log.error("kite %s: %s failed: %s", self.account, what, EXPIRY_MESSAGE)
-        return KiteTokenExpired(f"{self.account}: Kite {what} failed: {EXPIRY_MESSAGE} ({describe(error)})")
+        why = self.describe(error)
+        return KiteTokenExpired(f"{self.account}: Kite {what} failed: {EXPIRY_MESSAGE} ({why})")
 
 
-def describe(error: BaseException) -> str:
-    """An error as text: Kite's HTTP code and message, or the exception's type and text."""
+def describe(error: BaseException, redact: Redactor | None = None) -> str:
+    """An error as text: Kite's HTTP code and message, or the exception's type and text.
+
+    Redacted (echoed request headers; `redact`'s secrets) before it is cut to length.
+    """
     code = getattr(error, "code", None)
     where = f" (HTTP {code})" if isinstance(error, kite_errors.KiteException) else ""
-    return f"{type(error).__name__}{where}: {str(error)[:500]}"
+    text = (redact or Redactor())(str(error))[:500]
+    return f"{type(error).__name__}{where}: {text}"
 
 
 def _json_default(value: object) -> object:

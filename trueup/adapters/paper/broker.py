@@ -105,8 +105,8 @@ class PaperBroker:
             fixed when the file is created, None keeps the file's choice (False for a new file).
 
     Raises:
-        ConfigError: the file belongs to another account or another schema version, or
-            was created with the other `accept_duplicates`.
+        ConfigError: the file belongs to another account or another schema version, was
+            created with the other `accept_duplicates`, or is a ledger's (its tables named).
         StoreError: the file cannot be opened.
     """
 

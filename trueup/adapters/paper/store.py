@@ -26,6 +26,7 @@ from trueup.adapters.paper.faults import CallbackFate, Fault, FaultKind, FaultPl
 from trueup.adapters.paper.market import START_TICKS, average_cost, net_positions
 from trueup.adapters.paper.rng import SplitMix64, derive_seed
 from trueup.adapters.paper.wire import WIRE_ENCODER, PaperFill, PaperOrder, PaperPosition
+from trueup.adapters.sqlite_files import holds_ledger, sqlite_tables, summary
 from trueup.domain.errors import ConfigError, StoreError
 
 __all__ = ["EPOCH", "SCHEMA_VERSION", "WORKING", "PaperFile", "SessionState", "Transaction", "market_time"]
@@ -389,7 +390,8 @@ class PaperFile:
     """The SQLite file of one paper session: created if missing, continued if present.
 
     Raises:
-        ConfigError: the file belongs to another account or another schema version.
+        ConfigError: the file belongs to another account or another schema version, or is
+            a ledger's.
         StoreError: the file cannot be opened.
     """
 
@@ -408,6 +410,10 @@ class PaperFile:
         # Every transaction runs under this lock: the connection may be shared by the event
         # loop and a thread calling step(), and two transactions must not interleave.
         self._lock = threading.RLock()
+        tables = sqlite_tables(path)
+        if holds_ledger(tables):
+            msg = f"paper broker: {path} is a trueup ledger ({summary(tables)}), not a paper broker file"
+            raise ConfigError(msg)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per operation.
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
