@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import sqlite3
 import sys
 import threading
@@ -539,8 +540,9 @@ def run(
     """Run the reconciliation daemon for every configured account until SIGTERM / SIGINT."""
     config = _config_or_exit(config_path)
     from trueup.operations.config import missing_env  # noqa: PLC0415
+    from trueup.operations.sinks import sink_problems  # noqa: PLC0415
 
-    missing = missing_env(config)
+    missing = missing_env(config) or sink_problems(config, dict(os.environ))
     if log_format not in {None, "text", "json"}:
         missing.insert(0, f"--log-format: must be one of text, json, got {log_format!r}")
     if missing:

@@ -206,6 +206,8 @@ def _did_you_mean(field: str, cls: type[Any], path: str) -> str:
     info = msgspec.inspect.type_info(cls)
     for name, _ in _STEP.findall(path):
         info = _step_into(info, name) if name else _step_into(info, None)
+    while isinstance(info, msgspec.inspect.Metadata):
+        info = info.type
     members = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
     for member in members:
         if isinstance(member, msgspec.inspect.StructType):
@@ -216,6 +218,8 @@ def _did_you_mean(field: str, cls: type[Any], path: str) -> str:
 
 def _step_into(info: msgspec.inspect.Type, name: str | None) -> msgspec.inspect.Type:
     """The type of field `name` of a struct (or the item type of a list when `name` is None)."""
+    while isinstance(info, msgspec.inspect.Metadata):  # an Annotated field: its constraints' type
+        info = info.type
     if isinstance(info, msgspec.inspect.UnionType):
         structs = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
         info = structs[0] if len(structs) == 1 else info

@@ -179,7 +179,9 @@ def test_lookup_absent_is_none_and_failure_is_an_error(fake: FakeAlpaca, client:
         asyncio.run(client.lookup(ACCOUNT, "NOPE1"))
 
 
-def test_a_lookup_answer_is_alpacas_order_as_the_sdk_decoded_it(fake: FakeAlpaca, client: AlpacaClient) -> None:
+def test_a_lookup_answer_is_alpacas_order_as_the_sdk_decoded_it(
+    fake: FakeAlpaca, client: AlpacaClient
+) -> None:
     with fake.lock:
         placed = fake._place({"symbol": "AAPL", "qty": "10", "side": "buy", "client_order_id": "LA1"})
     answer = asyncio.run(client.lookup_answer(ACCOUNT, "LA1"))

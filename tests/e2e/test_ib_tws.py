@@ -578,7 +578,12 @@ def test_the_snapshot_carries_ibs_answers_and_they_are_stored_first(fake: FakeTw
         await session(ledger, client)
         perm_id = await drive(lambda: fake.place_external("AAPL", "5", "99.5"))
         snapshot = await client.snapshot(ACCOUNT)
-        assert [a.kind for a in snapshot.raw] == ["open orders", "completed orders", "executions", "positions"]
+        assert [a.kind for a in snapshot.raw] == [
+            "open orders",
+            "completed orders",
+            "executions",
+            "positions",
+        ]
         assert all(a.source == "ib" and a.error is None for a in snapshot.raw)
         answers = {a.kind: msgspec.json.decode(a.payload) for a in snapshot.raw}
         listed = [t["order"]["permId"] for t in answers["open orders"] + answers["completed orders"]]

@@ -56,7 +56,11 @@ TRANSLATORS: list[tuple[str, str, Translator]] = [
         "alpaca.trade_update_fill_key",
         lambda r: _no_reports(alpaca.trade_update_fill_key(r, account=ACCOUNT)),
     ),
-    ("alpaca/test_order_routes.py__test_get_orders.json", "alpaca.orders", lambda r: alpaca.to_order_reports(r, account=ACCOUNT)),
+    (
+        "alpaca/test_order_routes.py__test_get_orders.json",
+        "alpaca.orders",
+        lambda r: alpaca.to_order_reports(r, account=ACCOUNT),
+    ),
     (
         "alpaca/test_order_routes.py__test_get_order_by_id.json",
         "alpaca.order",
@@ -83,7 +87,11 @@ TRANSLATORS: list[tuple[str, str, Translator]] = [
         lambda r: _no_reports(alpaca.activity_fill_keys(r, account=ACCOUNT)),
     ),
     ("kite/orders.json", "kite.orders", lambda r: kite.to_order_reports(r, account=ACCOUNT)),
-    ("kite/order_info.json", "kite.history", lambda r: kite.to_order_reports_from_history(r, account=ACCOUNT)),
+    (
+        "kite/order_info.json",
+        "kite.history",
+        lambda r: kite.to_order_reports_from_history(r, account=ACCOUNT),
+    ),
     ("kite/trades.json", "kite.trades", lambda r: kite.to_fill_reports(r, account=ACCOUNT)),
     ("kite/order_trades.json", "kite.order_trades", lambda r: kite.to_fill_reports(r, account=ACCOUNT)),
     (
@@ -173,7 +181,11 @@ def mutate(text: str, rng: random.Random) -> str:
 
 
 def _has_surrogate(value: Any) -> bool:
-    return any("\ud800" <= c <= "\udfff" for c in json.dumps(value, ensure_ascii=False, default=str) if c > "\uffff" or "\ud800" <= c <= "\udfff")
+    return any(
+        "\ud800" <= c <= "\udfff"
+        for c in json.dumps(value, ensure_ascii=False, default=str)
+        if c > "\uffff" or "\ud800" <= c <= "\udfff"
+    )
 
 
 def cases(seed: int, count: int) -> list[tuple[str, Translator, str]]:

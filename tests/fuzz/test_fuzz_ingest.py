@@ -36,9 +36,7 @@ def run_fuzz(url: str, seed: int, count: int) -> None:
             ledger.ingest_raw(raw, translate, account=ACCOUNT, source="fuzz", kind=name)
             if before is not None:
                 assert _books(ledger) == before, f"{name}: a payload that did not translate changed the books"
-        stored = [
-            e.event.original for e in ledger.events() if isinstance(e.event, BrokerMessage.Received)
-        ]
+        stored = [e.event.original for e in ledger.events() if isinstance(e.event, BrokerMessage.Received)]
         assert stored == [raw for _, _, raw in payloads]  # every payload, exactly as received
         # every read still works (and the gate still answers)
         ledger.positions()

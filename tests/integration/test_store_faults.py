@@ -21,7 +21,9 @@ from trueup.adapters.eventstore.store import parse_store_url, redact
 OPENERS = 6
 
 
-def _open_and_read(url: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _open_and_read(
+    url: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
     os.environ.setdefault("EVENTSOURCING_DISABLE_REDEFINITION_CHECK", "y")
     barrier.wait()
     try:

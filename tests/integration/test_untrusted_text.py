@@ -56,8 +56,15 @@ def test_a_report_with_unstorable_text_is_invalid(field: str, text: str) -> None
 def test_a_fill_with_a_nul_in_its_exec_id_is_invalid() -> None:
     with pytest.raises(InvalidReport, match="exec_id"):
         FillReport(
-            account="A1", client_order_id="c1", broker_order_id=None, exec_id="e\x001", symbol="AAPL",
-            side=Side.BUY, qty=Decimal(1), price=Decimal(1), ts_event=NOW,
+            account="A1",
+            client_order_id="c1",
+            broker_order_id=None,
+            exec_id="e\x001",
+            symbol="AAPL",
+            side=Side.BUY,
+            qty=Decimal(1),
+            price=Decimal(1),
+            ts_event=NOW,
         )
 
 
@@ -71,7 +78,10 @@ def test_a_nul_from_alpaca_trade_updates_leaves_every_read_working(store_url: st
     raw = _trade_update("SO\\u0000LUSD")  # the escape survives JSON decoding as a real NUL
     with Ledger.open(store_url) as ledger:
         ledger.ingest_raw(
-            raw, lambda p: to_reports_from_trade_update(p, account="A1"), account="A1", source="alpaca",
+            raw,
+            lambda p: to_reports_from_trade_update(p, account="A1"),
+            account="A1",
+            source="alpaca",
             kind="trade_updates",
         )
         ledger.intend("A1", "c2", "MSFT", "BUY", Decimal(1))
@@ -98,8 +108,14 @@ def test_an_event_the_read_models_cannot_store_is_recorded_and_skipped(store_url
     """Written past every check (an older version, another writer): later reads still work."""
     with Ledger.open(store_url) as ledger:
         bad = Order.intend(
-            account="A1", client_order_id="c1", symbol="AA\x00PL", side=Side.BUY, quantity=Decimal(1),
-            limit_price=None, strategy=None, ts=NOW,
+            account="A1",
+            client_order_id="c1",
+            symbol="AA\x00PL",
+            side=Side.BUY,
+            quantity=Decimal(1),
+            limit_price=None,
+            strategy=None,
+            ts=NOW,
         )
         ledger.store.app.save(bad)
         ledger.intend("A1", "c2", "MSFT", "BUY", Decimal(1))
@@ -107,7 +123,11 @@ def test_an_event_the_read_models_cannot_store_is_recorded_and_skipped(store_url
         if ledger.store.dialect == "postgres":
             assert opened == ["c2"]
             [skipped] = ledger.discrepancies()
-            assert (skipped.kind, skipped.severity, skipped.key) == ("INVALID_REPORT", "CRITICAL", "log position 1")
+            assert (skipped.kind, skipped.severity, skipped.key) == (
+                "INVALID_REPORT",
+                "CRITICAL",
+                "log position 1",
+            )
             assert "trueup rebuild" in skipped.detail
         else:  # SQLite stores NUL in text: nothing to skip
             assert opened == ["c1", "c2"]

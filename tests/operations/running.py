@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,33 @@ def shift(tmp: Path, symbol: str, qty: int) -> None:
     """A fault injected by hand: the paper broker's position moves without an order or a fill."""
     with PaperBroker(tmp / "paper.db", account="PAPER") as broker:
         broker.shift_position(symbol, Decimal(qty), Decimal(100))
+
+
+class WebhookReceiver:
+    """A stdlib HTTP server on 127.0.0.1 that answers 200 to every POST and counts them."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        box = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                box.received += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 PROMETHEUS = shutil.which("prometheus")

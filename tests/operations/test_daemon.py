@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -146,4 +148,87 @@ def test_a_real_prometheus_scrapes_trueup_run_and_the_alert_expression_turns_tru
     finally:
         if prometheus is not None:
             prometheus.stop()
+        daemon.kill()
+
+
+TRUEUP = str(Path(sys.executable).with_name("trueup"))
+
+
+def _trueup(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed `trueup` command."""
+    return subprocess.run(  # noqa: S603 - the installed command
+        [TRUEUP, *args], capture_output=True, text=True, check=False, cwd=cwd, timeout=60
+    )
+
+
+def test_an_operator_resolving_the_discrepancy_brings_the_gauge_back_to_0_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    # The broker keeps the shifted position: only the operator's resolution closes it.
+    config = paper_config(
+        tmp_path,
+        startup_delay=0,
+        extra='\n[operators.alice]\npermissions = ["manage_reconciliation"]\n',
+    )
+    daemon = Daemon(config)
+    store = f"sqlite:///{tmp_path / 'trueup.db'}"
+    try:
+        wait_for("/readyz 200", lambda: get(daemon.base + "/readyz")[0] == 200, timeout=30)
+        shift(tmp_path, "AAPL", 10)
+        wait_for(
+            "the open-discrepancies gauge at 1",
+            lambda: sample(daemon.metrics(), "trueup_open_discrepancies", **MISMATCH) == 1,
+            timeout=30,
+        )
+        listed = _trueup("discrepancies", "--store", store, "--json", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        (found,) = [d for d in json.loads(listed.stdout) if d["kind"] == "MISSING_LOCAL_POSITION"]
+        refused = _trueup(
+            "resolve",
+            found["id"],
+            "--reason",
+            "x",
+            "--operator",
+            "mallory",
+            "--config",
+            str(config),
+            cwd=tmp_path,
+        )
+        assert refused.returncode == 1  # no permission in [operators]: nothing stored
+        assert sample(daemon.metrics(), "trueup_open_discrepancies", **MISMATCH) == 1
+        resolved = _trueup(
+            "resolve",
+            found["id"],
+            "--reason",
+            "checked at the broker: a transfer in, booked upstream",
+            "--operator",
+            "alice",
+            "--config",
+            str(config),
+            cwd=tmp_path,
+        )
+        assert resolved.returncode == 0, resolved.stderr
+        wait_for(
+            "the gauge back at 0",
+            lambda: sample(daemon.metrics(), "trueup_open_discrepancies", **MISMATCH) == 0,
+            timeout=30,
+        )
+        # Acknowledged: later cycles see the same (unchanged) position and raise nothing again.
+        raised = sample(daemon.metrics(), "trueup_reconciliation_mismatches_total", **MISMATCH)
+
+        def cycles() -> float:
+            labels = {"account": "PAPER", "trigger": "periodic", "outcome": "ok"}
+            return sample(daemon.metrics(), "trueup_reconciliation_cycles_total", **labels) or 0
+
+        seen = cycles()
+        wait_for("three more periodic cycles", lambda: cycles() >= seen + 3, timeout=30)
+        metrics = daemon.metrics()
+        assert sample(metrics, "trueup_open_discrepancies", **MISMATCH) == 0
+        assert sample(metrics, "trueup_reconciliation_mismatches_total", **MISMATCH) == raised == 1
+        history = _trueup("history", found["id"], "--store", store, cwd=tmp_path)
+        assert history.returncode == 0, history.stderr
+        assert "alice" in history.stdout
+        assert "checked at the broker" in history.stdout
+        assert daemon.terminate(timeout=30) == 0
+    finally:
         daemon.kill()

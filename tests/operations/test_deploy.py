@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.operations.running import PROMTOOL, Daemon, get, paper_config, shift, wait_for
+from tests.operations.running import (
+    PROMTOOL,
+    Daemon,
+    WebhookReceiver,
+    get,
+    paper_config,
+    shift,
+    wait_for,
+)
 from trueup.operations.metrics import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +125,13 @@ def test_every_panel_query_parses(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     tmp = tmp_path_factory.mktemp("scrape")
-    daemon = Daemon(paper_config(tmp, period=0.5, startup_delay=0))
+    # A hosted sink, so the sink series exist too (they are labelled by configured sinks only).
+    receiver = WebhookReceiver()
+    sink = f'[sinks.webhook]\nurl = "{receiver.url}"\nsecret_env = "TRUEUP_SCRAPE_HOOK_SECRET"\n'
+    daemon = Daemon(
+        paper_config(tmp, period=0.5, startup_delay=0, extra=sink),
+        env={"TRUEUP_SCRAPE_HOOK_SECRET": "scrape-secret"},
+    )
     try:
         wait_for("/readyz 200", lambda: get(daemon.base + "/readyz")[0] == 200, timeout=30)
         shift(tmp, "AAPL", 3)  # an open discrepancy: its age series exists only while one is open
@@ -126,10 +140,12 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             lambda: "trueup_open_discrepancy_oldest_timestamp_seconds{" in daemon.metrics(),
             timeout=30,
         )
+        wait_for("the webhook sink to deliver", lambda: receiver.received, timeout=30)
         names = metric_names(daemon.metrics())
         assert daemon.terminate(timeout=30) == 0
     finally:
         daemon.kill()
+        receiver.close()
     return names
 
 

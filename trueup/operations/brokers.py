@@ -93,7 +93,16 @@ def make_broker(settings: AccountSettings) -> Any:  # noqa: ANN401 - a BrokerCli
 
 def secret_values(names: dict[str, str]) -> set[str]:
     """The values of the named variables that are secrets (masked in every log line)."""
-    secret_keys = {"api_key", "secret_key", "access_token", "api_secret", "store_env"}
+    secret_keys = {
+        "api_key",
+        "secret_key",
+        "access_token",
+        "api_secret",
+        "store_env",
+        "secret_env",  # [sinks.webhook]: the signing key
+        "urls_env",  # [sinks.alerts]: apprise URLs carry tokens
+        "servers_env",  # [sinks.nats]: server URLs with credentials
+    }
     return {
         os.environ[name]
         for key, name in names.items()

@@ -27,6 +27,7 @@ from msgspec import Meta
 
 from trueup.adapters.eventstore.store import redact
 from trueup.domain.errors import ConfigError
+from trueup.operations.sink_config import SINK_CHOICES, SinksTable
 from trueup.settings import Count, NonEmpty, PositiveSeconds, Seconds, validate
 
 __all__ = [
@@ -58,6 +59,7 @@ CHOICES: Final = {
     "log_format": ("text", "json"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "permissions": ("manage_reconciliation",),
+    **SINK_CHOICES,
 }
 
 EnvName = Annotated[
@@ -407,6 +409,9 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
         dict[str, Any],
         Meta(description="One table per operator: [operators.NAME] with their permissions."),
     ] = {}
+    sinks: Annotated[
+        SinksTable, Meta(description="Sinks the daemon hosts: [sinks.nats], [sinks.webhook], [sinks.alerts].")
+    ] = SinksTable()
 
 
 TIMING_FIELDS: Final = tuple(f.name for f in msgspec.structs.fields(Timings))
@@ -462,6 +467,7 @@ class Config:
                 value = getattr(credentials, field.name)
                 if value is not None:
                     names[f"accounts.{settings.name}.credentials.{field.name}"] = value
+        names.update(self.file.sinks.env_names())
         return names
 
     def describe(self) -> dict[str, Any]:
@@ -489,7 +495,22 @@ class Config:
                     if name is not None
                 }
             out["accounts"][settings.name] = table
+        out["sinks"] = _describe_sinks(self.file.sinks)
         return out
+
+
+def _describe_sinks(sinks: SinksTable) -> dict[str, Any]:
+    """The sink tables, each variable as its name and ``***`` (set) or ``(not set)``."""
+    out: dict[str, Any] = {}
+    for name, table in sinks.configured().items():
+        shown = msgspec.to_builtins(table)
+        for key, value in shown.items():
+            if key.endswith("_env") and value is not None:
+                shown[key] = {"env": value, "value": "***" if os.environ.get(value) else "(not set)"}
+        if "url" in shown:
+            shown["url"] = redact(shown["url"])
+        out[name] = shown
+    return out
 
 
 def parse_config(raw: dict[str, Any]) -> Config:

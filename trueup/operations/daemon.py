@@ -3,10 +3,14 @@
 Per account one `ReconciliationService` on its own broker client (startup recovery and
 reconciliation, periodic and in-flight checks, the broker's stream), all on one ledger
 and one event loop, with the HTTP endpoint (`trueup.operations.http`) and the metrics.
+The configured sinks (``[sinks.*]``) run on the same ledger, each in a supervised thread
+of its own (`trueup.operations.sinks`): a sink that fails is logged, counted and started
+again with backoff, never taking the daemon down.
 
 SIGTERM / SIGINT set the stop event: each service finishes its current pass, saves its
-counters and returns; the broker clients, the endpoint and the ledger are closed; the
-exit status is 0. A service that raises (it should not: it catches broker and ledger
+counters and returns; the sinks finish the event they are delivering and their threads
+are joined; the broker clients, the endpoint and the ledger are closed; the exit status
+is 0. A service that raises (it should not: it catches broker and ledger
 errors itself) is logged and started again after its period; the daemon never exits on
 a broker error.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -28,6 +33,7 @@ from trueup.operations.brokers import close_broker, make_broker
 from trueup.operations.config import AccountSettings, Config, PaperAccount
 from trueup.operations.http import Endpoint
 from trueup.operations.metrics import Metrics
+from trueup.operations.sinks import SinkHost, plan_sinks
 from trueup.service import ReconciliationService
 
 __all__ = ["Daemon", "run_daemon"]
@@ -54,6 +60,7 @@ class Daemon:
     async def run(self) -> int:
         """Run every account until `stop` is set; 0 on a clean stop."""
         config = self.config
+        plans = plan_sinks(config, dict(os.environ))  # a sink's secret missing: before anything opens
         policies = {a.account.account_id: PositionPolicy(a.account.position_policy) for a in config.accounts}
         ledger = await in_worker_thread(
             Ledger.open,
@@ -68,7 +75,10 @@ class Daemon:
             list(ids.values()),
             {a.account.account_id: a.timings.period for a in config.accounts},
             market_hours={a.account.account_id: a.account.market_hours.is_open for a in config.accounts},
+            sinks=[plan.consumer for plan in plans],
         )
+        sinks = SinkHost(ledger, plans, metrics)
+        metrics.sink_positions = sinks.positions
         events = ledger.store.app.events
         # The event store's write is the transaction; time it without touching the use cases.
         events.put = metrics.time_commits(events.put)  # type: ignore[method-assign]
@@ -87,6 +97,9 @@ class Daemon:
             log.info("listening on http://%s:%d", config.file.http.host, self.port)
             self.ready.set()
             tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+            sinks.start()
+            if plans:
+                log.info("sinks running: %s", ", ".join(p.consumer for p in plans))
             for settings in config.accounts:
                 broker = make_broker(settings)
                 brokers.append(broker)
@@ -111,6 +124,7 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await in_worker_thread(sinks.stop)
             for broker in brokers:
                 try:
                     await close_broker(broker)

@@ -1,12 +1,14 @@
 """Prometheus metrics of `trueup run`, with `prometheus_client` on a registry of its own.
 
 Labels are only ever bounded values: the configured account ids, discrepancy kinds and
-severities (closed enums), gate states, reconciliation triggers and outcomes. Never an
-order id, a symbol or an error text.
+severities (closed enums), gate states, reconciliation triggers and outcomes, the
+configured sinks' consumer names. Never an order id, a symbol or an error text.
 
 Counters move as the service reports (`ServiceObserver`); gauges of current state (open
 discrepancies, gate, in-flight orders) are read from the ledger by `refresh`, after each
 reconciliation and before each scrape, so an alert on them clears once the books agree.
+The hosted sinks report deliveries, dead letters and restarts (`SinkObserver`); their lag
+(log events not yet handled) is read at each scrape from `sink_positions`.
 """
 
 from __future__ import annotations
@@ -53,13 +55,18 @@ class Metrics:
         periods: dict[str, float] | None = None,
         *,
         market_hours: Mapping[str, Callable[[datetime], bool]] | None = None,
+        sinks: Sequence[str] = (),
     ) -> None:
         """Create the metrics; every per-account series exists from the start (0 or now).
 
         `market_hours`: per account, whether its market is open at a time (the config's
-        `market_hours`); an account without one is reported open all the time.
+        `market_hours`); an account without one is reported open all the time. `sinks`:
+        the consumer names of the hosted sinks.
         """
         self.accounts = tuple(accounts)
+        self.sinks = tuple(sinks)
+        self.sink_positions: Callable[[], Mapping[str, int]] | None = None
+        """Each hosted sink's saved position (set by the daemon; read at `refresh`)."""
         self.market_hours = dict(market_hours or {})
         # `_created` series double the scrape and no query here reads them
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -143,6 +150,30 @@ class Metrics:
             ["account"],
             registry=r,
         )
+        self.sink_delivered_total = Counter(
+            "trueup_sink_delivered", "Events a hosted sink delivered.", ["sink"], registry=r
+        )
+        self.sink_dead_letters = Counter(
+            "trueup_sink_dead_letters",
+            "Events a hosted sink gave up on (each a DEAD_LETTER discrepancy).",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_restarts = Counter(
+            "trueup_sink_restarts", "Times a hosted sink failed and was started again.", ["sink"], registry=r
+        )
+        self.sink_up = Gauge("trueup_sink_running", "1 while the sink's runner is up.", ["sink"], registry=r)
+        self.sink_lag = Gauge(
+            "trueup_sink_lag_events",
+            "Log events after the sink's saved position (not yet delivered or skipped).",
+            ["sink"],
+            registry=r,
+        )
+        for sink in self.sinks:
+            self.sink_delivered_total.labels(sink)
+            self.sink_dead_letters.labels(sink)
+            self.sink_restarts.labels(sink)
+            self.sink_up.labels(sink).set(0)
         now = time.time()
         self.refresh_market(datetime.fromtimestamp(now, UTC))
         for account in self.accounts:
@@ -191,6 +222,24 @@ class Metrics:
         self.stream_messages.labels(account, outcome).inc()
         self.stream_last.labels(account).set(time.time())
 
+    # -- SinkObserver (from the sinks' threads) ------------------------------------------------
+
+    def sink_delivered(self, sink: str) -> None:
+        """Count one event delivered."""
+        self.sink_delivered_total.labels(sink).inc()
+
+    def sink_dead_lettered(self, sink: str) -> None:
+        """Count one dead letter."""
+        self.sink_dead_letters.labels(sink).inc()
+
+    def sink_restarted(self, sink: str) -> None:
+        """Count one restart of a failed sink."""
+        self.sink_restarts.labels(sink).inc()
+
+    def sink_running(self, sink: str, up: bool) -> None:
+        """The sink's runner is up or down."""
+        self.sink_up.labels(sink).set(1 if up else 0)
+
     # -- state gauges -----------------------------------------------------------------------
 
     def set_gate(self, account: str, state: str) -> None:
@@ -229,6 +278,10 @@ class Metrics:
             self.set_gate(account, str(ledger.gate(account)))
             flying = sum(1 for o in ledger.open_orders(account) if o.status in IN_FLIGHT_STATUSES)
             self.inflight.labels(account).set(flying)
+        if self.sink_positions is not None and self.sinks:
+            head = ledger.store.app.recorder.max_notification_id() or 0
+            for sink, position in self.sink_positions().items():
+                self.sink_lag.labels(sink).set(max(0, head - position))
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

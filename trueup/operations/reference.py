@@ -21,6 +21,12 @@ from trueup.operations.config import (
     PaperAccount,
     PaperFaults,
 )
+from trueup.operations.sink_config import (
+    AlertsSinkSettings,
+    NatsSinkSettings,
+    SinksTable,
+    WebhookSinkSettings,
+)
 
 __all__ = ["REFERENCE_TABLES", "config_reference", "starting_file"]
 
@@ -37,6 +43,10 @@ REFERENCE_TABLES: tuple[tuple[str, type[msgspec.Struct]], ...] = (
     ('[accounts.NAME] with broker = "ib"', IbAccount),
     ("[accounts.NAME.credentials] (ib)", IbCredentials),
     ("[operators.NAME]", OperatorGrant),
+    ("[sinks]", SinksTable),
+    ("[sinks.nats]", NatsSinkSettings),
+    ("[sinks.webhook]", WebhookSinkSettings),
+    ("[sinks.alerts]", AlertsSinkSettings),
 )
 
 
@@ -54,8 +64,12 @@ def _constraint(t: msgspec.inspect.Type) -> tuple[str, str]:
             bounds.append(f"{sign} {value:g}" if isinstance(value, float) else f"{sign} {value}")
     if getattr(t, "min_length", None):
         bounds.append("not empty")
-    if getattr(t, "pattern", None):
-        bounds.append("an environment variable name")
+    if pattern := getattr(t, "pattern", None):
+        bounds.append(
+            "an environment variable name"
+            if pattern == _ENV_NAME
+            else f"matches `{pattern.replace('|', chr(92) + '|')}`"
+        )
     if isinstance(t, msgspec.inspect.LiteralType):
         return "string", "one of " + ", ".join(f"`{v}`" for v in t.values)
     names = {
@@ -66,8 +80,12 @@ def _constraint(t: msgspec.inspect.Type) -> tuple[str, str]:
         msgspec.inspect.VarTupleType: "list",
         msgspec.inspect.DictType: "tables",
         msgspec.inspect.StructType: "table",
+        msgspec.inspect.BoolType: "boolean",
     }
     return names.get(type(t), type(t).__name__), ", ".join(bounds)
+
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def _default(field: msgspec.inspect.Field) -> str:
@@ -197,4 +215,17 @@ position_policy = "alert"             # repair | alert | lock
 # account_id = "DU1234567"
 # credentials = {{ host = "IB_HOST", port = "IB_PORT", client_id = "IB_CLIENT_ID" }}
 # inflight_retries = 5
+
+# Sinks, each optional, each in a thread of the daemon (secrets are variable NAMES too).
+# [sinks.nats]                        # JetStream: subjects trueup.<account>.<kind>
+# servers = ["nats://127.0.0.1:4222"]  # or servers_env = "NATS_URLS" (URLs with credentials)
+# stream = "TRUEUP"
+#
+# [sinks.webhook]                     # signed JSON POSTs (X-Trueup-Signature)
+# url = "https://example.internal/trueup"
+# secret_env = "TRUEUP_WEBHOOK_SECRET"
+#
+# [sinks.alerts]                      # people, through apprise (slack://, tgram://, mailto://)
+# urls_env = "TRUEUP_ALERT_URLS"
+# min_severity = "ERROR"
 """

@@ -12,13 +12,16 @@ Failures:
 - Any other failure counts. After `max_attempts` counted failures of one event it is
   **dead-lettered**: a DEAD_LETTER discrepancy is stored in the log (key
   ``<consumer>@<log position>``, naming the event, the tries and the last error; it is
-  the dead-letter record, listed by `trueup discrepancies`), the counter
-  ``trueup_sink_dead_letters_total{sink=...}`` goes up (when prometheus_client is
-  installed) and the sink moves on. A DEAD_LETTER discrepancy that itself cannot be
-  delivered is logged and counted but not recorded again (no chain of dead letters).
+  the dead-letter record, listed by `trueup discrepancies`), the runner's observer counts
+  it (`SinkObserver`; `trueup run` passes its metrics, so
+  ``trueup_sink_dead_letters_total{sink=...}`` is on its ``/metrics``; standalone, the
+  process-wide prometheus_client counters when it is installed) and the sink moves on.
+  A DEAD_LETTER discrepancy that itself cannot be delivered is logged and counted but
+  not recorded again (no chain of dead letters).
 
-A daemon hosts a runner with ``run(stop_event)`` in a thread of its own; ``run_once()``
-delivers what is in the log now and returns.
+A daemon hosts a runner with ``run(stop_event)`` in a thread of its own
+(`trueup.operations.sinks` for `trueup run`); ``run_once()`` delivers what is in the log
+now and returns.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -71,8 +74,18 @@ class Sink(ABC):
         """Release connections (the runner calls it when it stops)."""
 
 
+class SinkObserver(Protocol):
+    """Told of each delivery and dead letter (metrics); called from the runner's thread."""
+
+    def sink_delivered(self, sink: str) -> None:
+        """One event delivered by the sink whose consumer name is `sink`."""
+
+    def sink_dead_lettered(self, sink: str) -> None:
+        """One event given up on (dead-lettered) by `sink`."""
+
+
 class _Metrics:
-    """prometheus_client counters when installed; plain counts always."""
+    """prometheus_client counters on its default registry when installed (standalone sinks)."""
 
     def __init__(self) -> None:
         self.counters: dict[str, Any] = {}
@@ -94,6 +107,12 @@ class _Metrics:
         if counter is not None:
             counter.labels(sink=sink).inc()
 
+    def sink_delivered(self, sink: str) -> None:
+        self.inc("delivered", sink)
+
+    def sink_dead_lettered(self, sink: str) -> None:
+        self.inc("dead_letters", sink)
+
 
 METRICS = _Metrics()
 """Process-wide: prometheus_client refuses a metric name registered twice."""
@@ -112,6 +131,7 @@ class SinkRunner:
         backoff: Backoff | None = None,
         start: Start = "beginning",
         clock: Clock = utc_now,
+        observer: SinkObserver | None = None,
     ) -> None:
         """Create (or resume) the sink's consumer.
 
@@ -123,10 +143,13 @@ class SinkRunner:
             backoff: delays between tries (default 0.05 s doubling to 2 s).
             start: where a consumer with no saved position starts.
             clock: dates the dead-letter discrepancies.
+            observer: counts deliveries and dead letters (default: the process-wide
+                prometheus_client counters).
         """
         self.sink = sink
         self.store = ledger.store
         self.name = consumer or sink.name
+        self.observer: SinkObserver = observer or METRICS
         self.delivered = 0
         """Events delivered by this process (skipped kinds not counted)."""
         self.writer = Writer(self.store, clock)
@@ -179,11 +202,10 @@ class SinkRunner:
             return
         self.sink.deliver(event)
         self.delivered += 1
-        METRICS.inc("delivered", self.name)
+        self.observer.sink_delivered(self.name)
         crash_point("sink.after_deliver")  # the worst moment: sent, position not yet saved
 
     def _dead_letter(self, logged: LoggedEvent, error: Exception, attempts: int) -> None:
-        METRICS.inc("dead_letters", self.name)
         event = logged.event
         if isinstance(event, Discrepancy.Event) and _is_dead_letter(self, event):
             log.error(
@@ -193,6 +215,7 @@ class SinkRunner:
                 logged.position,
                 error,
             )
+            self.observer.sink_dead_lettered(self.name)
             return
         account = str(getattr(event, "account", "") or "") or _account_of(self, logged) or NO_ACCOUNT
         error_text = f"{type(error).__name__}: {error}"
@@ -210,6 +233,8 @@ class SinkRunner:
             record_findings(unit, account, [finding], None)
 
         self.writer.commit(apply, what=f"dead letter of {self.name}@{logged.position}")
+        # Counted once recorded: a failed record is retried, and must not count twice.
+        self.observer.sink_dead_lettered(self.name)
 
 
 def _is_dead_letter(runner: SinkRunner, event: Discrepancy.Event) -> bool:
