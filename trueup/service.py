@@ -10,15 +10,17 @@ blocking database call, so it runs in a worker thread through `asyncio.to_thread
    BLOCKED. A failed query is never read as "flat" or "no orders".
 2. **Periodic** (`run`): every `period` seconds, each account is reconciled, then its
    in-flight orders are checked.
-3. **Stream**: every `RawMessage` goes to `Ledger.ingest_raw` (the raw payload is stored
-   before it is translated); every `Reconnected` reconciles that account at once, because
-   messages may have been missed while the connection was down.
-4. **In-flight checks**: an open order still SUBMITTED or PENDING_NEW `inflight_after`
-   seconds after it was sent (``submitted_at``, else ``created_at``) is looked
-   up at the broker by our client order id. A report found is ingested like any other
-   broker payload. "Not found" counts one retry for that order; a lookup that fails,
-   hangs past `broker_timeout` or answers garbage is not "not found": it is counted
-   apart and raises STALE_DATA about the order (gate BLOCKED until a lookup answers).
+3. **Stream** (`trueup.service_stream.StreamConsumer`): every `RawMessage` goes to
+   `Ledger.ingest_raw` (the raw payload is stored before it is translated); every
+   `Reconnected` reconciles that account at once, because messages may have been missed
+   while the connection was down.
+4. **In-flight checks** (`trueup.inflight.InflightChecks`): an open order still SUBMITTED
+   or PENDING_NEW `inflight_after` seconds after it was sent (``submitted_at``, else
+   ``created_at``) is looked up at the broker by our client order id. A report found is
+   ingested like any other broker payload. "Not found" counts one retry for that order; a
+   lookup that fails, hangs past `broker_timeout` or answers garbage is not "not found":
+   it is counted apart and raises STALE_DATA about the order (gate BLOCKED until a lookup
+   answers).
 5. **Deadlines**: every broker query has one (`broker_timeout`); the broker is asked
    before the account's lock is taken, so a hung broker never holds up the stream, and
    the log position read before asking (the snapshot's cut) makes the ledger skip, and
@@ -62,41 +64,35 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from trueup.adapters.base import (
     BROKER_CALL_TIMEOUT,
     BrokerClient,
     OrderRequest,
-    RawMessage,
-    Reconnected,
-    RefreshNeeded,
-    StreamItem,
     snapshot_or_unknown,
 )
 from trueup.application.reconciler import ReconcileResult
 from trueup.application.unit_of_work import Clock
 from trueup.blocking import in_worker_thread
 from trueup.domain.discrepancy import Discrepancy
-from trueup.domain.errors import BrokerQueryError
 from trueup.domain.reports import BrokerSnapshot
 from trueup.domain.status import IN_FLIGHT_STATUSES
 from trueup.domain.views import OrderView
+from trueup.inflight import InflightChecks
 from trueup.ledger import Ledger
 from trueup.observing import ServiceObserver
 from trueup.service_parts import (
     ServiceCounters,
     Translate,
-    acquire,
     cancelling,
-    keep_on_failure,
     stop_task,
     wait,
     wait_any,
 )
+from trueup.service_stream import STREAM_RESTART_SECONDS, StreamConsumer
 from trueup.settings import ServiceSettings, validate
-from trueup.submission import Submitter, UntranslatableLookupError, look_up, start_accounts
+from trueup.submission import Submitter, start_accounts
 
 __all__ = [
     "BROKER_CALL_TIMEOUT",
@@ -104,6 +100,7 @@ __all__ = [
     "IN_FLIGHT_STATUSES",
     "MAX_RETAKES",
     "STREAM_GRACE_SECONDS",
+    "STREAM_RESTART_SECONDS",
     "STREAM_WAIT_SECONDS",
     "ReconciliationService",
     "ServiceCounters",
@@ -125,22 +122,6 @@ STREAM_GRACE_SECONDS = 30.0
 """How long an account may have no live broker stream before its gate is BLOCKED (STALE_DATA)."""
 MAX_RETAKES = 2
 """Snapshots retaken in one reconciliation when positions moved after the snapshot's cut."""
-STREAM_RESTART_SECONDS = 1.0
-"""First pause before a failed or ended stream is resubscribed (doubling, capped at `period`)."""
-
-
-@dataclass
-class _Misses:
-    """Lookups of one in-flight order that did not find it."""
-
-    not_found: int = 0
-    """The broker answered that it has no order with our id."""
-    failed: int = 0
-    """The lookup itself failed: absence unknown."""
-
-    @property
-    def total(self) -> int:
-        return self.not_found + self.failed
 
 
 class ReconciliationService:
@@ -228,16 +209,38 @@ class ReconciliationService:
         self.stream_wait = stream_wait
         self.stream_grace = stream_grace
         self.counters = ServiceCounters()
-        self._stream_down_since: float | None = None
-        """Since when (monotonic) `run` has had no stream consumed; None while one is (or before `run`)."""
-        self._subscribed_at: float | None = None
-        """When the current subscription started (it counts as live once it has lasted)."""
         # Two reconciliations of one account at once (periodic and after a reconnect)
         # could both raise the same finding: new discrepancies never conflict in the
         # store, so nothing would stop the duplicate. One at a time per account.
         self._account_locks = {account: asyncio.Lock() for account in self.accounts}
-        self._misses: dict[tuple[str, str], _Misses] = {}
-        self._lost: set[tuple[str, str]] = set()
+        self.inflight_checks = InflightChecks(
+            ledger,
+            broker,
+            after=self.inflight_after,
+            retries=self.inflight_retries,
+            timeout=broker_timeout,
+            clock=self.clock,
+            counters=self.counters,
+            count_error=self._count_error,
+            count_discrepancies=self._count_discrepancies,
+        )
+        """The in-flight checks (`trueup.inflight`), on this service's counters."""
+        self.stream = StreamConsumer(
+            ledger,
+            broker,
+            name=name,
+            accounts=self.accounts,
+            period=self.period,
+            wait_seconds=stream_wait,
+            grace=stream_grace,
+            account_locks=self._account_locks,
+            counters=self.counters,
+            reconcile=functools.partial(self._pass, inflight=False),
+            notify=self._notify,
+            count_error=self._count_error,
+            count_discrepancies=self._count_discrepancies,
+        )
+        """The broker stream (`trueup.service_stream`), reconciled through this service's passes."""
         self._started = False
 
     # -- public API ----------------------------------------------------------------------
@@ -294,8 +297,8 @@ class ReconciliationService:
         if not self._started:
             await self.start()
         loop = asyncio.get_running_loop()
-        self._stream_down_since = time.monotonic()  # live once subscribed (`_no_stream_seconds`)
-        stream = self._spawn_stream(stop)
+        self.stream.started()
+        stream = self.stream.spawn(stop)
         separate = self.inflight_period is not None
         inflight = (
             asyncio.create_task(self._inflight_loop(stop), name=f"{self.name}-inflight") if separate else None
@@ -309,8 +312,8 @@ class ReconciliationService:
                     continue
                 await wait_any(stop, stream, due - loop.time())
                 if stream.done() and not stop.is_set():
-                    self._stream_died(stream)
-                    stream = self._spawn_stream(stop, restarted=True)
+                    self.stream.died(stream)
+                    stream = self.stream.spawn(stop, restarted=True)
         finally:
             if inflight is not None:
                 # Its current check finishes first, like the periodic pass.
@@ -324,7 +327,7 @@ class ReconciliationService:
         while not await wait(stop, self.inflight_period):
             for account in self.accounts:
                 try:
-                    if await self._check_inflight(account):
+                    if await self.inflight_checks.check(account):
                         await self._reconcile(account, "in-flight order lost")
                 except Exception as e:
                     log.exception("in-flight checks of %s failed", account)
@@ -349,7 +352,7 @@ class ReconciliationService:
                 if results is not None:
                     results[account] = result
                 ok = ok and result is not None and not result.stale
-                if inflight and await self._check_inflight(account):
+                if inflight and await self.inflight_checks.check(account):
                     # A LOST order is CRITICAL, a failing lookup STALE_DATA: judge the gate
                     # now, not a period later.
                     await self._reconcile(account, "in-flight lookups")
@@ -427,10 +430,9 @@ class ReconciliationService:
                 await lock.acquire()
                 held = True
             try:
+                no_stream = self.stream.no_stream_seconds()
                 return await in_worker_thread(
-                    functools.partial(
-                        self.ledger.reconcile, snapshot, cut=cut, no_stream_seconds=self._no_stream_seconds()
-                    )
+                    functools.partial(self.ledger.reconcile, snapshot, cut=cut, no_stream_seconds=no_stream)
                 )
             except Exception as e:
                 log.exception("%s reconciliation of %s failed", why, account)
@@ -445,237 +447,6 @@ class ReconciliationService:
         return await snapshot_or_unknown(
             self.broker, account, self.clock(), on_error=self._count_error, timeout=self.broker_timeout
         )
-
-    # -- stream --------------------------------------------------------------------------
-
-    def _spawn_stream(self, stop: asyncio.Event, *, restarted: bool = False) -> asyncio.Task[None]:
-        return asyncio.create_task(
-            self._consume_stream(stop, restarted=restarted), name=f"{self.name}-stream"
-        )
-
-    def _stream_died(self, stream: asyncio.Task[None]) -> None:
-        """The stream task ended while the service runs: say why; `run` starts another."""
-        error = stream.exception() if not stream.cancelled() else asyncio.CancelledError()
-        log.error("broker stream task died (%r); restarting it", error)
-        if error is not None:
-            self._count_error(error)
-        self.counters.stream_restarts += 1
-        self._subscribed_at = None
-        if self._stream_down_since is None:
-            self._stream_down_since = time.monotonic()
-
-    def _no_stream_seconds(self) -> float | None:
-        """How long no stream has been consumed, once that exceeds `stream_grace`; else None."""
-        since, now = self._stream_down_since, time.monotonic()
-        if since is None:
-            return None
-        subscribed = self._subscribed_at
-        if subscribed is not None and now - subscribed >= min(STREAM_RESTART_SECONDS, self.stream_grace / 2):
-            # Subscribed and not failed for a while: live, quiet or not. A subscription
-            # that fails at once never gets here, so it does not count as live.
-            self._stream_down_since = None
-            return None
-        down = now - since
-        return down if down >= self.stream_grace else None
-
-    async def _consume_stream(self, stop: asyncio.Event, *, restarted: bool = False) -> None:
-        """Hand every stream item to the ledger; resubscribe if the stream fails or ends.
-
-        Once the stream is back after a failure, every account is reconciled at once:
-        messages may have been missed while nothing consumed it.
-        """
-        pause = min(self.period, STREAM_RESTART_SECONDS)
-        while not stop.is_set():
-            if restarted:
-                await self._pass("stream restart", self.accounts, inflight=False)
-            self._subscribed_at = time.monotonic()
-            try:
-                async for item in self.broker.stream():
-                    self._stream_down_since = None  # it delivers: live
-                    pause = min(self.period, STREAM_RESTART_SECONDS)
-                    await self._on_stream_item(item)
-                    if stop.is_set():
-                        return  # do not rely on the cancellation alone (see `stop_task`)
-            except asyncio.CancelledError as e:
-                if cancelling():
-                    raise  # the service is stopping
-                log.exception("broker stream raised CancelledError; resubscribing in %gs", pause)
-                self._count_error(e)
-            except Exception as e:
-                log.exception("broker stream failed; resubscribing in %gs", pause)
-                self._count_error(e)
-            else:
-                log.warning("broker stream ended; resubscribing in %gs", pause)
-            self._subscribed_at = None
-            if self._stream_down_since is None:
-                self._stream_down_since = time.monotonic()
-            self.counters.stream_restarts += 1
-            restarted = True
-            # Not at once: a stream that fails straight away would spin the loop.
-            await wait(stop, pause)
-            pause = min(self.period, pause * 2)
-
-    async def _on_stream_item(self, item: StreamItem) -> None:
-        """Apply one stream item; never raise (logged and counted instead)."""
-        try:
-            if isinstance(item, RawMessage):
-                self.counters.stream_messages += 1
-                # Not while the account is being reconciled: a fill booked between the
-                # snapshot and its comparison would be in our position and not in the
-                # broker's, and a repair would book it away. It waits and lands after;
-                # never for ever (a stuck reconciliation must not stop the stream).
-                lock = self._account_locks.get(item.account)
-                held = lock is not None and await acquire(lock, self.stream_wait)
-                if lock is not None and not held:
-                    log.warning(
-                        "%s still reconciling after %gs; applying its stream message now",
-                        item.account,
-                        self.stream_wait,
-                    )
-                try:
-                    events = await in_worker_thread(
-                        self.ledger.ingest_raw,
-                        item.payload,
-                        keep_on_failure(item.translate),
-                        account=item.account,
-                        source=item.source,
-                        kind=item.kind,
-                    )
-                except Exception:
-                    self._notify(lambda o: o.stream_message(item.account, "error"))
-                    raise
-                finally:
-                    if held and lock is not None:
-                        lock.release()
-                self._count_discrepancies(events)
-                invalid = any(
-                    isinstance(e, Discrepancy.Raised) and e.kind == "INVALID_REPORT" for e in events
-                )
-                self._notify(lambda o: o.stream_message(item.account, "invalid" if invalid else "applied"))
-            elif isinstance(item, Reconnected | RefreshNeeded):
-                if isinstance(item, Reconnected):
-                    self.counters.reconnects += 1
-                    why = "reconnect"
-                    detail = "reconnected (messages may be missing)"
-                else:
-                    self.counters.refreshes += 1
-                    why = "refresh"
-                    detail = f"asked for a refresh ({item.reason})"
-                if item.account not in self._account_locks:
-                    log.warning(
-                        "%s %s for %s, which this service does not reconcile",
-                        item.source,
-                        detail,
-                        item.account,
-                    )
-                    return
-                log.info("%s %s for %s: reconciling now", item.source, detail, item.account)
-                await self._pass(why, [item.account], inflight=False)
-            else:
-                msg = f"unexpected stream item {type(item).__name__}"
-                raise TypeError(msg)  # noqa: TRY301 - counted and logged like any other failure below
-        except Exception as e:
-            log.exception("stream item %s could not be applied", type(item).__name__)
-            self._count_error(e)
-
-    # -- in-flight orders ----------------------------------------------------------------
-
-    async def _check_inflight(self, account: str) -> bool:
-        """Look up the account's overdue in-flight orders; True if the gate must be judged now.
-
-        That is when an order was declared LOST, or a lookup began or stopped failing.
-        """
-        orders = await in_worker_thread(self.ledger.open_orders, account)
-        in_flight = {o.client_order_id: o for o in orders if o.status in IN_FLIGHT_STATUSES}
-        # Forget orders that left flight (acknowledged, filled, closed): their count is moot.
-        for key in [k for k in self._misses if k[0] == account and k[1] not in in_flight]:
-            del self._misses[key]
-        self._lost = {k for k in self._lost if k[0] != account or k[1] in in_flight}
-        failing = await in_worker_thread(self.ledger.failing_lookups, account)
-        changed = False
-        if failing - set(in_flight):
-            # Its lookups failed, but a report moved it on: the broker has answered for it.
-            await in_worker_thread(
-                self.ledger.lookups_settled, account, failing - set(in_flight), "order left flight"
-            )
-            changed = True
-        now = self.clock()
-        for order in in_flight.values():
-            # Our own clock only: when SUBMITTED was stored, else when the intent was.
-            since = order.submitted_at or order.created_at
-            if since is not None and (now - since).total_seconds() < self.inflight_after:
-                continue
-            try:
-                changed = (
-                    await self._check_order(account, order, failing=order.client_order_id in failing)
-                    or changed
-                )
-            except Exception as e:
-                log.exception("in-flight check of %s %s failed", account, order.client_order_id)
-                self._count_error(e)
-        return changed
-
-    async def _check_order(self, account: str, order: OrderView, *, failing: bool) -> bool:
-        """Look one in-flight order up; ingest it if found, else count a miss.
-
-        A lookup that fails, hangs or answers garbage is not "not found": it is counted
-        apart and raises STALE_DATA (one per order while open); only answered "not found"
-        lookups count toward LOST.
-
-        Returns:
-            True if the gate must be judged now (LOST declared, a lookup began or stopped failing).
-        """
-        cid = order.client_order_id
-        key = (account, cid)
-        self.counters.inflight_checks += 1
-        misses = self._misses.setdefault(key, _Misses())
-        try:
-            # Stores what it finds; an untranslatable answer is kept (and raised as a failure).
-            found = await look_up(self.ledger, self.broker, account, cid, timeout=self.broker_timeout)
-        except BrokerQueryError as e:
-            log.warning("lookup of in-flight %s %s failed: %s", account, cid, e)
-            self._count_error(e)
-            misses.failed += 1
-            if isinstance(e, UntranslatableLookupError):
-                self._count_discrepancies(e.events)
-            self.counters.inflight_lookup_failures += 1
-            events = await in_worker_thread(
-                functools.partial(
-                    self.ledger.lookup_failed, account, cid, failed=misses.failed, reason=str(e)
-                )
-            )
-            self._count_discrepancies(events)
-            return bool(events)
-        if failing:
-            await in_worker_thread(
-                self.ledger.lookups_settled, account, {cid}, "the broker answered the lookup"
-            )
-        if found.report is not None:
-            del self._misses[key]
-            self._count_discrepancies(found.events)
-            return failing
-        misses.not_found += 1
-        log.info(
-            "in-flight %s %s (%s) not found by the broker: %d of %d lookups (%d failed, not counted)",
-            account,
-            cid,
-            order.status,
-            misses.not_found,
-            self.inflight_retries,
-            misses.failed,
-        )
-        if misses.not_found < self.inflight_retries or key in self._lost:
-            return failing
-        events = await in_worker_thread(
-            self.ledger.declare_lost, account, cid, not_found=misses.not_found, failed=misses.failed
-        )
-        self._count_discrepancies(events)
-        self._lost.add(key)
-        if not events:
-            return failing  # it left flight meanwhile (a report arrived): nothing lost
-        self.counters.inflight_lost += 1
-        log.error("in-flight %s %s declared LOST; %s locked; nothing re-sent", account, cid, order.symbol)
-        return True
 
     # -- helpers -------------------------------------------------------------------------
 

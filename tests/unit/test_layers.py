@@ -1,4 +1,4 @@
-"""The layering: the domain imports no I/O and no broker SDK; trueup needs no extra."""
+"""The layering: the domain imports no I/O and no broker SDK; trueup needs no extra; files stay short."""
 
 from __future__ import annotations
 
@@ -217,3 +217,40 @@ def test_the_guards_see_what_they_forbid(tmp_path: Path) -> None:
     upward = tmp_path / "upward.py"
     upward.write_text("from trueup.ledger import _private\nimport trueup.service\n")
     assert trueup_imports(upward) == [("trueup.ledger", ["_private"]), ("trueup.service", [])]
+
+
+# -- the size of a file --------------------------------------------------------------------
+
+MAX_LINES = 600
+"""No file of trueup is longer: past it, a file is split by concern."""
+
+SPLIT_PENDING = {
+    "trueup/adapters/alpaca/client.py": "split pending: being changed on another branch now",
+    "trueup/adapters/ib/client.py": "split pending: being changed on another branch now",
+    "trueup/cli.py": "split pending: being changed on another branch now",
+}
+"""Files allowed over MAX_LINES for now, each with its reason; a later step splits them."""
+
+
+def too_long(root: Path) -> dict[str, int]:
+    """Each `*.py` file under `root` over MAX_LINES, by its path from the repository, with its lines."""
+    lengths = {
+        path.relative_to(root.parent).as_posix(): len(path.read_text().splitlines())
+        for path in sorted(root.rglob("*.py"))
+    }
+    return {name: lines for name, lines in lengths.items() if lines > MAX_LINES}
+
+
+def test_no_file_is_over_600_lines_but_the_split_pending_ones() -> None:
+    assert {name: n for name, n in too_long(PACKAGE).items() if name not in SPLIT_PENDING} == {}
+    # The allow-list names real files, each with its reason.
+    assert all((PACKAGE.parent / name).is_file() and reason for name, reason in SPLIT_PENDING.items())
+
+
+def test_the_size_guard_sees_a_long_file(tmp_path: Path) -> None:
+    # Check: a file one line over is caught, one at the limit is not, wherever it is.
+    package = tmp_path / "trueup"
+    (package / "adapters").mkdir(parents=True)
+    (package / "adapters" / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (package / "ok.py").write_text("x = 1\n" * MAX_LINES)
+    assert too_long(package) == {"trueup/adapters/long.py": MAX_LINES + 1}

@@ -6,17 +6,14 @@ one transaction, after the evidence that proves them (`trueup.application.eviden
 broker's answers verbatim, then the snapshot). Reconciling the same snapshot twice, or
 again after a restart, stores nothing new: decisions are idempotent, and a discrepancy
 that is still open is not raised again. A clean run leaves a BooksMatched record when
-one is due (`evidence.Matches`).
+one is due (`evidence.Matches`). Positions are compared in `positions.py`; the result and
+the state of a run are in `runs.py` (`ReconcileResult` is importable from here too).
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
-from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import PersistenceError
@@ -24,50 +21,36 @@ from eventsourcing.persistence import PersistenceError
 from trueup.application.booking import apply_report, client_order_id_for
 from trueup.application.evidence import (
     MATCH_EVERY_SECONDS,
-    Answers,
     Matches,
-    answers_of,
     prepend_evidence,
-    snapshot_id,
-    stored_form,
     untranslatable,
 )
-from trueup.application.findings import OpenDiscrepancies, open_in, resolve_all
+from trueup.application.findings import open_in
 from trueup.application.gatekeeping import gate_in, judge_gate
+from trueup.application.positions import compare_positions
 from trueup.application.resolutions import lift_lost_lock
+from trueup.application.runs import ReconcileResult, ReconcileRun
 from trueup.application.unit_of_work import UnitOfWork, Writer, store_error
 from trueup.domain.discrepancy import Discrepancy, DiscrepancyKind, Finding
-from trueup.domain.gate import LOST_ORDER_LOCK, POSITION_LOCK, GateState, gate_id
+from trueup.domain.gate import LOST_ORDER_LOCK
 from trueup.domain.ids import order_id, position_id
 from trueup.domain.messages import BooksMatched
 from trueup.domain.order import Order, OrderState, exec_key
-from trueup.domain.position import Position, repair_fills
+from trueup.domain.position import Position
 from trueup.domain.reconcile import (
-    NOT_REPAIRED,
     PositionPolicy,
-    broker_cost,
     no_stream_finding,
-    position_finding,
     proves_accepted,
-    repair_prefix,
-    repair_safe,
     stale_findings,
     stale_reasons,
     too_old,
 )
-from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport, PositionReport
+from trueup.domain.reports import BrokerSnapshot, FillReport, OrderReport
 from trueup.domain.rules import working_status
 from trueup.domain.status import OrderFlag, OrderStatus, ReportSource
 from trueup.projections.queries import Queries
 
-_POSITION_KINDS = frozenset(
-    {
-        DiscrepancyKind.POSITION_MISMATCH,
-        DiscrepancyKind.MISSING_LOCAL_POSITION,
-        DiscrepancyKind.NAKED_POSITION,
-    }
-)
-
+__all__ = ["ReconcileResult", "Reconciler"]
 
 _BOOKING_KINDS = frozenset(
     {
@@ -80,74 +63,6 @@ _BOOKING_KINDS = frozenset(
     }
 )
 """Problems booking an order's reports finds, about that order (its client id the subject)."""
-
-
-class ReconcileResult(msgspec.Struct):
-    """What one reconciliation stored."""
-
-    account: str
-    order_updates: list[Any] = msgspec.field(default_factory=list)
-    """ORDER_UPDATED events (`Order.Updated`)."""
-    position_syncs: list[Any] = msgspec.field(default_factory=list)
-    """POSITION_SYNCED events (`Position.Synced`)."""
-    discrepancies: list[Any] = msgspec.field(default_factory=list)
-    """DISCREPANCY events (`Discrepancy.Raised`)."""
-    events: list[Any] = msgspec.field(default_factory=list)
-    """Every event stored, derived order events included, in log order."""
-    stale: bool = False
-    """Part or all of the snapshot could not be used (STALE_DATA)."""
-    gate: GateState | None = None
-    """The account's gate after this reconciliation."""
-    matched: Any = None
-    """The BooksMatched record (`BooksMatched.Recorded`) a clean run stored, when one was due.
-
-    Not in `events`: it changes nothing in the books, it proves they matched."""
-    retake: bool = False
-    """Nothing was concluded about orders or positions: the books moved after the
-    snapshot's cut (a fill another writer booked meanwhile, say), so the snapshot may
-    predate it. Take a new snapshot and reconcile again."""
-
-
-@dataclass
-class _Run:
-    """State of one reconciliation while its batch is built."""
-
-    snapshot: BrokerSnapshot
-    policy: PositionPolicy
-    lost_after: int
-    open: OpenDiscrepancies
-    """Discrepancies of the account open when the run started (and recorded since)."""
-    known: dict[str, OrderState] = field(default_factory=dict)
-    """Read-model state of the orders the snapshot names, by client order id."""
-    by_broker_id: dict[str, str] = field(default_factory=dict)
-    """Broker order id -> client order id, from those states."""
-    listed: set[str] = field(default_factory=set)
-    """Client order ids the snapshot listed."""
-    stale: bool = False
-    stale_reasons: list[str] = field(default_factory=list)
-    """The gate's reasons for stale data: which parts, and the broker's words for why."""
-    clean: bool = False
-    """Fresh, every part known, nothing open and nothing concluded: the books matched."""
-    retired_before: datetime | None = None
-    """Orders closed at the broker before this instant and not open here are not compared."""
-    compared_orders: bool = False
-    """The snapshot's orders were compared (known and fresh enough)."""
-
-    @functools.cached_property
-    def answers(self) -> Answers:
-        """The broker's raw answers with their content addresses, hashed only when needed."""
-        return answers_of(self.snapshot)
-
-    retake: bool = False
-    """The books moved after the snapshot's cut: nothing was concluded about them."""
-
-    @functools.cached_property
-    def evidence(self) -> UUID:
-        """The snapshot's id, computed only once something is concluded from it.
-
-        Hashing the encoded snapshot is a tenth of a periodic run that finds nothing.
-        """
-        return snapshot_id(stored_form(self.snapshot, self.answers))
 
 
 class Reconciler:
@@ -188,7 +103,7 @@ class Reconciler:
         than this many seconds before the snapshot and are not open here, and their fills.
         """
         account = snapshot.account
-        run_state: list[_Run] = []
+        run_state: list[ReconcileRun] = []
         retired_before = (
             snapshot.as_of - timedelta(seconds=closed_order_retention)
             if closed_order_retention is not None and account in self._compared
@@ -196,7 +111,7 @@ class Reconciler:
         )
 
         def apply(unit: UnitOfWork) -> None:
-            run = _Run(
+            run = ReconcileRun(
                 snapshot=snapshot,
                 policy=policy,
                 lost_after=lost_after,
@@ -231,7 +146,7 @@ class Reconciler:
 
     @staticmethod
     def _freshness(
-        unit: UnitOfWork, run: _Run, max_age_seconds: float, no_stream_seconds: float | None
+        unit: UnitOfWork, run: ReconcileRun, max_age_seconds: float, no_stream_seconds: float | None
     ) -> bool:
         """Record what is stale (STALE_DATA, the gate's reasons); False if too old to use at all."""
         snapshot = run.snapshot
@@ -255,7 +170,7 @@ class Reconciler:
     # -- orders ----------------------------------------------------------------------------
 
     def _orders(
-        self, unit: UnitOfWork, run: _Run, orders: list[OrderReport], fills: list[FillReport]
+        self, unit: UnitOfWork, run: ReconcileRun, orders: list[OrderReport], fills: list[FillReport]
     ) -> None:
         if run.retired_before is not None:
             orders, fills = self._retire(run.snapshot.account, run.retired_before, orders, fills)
@@ -321,7 +236,12 @@ class Reconciler:
         )
 
     def _order(
-        self, unit: UnitOfWork, run: _Run, key: str, report: OrderReport, order_fills: list[FillReport]
+        self,
+        unit: UnitOfWork,
+        run: ReconcileRun,
+        key: str,
+        report: OrderReport,
+        order_fills: list[FillReport],
     ) -> None:
         """Bring one order in line with the broker's report and executions."""
         order = unit.get(order_id(report.account, key))
@@ -379,7 +299,7 @@ class Reconciler:
             )
             unit.collect(order)
 
-    def _key(self, unit: UnitOfWork, run: _Run, report: OrderReport | FillReport) -> str:
+    def _key(self, unit: UnitOfWork, run: ReconcileRun, report: OrderReport | FillReport) -> str:
         """The client order id a report belongs to (same resolution as ingest: link first)."""
         if report.broker_order_id and report.broker_order_id in run.by_broker_id:
             return run.by_broker_id[report.broker_order_id]
@@ -406,7 +326,7 @@ class Reconciler:
             and (not fills or all(_booked(state, fill) for fill in fills))
         )
 
-    def _booking_problems_gone(self, unit: UnitOfWork, run: _Run) -> None:
+    def _booking_problems_gone(self, unit: UnitOfWork, run: ReconcileRun) -> None:
         """End acknowledgements of problems found by booking an order's reports, once not shown.
 
         Such a problem (an OVERFILL, a FILL_MISMATCH, ...) is about one order, and only the
@@ -428,7 +348,7 @@ class Reconciler:
                 reason = f"order {order.state.status}; the broker no longer lists it"
             run.open.end_unsighted(unit, _BOOKING_KINDS, key, reason)
 
-    def _missing(self, unit: UnitOfWork, run: _Run) -> None:
+    def _missing(self, unit: UnitOfWork, run: ReconcileRun) -> None:
         """Open orders a complete (or day-scoped) snapshot does not list: missing, then lost.
 
         A day-scoped broker's lists cover only its window (`history_since`): an open order
@@ -482,7 +402,7 @@ class Reconciler:
 
     # -- positions -------------------------------------------------------------------------
 
-    def _conclude(self, unit: UnitOfWork, run: _Run, cut: int | None) -> None:
+    def _conclude(self, unit: UnitOfWork, run: ReconcileRun, cut: int | None) -> None:
         """Bring orders and positions in line, unless the books moved after the snapshot's cut."""
         snapshot = run.snapshot
         if not run.stale:
@@ -499,7 +419,7 @@ class Reconciler:
             self._orders(unit, run, snapshot.orders, snapshot.fills or [])
             run.compared_orders = True
         if snapshot.positions is not None:
-            self._positions(unit, run, snapshot.positions)
+            compare_positions(unit, run, snapshot.positions, self.queries)
 
     def _moved_since(self, cut: int, snapshot: BrokerSnapshot) -> bool:
         """Whether an order or position of the snapshot's account changed after log position `cut`."""
@@ -521,86 +441,7 @@ class Reconciler:
             raise store_error(e) from e
         return False
 
-    def _positions(self, unit: UnitOfWork, run: _Run, positions: list[PositionReport]) -> None:
-        account = run.snapshot.account
-        broker = {p.symbol: p for p in positions}
-        local = {s.symbol: s for s in self.queries.position_states(account)}
-        for aggregate in unit.positions(account):
-            local[aggregate.state.symbol] = aggregate.state
-        gate = unit.get(gate_id(account))
-        # Symbols with a position discrepancy in force are compared too: one that went flat
-        # on both sides is seen gone (resolved, its acknowledgement ended), not left open.
-        for symbol in sorted(set(broker) | set(local) | run.open.subjects(_POSITION_KINDS)):
-            state = local.get(symbol)
-            local_qty = state.qty if state is not None else Decimal(0)
-            local_avg = state.avg_cost if state is not None else Decimal(0)
-            finding = position_finding(symbol, local_qty, local_avg, broker.get(symbol))
-            if finding is None:
-                run.open.resolve(unit, set(_POSITION_KINDS), symbol, "agrees with the broker")
-                if gate is not None and gate.lock_owners.get(symbol) == POSITION_LOCK:
-                    gate.unlock(symbol, by="reconciler")  # only the position policy's own lock
-                    unit.collect(gate)
-                continue
-            if run.policy is PositionPolicy.REPAIR and repair_safe(run.snapshot):
-                self._repair(unit, run, symbol, (local_qty, local_avg), broker.get(symbol), finding)
-                continue
-            if run.policy is PositionPolicy.REPAIR:
-                # Executions the snapshot could not show may be what the broker's position
-                # holds: a repair would stand for them and they would count twice on arrival.
-                finding = msgspec.structs.replace(finding, detail=f"{finding.detail}; {NOT_REPAIRED}")
-            if run.policy is PositionPolicy.LOCK:
-                finding = msgspec.structs.replace(finding, scope=f"*:{symbol}")
-                gate = gate or gate_in(unit, account)
-                gate.lock(
-                    symbol, f"{finding.kind}: ours {finding.expected}, broker {finding.actual}", POSITION_LOCK
-                )
-                unit.collect(gate)
-            run.open.record_new(unit, [finding], run.evidence)
-
-    def _repair(  # noqa: PLR0913, PLR0917 - the inputs of one repair
-        self,
-        unit: UnitOfWork,
-        run: _Run,
-        symbol: str,
-        local: tuple[Decimal, Decimal | None],
-        broker: PositionReport | None,
-        finding: Finding,
-    ) -> None:
-        account = run.snapshot.account
-        local_qty = local[0]
-        broker_qty = broker.qty if broker is not None else Decimal(0)
-        broker_avg = broker_cost(broker)
-        fills = repair_fills(repair_prefix(account, symbol, local_qty, broker), local, broker_qty, broker_avg)
-        position = unit.get(position_id(account, symbol))
-        if position is None:
-            position = Position.open(account, symbol)
-            unit.add(position)
-        position.trigger_event(
-            Position.Synced,
-            fills=tuple(fills),
-            qty=broker_qty,
-            avg_cost=broker_avg,
-            evidence_id=run.evidence,
-            ts_event=run.snapshot.as_of,
-            at_cost=True,
-            account=account,
-            symbol=symbol,
-            qty_before=local_qty,
-        )
-        unit.collect(position)
-        detail = f"{finding.detail}; repaired: synced to the broker with {len(fills)} reconciliation fill(s)"
-        if local_qty and fills and (fills[0].qty > 0) != (local_qty > 0):
-            detail += "; closed at our own average cost: no P&L realized"
-        if position.state.avg_cost is None:
-            detail += (
-                f"; cost unknown: the broker's average ({broker.avg_cost if broker else 0}) is not"
-                " a cost basis comparable with ours, none booked"
-            )
-        raised = run.open.record_new(unit, [msgspec.structs.replace(finding, detail=detail)], run.evidence)
-        resolve_all(unit, raised, "repaired: POSITION_SYNCED", "reconciler")
-        run.open.resolve(unit, set(_POSITION_KINDS), symbol, "repaired: POSITION_SYNCED")
-
-    def _match(self, unit: UnitOfWork, run: _Run) -> None:
+    def _match(self, unit: UnitOfWork, run: ReconcileRun) -> None:
         """Record that the books matched, if this run is clean and a record is due."""
         snapshot = run.snapshot
         concluded = bool(unit.events) or run.stale or run.retake
@@ -609,7 +450,7 @@ class Reconciler:
             self.matches.record(unit, snapshot, run.evidence)
 
     @staticmethod
-    def _prepend_evidence(unit: UnitOfWork, run: _Run) -> None:
+    def _prepend_evidence(unit: UnitOfWork, run: ReconcileRun) -> None:
         """Store the evidence first: the broker's answers, then the snapshot (`evidence`)."""
         if unit.events or any(a.error is not None for a in run.snapshot.raw):
             prepend_evidence(unit, run.snapshot, run.answers, run.evidence)

@@ -19,8 +19,9 @@ Where the time goes, and why it is spent this way (see docs/benchmarks.md):
 - Row writes are queued in log order and flushed with one executemany per run of the
   same statement, at the end of the page, inside its transaction.
 
-The page machinery is in `pages`, the DDL and every statement in `tables`, the tracking
-row in `tracking`, the service's counters table in `service_status`.
+The page machinery is in `pages`, the DDL and every statement in `tables`, the fills-table
+writers in `fills`, the tracking row in `tracking`, the service's counters table in
+`service_status`.
 """
 
 from __future__ import annotations
@@ -52,11 +53,21 @@ from trueup.adapters.eventstore.store import (
 from trueup.domain.discrepancy import Discrepancy, problem_topic
 from trueup.domain.errors import StoreError
 from trueup.domain.messages import BrokerMessage
-from trueup.domain.order import BookedFill, Order, OrderState, exec_key
+from trueup.domain.order import Order, OrderState, exec_key
 from trueup.domain.position import Position, PositionState
 from trueup.projections import service_status, tables
+from trueup.projections.fills import (
+    INFERRED_KEY,
+    RECONCILE_ORDER_ID,
+    write_fill,
+    write_fill_row,
+    write_inferred,
+    write_synthetic_fills,
+)
 from trueup.projections.pages import Page, Row, StateCache
 from trueup.projections.tracking import TrackingRow
+
+__all__ = ["INFERRED_KEY", "REBUILD_PAGE_SIZE", "RECONCILE_ORDER_ID", "TRACKING_NAME", "Projector"]
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +81,6 @@ TRACKING_NAME = "projections"
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 _ORDER_DECODER = msgspec.json.Decoder(OrderState)
 _POSITION_DECODER = msgspec.json.Decoder(PositionState)
-RECONCILE_ORDER_ID = "~reconcile"
-"""client_order_id of the fills-ledger rows of reconciliation fills."""
-INFERRED_KEY = "~inferred"
-"""exec_key of the fills-ledger row holding an order's inferred quantity."""
 
 # What the projector does with an event, decided once per topic (`_Kind`).
 (
@@ -363,7 +370,7 @@ class Projector:
                 event.apply(pos)
             page.changed_positions[oid] = position
             if isinstance(event, Position.Synced):
-                self._write_synthetic_fills(page, pos.state, event, position)
+                write_synthetic_fills(page, self._sql, pos.state, event, position)
         elif kind == _RAISED:
             self._write_discrepancy(page, event, position)
         elif kind == _SEEN:
@@ -399,10 +406,10 @@ class Projector:
             event.apply(order)
         page.changed_orders[oid] = row.position
         if isinstance(event, Order.FillBooked | Order.FillCorrected):
-            self._write_fill(page, order.state, event, row.position)
+            write_fill(page, self._sql, order.state, event, row.position)
         elif isinstance(event, Order.Attached):
             for fill in event.fills:  # an orphan's fills, moved to our order
-                self._write_fill_row(page, order.state, exec_key(fill.exec_id)[0], fill, row.position)
+                write_fill_row(page, self._sql, order.state, exec_key(fill.exec_id)[0], fill, row.position)
         elif isinstance(event, Order.AttachedTo):
             page.write(self._sql["order_fills_gone"], (order.state.account, order.state.client_order_id))
         if inferred_before is not None and inferred_before != (
@@ -411,7 +418,7 @@ class Projector:
         ):
             # Written when the event changes it, never at the end of a page: the row must
             # not depend on where the log was cut into pages.
-            self._write_inferred(page, order.state, row.position)
+            write_inferred(page, self._sql, order.state, row.position)
         if isinstance(event, Order.CommissionRecorded):
             page.write(
                 self._sql["commission"],
@@ -450,91 +457,6 @@ class Projector:
                     _ENCODER.encode(pstate).decode(),
                 ),
             )
-
-    def _write_fill(
-        self,
-        page: Page,
-        state: OrderState,
-        event: Order.FillBooked | Order.FillCorrected,
-        position: int,
-    ) -> None:
-        page.write(
-            self._sql["fill"],
-            (
-                state.account,
-                state.client_order_id,
-                event.key,
-                event.exec_id,
-                state.symbol,
-                state.side.value,
-                str(event.qty),
-                str(event.price),
-                _iso(event.ts_event),
-                None if event.commission is None else str(event.commission),
-                position,
-            ),
-        )
-
-    def _write_fill_row(
-        self, page: Page, state: OrderState, key: str, fill: BookedFill, position: int
-    ) -> None:
-        page.write(
-            self._sql["fill"],
-            (
-                state.account,
-                state.client_order_id,
-                key,
-                fill.exec_id,
-                state.symbol,
-                state.side.value,
-                str(fill.qty),
-                str(fill.price),
-                _iso(fill.ts_event),
-                None if fill.commission is None else str(fill.commission),
-                position,
-            ),
-        )
-
-    def _write_synthetic_fills(
-        self, page: Page, state: PositionState, event: Position.Synced, position: int
-    ) -> None:
-        """Reconciliation fills belong to no order: listed under RECONCILE_ORDER_ID."""
-        for fill in event.fills:
-            page.write(
-                self._sql["synthetic_fill"],
-                (
-                    state.account,
-                    RECONCILE_ORDER_ID,
-                    fill.exec_id,
-                    fill.exec_id,
-                    state.symbol,
-                    "BUY" if fill.qty > 0 else "SELL",
-                    str(abs(fill.qty)),
-                    "unknown" if fill.price is None else str(fill.price),
-                    _iso(event.ts_event),
-                    position,
-                ),
-            )
-
-    def _write_inferred(self, page: Page, state: OrderState, position: int) -> None:
-        if state.inferred_qty > 0 and state.inferred_price is not None:
-            page.write(
-                self._sql["inferred"],
-                (
-                    state.account,
-                    state.client_order_id,
-                    INFERRED_KEY,
-                    INFERRED_KEY,
-                    state.symbol,
-                    state.side.value,
-                    str(state.inferred_qty),
-                    str(state.inferred_price),
-                    _iso(state.status_ts) if state.status_ts else "",
-                    position,
-                ),
-            )
-        else:
-            page.write(self._sql["no_inferred"], (state.account, state.client_order_id, INFERRED_KEY))
 
     def _evidence(self, page: Page, evidence_id: UUID | None) -> tuple[str | None, int | None]:
         """The evidence's id as the table stores it, and its log position if it is logged."""

@@ -5,7 +5,8 @@ named below are used, so any object with them works), context as arguments, repo
 out: no clock, no I/O, no ib_async import at run time (its types are named under
 `TYPE_CHECKING` only). A malformed object raises `InvalidReport` whose `field` is the
 attribute path of the bad value (`trade.orderStatus.filled`, `fill.execution.side`,
-`trade.log[-1].errorCode`).
+`trade.log[-1].errorCode`). The attribute-path readers (`Reader`, `UNSET_DOUBLE`,
+`UNSET_INTEGER`) are in `reading.py`; the constants are re-exported here.
 
 Objects:
 
@@ -45,19 +46,15 @@ Decisions:
 
 from __future__ import annotations
 
-import math
-import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from decimal import Decimal, localcontext
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import msgspec
 
-from trueup.adapters.base import CLIENT_ORDER_ID
+from trueup.adapters.ib.reading import UNSET_DOUBLE, UNSET_INTEGER, Reader, our_id, utc
 from trueup.adapters.payloads import PayloadReader
-from trueup.domain.errors import InvalidReport
 from trueup.domain.money import MONEY, derived_price
 from trueup.domain.order import exec_key
 from trueup.domain.reports import FillReport, OrderReport, PositionReport
@@ -82,16 +79,6 @@ __all__ = [
     "to_position_report",
     "to_position_reports",
 ]
-
-UNSET_DOUBLE: Final = sys.float_info.max
-"""IB's "no value" for a double (ib_async.util.UNSET_DOUBLE): unknown, never a number."""
-
-UNSET_INTEGER: Final = 2**31 - 1
-"""IB's "no value" for an int (ib_async.util.UNSET_INTEGER): unknown, never an id."""
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-"""ib_async's default `Execution.time`: an execution stamped with it has no time."""
-
 
 # --- tables -------------------------------------------------------------------------------
 
@@ -153,134 +140,12 @@ _FILL_FIELDS: Final[dict[str, str]] = {
 }
 _POSITION_FIELDS: Final[dict[str, str]] = {"qty": "position", "avg_cost": "avgCost"}
 
-_MISSING: Final = object()
 
-
-# --- reading attributes with paths --------------------------------------------------------
+# --- errors (attribute paths are read by `reading.Reader`) --------------------------------
 
 
 _PAYLOADS: Final = PayloadReader("ib")
 """Turns whatever a bad ib_async object makes a translator raise into InvalidReport."""
-
-
-class _Reader:
-    """Reads attribute paths of one ib_async object, refusing bad values with the full path."""
-
-    def __init__(self, root: object, name: str, *, what: str, account: str) -> None:
-        self.root, self.name, self.what, self.account = root, name, what, account
-
-    def fail(self, path: str, detail: str) -> InvalidReport:
-        full = f"{self.name}.{path}" if path else self.name
-        msg = f"ib {self.what} for account {self.account!r}: {detail} at `{full}`"
-        return InvalidReport(msg, field=full)
-
-    def get(self, path: str) -> Any:  # noqa: ANN401 - duck-typed ib_async attribute
-        obj: object = self.root
-        walked: list[str] = []
-        for name in path.split("."):
-            walked.append(name)
-            obj = getattr(obj, name, _MISSING)
-            if obj is _MISSING:
-                raise self.fail(".".join(walked), "attribute is missing")
-        return obj
-
-    def text(self, path: str, *, required: bool = False) -> str:
-        value = self.get(path)
-        if not isinstance(value, str) or (required and not value.strip()):
-            kind = "a non-empty string" if required else "a string"
-            raise self.fail(path, f"must be {kind}, got {value!r}")
-        return value
-
-    def integer(self, path: str) -> int:
-        value = self.get(path)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"must be an int, got {value!r}")
-        return value
-
-    def perm_id(self, *paths: str) -> str | None:
-        """The first set `permId` among `paths` as text; None while 0 or UNSET_INTEGER (unknown)."""
-        for path in paths:
-            value = self.integer(path)
-            if value not in {0, UNSET_INTEGER}:
-                return str(value)
-        return None
-
-    def number(self, path: str) -> Decimal | None:
-        """The value as a Decimal; None for UNSET_DOUBLE (or a None ib_async allows, e.g. lmtPrice)."""
-        value = self.get(path)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-            raise self.fail(path, f"must be a number, got {type(value).__name__} {value!r}")
-        if isinstance(value, int):
-            return Decimal(value)
-        if isinstance(value, float):
-            if value == UNSET_DOUBLE:
-                return None
-            if not math.isfinite(value):
-                raise self.fail(path, f"must be finite, got {value!r}")
-            # str() is the shortest repr that round-trips: 187.43 -> "187.43", not the binary expansion.
-            return Decimal(str(value))
-        if not value.is_finite():
-            raise self.fail(path, f"must be finite, got {value}")
-        return None if float(value) == UNSET_DOUBLE else value
-
-    def required_number(self, path: str) -> Decimal:
-        value = self.number(path)
-        if value is None:
-            raise self.fail(path, "is unset (UNSET_DOUBLE or None)")
-        return value
-
-    def time(self, path: str) -> datetime:
-        value = self.get(path)
-        if not isinstance(value, datetime):
-            raise self.fail(path, f"must be a datetime, got {value!r}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise self.fail(path, f"must be timezone-aware, got naive {value.isoformat()}")
-        if value == _EPOCH:
-            raise self.fail(path, "is unset (ib_async's default, the epoch)")
-        return value.astimezone(UTC)
-
-    def symbol(self, contract: str) -> str:
-        local = self.text(f"{contract}.localSymbol")
-        if local.strip():
-            return local
-        return self.text(f"{contract}.symbol", required=True)
-
-    def side(self, path: str, table: Mapping[str, Side]) -> Side:
-        value = self.get(path)
-        side = table.get(value) if isinstance(value, str) else None
-        if side is None:
-            raise self.fail(path, f"must be one of {sorted(table)}, got {value!r}")
-        return side
-
-    def check_account(self, path: str, *, required: bool = False) -> None:
-        value = self.text(path, required=required)
-        if value and value != self.account:
-            raise self.fail(path, f"belongs to account {value!r}, not {self.account!r}")
-
-    @contextmanager
-    def located(self, fields: Mapping[str, str]) -> Iterator[None]:
-        """Re-raise a report constructor's `InvalidReport` with the attribute path of its source."""
-        try:
-            yield
-        except InvalidReport as e:
-            path = fields.get(e.field or "")
-            if path is None:
-                raise  # an argument (account, ts_event), not an attribute
-            raise self.fail(path, str(e)) from e
-
-
-def _utc(value: datetime) -> datetime:
-    """UTC for an aware time; a naive one passes through so the report refuses it by name."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        return value
-    return value.astimezone(UTC)
-
-
-def _our_id(order_ref: str) -> str | None:
-    """`orderRef` as our `client_order_id`, or None when it is not an id we could have sent."""
-    return order_ref if CLIENT_ORDER_ID.fullmatch(order_ref) else None
 
 
 # --- statuses -----------------------------------------------------------------------------
@@ -356,7 +221,7 @@ _FILL_LOG_PREFIX: Final = "Fill "
 """ib_async logs each execution as `TradeLogEntry(time, <current status>, "Fill 4.0@100.0")`."""
 
 
-def _last_error_code(r: _Reader, raw_status: str) -> int:
+def _last_error_code(r: Reader, raw_status: str) -> int:
     """`errorCode` of the log entry that set the current status if it recorded `raw_status`, else 0.
 
     ib_async logs `TradeLogEntry(time, status, message, errorCode)` for each status it sets;
@@ -371,7 +236,7 @@ def _last_error_code(r: _Reader, raw_status: str) -> int:
         error = r.fail("log", f"must be a list of TradeLogEntry, got {log!r}")
         raise error
     for back in range(1, len(log) + 1):
-        entry = _Reader(log[-back], f"{r.name}.log[-{back}]", what=r.what, account=r.account)
+        entry = Reader(log[-back], f"{r.name}.log[-{back}]", what=r.what, account=r.account)
         if entry.text("message").startswith(_FILL_LOG_PREFIX):
             continue
         if entry.text("status") != raw_status:
@@ -410,7 +275,7 @@ def to_order_report(
         InvalidReport: an attribute is missing or malformed; `field` is its path
             (`trade.order.totalQuantity`), or the argument's name.
     """
-    r = _Reader(trade, "trade", what="order", account=account)
+    r = Reader(trade, "trade", what="order", account=account)
     raw_status = r.text("orderStatus.status")
     r.check_account("order.account")
     symbol = r.symbol("contract")
@@ -438,7 +303,7 @@ def to_order_report(
     with r.located(fields):
         return OrderReport(
             account=account,
-            client_order_id=_our_id(r.text("order.orderRef")),
+            client_order_id=our_id(r.text("order.orderRef")),
             broker_order_id=perm_id,
             symbol=symbol,
             side=side,
@@ -446,7 +311,7 @@ def to_order_report(
             status=status.status,
             filled_qty=filled,
             avg_price=avg_price,
-            ts_event=_utc(ts_event),
+            ts_event=utc(ts_event),
             raw_status=raw_status,
             limit_price=limit_price or None,
             source=ReportSource.CLIENT if status.client_side or local else source,
@@ -457,7 +322,7 @@ def to_order_report(
 # --- fills --------------------------------------------------------------------------------
 
 
-def _commission(r: _Reader, exec_id: str) -> Decimal | None:
+def _commission(r: Reader, exec_id: str) -> Decimal | None:
     """The commission of this execution, or None when not known yet.
 
     ib_async builds every Fill with a blank `CommissionReport()` (`execId=""`,
@@ -486,14 +351,14 @@ def to_fill_report(fill: Fill, *, account: str) -> FillReport:
         InvalidReport: an attribute is missing or malformed; `field` is its path
             (`fill.execution.side`).
     """
-    r = _Reader(fill, "fill", what="fill", account=account)
+    r = Reader(fill, "fill", what="fill", account=account)
     exec_id = r.text("execution.execId", required=True)
     r.check_account("execution.acctNumber")
     perm_id = r.perm_id("execution.permId")
     with r.located(_FILL_FIELDS):
         return FillReport(
             account=account,
-            client_order_id=_our_id(r.text("execution.orderRef")),
+            client_order_id=our_id(r.text("execution.orderRef")),
             broker_order_id=perm_id,
             exec_id=exec_id,
             symbol=r.symbol("contract"),
@@ -524,7 +389,7 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
         InvalidReport: an attribute is missing or malformed, or the row is another
             account's; `field` is its path (`position.account`).
     """
-    r = _Reader(position, "position", what="position", account=account)
+    r = Reader(position, "position", what="position", account=account)
     r.check_account("account", required=True)
     qty = r.required_number("position")
     avg_cost = r.number("avgCost")
@@ -542,12 +407,12 @@ def to_position_report(position: Position, *, account: str, as_of: datetime) -> 
             symbol=r.symbol("contract"),
             qty=qty,
             avg_cost=avg_cost,
-            ts_event=_utc(as_of),
+            ts_event=utc(as_of),
             avg_cost_comparable=False,
         )
 
 
-def _multiplier(r: _Reader) -> Decimal:
+def _multiplier(r: Reader) -> Decimal:
     """`contract.multiplier` ("50" for ES, "" for stocks) as a Decimal; 1 when unset."""
     raw = getattr(getattr(r.root, "contract", None), "multiplier", "")  # absent on older objects
     text = "" if raw is None else str(raw).strip()

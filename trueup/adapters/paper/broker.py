@@ -37,10 +37,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
 from trueup.adapters.base import (
-    CLIENT_ORDER_ID,
     OrderRequest,
     OrderType,
     RawMessage,
@@ -52,6 +51,14 @@ from trueup.adapters.base import (
 )
 from trueup.adapters.paper.faults import Fault, FaultKind, FaultPlan
 from trueup.adapters.paper.market import book_execution, crosses, fill_size, tick_price, walk
+from trueup.adapters.paper.placing import (
+    OUTAGE_PLACED_PPM,
+    check_outage,
+    check_request,
+    check_symbol,
+    place,
+    submit_in_outage,
+)
 from trueup.adapters.paper.store import EPOCH, WORKING, PaperFile, Transaction
 from trueup.adapters.paper.translate import (
     MessageTranslator,
@@ -72,12 +79,8 @@ from trueup.domain.reports import (
 )
 from trueup.domain.status import Side
 
-__all__ = ["EPOCH", "Fault", "FaultKind", "FaultPlan", "PaperBroker"]
+__all__ = ["EPOCH", "OUTAGE_PLACED_PPM", "Fault", "FaultKind", "FaultPlan", "PaperBroker"]
 
-OUTAGE_PLACED_PPM: Final = 500_000
-"""Chance (per million) that a submit sent during an outage reached the broker anyway."""
-
-_SIDE_WIRE: Final[dict[Side, str]] = {Side.BUY: "buy", Side.SELL: "sell"}
 
 
 def utc_now() -> datetime:
@@ -151,17 +154,17 @@ class PaperBroker:
             SubmitUncertain: an outage is active; the order may or may not have been
                 placed (decided by the market generator, logged as an `outage` fault).
         """
-        self._check_request(request)
+        check_request(request, account=self.account)
         cid = request.client_order_id
         outcome: PaperOrder | SubmitUncertain
         with self._file.write(error=SubmitUncertain) as tx:
             if tx.in_outage:
-                outcome = self._submit_in_outage(tx, request)
+                outcome = submit_in_outage(tx, request)
             else:
                 if not tx.state.accept_duplicates and tx.order_row(client_order_id=cid) is not None:
                     msg = f"duplicate client_order_id {cid!r}: already at the paper broker; nothing placed"
                     raise SubmitRejected(msg)
-                outcome = self._place(tx, request, client_order_id=cid)
+                outcome = place(tx, request, client_order_id=cid)
         if isinstance(outcome, SubmitUncertain):
             # Raised after the commit: what happened at the broker is stored either way.
             raise outcome
@@ -182,7 +185,7 @@ class PaperBroker:
         """
         self._check_account(account)
         with self._file.write(error=BrokerQueryError) as tx:
-            _check_outage(tx, f"cancel {client_order_id}")
+            check_outage(tx, f"cancel {client_order_id}")
             row = tx.order_row(client_order_id=client_order_id, broker_order_id=broker_order_id)
             if row is None:
                 msg = f"{account}: no order {client_order_id!r} / {broker_order_id!r} at the paper broker"
@@ -247,7 +250,7 @@ class PaperBroker:
         """
         self._check_account(account)
         with self._file.read(error=BrokerQueryError) as tx:
-            _check_outage(tx, f"lookup {client_order_id}")
+            check_outage(tx, f"lookup {client_order_id}")
             row = tx.order_row(client_order_id=client_order_id)
             if row is None:
                 return LookupAnswer(
@@ -405,12 +408,12 @@ class PaperBroker:
             limit_price=limit_price,
         )
         try:
-            self._check_request(request)
+            check_request(request, account=self.account)
         except SubmitRejected as e:
             raise ValueError(str(e)) from None
         with self._file.write() as tx:
-            _check_symbol(tx, symbol)
-            wire = self._place(tx, request, client_order_id=None)
+            check_symbol(tx, symbol)
+            wire = place(tx, request, client_order_id=None)
             tx.log_fault(
                 FaultKind.MANUAL_ORDER,
                 f"order {wire.id} ({wire.side} {wire.qty} {symbol}) placed by hand, no client_order_id",
@@ -433,7 +436,7 @@ class PaperBroker:
             msg = f"shift_position needs a non-zero delta and a positive price, got {qty_delta} @ {price}"
             raise ValueError(msg)
         with self._file.write() as tx:
-            _check_symbol(tx, symbol)
+            check_symbol(tx, symbol)
             ts = tx.event_time()
             tx.conn.execute(
                 "INSERT INTO shifts (symbol, qty_delta, price, seq, step, ts) VALUES (?, ?, ?, ?, ?, ?)",
@@ -463,7 +466,7 @@ class PaperBroker:
             ValueError: the symbol is not traded here.
         """
         with self._file.read() as tx:
-            _check_symbol(tx, symbol)
+            check_symbol(tx, symbol)
             return tick_price(tx.state.prices[symbol])
 
     @property
@@ -522,94 +525,3 @@ class PaperBroker:
         if account != self.account:
             msg = f"the paper broker at {self.path} serves account {self.account!r}, not {account!r}"
             raise BrokerQueryError(msg)
-
-    def _check_request(self, request: OrderRequest) -> None:
-        """Refuse a request the broker would not even record; nothing is stored for these.
-
-        A non-positive quantity is refused here rather than stored as a rejected order:
-        no order report can carry a quantity <= 0, so such a row would make every later
-        orders answer untranslatable.
-        """
-        cid = request.client_order_id
-        limit = request.limit_price
-        problem = None
-        if request.account != self.account:
-            problem = f"account {request.account!r} is not served here ({self.account!r})"
-        elif not CLIENT_ORDER_ID.match(cid):
-            problem = f"client_order_id must match {CLIENT_ORDER_ID.pattern}, got {cid!r}"
-        elif not isinstance(request.quantity, Decimal) or not request.quantity.is_finite():
-            problem = f"quantity must be a finite Decimal, got {request.quantity!r}"
-        elif request.quantity <= 0:
-            problem = f"quantity must be > 0, got {request.quantity}"
-        elif request.order_type is OrderType.LIMIT and (limit is None or not limit.is_finite() or limit <= 0):
-            problem = f"a LIMIT order needs a positive limit_price, got {limit!r}"
-        elif request.order_type is OrderType.MARKET and limit is not None:
-            problem = f"a MARKET order takes no limit_price, got {limit}"
-        if problem is not None:
-            msg = f"paper broker refused {cid!r}: {problem}; nothing placed"
-            raise SubmitRejected(msg)
-
-    def _submit_in_outage(self, tx: Transaction, request: OrderRequest) -> SubmitUncertain:
-        """Decide whether a submit sent during an outage reached the broker; log it either way."""
-        cid = request.client_order_id
-        # A timeout hides both cases from the caller; the generator picks one, so recovery
-        # by lookup meets both (found and booked, or proven absent and closed).
-        reached = tx.market.chance(OUTAGE_PLACED_PPM)
-        order_id: str | None = None
-        if not reached:
-            detail = f"submit {cid} during the outage: request lost, nothing placed"
-        elif not tx.state.accept_duplicates and tx.order_row(client_order_id=cid) is not None:
-            detail = f"submit {cid} during the outage: refused as a duplicate, nothing placed"
-        else:
-            order_id = self._place(tx, request, client_order_id=cid).id
-            detail = f"submit {cid} during the outage: placed as {order_id}, acknowledgement lost"
-        tx.log_fault(FaultKind.OUTAGE, detail, order_id)
-        return SubmitUncertain(f"paper broker outage: outcome of submit {cid} unknown; look it up")
-
-    @staticmethod
-    def _place(tx: Transaction, request: OrderRequest, *, client_order_id: str | None) -> PaperOrder:
-        """Store a new order (rejected if the symbol is not traded) and emit its callback."""
-        state = tx.state
-        state.orders += 1
-        order_id = f"P{state.orders:08d}"
-        status = "new" if request.symbol in state.symbols else "rejected"
-        ts = tx.event_time()
-        try:
-            tx.conn.execute(
-                "INSERT INTO orders (id, client_order_id, symbol, side, qty, limit_price, status, "
-                "filled_qty, fill_cost, ts, created_step, manual) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, '0', '0', ?, ?, ?)",
-                (
-                    order_id,
-                    client_order_id,
-                    request.symbol,
-                    _SIDE_WIRE[Side(request.side)],
-                    str(request.quantity),
-                    None if request.limit_price is None else str(request.limit_price),
-                    status,
-                    ts.isoformat(),
-                    state.step,
-                    int(client_order_id is None),
-                ),
-            )
-        except sqlite3.IntegrityError as e:
-            # The UNIQUE index has the last word on duplicates, whatever the checks above.
-            msg = (
-                f"duplicate client_order_id {client_order_id!r}: already at the paper broker; nothing placed"
-            )
-            raise SubmitRejected(msg) from e
-        wire = tx.order_wire(order_id)
-        tx.emit(wire)
-        return wire
-
-
-def _check_outage(tx: Transaction, what: str) -> None:
-    if tx.in_outage:
-        msg = f"paper broker outage until step {tx.state.outage_until} (now {tx.state.step}): {what} failed"
-        raise BrokerQueryError(msg)
-
-
-def _check_symbol(tx: Transaction, symbol: str) -> None:
-    if symbol not in tx.state.symbols:
-        msg = f"{symbol!r} is not traded at this paper broker ({', '.join(tx.state.symbols)})"
-        raise ValueError(msg)
