@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.builders import ACCOUNT, D, apply, at, fill_report, kinds, new_order, order_report
+from tests.builders import ACCOUNT, D, apply, at, fill_report, kinds, new_order, order_report, unique_cid
 from trueup import Ledger
 from trueup.domain.errors import InvalidReport
 from trueup.domain.money import QUANTITY_TOLERANCE
@@ -97,3 +97,26 @@ def test_fills_averages_and_positions_below_zero() -> None:
         )
         [position] = ledger.positions(ACCOUNT, include_flat=True)
         assert (position.qty, position.realized_pnl) == (D(0), Decimal("260.520"))
+
+
+# Regression (fuzz soak, seeds 9 and 19): a position cost of 1E+400 from a garbled payload was
+# booked, then every `positions()` read raised decimal.InvalidOperation (the derived average
+# could not be quantized in 60 digits). A figure that large is garbage: an invalid report.
+@pytest.mark.parametrize("value", ["1E+400", "-1E+18", "1000000000000000000"])
+def test_a_figure_beyond_any_market_is_an_invalid_report_not_a_crash(value: str) -> None:
+    with pytest.raises(InvalidReport, match="in magnitude"):
+        fill_report("E1", 1, value)
+    with pytest.raises(InvalidReport, match="in magnitude"):
+        PositionReport(ACCOUNT, "AAPL", Decimal(value), Decimal(1), at(1))
+    with Ledger.open(f"memory://{unique_cid('huge')}") as ledger:
+        with pytest.raises(InvalidReport, match="in magnitude"):
+            ledger.intend(ACCOUNT, "C1", "AAPL", "BUY", Decimal(value).copy_abs())
+        ledger.ingest_raw("{}", lambda _raw: [fill_report("E1", 1, value)], account=ACCOUNT, source="t", kind="t")
+        assert [d.kind for d in ledger.discrepancies(ACCOUNT)] == ["INVALID_REPORT"]
+        assert ledger.positions(ACCOUNT) == []
+
+
+def test_a_figure_just_below_the_bound_is_booked() -> None:
+    with Ledger.open(f"memory://{unique_cid('big')}") as ledger:
+        ledger.ingest(fill_report("E1", 1, "999999999999999999"))
+        assert [p.qty for p in ledger.positions(ACCOUNT)] == [Decimal(1)]

@@ -18,6 +18,7 @@ from trueup.application.unit_of_work import Events, UnitOfWork, Writer, load, or
 from trueup.domain.discrepancy import DiscrepancyKind, Finding, Severity
 from trueup.domain.errors import InvalidReport
 from trueup.domain.gate import LOST_ORDER_LOCK
+from trueup.domain.money import MAX_FIGURE
 from trueup.domain.order import Order
 from trueup.domain.reports import check_storable
 from trueup.domain.status import IN_FLIGHT_STATUSES, OrderStatus, Side
@@ -304,4 +305,7 @@ def order_view(writer: Writer, account: str, client_order_id: str) -> OrderView:
 def _require_decimal(name: str, value: object, *, positive: bool = False) -> None:
     if not isinstance(value, Decimal) or not value.is_finite() or (positive and value <= 0):
         msg = f"{name} must be a finite{' positive' if positive else ''} Decimal, got {value!r}"
+        raise InvalidReport(msg, field=name)
+    if abs(value) >= MAX_FIGURE:
+        msg = f"{name} must be below {MAX_FIGURE} in magnitude, got {value}"
         raise InvalidReport(msg, field=name)

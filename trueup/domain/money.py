@@ -20,6 +20,11 @@ PRICE_QUANTUM = Decimal("1e-10")
 
 ZERO = Decimal(0)
 
+MAX_FIGURE = Decimal("1e18")
+"""Quantities and prices from a broker are below this in magnitude: a larger one is garbage
+(no instrument trades at it), and derived prices quantized to PRICE_QUANTUM in the MONEY
+context (60 digits) could no longer be computed from it."""
+
 QUANTITY_TOLERANCE = Decimal("1e-9")
 """Quantities closer than this are equal: brokers that send floats (IB) or fractional shares
 to 9 places (Alpaca) put noise below it, never a real unit."""

@@ -15,6 +15,7 @@ from enum import StrEnum
 import msgspec
 
 from trueup.domain.errors import InvalidReport
+from trueup.domain.money import MAX_FIGURE
 from trueup.domain.status import OrderFlag, OrderStatus, ReportSource, Side
 
 
@@ -29,11 +30,18 @@ def _check_decimal(
     if not value.is_finite():
         msg = f"{name} must be finite, got {value}"
         raise InvalidReport(msg, field=name)
+    _check_magnitude(name, value)
     if positive and value <= 0:
         msg = f"{name} must be > 0, got {value}"
         raise InvalidReport(msg, field=name)
     if value < 0 and not signed:
         msg = f"{name} must be >= 0, got {value}"
+        raise InvalidReport(msg, field=name)
+
+
+def _check_magnitude(name: str, value: Decimal) -> None:
+    if abs(value) >= MAX_FIGURE:
+        msg = f"{name} must be below {MAX_FIGURE} in magnitude, got {value}"
         raise InvalidReport(msg, field=name)
 
 
@@ -212,6 +220,7 @@ class PositionReport(msgspec.Struct, frozen=True, tag="position"):
         if not isinstance(self.qty, Decimal) or not self.qty.is_finite():
             msg = f"qty must be a finite Decimal, got {self.qty!r}"
             raise InvalidReport(msg, field="qty")
+        _check_magnitude("qty", self.qty)
         _check_decimal("avg_cost", self.avg_cost, signed=True)
         _check_time("ts_event", self.ts_event)
 
