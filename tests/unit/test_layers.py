@@ -224,12 +224,6 @@ def test_the_guards_see_what_they_forbid(tmp_path: Path) -> None:
 MAX_LINES = 600
 """No file of trueup is longer: past it, a file is split by concern."""
 
-SPLIT_PENDING = {
-    "trueup/adapters/alpaca/client.py": "split pending: being changed on another branch now",
-    "trueup/adapters/ib/client.py": "split pending: being changed on another branch now",
-    "trueup/cli.py": "split pending: being changed on another branch now",
-}
-"""Files allowed over MAX_LINES for now, each with its reason; a later step splits them."""
 
 
 def too_long(root: Path) -> dict[str, int]:
@@ -241,10 +235,8 @@ def too_long(root: Path) -> dict[str, int]:
     return {name: lines for name, lines in lengths.items() if lines > MAX_LINES}
 
 
-def test_no_file_is_over_600_lines_but_the_split_pending_ones() -> None:
-    assert {name: n for name, n in too_long(PACKAGE).items() if name not in SPLIT_PENDING} == {}
-    # The allow-list names real files, each with its reason.
-    assert all((PACKAGE.parent / name).is_file() and reason for name, reason in SPLIT_PENDING.items())
+def test_no_file_is_over_600_lines() -> None:
+    assert too_long(PACKAGE) == {}
 
 
 def test_the_size_guard_sees_a_long_file(tmp_path: Path) -> None:

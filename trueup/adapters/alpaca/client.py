@@ -24,7 +24,8 @@ Outcomes:
   Alpaca has no atomic snapshot: a fill between reading the fills and the positions would
   be in the broker's position only, and a repair would book it twice. So the newest fill
   is read again after the positions; if it moved, the snapshot is taken again (up to
-  `SNAPSHOT_ATTEMPTS` times), else the positions are left unknown for this cycle.
+  `SNAPSHOT_ATTEMPTS` times), else the positions are left unknown for this cycle. The
+  parts, their paging and the raw-answer helpers are `AlpacaReads` (`reads.py`).
 
 Secrets are handed to the SDK and kept nowhere else: not in `repr`, logs or errors;
 `from_env` reads them from the environment.
@@ -35,18 +36,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 
 from trueup.adapters.alpaca.ids import replace_client_order_id
+from trueup.adapters.alpaca.reads import (
+    ACTIVITY_PAGE_SIZE,
+    MAX_PAGES,
+    ORDER_PAGE_SIZE,
+    PAGE_OVERLAP,
+    AlpacaReads,
+    api_code,
+    api_status,
+    describe,
+    encode,
+)
 from trueup.adapters.alpaca.stream import AlpacaStream
 from trueup.adapters.alpaca.translate import (
-    to_fill_reports_from_activities,
     to_order_reports,
-    to_position_reports,
 )
 from trueup.adapters.base import (
     OrderRequest,
@@ -61,26 +71,31 @@ from trueup.adapters.secrets import Redactor
 from trueup.domain.errors import BrokerQueryError, TrueupError
 from trueup.domain.reports import (
     BrokerSnapshot,
-    FillReport,
     LookupAnswer,
     OrderReport,
-    PositionReport,
     RawAnswer,
 )
 from trueup.domain.status import Side
 
 try:
-    from alpaca.common.enums import Sort
     from alpaca.common.exceptions import APIError
     from alpaca.trading.client import TradingClient
-    from alpaca.trading.enums import QueryOrderStatus
-    from alpaca.trading.requests import GetOrdersRequest
     from requests import RequestException, Response, Session
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     msg = "the Alpaca adapter needs alpaca-py: pip install 'trueup[alpaca]'"
     raise ImportError(msg) from e
 
-__all__ = ["ALREADY_EXISTS_CODE", "NOT_FOUND_CODE", "AlpacaClient", "AlpacaCredentialsMissing"]
+__all__ = [
+    "ACTIVITY_PAGE_SIZE",
+    "ALREADY_EXISTS_CODE",
+    "MAX_PAGES",
+    "NOT_FOUND_CODE",
+    "ORDER_PAGE_SIZE",
+    "PAGE_OVERLAP",
+    "SNAPSHOT_ATTEMPTS",
+    "AlpacaClient",
+    "AlpacaCredentialsMissing",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +103,7 @@ ALREADY_EXISTS_CODE: Final = 40010001
 """HTTP 422 code: `client_order_id must be unique` (the order is already there)."""
 NOT_FOUND_CODE: Final = 40410000
 """HTTP 404 code: the order (or position) does not exist."""
-ORDER_PAGE_SIZE: Final = 500
-"""Largest `limit` `GET /v2/orders` accepts."""
-ACTIVITY_PAGE_SIZE: Final = 100
-"""Largest `page_size` `GET /v2/account/activities` accepts without `date`."""
-PAGE_OVERLAP: Final = timedelta(milliseconds=1)
-"""How far each orders page re-reads before the previous page's last `submitted_at` (`after` is
-exclusive, and times are rounded to microseconds): ties with the last order are read again and
-deduped. More than a page of orders within this window cannot be paged: history incomplete."""
-MAX_PAGES: Final = 10_000
-"""Give up paging (history incomplete) after this many pages."""
+
 SNAPSHOT_ATTEMPTS: Final = 3
 """Snapshots taken before giving up on a consistent cut of fills and positions."""
 
@@ -111,9 +117,6 @@ ENV_PAPER: Final = "APCA_PAPER"
 
 _UNCERTAIN_STATUS: Final = frozenset({408, 429})
 _ORDER_SIDE: Final = {Side.BUY: "buy", Side.SELL: "sell"}
-_ENCODER: Final = msgspec.json.Encoder()
-_T = TypeVar("_T")
-_H = TypeVar("_H")
 
 
 class AlpacaCredentialsMissing(TrueupError):  # noqa: N818 - names the condition
@@ -131,55 +134,6 @@ class _TimeoutSession(Session):
         """Send with the default timeout unless the caller gave one."""
         kwargs.setdefault("timeout", self.timeout)
         return super().request(method, url, **kwargs)  # type: ignore[arg-type]
-
-
-class _OrderHead(msgspec.Struct):
-    """The fields paging needs from one listed order."""
-
-    id: str
-    submitted_at: datetime | None = None
-    created_at: datetime | None = None
-
-
-class _ActivityHead(msgspec.Struct):
-    """The field paging needs from one listed activity."""
-
-    id: str
-
-
-_ORDER_HEADS: Final = msgspec.json.Decoder(list[_OrderHead])
-_ACTIVITY_HEADS: Final = msgspec.json.Decoder(list[_ActivityHead])
-
-
-def _status(error: APIError) -> int | None:
-    status = error.status_code
-    return status if isinstance(status, int) else None
-
-
-def _code(error: APIError) -> int | None:
-    """Alpaca's error code from the JSON body, or None if the body is not Alpaca's JSON."""
-    try:
-        code = error.code
-    except (ValueError, KeyError, TypeError):
-        return None
-    return code if isinstance(code, int) else None
-
-
-def _describe(error: BaseException, redact: Redactor) -> str:
-    """An error as text for messages: status and body for API errors, the type otherwise.
-
-    The one place an SDK error becomes our text: an error body that echoes the request's
-    headers (the key id, the secret key) is redacted here, before it is cut to length.
-    """
-    text = redact(str(error))[:500]
-    if isinstance(error, APIError):
-        return f"HTTP {_status(error)}: {text}"
-    return f"{type(error).__name__}: {text}"
-
-
-def _encode(payload: object) -> str:
-    """The SDK's decoded JSON, encoded back to JSON text for the pure translators."""
-    return _ENCODER.encode(payload).decode()
 
 
 class AlpacaClient:
@@ -235,6 +189,9 @@ class AlpacaClient:
             msg = "alpaca-py no longer keeps a requests Session in TradingClient._session"
             raise TypeError(msg)
         self._trading._session = _TimeoutSession(timeout)
+        self._reads = AlpacaReads(
+            self._trading, account=account, redact=self._redact, order_page_size=order_page_size
+        )
 
         def new_stream() -> AlpacaStream:
             return AlpacaStream(
@@ -348,7 +305,7 @@ class AlpacaClient:
                 msg = f"{account}: no order {client_order_id!r} at Alpaca; nothing canceled"
                 raise BrokerQueryError(msg)
             broker_order_id = found.broker_order_id
-        await self._call(f"cancel {client_order_id}", self._trading.cancel_order_by_id, broker_order_id)
+        await self._reads.call(f"cancel {client_order_id}", self._trading.cancel_order_by_id, broker_order_id)
 
     async def lookup(self, account: str, client_order_id: str) -> OrderReport | None:
         """The order carrying `client_order_id`, or None when Alpaca answers 404/40410000.
@@ -376,16 +333,16 @@ class AlpacaClient:
         try:
             payload = await asyncio.to_thread(self._trading.get_order_by_client_id, client_order_id)
         except APIError as e:
-            if _status(e) == 404 and _code(e) == NOT_FOUND_CODE:
+            if api_status(e) == 404 and api_code(e) == NOT_FOUND_CODE:
                 return LookupAnswer(
                     report=None, raw=RawAnswer(source=self.name, kind="lookup", payload=self._redact(str(e)))
                 )
-            msg = f"{account}: {what} failed: {_describe(e, self._redact)}"
+            msg = f"{account}: {what} failed: {describe(e, self._redact)}"
             raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
         except (RequestException, OSError, ValueError) as e:
-            msg = f"{account}: {what} failed: {_describe(e, self._redact)}"
+            msg = f"{account}: {what} failed: {describe(e, self._redact)}"
             raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
-        text = _encode(payload)
+        text = encode(payload)
         try:
             reports = to_order_reports(text, account=account)
         except TrueupError as e:
@@ -415,13 +372,13 @@ class AlpacaClient:
             # The answers as read (the text each part was translated from), kept verbatim.
             answers: list[RawAnswer] = []
             since = None if self.lookback is None else as_of - timedelta(seconds=self.lookback)
-            orders, complete = await self._orders(account, answers, failures, since)
-            fills, seen = await self._fills(account, answers, failures, since)
-            positions = await self._positions(account, as_of, answers, failures)
+            orders, complete = await self._reads.orders(account, answers, failures, since)
+            fills, seen = await self._reads.fills(account, answers, failures, since)
+            positions = await self._reads.positions(account, as_of, answers, failures)
             if fills is None or positions is None:
                 break  # nothing to hold the positions against
             try:
-                newest = await self._newest_fill_id()
+                newest = await self._reads.newest_fill_id()
                 # Membership, not equality with our last: same-millisecond fills may be
                 # listed in another order (Alpaca-API#170).
                 moved = newest is not None and newest not in seen
@@ -456,186 +413,6 @@ class AlpacaClient:
             raw=tuple(answers),
         )
 
-    # -- snapshot parts ------------------------------------------------------------------
-
-    async def _orders(
-        self, account: str, answers: list[RawAnswer], failures: dict[str, str], since: datetime | None
-    ) -> tuple[list[OrderReport] | None, bool]:
-        """Every order (submitted after `since`, and every open one), paged, deduped by id."""
-        seen: dict[str, object] = {}
-        if since is not None:
-            # An open order submitted before the window is still live: list every open one.
-            complete = await self._page_orders(
-                account, answers, failures, seen, status=QueryOrderStatus.OPEN, after=None
-            )
-            if complete is None:
-                return None, False
-        complete = await self._page_orders(
-            account, answers, failures, seen, status=QueryOrderStatus.ALL, after=since
-        )
-        if complete is None:
-            return None, False
-        orders = list(seen.values())
-        return self._translate("orders", account, orders, to_order_reports, answers, failures), complete
-
-    async def _page_orders(  # noqa: PLR0913 - one listing's terms
-        self,
-        account: str,
-        answers: list[RawAnswer],
-        failures: dict[str, str],
-        seen: dict[str, object],
-        *,
-        status: QueryOrderStatus,
-        after: datetime | None,
-    ) -> bool | None:
-        """Page forward by `submitted_at` with overlap into `seen`; whether paging ended (None: failed)."""
-        for _ in range(MAX_PAGES):
-            query = GetOrdersRequest(
-                status=status,
-                limit=self.order_page_size,
-                direction=Sort.ASC,
-                after=after,
-                nested=True,
-            )
-            try:
-                page = await self._call("list orders", self._trading.get_orders, query)
-            except BrokerQueryError as e:
-                log.warning("%s: orders unavailable: %s", account, e)
-                failures["orders"] = str(e)  # redacted by `_call`: STALE_DATA says why
-                return None
-            heads = self._heads(_ORDER_HEADS, page, "orders", answers, failures)
-            if heads is None:
-                return None
-            assert isinstance(page, list)  # noqa: S101 - the decode above proved it
-            for head, item in zip(heads, page, strict=True):
-                seen.setdefault(head.id, item)
-            if len(heads) < self.order_page_size:
-                return True
-            last = heads[-1].submitted_at or heads[-1].created_at
-            next_after = None if last is None else last - PAGE_OVERLAP
-            if next_after is None or (after is not None and next_after <= after):
-                log.warning("%s: order paging cannot advance past %s; history incomplete", account, after)
-                break
-            after = next_after
-        return False
-
-    async def _fills(
-        self, account: str, answers: list[RawAnswer], failures: dict[str, str], since: datetime | None
-    ) -> tuple[list[FillReport] | None, frozenset[str]]:
-        """Every FILL activity (after `since`; paging by `page_token`, deduped by id), and their ids."""
-        seen: dict[str, object] = {}
-        token: str | None = None
-        for _ in range(MAX_PAGES):
-            params: dict[str, Any] = {"direction": "asc", "page_size": ACTIVITY_PAGE_SIZE}
-            if since is not None:
-                params["after"] = since.isoformat()
-            if token is not None:
-                params["page_token"] = token
-            try:
-                page = await self._call("list fills", self._trading.get, "/account/activities/FILL", params)
-            except BrokerQueryError as e:
-                log.warning("%s: fills unavailable: %s", account, e)
-                failures["fills"] = str(e)  # redacted by `_call`: STALE_DATA says why
-                return None, frozenset()
-            heads = self._heads(_ACTIVITY_HEADS, page, "fills", answers, failures)
-            if heads is None:
-                return None, frozenset()
-            assert isinstance(page, list)  # noqa: S101 - the decode above proved it
-            for head, item in zip(heads, page, strict=True):
-                seen.setdefault(head.id, item)
-            if len(heads) < ACTIVITY_PAGE_SIZE:
-                translate = to_fill_reports_from_activities
-                fills = self._translate("fills", account, list(seen.values()), translate, answers, failures)
-                return fills, frozenset(seen)
-            if heads[-1].id == token:
-                break
-            token = heads[-1].id
-        why = f"fill paging did not finish after {MAX_PAGES} pages"
-        log.warning("%s: %s; fills unknown", account, why)
-        failures["fills"] = why
-        return None, frozenset()
-
-    async def _newest_fill_id(self) -> str | None:
-        """The id of the newest FILL activity (None if there is none).
-
-        Raises:
-            BrokerQueryError: Alpaca could not be asked.
-        """
-        params = {"direction": "desc", "page_size": 1}
-        page = await self._call("newest fill", self._trading.get, "/account/activities/FILL", params)
-        try:
-            heads = _ACTIVITY_HEADS.decode(_encode(page))
-        except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            msg = f"{self.account}: newest fill: unreadable answer: {e}"
-            raise BrokerQueryError(msg) from e
-        return heads[0].id if heads else None
-
-    async def _positions(
-        self, account: str, as_of: datetime, answers: list[RawAnswer], failures: dict[str, str]
-    ) -> list[PositionReport] | None:
-        try:
-            payload = await self._call("list positions", self._trading.get_all_positions)
-        except BrokerQueryError as e:
-            log.warning("%s: positions unavailable: %s", account, e)
-            failures["positions"] = str(e)  # redacted by `_call`: STALE_DATA says why
-            return None
-
-        def translate(raw: str, *, account: str) -> list[PositionReport]:
-            return to_position_reports(raw, account=account, as_of=as_of)
-
-        return self._translate("positions", account, payload, translate, answers, failures)
-
-    @staticmethod
-    def _heads(
-        decoder: msgspec.json.Decoder[list[_H]],
-        page: object,
-        what: str,
-        answers: list[RawAnswer],
-        failures: dict[str, str],
-    ) -> list[_H] | None:
-        """The paging heads of one page; a page that does not decode is kept and makes the part unknown."""
-        text = _encode(page)
-        try:
-            return decoder.decode(text)
-        except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            why = f"alpaca {what} page unreadable: {e}"
-            log.warning("%s; part unknown", why)
-            answers.append(RawAnswer(source="alpaca", kind=what, payload=text, error=why))
-            failures[what] = why
-            return None
-
-    @staticmethod
-    def _translate(  # noqa: PLR0913, PLR0917 - one part and where its answer and failure go
-        what: str,
-        account: str,
-        payload: object,
-        translate: Callable[..., Sequence[_T]],
-        answers: list[RawAnswer],
-        failures: dict[str, str],
-    ) -> list[_T] | None:
-        """Translate one part, keeping its answer; one that does not translate makes the part unknown."""
-        text = _encode(payload)
-        try:
-            translated = list(translate(text, account=account))
-        except TrueupError as e:
-            why = f"alpaca {what} answer untranslatable: {e}"
-            log.warning("%s: %s; part unknown", account, why)
-            answers.append(RawAnswer(source="alpaca", kind=what, payload=text, error=why))
-            failures[what] = why
-            return None
-        answers.append(RawAnswer(source="alpaca", kind=what, payload=text))
-        return translated
-
-    # -- helpers -------------------------------------------------------------------------
-
-    async def _call(self, what: str, fn: Callable[..., _T], *args: object) -> _T:
-        """Run one blocking SDK call in a thread; any failure is a `BrokerQueryError`."""
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except (APIError, RequestException, OSError, ValueError) as e:
-            msg = f"{self.account}: {what} failed: {_describe(e, self._redact)}"
-            raise BrokerQueryError(msg) from None  # its text may echo secrets: msg has it redacted
-
     async def _send(
         self,
         account: str,
@@ -648,17 +425,17 @@ class AlpacaClient:
         try:
             payload = await asyncio.to_thread(method, path, body)
         except APIError as e:
-            status, code = _status(e), _code(e)
+            status, code = api_status(e), api_code(e)
             if status == 422 and code == ALREADY_EXISTS_CODE:
                 log.info("order %s: already at Alpaca (422 %s); looking it up", cid, code)
                 return await self._ack_existing(account, cid)
             if status is not None and 400 <= status < 500 and status not in _UNCERTAIN_STATUS:
-                msg = f"Alpaca refused order {cid}: {_describe(e, self._redact)}"
+                msg = f"Alpaca refused order {cid}: {describe(e, self._redact)}"
                 raise SubmitRejected(msg, raw=self._redact(str(e))) from None  # its text may echo secrets
-            msg = f"order {cid}: outcome unknown ({_describe(e, self._redact)})"
+            msg = f"order {cid}: outcome unknown ({describe(e, self._redact)})"
             raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         except (RequestException, OSError, ValueError) as e:
-            msg = f"order {cid}: outcome unknown ({_describe(e, self._redact)})"
+            msg = f"order {cid}: outcome unknown ({describe(e, self._redact)})"
             raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         return self._ack(account, cid, payload)
 
@@ -667,14 +444,14 @@ class AlpacaClient:
         try:
             payload = await asyncio.to_thread(self._trading.get_order_by_client_id, cid)
         except (APIError, RequestException, OSError, ValueError) as e:
-            msg = f"order {cid}: already at Alpaca, but the lookup failed ({_describe(e, self._redact)})"
+            msg = f"order {cid}: already at Alpaca, but the lookup failed ({describe(e, self._redact)})"
             raise SubmitUncertain(msg) from None  # its text may echo secrets: msg has it redacted
         return self._ack(account, cid, payload)
 
     @staticmethod
     def _ack(account: str, cid: str, payload: object) -> SubmitAck:
         """A `SubmitAck` from the order Alpaca returned (its id and its report)."""
-        raw = _encode(payload)
+        raw = encode(payload)
         try:
             reports = to_order_reports(raw, account=account)
         except TrueupError as e:

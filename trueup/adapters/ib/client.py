@@ -40,6 +40,7 @@ Outcomes:
   cannot find (its outcome is unknown, not "never placed").
   `RaiseRequestErrors` is on, so a request that fails with a TWS error raises instead of
   returning the (empty) partial list: a failure is never read as "no orders" or "flat".
+  The cut, the parts' translation and the lookup's queries are `IbReads` (`reads.py`).
 * stream: `IbConnection.items()` (`connection.py`): every ib_async event stored as a
   JSON envelope before translation, and `Reconnected` after every reconnect (with the
   same clientId, backing off).
@@ -53,9 +54,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -69,31 +70,24 @@ from trueup.adapters.base import (
 )
 from trueup.adapters.ib.connection import SOURCE, IbConnection, utc_now
 from trueup.adapters.ib.envelope import to_reports
-from trueup.adapters.ib.translate import (
-    average_price,
-    to_fill_report,
-    to_order_report,
-    to_position_reports,
-)
-from trueup.adapters.ib.wire import FillWire, IbEnvelope, TradeWire, fill_wire, position_wire, trade_wire
+from trueup.adapters.ib.reads import SNAPSHOT_ATTEMPTS, IbReads
+from trueup.adapters.ib.wire import IbEnvelope, trade_wire
 from trueup.domain.errors import BrokerQueryError, ConfigError, TrueupError
 from trueup.domain.reports import (
     BrokerSnapshot,
-    FillReport,
     LookupAnswer,
     OrderReport,
-    PositionReport,
     RawAnswer,
 )
-from trueup.domain.status import ReportSource, Side
+from trueup.domain.status import Side
 
 try:
-    from ib_async import Contract, ExecutionFilter, LimitOrder, MarketOrder, Order, Trade
+    from ib_async import Contract, LimitOrder, MarketOrder, Order, Trade
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     msg = "the Interactive Brokers adapter needs ib_async: pip install 'trueup[ib]'"
     raise ImportError(msg) from e
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SOURCE", "IbClient"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SNAPSHOT_ATTEMPTS", "SOURCE", "IbClient"]
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +100,6 @@ _ACTION: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
 _UNACKED: Final = frozenset({"PendingSubmit", "ApiPending", ""})
 """Statuses that are not yet TWS's answer to a placeOrder."""
 _ENCODER: Final = msgspec.json.Encoder()
-SNAPSHOT_ATTEMPTS: Final = 3
-"""Snapshots taken before giving up on a consistent cut of executions and positions."""
-
-
-def _exec_ids(fills: list[Any]) -> set[str]:
-    """The execution ids (revision included: a correction moves the cut) an answer lists."""
-    return {str(fill.execution.execId) for fill in fills}
-
-
-def _unknown(  # noqa: PLR0913, PLR0917 - the part, and where its evidence and failure go
-    part: str, account: str, error: TrueupError, answers: list[RawAnswer], read: int, failures: dict[str, str]
-) -> None:
-    """A part whose answer does not translate: unknown, why in `failures`, its `read` answers marked so."""
-    why = f"ib {part} answer untranslatable: {error}"
-    log.warning("%s: %s; part unknown", account, why)
-    failures[part] = why
-    for i in range(len(answers) - read, len(answers)):
-        answers[i] = msgspec.structs.replace(answers[i], error=why)
 
 
 def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -208,6 +184,7 @@ class IbClient:
         )
         self.translate = self.connection.translate
         self._ib = self.connection.ib
+        self._reads = IbReads(self.connection, account=account)
         self._last_order_id = 0
 
     @classmethod
@@ -356,49 +333,7 @@ class IbClient:
         """
         self._check_account(account)
         await self._ensure_connected()
-        async with self.connection.query_lock:
-            open_trades = await self.connection.query("open orders", self._ib.reqAllOpenOrdersAsync)
-            completed = await self.connection.query("completed orders", self._completed_orders)
-        if open_trades is None or completed is None:
-            msg = f"{account}: lookup {client_order_id}: IB order queries failed; absence unknown"
-            raise BrokerQueryError(msg)
-        wires = {
-            "open orders": [trade_wire(t) for t in open_trades],
-            "completed orders": [trade_wire(t) for t in completed],
-        }
-        raw = RawAnswer(source=SOURCE, kind="lookup", payload=_ENCODER.encode(wires).decode())
-        # A completed order is final; an open one may still be listed from a stale cache.
-        for wire in [*wires["completed orders"], *wires["open orders"]]:
-            if wire.order.orderRef == client_order_id:
-                try:
-                    report = to_order_report(
-                        wire,  # type: ignore[arg-type]  # the stored form, read like a Trade
-                        account=account,
-                        ts_event=utc_now(),
-                        source=ReportSource.RECONCILE,
-                    )
-                    return LookupAnswer(report=self._with_average(report), raw=raw)
-                except TrueupError as e:
-                    why = f"{account}: lookup {client_order_id}: untranslatable answer: {e}"
-                    return LookupAnswer(report=None, raw=msgspec.structs.replace(raw, error=why))
-        return LookupAnswer(report=None, raw=raw)
-
-    def _with_average(self, report: OrderReport) -> OrderReport:
-        """A completed order carries no average price: take it from its executions when they cover it.
-
-        ib_async keeps every execution of the session (the startup `reqExecutions` and the
-        live ones) in `ib.fills()`; without the price, the ledger could not book the
-        cumulative quantity until the executions themselves arrive.
-        """
-        if report.avg_price is not None or report.filled_qty == 0 or report.broker_order_id is None:
-            return report
-        fills = [
-            to_fill_report(fill_wire(f), account=report.account)  # type: ignore[arg-type]  # duck-typed Fill
-            for f in self._ib.fills()
-            if str(f.execution.permId) == report.broker_order_id
-        ]
-        average = average_price(fills, report.filled_qty)
-        return report if average is None else msgspec.structs.replace(report, avg_price=average)
+        return await self._reads.lookup_answer(account, client_order_id)
 
     async def snapshot(self, account: str) -> BrokerSnapshot:
         """Open + completed orders, executions and positions now; failed parts are None.
@@ -415,33 +350,12 @@ class IbClient:
                 log.warning("%s: IB snapshot impossible: %s; every part unknown", account, e)
                 return BrokerSnapshot.unknown(account, as_of, reason=str(e))
         failures: dict[str, str] = {}
-        async with self.connection.query_lock:
-            for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
-                as_of = utc_now()
-                open_trades = await self.connection.query("open orders", self._ib.reqAllOpenOrdersAsync)
-                completed = await self.connection.query("completed orders", self._completed_orders)
-                fills = await self.connection.query("executions", self._executions)
-                positions = await self.connection.query("positions", self._ib.reqPositionsAsync)
-                if fills is None or positions is None:
-                    break  # nothing to hold the positions against
-                # One cut: an execution landing after the executions read would be in the
-                # positions only, and a repair would book it, then the execution again.
-                again = await self.connection.query("executions (again)", self._executions)
-                if again is None:
-                    positions = None
-                    failures["positions"] = "could not confirm them against the executions (query failed)"
-                    break
-                if _exec_ids(again) == _exec_ids(fills):
-                    break
-                log.info("%s: executions arrived in snapshot %d of %d", account, attempt, SNAPSHOT_ATTEMPTS)
-            else:
-                positions = None
-                failures["positions"] = "executions kept arriving during the snapshot; compared next cycle"
+        as_of, open_trades, completed, fills, positions = await self._reads.cut(account, failures)
         # The answers as read, kept verbatim: ib_async's objects in their stored (wire) form.
         answers: list[RawAnswer] = []
-        orders = self._orders(account, open_trades, completed, as_of, answers, failures)
-        fill_reports = self._fills(account, fills, answers, failures)
-        position_reports = self._positions(account, positions, as_of, answers, failures)
+        orders = self._reads.orders(account, open_trades, completed, as_of, answers, failures)
+        fill_reports = self._reads.fills(account, fills, answers, failures)
+        position_reports = self._reads.positions(account, positions, as_of, answers, failures)
         return BrokerSnapshot(
             account=account,
             as_of=as_of,
@@ -464,99 +378,6 @@ class IbClient:
         if self.lookback is None:
             return midnight
         return max(midnight, now.astimezone(UTC) - timedelta(seconds=self.lookback))
-
-    # -- snapshot parts -----------------------------------------------------------------------
-
-    def _completed_orders(self) -> Awaitable[list[Trade]]:
-        return self._ib.reqCompletedOrdersAsync(apiOnly=False)
-
-    def _executions(self) -> Awaitable[list[Any]]:
-        return self._ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account))
-
-    def _orders(  # noqa: PLR0913, PLR0917 - the two answers, and where their evidence and failures go
-        self,
-        account: str,
-        open_trades: list[Trade] | None,
-        completed: list[Trade] | None,
-        as_of: datetime,
-        answers: list[RawAnswer],
-        failures: dict[str, str],
-    ) -> list[OrderReport] | None:
-        if open_trades is None or completed is None:
-            return None
-        by_key: dict[object, TradeWire] = {}
-        for kind, trades in (("open orders", open_trades), ("completed orders", completed)):
-            wires = [trade_wire(trade) for trade in trades]
-            answers.append(RawAnswer(source=SOURCE, kind=kind, payload=_ENCODER.encode(wires).decode()))
-            for wire in wires:  # completed last: its final status wins
-                if wire.order.account not in {"", account}:
-                    continue
-                key = wire.order.permId or (wire.order.clientId, wire.order.orderId)
-                by_key[key] = wire
-        try:
-            return [
-                to_order_report(
-                    wire,  # type: ignore[arg-type]  # the stored form, read like a Trade
-                    account=account,
-                    ts_event=as_of,
-                    source=ReportSource.RECONCILE,
-                )
-                for wire in by_key.values()
-            ]
-        except TrueupError as e:
-            _unknown("orders", account, e, answers, 2, failures)
-            return None
-
-    def _fills(
-        self, account: str, fills: list[Any] | None, answers: list[RawAnswer], failures: dict[str, str]
-    ) -> list[FillReport] | None:
-        if fills is None:
-            return None
-        wires = [self._fill_with_commission(fill) for fill in fills]
-        answers.append(RawAnswer(source=SOURCE, kind="executions", payload=_ENCODER.encode(wires).decode()))
-        try:
-            return [
-                to_fill_report(wire, account=account)  # type: ignore[arg-type]
-                for wire in wires
-                if wire.execution.acctNumber in {"", account}
-            ]
-        except TrueupError as e:
-            _unknown("fills", account, e, answers, 1, failures)
-            return None
-
-    def _fill_with_commission(self, fill: Any) -> FillWire:  # noqa: ANN401 - an ib_async Fill
-        """The fill's stored form, with the commission ib_async merged into its cached twin.
-
-        An execution already seen live stays in ib_async's cache (`wrapper.fills`); a
-        `reqExecutions` answer builds a new Fill for it, and TWS's commission report is
-        merged into the cached one only. Joined by execId; none is still None (unknown).
-        """
-        wire = fill_wire(fill)
-        cached = self._ib.wrapper.fills.get(fill.execution.execId)
-        if cached is not None and cached is not fill:
-            cached_wire = fill_wire(cached)
-            report = cached_wire.commissionReport
-            if report is not None and report.execId == fill.execution.execId:
-                wire.commissionReport = report
-        return wire
-
-    def _positions(
-        self,
-        account: str,
-        positions: list[Any] | None,
-        as_of: datetime,
-        answers: list[RawAnswer],
-        failures: dict[str, str],
-    ) -> list[PositionReport] | None:
-        if positions is None:
-            return None
-        wires = [position_wire(p) for p in positions]
-        answers.append(RawAnswer(source=SOURCE, kind="positions", payload=_ENCODER.encode(wires).decode()))
-        try:
-            return to_position_reports(wires, account=account, as_of=as_of)  # type: ignore[arg-type]
-        except TrueupError as e:
-            _unknown("positions", account, e, answers, 1, failures)
-            return None
 
     # -- helpers ------------------------------------------------------------------------------
 
