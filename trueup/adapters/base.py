@@ -229,15 +229,7 @@ async def checked_lookup(
     """
     what = f"lookup of {client_order_id} in {account} at {broker.name}"
     found = await broker_query(broker.lookup(account, client_order_id), what=what, timeout=timeout)
-    if found is None:
-        return None
-    if not isinstance(found, OrderReport):
-        msg = f"{what} answered a {type(found).__name__}, not an order report"
-        raise BrokerQueryError(msg)
-    if found.account != account:
-        msg = f"{what} answered an order of account {found.account!r}"
-        raise BrokerQueryError(msg)
-    return found
+    return _our_order(found, account, what)
 
 
 async def checked_lookup_answer(
@@ -260,14 +252,21 @@ async def checked_lookup_answer(
     if not isinstance(answer, LookupAnswer):
         msg = f"{what} answered a {type(answer).__name__}, not a lookup answer"
         raise BrokerQueryError(msg)
-    found = answer.report
-    if found is not None and not isinstance(found, OrderReport):
+    _our_order(answer.report, account, what)
+    return answer
+
+
+def _our_order(found: object, account: str, what: str) -> OrderReport | None:
+    """`found` if it is None or an order report of `account`; else the lookup failed."""
+    if found is None:
+        return None
+    if not isinstance(found, OrderReport):
         msg = f"{what} answered a {type(found).__name__}, not an order report"
         raise BrokerQueryError(msg)
-    if found is not None and found.account != account:
+    if found.account != account:
         msg = f"{what} answered an order of account {found.account!r}"
         raise BrokerQueryError(msg)
-    return answer
+    return found
 
 
 _PART_TYPES: dict[str, type] = {"orders": OrderReport, "fills": FillReport, "positions": PositionReport}
